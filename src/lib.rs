@@ -1,0 +1,23 @@
+//! churn-alert: finds customers who are about to churn from their Kafka
+//! event stream, and publishes alerts and retention triggers.
+//!
+//! Module map:
+//! - [`event`]: the validated event the core consumes, time helpers.
+//! - [`decode`]: wire decoding (JSON, protobuf) and validation into events
+//!   or rejections with a reason.
+//! - [`features`]: per-customer state and the feature vector, in event time.
+//! - [`model`]: the logistic model file and scoring with reasons.
+//! - [`policy`]: thresholds, hysteresis, tiers and campaign choice.
+//! - [`pipeline`]: the pure `step` and `rescore` functions.
+
+pub mod decode;
+pub mod event;
+pub mod features;
+pub mod model;
+pub mod pipeline;
+pub mod policy;
+
+/// Code generated from `proto/churn/v1/events.proto`.
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/churn.v1.rs"));
+}

@@ -1,0 +1,277 @@
+//! The churn model: a standardised logistic regression read from JSON.
+//!
+//! The file names its features; they must all be features the code computes
+//! (see [`crate::features::FeatureSpec::names`]), otherwise the model is
+//! refused at load with the offending field.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::features::FeatureSpec;
+
+/// Why a model file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read model file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("model file {path} is not a valid model: {message}")]
+    Parse { path: String, message: String },
+    #[error("model file {path}: field `{field}`: {message}")]
+    Field {
+        path: String,
+        field: String,
+        message: String,
+    },
+}
+
+/// The model file format (`models/*.json`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ModelFile {
+    /// Stamped on every alert.
+    pub version: String,
+    /// Feature names, in the order of the arrays below.
+    pub features: Vec<String>,
+    /// Mean of each feature in the training data (standardisation).
+    pub mean: Vec<f64>,
+    /// Standard deviation of each feature in the training data (> 0).
+    pub scale: Vec<f64>,
+    /// Weight of each standardised feature.
+    pub weights: Vec<f64>,
+    /// Intercept (log-odds at the mean customer).
+    pub intercept: f64,
+    /// How the model was made: training window, data hash, metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<serde_json::Value>,
+}
+
+/// One feature's part in a score.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Reason {
+    /// Feature name.
+    pub feature: String,
+    /// The customer's value of it.
+    pub value: f64,
+    /// Its contribution to the log-odds (weight × standardised value).
+    pub contribution: f64,
+}
+
+/// A probability and what drove it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Score {
+    pub probability: f64,
+    /// Features by contribution, largest first (only those pushing up).
+    pub reasons: Vec<Reason>,
+}
+
+/// A model checked against the code's feature spec, ready to score.
+#[derive(Debug, Clone)]
+pub struct Model {
+    file: ModelFile,
+    /// For each model feature, its index in the spec's feature vector.
+    index: Vec<usize>,
+}
+
+impl Model {
+    /// Reads and checks a model file.
+    pub fn load(path: &Path, spec: &FeatureSpec) -> Result<Self, ModelError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        let file: ModelFile = serde_json::from_str(&text).map_err(|e| ModelError::Parse {
+            path: p.clone(),
+            message: e.to_string(),
+        })?;
+        Self::new(file, spec).map_err(|(field, message)| ModelError::Field {
+            path: p,
+            field,
+            message,
+        })
+    }
+
+    /// Checks a model against the spec; the error names the field.
+    pub fn new(file: ModelFile, spec: &FeatureSpec) -> Result<Self, (String, String)> {
+        let n = file.features.len();
+        if n == 0 {
+            return Err(("features".into(), "the model has no features".into()));
+        }
+        for (field, len) in [
+            ("mean", file.mean.len()),
+            ("scale", file.scale.len()),
+            ("weights", file.weights.len()),
+        ] {
+            if len != n {
+                return Err((
+                    field.into(),
+                    format!("has {len} values but there are {n} features"),
+                ));
+            }
+        }
+        let names = spec.names();
+        let mut index = Vec::with_capacity(n);
+        for (i, f) in file.features.iter().enumerate() {
+            match names.iter().position(|x| x == f) {
+                Some(j) if index.contains(&j) => {
+                    return Err((format!("features[{i}]"), format!("feature {f:?} is listed twice")))
+                }
+                Some(j) => index.push(j),
+                None => {
+                    return Err((
+                        format!("features[{i}]"),
+                        format!(
+                            "unknown feature {f:?}: this service computes {} (activity features follow features.activity_names)",
+                            names.join(", ")
+                        ),
+                    ))
+                }
+            }
+        }
+        for (i, (m, (s, w))) in file
+            .mean
+            .iter()
+            .zip(file.scale.iter().zip(&file.weights))
+            .enumerate()
+        {
+            if !m.is_finite() {
+                return Err((format!("mean[{i}]"), format!("must be finite, got {m}")));
+            }
+            if !(s.is_finite() && *s > 0.0) {
+                return Err((format!("scale[{i}]"), format!("must be finite and > 0, got {s}")));
+            }
+            if !w.is_finite() {
+                return Err((format!("weights[{i}]"), format!("must be finite, got {w}")));
+            }
+        }
+        if !file.intercept.is_finite() {
+            return Err(("intercept".into(), "must be finite".into()));
+        }
+        if file.version.trim().is_empty() {
+            return Err(("version".into(), "must not be empty".into()));
+        }
+        Ok(Self { file, index })
+    }
+
+    /// The model's version string.
+    pub fn version(&self) -> &str {
+        &self.file.version
+    }
+
+    /// The file contents.
+    pub fn file(&self) -> &ModelFile {
+        &self.file
+    }
+
+    /// Scores a feature vector (in spec order); keeps the `top` reasons.
+    pub fn score(&self, x: &[f64], top: usize) -> Score {
+        let f = &self.file;
+        let mut z = f.intercept;
+        let mut reasons: Vec<Reason> = Vec::with_capacity(self.index.len());
+        for (k, &j) in self.index.iter().enumerate() {
+            let c = f.weights[k] * (x[j] - f.mean[k]) / f.scale[k];
+            z += c;
+            if c > 0.0 {
+                reasons.push(Reason {
+                    feature: f.features[k].clone(),
+                    value: x[j],
+                    contribution: c,
+                });
+            }
+        }
+        reasons.sort_by(|a, b| b.contribution.total_cmp(&a.contribution));
+        reasons.truncate(top);
+        Score {
+            probability: sigmoid(z),
+            reasons,
+        }
+    }
+}
+
+/// The logistic function, stable for large |z|.
+pub fn sigmoid(z: f64) -> f64 {
+    if z >= 0.0 {
+        1.0 / (1.0 + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (1.0 + e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::DAY_MS;
+
+    fn spec() -> FeatureSpec {
+        FeatureSpec::new(&[7.0, 30.0], &[], 7 * DAY_MS)
+    }
+
+    fn file() -> ModelFile {
+        ModelFile {
+            version: "t-1".into(),
+            features: vec!["recency_days".into(), "sessions_rate_7d".into()],
+            mean: vec![10.0, 1.0],
+            scale: vec![5.0, 0.5],
+            weights: vec![1.5, -2.0],
+            intercept: -1.0,
+            training: None,
+        }
+    }
+
+    #[test]
+    fn scores_with_standardisation_and_reasons() {
+        let spec = spec();
+        let m = Model::new(file(), &spec).unwrap();
+        let mut x = vec![0.0; spec.names().len()];
+        let ri = spec.names().iter().position(|n| n == "recency_days").unwrap();
+        let si = spec.names().iter().position(|n| n == "sessions_rate_7d").unwrap();
+        x[ri] = 20.0;
+        x[si] = 0.0;
+        let s = m.score(&x, 3);
+        let z: f64 = -1.0 + 1.5 * (20.0 - 10.0) / 5.0 + -2.0 * (0.0 - 1.0) / 0.5;
+        assert!((s.probability - 1.0 / (1.0 + (-z).exp())).abs() < 1e-12);
+        assert_eq!(s.reasons[0].feature, "sessions_rate_7d");
+        assert_eq!(s.reasons[1].feature, "recency_days");
+        assert_eq!(s.reasons[1].value, 20.0);
+    }
+
+    #[test]
+    fn refuses_models_that_do_not_match_the_code() {
+        let spec = spec();
+        let mut f = file();
+        f.features[1] = "shoe_size".into();
+        let (field, msg) = Model::new(f, &spec).unwrap_err();
+        assert_eq!(field, "features[1]");
+        assert!(msg.contains("shoe_size"));
+        let mut f = file();
+        f.weights.pop();
+        assert_eq!(Model::new(f, &spec).unwrap_err().0, "weights");
+        let mut f = file();
+        f.scale[0] = 0.0;
+        assert_eq!(Model::new(f, &spec).unwrap_err().0, "scale[0]");
+    }
+
+    #[test]
+    fn load_names_the_file_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.json");
+        let mut f = file();
+        f.features[0] = "nope".into();
+        std::fs::write(&p, serde_json::to_string(&f).unwrap()).unwrap();
+        let err = Model::load(&p, &spec()).unwrap_err().to_string();
+        assert!(err.contains("m.json") && err.contains("features[0]"), "{err}");
+        std::fs::write(&p, "{").unwrap();
+        assert!(matches!(Model::load(&p, &spec()), Err(ModelError::Parse { .. })));
+    }
+
+    #[test]
+    fn sigmoid_is_stable() {
+        assert_eq!(sigmoid(1000.0), 1.0);
+        assert_eq!(sigmoid(-1000.0), 0.0);
+        assert!((sigmoid(0.0) - 0.5).abs() < 1e-15);
+    }
+}

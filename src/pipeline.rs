@@ -1,0 +1,331 @@
+//! The pure core: `step(state, event, now, model, policy)` and `rescore`.
+//!
+//! No I/O happens here. The runner loads state, calls these, publishes the
+//! outputs and writes the new state back; tests call them directly.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{rfc3339, stable_hash, Event, EventKind, Millis};
+use crate::features::{CustomerState, FeatureSpec, Seen};
+use crate::model::{Model, Reason};
+use crate::policy::{Decision, Policy};
+
+/// A churn alert as published on the alerts topic (JSON).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Alert {
+    /// Deterministic: the same crossing of the same customer always has the
+    /// same id, so a redelivered alert is recognisable.
+    pub alert_id: String,
+    pub customer_id: String,
+    /// Churn probability at `as_of`.
+    pub probability: f64,
+    pub risk_tier: String,
+    pub model_version: String,
+    /// Features that pushed the score up most, largest first.
+    pub reasons: Vec<Reason>,
+    /// Event time the score refers to (RFC 3339).
+    pub as_of: String,
+    /// The same as epoch milliseconds.
+    pub as_of_ms: Millis,
+    /// What woke the score: `event` or `silence` (re-scored with no event).
+    pub cause: String,
+    /// Net spend, base currency.
+    pub customer_value: f64,
+    /// Whether the customer may receive marketing.
+    pub marketing_consent: bool,
+    /// Every feature value at `as_of`.
+    pub features: BTreeMap<String, f64>,
+}
+
+/// A retention-campaign trigger as published on the triggers topic (JSON).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Trigger {
+    /// Deterministic, derived from the alert id.
+    pub trigger_id: String,
+    pub alert_id: String,
+    pub customer_id: String,
+    pub campaign_id: String,
+    /// email | sms | call | in_app
+    pub channel: String,
+    pub offer: Option<String>,
+    pub risk_tier: String,
+    pub probability: f64,
+    pub customer_value: f64,
+    pub as_of: String,
+}
+
+/// What happened to an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied to the state.
+    Applied,
+    /// Same event id seen before for this customer: dropped.
+    Duplicate,
+    /// Older than the de-duplication window: goes to the dead-letter topic.
+    TooLate,
+    /// The customer's state was deleted.
+    Erased,
+}
+
+/// Outputs of one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub outcome: Outcome,
+    /// The probability computed, if the customer was scored.
+    pub probability: Option<f64>,
+    pub alert: Option<Alert>,
+    pub trigger: Option<Trigger>,
+    /// Why an alert got no trigger (`no_consent`, `unsubscribed`, ...).
+    pub suppressed: Option<&'static str>,
+    /// An alert was due but held back by the cooldown.
+    pub cooldown: bool,
+}
+
+impl Output {
+    fn bare(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            probability: None,
+            alert: None,
+            trigger: None,
+            suppressed: None,
+            cooldown: false,
+        }
+    }
+}
+
+/// Applies one event to a customer's state, scores the customer as of `now`
+/// and decides on alerts. `state` is `None` for a customer never seen.
+///
+/// Returns the new state (`None` after erasure) and the outputs.
+pub fn step(
+    state: Option<CustomerState>,
+    event: &Event,
+    now: Millis,
+    model: &Model,
+    policy: &Policy,
+    spec: &FeatureSpec,
+) -> (Option<CustomerState>, Output) {
+    if matches!(event.kind, EventKind::Erasure) {
+        return (None, Output::bare(Outcome::Erased));
+    }
+    let mut s = state.unwrap_or_default();
+    match s.check_and_record(&event.event_id, event.occurred_at, spec.dedup_window_ms) {
+        Seen::New => {}
+        Seen::Duplicate => return (Some(s), Output::bare(Outcome::Duplicate)),
+        Seen::TooLate => return (Some(s), Output::bare(Outcome::TooLate)),
+    }
+    spec.apply(&mut s, event);
+    let now = now.max(event.occurred_at);
+    let out = score(&mut s, &event.customer_id, now, model, policy, spec, "event");
+    (Some(s), out)
+}
+
+/// Re-scores a customer who sent nothing, as of `now`: churn is mostly
+/// silence, and the score must rise while nothing arrives.
+pub fn rescore(
+    mut s: CustomerState,
+    customer_id: &str,
+    now: Millis,
+    model: &Model,
+    policy: &Policy,
+    spec: &FeatureSpec,
+) -> (CustomerState, Output) {
+    let out = score(&mut s, customer_id, now, model, policy, spec, "silence");
+    (s, out)
+}
+
+fn score(
+    s: &mut CustomerState,
+    customer_id: &str,
+    now: Millis,
+    model: &Model,
+    policy: &Policy,
+    spec: &FeatureSpec,
+    cause: &str,
+) -> Output {
+    let x = spec.extract(s, now);
+    let sc = model.score(&x, policy.top_reasons);
+    let p = sc.probability;
+    let engaged = s.last_engaged.unwrap_or(s.first_seen);
+    s.next_due = if now - engaged >= policy.rescore_stop_after_ms {
+        None
+    } else {
+        Some(now + policy.rescore_interval_ms)
+    };
+    let decision = policy.decide(&mut s.alert, p, now);
+    let mut out = Output::bare(Outcome::Applied);
+    out.probability = Some(p);
+    out.cooldown = decision == Decision::Cooldown;
+    if decision != Decision::Alert {
+        return out;
+    }
+    let alert_id = format!(
+        "{:016x}",
+        stable_hash(&[
+            customer_id.as_bytes(),
+            &s.first_seen.to_be_bytes(),
+            &s.alert.count.to_be_bytes(),
+        ])
+    );
+    let tier = policy.tier(p).to_string();
+    let value = s.gross - s.refunded;
+    let as_of = rfc3339(now);
+    out.trigger = match policy.campaign(&tier, s) {
+        Ok(rule) => Some(Trigger {
+            trigger_id: format!("{:016x}", stable_hash(&[alert_id.as_bytes(), b"trigger"])),
+            alert_id: alert_id.clone(),
+            customer_id: customer_id.to_string(),
+            campaign_id: rule.campaign_id.clone(),
+            channel: rule.channel.clone(),
+            offer: rule.offer.clone(),
+            risk_tier: tier.clone(),
+            probability: p,
+            customer_value: value,
+            as_of: as_of.clone(),
+        }),
+        Err(why) => {
+            out.suppressed = Some(why);
+            None
+        }
+    };
+    out.alert = Some(Alert {
+        alert_id,
+        customer_id: customer_id.to_string(),
+        probability: p,
+        risk_tier: tier,
+        model_version: model.version().to_string(),
+        reasons: sc.reasons,
+        as_of,
+        as_of_ms: now,
+        cause: cause.to_string(),
+        customer_value: value,
+        marketing_consent: s.has_marketing_consent(),
+        features: spec.names().iter().cloned().zip(x).collect(),
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::DAY_MS;
+    use crate::model::ModelFile;
+
+    fn spec() -> FeatureSpec {
+        FeatureSpec::new(&[7.0, 30.0, 90.0], &[], 7 * DAY_MS)
+    }
+
+    /// A model whose probability rises with days of silence: 0.5 at 10 days.
+    fn model(spec: &FeatureSpec) -> Model {
+        Model::new(
+            ModelFile {
+                version: "test-1".into(),
+                features: vec!["recency_days".into()],
+                mean: vec![10.0],
+                scale: vec![2.0],
+                weights: vec![1.0],
+                intercept: 0.0,
+                training: None,
+            },
+            spec,
+        )
+        .unwrap()
+    }
+
+    const T0: Millis = 1_700_000_000_000;
+
+    fn ev(id: &str, cust: &str, day: i64, kind: EventKind) -> Event {
+        Event {
+            event_id: id.into(),
+            customer_id: cust.into(),
+            occurred_at: T0 + day * DAY_MS,
+            attributes: BTreeMap::new(),
+            kind,
+        }
+    }
+
+    fn session(id: &str, day: i64) -> Event {
+        ev(id, "c-1", day, EventKind::Session { duration_seconds: 1.0, page_views: 1, channel: None })
+    }
+
+    #[test]
+    fn silent_customer_is_alerted_once_with_reasons() {
+        let (spec, policy) = (spec(), crate::policy::tests::policy());
+        let m = model(&spec);
+        let (s, out) = step(None, &session("e1", 0), T0, &m, &policy, &spec);
+        assert_eq!(out.outcome, Outcome::Applied);
+        assert!(out.probability.unwrap() < 0.01);
+        let mut s = s.unwrap();
+        assert_eq!(s.next_due, Some(T0 + DAY_MS));
+        let mut alerts = Vec::new();
+        for day in 1..=20 {
+            let (ns, out) = rescore(s, "c-1", T0 + day * DAY_MS, &m, &policy, &spec);
+            s = ns;
+            alerts.extend(out.alert);
+        }
+        assert_eq!(alerts.len(), 1, "one alert, no flapping: {alerts:?}");
+        let a = &alerts[0];
+        // 0.7 is crossed at recency 10 + 2·ln(7/3) ≈ 11.7 days → day 12.
+        assert_eq!(a.as_of_ms, T0 + 12 * DAY_MS);
+        assert_eq!(a.cause, "silence");
+        assert_eq!(a.reasons[0].feature, "recency_days");
+        assert_eq!(a.reasons[0].value, 12.0);
+        assert_eq!(a.model_version, "test-1");
+        assert_eq!(a.features["recency_days"], 12.0);
+    }
+
+    #[test]
+    fn alert_ids_are_deterministic_and_distinct_per_crossing() {
+        let (spec, policy) = (spec(), crate::policy::tests::policy());
+        let m = model(&spec);
+        let run = || {
+            let (s, _) = step(None, &session("e1", 0), T0, &m, &policy, &spec);
+            let (s, o1) = rescore(s.unwrap(), "c-1", T0 + 12 * DAY_MS, &m, &policy, &spec);
+            // Comes back, then goes silent again past the cooldown.
+            let (s, _) = step(Some(s), &session("e2", 13), T0 + 13 * DAY_MS, &m, &policy, &spec);
+            let (_, o2) = rescore(s.unwrap(), "c-1", T0 + 30 * DAY_MS, &m, &policy, &spec);
+            (o1.alert.unwrap().alert_id, o2.alert.unwrap().alert_id)
+        };
+        let (a1, a2) = run();
+        assert_ne!(a1, a2);
+        assert_eq!(run(), (a1, a2));
+    }
+
+    #[test]
+    fn duplicates_are_not_applied_twice_and_erasure_deletes() {
+        let (spec, policy) = (spec(), crate::policy::tests::policy());
+        let m = model(&spec);
+        let buy = ev("p1", "c-1", 0, EventKind::Purchase { amount: 10.0, order_id: None });
+        let (s, _) = step(None, &buy, T0, &m, &policy, &spec);
+        let (s, out) = step(s, &buy, T0, &m, &policy, &spec);
+        assert_eq!(out.outcome, Outcome::Duplicate);
+        assert_eq!(s.as_ref().unwrap().purchases, 1);
+        assert_eq!(s.as_ref().unwrap().gross, 10.0);
+        let old = ev("p0", "c-1", -30, EventKind::Purchase { amount: 1.0, order_id: None });
+        let (s, out) = step(s, &old, T0, &m, &policy, &spec);
+        assert_eq!(out.outcome, Outcome::TooLate);
+        assert_eq!(s.as_ref().unwrap().purchases, 1);
+        let (s, out) = step(s, &ev("x", "c-1", 1, EventKind::Erasure), T0, &m, &policy, &spec);
+        assert_eq!(out.outcome, Outcome::Erased);
+        assert!(s.is_none());
+    }
+
+    #[test]
+    fn triggers_respect_consent() {
+        let (spec, policy) = (spec(), crate::policy::tests::policy());
+        let m = model(&spec);
+        let (s, _) = step(None, &session("e1", 0), T0, &m, &policy, &spec);
+        let (_, out) = rescore(s.clone().unwrap(), "c-1", T0 + 12 * DAY_MS, &m, &policy, &spec);
+        assert!(out.alert.is_some());
+        assert!(out.trigger.is_none());
+        assert_eq!(out.suppressed, Some("no_consent"));
+        let (s, _) = step(s, &ev("k", "c-1", 0, EventKind::Consent { marketing: true }), T0, &m, &policy, &spec);
+        let (_, out) = rescore(s.unwrap(), "c-1", T0 + 12 * DAY_MS, &m, &policy, &spec);
+        let t = out.trigger.expect("consenting customer gets a trigger");
+        assert_eq!(t.alert_id, out.alert.unwrap().alert_id);
+        assert_eq!(t.campaign_id, "winback-email");
+    }
+}
