@@ -2,6 +2,7 @@
 //! event stream, and publishes alerts and retention triggers.
 //!
 //! Module map:
+//! - [`config`]: layered configuration, refused with the key at fault.
 //! - [`event`]: the validated event the core consumes, time helpers.
 //! - [`decode`]: wire decoding (JSON, protobuf) and validation into events
 //!   or rejections with a reason.
@@ -9,13 +10,20 @@
 //! - [`model`]: the logistic model file and scoring with reasons.
 //! - [`policy`]: thresholds, hysteresis, tiers and campaign choice.
 //! - [`pipeline`]: the pure `step` and `rescore` functions.
+//! - [`processor`]: batches of messages → outputs and per-partition commits.
+//! - [`store`]: per-partition state storage (sled, memory), offsets with state.
 
+pub mod admin;
+pub mod config;
 pub mod decode;
 pub mod event;
 pub mod features;
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod policy;
+pub mod processor;
+pub mod store;
 
 /// Code generated from `proto/churn/v1/events.proto`.
 pub mod proto {

@@ -1,0 +1,98 @@
+//! The admin HTTP server: `/metrics`, `/healthz`, `/readyz`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// What `/readyz` reports: ready only when every condition holds.
+#[derive(Default, Debug)]
+pub struct Health {
+    /// The Kafka consumer reached the brokers recently.
+    pub connected: AtomicBool,
+    /// The consumer group gave this instance at least one partition.
+    pub assigned: AtomicBool,
+    /// The last publish and store commit succeeded.
+    pub committing: AtomicBool,
+}
+
+impl Health {
+    /// Ready when connected, assigned and committing; else the reasons.
+    pub fn check(&self) -> Result<(), Vec<&'static str>> {
+        let mut why = Vec::new();
+        if !self.connected.load(Ordering::Relaxed) {
+            why.push("not connected to Kafka");
+        }
+        if !self.assigned.load(Ordering::Relaxed) {
+            why.push("no partitions assigned");
+        }
+        if !self.committing.load(Ordering::Relaxed) {
+            why.push("cannot publish or commit (retrying)");
+        }
+        if why.is_empty() {
+            Ok(())
+        } else {
+            Err(why)
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Metrics,
+    health: Arc<Health>,
+}
+
+/// The admin routes.
+pub fn router(metrics: Metrics, health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready_handler))
+        .with_state(AppState { metrics, health })
+}
+
+async fn metrics_handler(State(s): State<AppState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+}
+
+async fn ready_handler(State(s): State<AppState>) -> (StatusCode, String) {
+    match s.health.check() {
+        Ok(()) => {
+            s.metrics.ready.set(1);
+            (StatusCode::OK, "ready\n".into())
+        }
+        Err(why) => {
+            s.metrics.ready.set(0);
+            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", why.join("; ")))
+        }
+    }
+}
+
+/// Binds the admin server; returns the bound address and the serving task.
+pub async fn serve(
+    listen: &str,
+    metrics: Metrics,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let app = router(metrics, health);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+    });
+    Ok((addr, task))
+}

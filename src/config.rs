@@ -1,0 +1,600 @@
+//! Configuration: embedded defaults < TOML file < environment.
+//!
+//! Environment variables `CHURN_ALERT__SECTION__KEY=value` override file
+//! values (`CHURN_ALERT__KAFKA__BROKERS=host:9092`). Unknown keys and bad
+//! values are refused at start with the key's full path. Every field's
+//! documentation is the user reference (README "Configuration").
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::decode::Validator;
+use crate::event::{Millis, DAY_MS};
+use crate::features::FeatureSpec;
+use crate::policy::{CampaignRule, Policy, Tier};
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "CHURN_ALERT__";
+
+/// A refused configuration, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Key { key: String, message: String },
+}
+
+fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Key {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole configuration.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub store: StoreConfig,
+    pub clock: ClockConfig,
+    pub features: FeaturesConfig,
+    pub validation: ValidationConfig,
+    pub model: ModelConfig,
+    pub policy: PolicyConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+}
+
+/// Kafka connection, topics and batching.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated `host:port`.
+    pub brokers: String,
+    /// Consumer group; instances with the same group share the partitions.
+    pub group_id: String,
+    /// Topic of customer events (keyed by customer id).
+    pub input_topic: String,
+    /// Topic churn alerts are published to (keyed by customer id).
+    pub alerts_topic: String,
+    /// Topic retention-campaign triggers are published to (keyed by customer id).
+    pub triggers_topic: String,
+    /// Dead-letter topic for messages that cannot be used.
+    pub dlq_topic: String,
+    /// Most messages processed in one batch (one state write per customer per batch).
+    pub batch_max_messages: usize,
+    /// Longest wait, in milliseconds, to fill a batch once its first message arrived.
+    pub batch_linger_ms: u64,
+    /// Where to start when a partition has neither stored state nor a committed offset: `earliest` or `latest`.
+    pub auto_offset_reset: String,
+    /// Extra librdkafka properties for the consumer (e.g. `"security.protocol" = "SASL_SSL"`).
+    pub consumer_properties: BTreeMap<String, String>,
+    /// Extra librdkafka properties for the producer.
+    pub producer_properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "churn-alert".into(),
+            input_topic: "customer-events".into(),
+            alerts_topic: "churn-alerts".into(),
+            triggers_topic: "retention-triggers".into(),
+            dlq_topic: "customer-events-dlq".into(),
+            batch_max_messages: 2000,
+            batch_linger_ms: 50,
+            auto_offset_reset: "earliest".into(),
+            consumer_properties: BTreeMap::new(),
+            producer_properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// Where state is kept.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sled` (on disk, survives restarts) or `memory` (lost on exit).
+    pub engine: String,
+    /// Directory of the sled database.
+    pub path: PathBuf,
+    /// sled's background flush interval in milliseconds: the most recent
+    /// commits a machine crash (not a process crash) can lose.
+    pub flush_every_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            engine: "sled".into(),
+            path: PathBuf::from("data/state"),
+            flush_every_ms: 500,
+        }
+    }
+}
+
+/// Which clock drives scoring and the silence sweep.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClockConfig {
+    /// `wall`: live mode, now is the wall clock. `event`: replay mode, now is
+    /// the partition's event-time watermark (largest event time applied).
+    pub mode: String,
+    /// How often, in milliseconds, silent customers that are due get re-scored.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for ClockConfig {
+    fn default() -> Self {
+        Self {
+            mode: "wall".into(),
+            sweep_interval_ms: 1000,
+        }
+    }
+}
+
+/// Feature definitions (changing them changes the model's inputs).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeaturesConfig {
+    /// Half-lives, in days, of the decayed activity rates; trends compare the shortest with the longest.
+    pub half_lives_days: Vec<f64>,
+    /// `activity` event names that become features of their own; other names are counted together as `activity_other`.
+    pub activity_names: Vec<String>,
+    /// Event-time window, in days, within which a repeated `event_id` is recognised as a duplicate. Events older than this behind the customer's newest event go to the dead-letter topic as `too_late`.
+    pub dedup_window_days: f64,
+}
+
+impl Default for FeaturesConfig {
+    fn default() -> Self {
+        Self {
+            half_lives_days: vec![7.0, 30.0, 90.0],
+            activity_names: vec!["login".into()],
+            dedup_window_days: 7.0,
+        }
+    }
+}
+
+/// Input validation.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationConfig {
+    /// ISO 4217 code every amount is converted to.
+    pub base_currency: String,
+    /// Units of base currency per unit of each other currency.
+    pub currency_rates: BTreeMap<String, f64>,
+    /// How far, in seconds, an event's time may be ahead of the wall clock.
+    pub max_future_skew_seconds: u64,
+    /// Largest accepted message, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        Self {
+            base_currency: "EUR".into(),
+            currency_rates: BTreeMap::from([
+                ("USD".to_string(), 0.92),
+                ("GBP".to_string(), 1.17),
+                ("CHF".to_string(), 1.05),
+            ]),
+            max_future_skew_seconds: 300,
+            max_message_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The churn model.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Model JSON file (written by `churn-alert train`).
+    pub path: PathBuf,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("models/churn-model.json"),
+        }
+    }
+}
+
+/// When scores become alerts and triggers.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Probability at which a customer is alerted.
+    pub enter_threshold: f64,
+    /// Probability below which an alerted customer is re-armed.
+    pub exit_threshold: f64,
+    /// Least time, in days of event time, between two alerts for one customer.
+    pub cooldown_days: f64,
+    /// How often, in hours of event time, a silent customer is re-scored.
+    pub rescore_interval_hours: f64,
+    /// A customer silent for this many days is no longer re-scored.
+    pub rescore_stop_after_days: f64,
+    /// How many reasons each alert lists.
+    pub top_reasons: usize,
+    /// Risk tiers, highest first; the last should start at 0.
+    pub tiers: Vec<Tier>,
+    /// Campaign rules; the first that matches an alert is triggered.
+    pub campaigns: Vec<CampaignRule>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        let tier = |name: &str, min: f64| Tier {
+            name: name.into(),
+            min_probability: min,
+        };
+        let rule = |tier: Option<&str>, min_value: Option<f64>, id: &str, channel: &str, offer: &str| {
+            CampaignRule {
+                tier: tier.map(Into::into),
+                min_customer_value: min_value,
+                campaign_id: id.into(),
+                channel: channel.into(),
+                offer: Some(offer.into()),
+            }
+        };
+        Self {
+            enter_threshold: 0.7,
+            exit_threshold: 0.5,
+            cooldown_days: 14.0,
+            rescore_interval_hours: 24.0,
+            rescore_stop_after_days: 365.0,
+            top_reasons: 3,
+            tiers: vec![tier("critical", 0.9), tier("high", 0.8), tier("elevated", 0.0)],
+            campaigns: vec![
+                rule(Some("critical"), Some(500.0), "vip-account-manager-call", "call", "personal call and loyalty credit"),
+                rule(Some("critical"), None, "winback-discount-20", "email", "20% off the next order"),
+                rule(Some("high"), None, "winback-discount-10", "email", "10% off the next order"),
+                rule(None, None, "reengagement-nudge", "in_app", "what's new since your last visit"),
+            ],
+        }
+    }
+}
+
+/// The admin HTTP server.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9898".into(),
+        }
+    }
+}
+
+/// Logging (the filter comes from `RUST_LOG`, default `info`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+        }
+    }
+}
+
+fn days_ms(d: f64) -> Millis {
+    (d * DAY_MS as f64) as Millis
+}
+
+impl Config {
+    /// Loads defaults, then `path` if given, then the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// Like [`Config::load`] with an explicit environment (for tests).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        // Start from the defaults so overrides know each key's type.
+        let mut table = match toml::Value::try_from(Config::default()) {
+            Ok(toml::Value::Table(t)) => t,
+            _ => unreachable!("the default config serialises to a table"),
+        };
+        let file = match path {
+            None => toml::Table::new(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                text.parse::<toml::Table>().map_err(|e| ConfigError::Syntax {
+                    path: p.display().to_string(),
+                    message: e.to_string(),
+                })?
+            }
+        };
+        merge(&mut table, file);
+        let mut overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        overrides.sort();
+        for (k, v) in overrides {
+            apply_env(&mut table, &k, &v)?;
+        }
+        let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let path = e.path().to_string();
+            let msg = e.into_inner().to_string();
+            key_err(&path, msg.lines().next().unwrap_or_default())
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values serde cannot; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let k = &self.kafka;
+        for (key, v) in [
+            ("kafka.brokers", &k.brokers),
+            ("kafka.group_id", &k.group_id),
+            ("kafka.input_topic", &k.input_topic),
+            ("kafka.alerts_topic", &k.alerts_topic),
+            ("kafka.triggers_topic", &k.triggers_topic),
+            ("kafka.dlq_topic", &k.dlq_topic),
+        ] {
+            if v.trim().is_empty() {
+                return Err(key_err(key, "must not be empty"));
+            }
+        }
+        if k.batch_max_messages == 0 {
+            return Err(key_err("kafka.batch_max_messages", "must be at least 1"));
+        }
+        if !["earliest", "latest"].contains(&k.auto_offset_reset.as_str()) {
+            return Err(key_err("kafka.auto_offset_reset", format!("must be earliest or latest, got {:?}", k.auto_offset_reset)));
+        }
+        if !["sled", "memory"].contains(&self.store.engine.as_str()) {
+            return Err(key_err("store.engine", format!("must be sled or memory, got {:?}", self.store.engine)));
+        }
+        if !["wall", "event"].contains(&self.clock.mode.as_str()) {
+            return Err(key_err("clock.mode", format!("must be wall or event, got {:?}", self.clock.mode)));
+        }
+        if self.clock.sweep_interval_ms == 0 {
+            return Err(key_err("clock.sweep_interval_ms", "must be at least 1"));
+        }
+        let f = &self.features;
+        if f.half_lives_days.is_empty() {
+            return Err(key_err("features.half_lives_days", "needs at least one half-life"));
+        }
+        for (i, h) in f.half_lives_days.iter().enumerate() {
+            if !(h.is_finite() && *h > 0.0) {
+                return Err(key_err(&format!("features.half_lives_days[{i}]"), format!("must be > 0, got {h}")));
+            }
+        }
+        for (i, n) in f.activity_names.iter().enumerate() {
+            if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(key_err(&format!("features.activity_names[{i}]"), format!("must be letters, digits or _, got {n:?}")));
+            }
+        }
+        if !(f.dedup_window_days.is_finite() && f.dedup_window_days >= 0.0) {
+            return Err(key_err("features.dedup_window_days", "must be >= 0"));
+        }
+        let v = &self.validation;
+        if v.base_currency.len() != 3 || !v.base_currency.chars().all(|c| c.is_ascii_uppercase()) {
+            return Err(key_err("validation.base_currency", format!("must be an ISO 4217 code like EUR, got {:?}", v.base_currency)));
+        }
+        for (c, r) in &v.currency_rates {
+            if c.len() != 3 || !c.chars().all(|c| c.is_ascii_uppercase()) {
+                return Err(key_err(&format!("validation.currency_rates.{c}"), "must be an ISO 4217 code like USD"));
+            }
+            if !(r.is_finite() && *r > 0.0) {
+                return Err(key_err(&format!("validation.currency_rates.{c}"), format!("rate must be > 0, got {r}")));
+            }
+        }
+        if v.max_message_bytes == 0 {
+            return Err(key_err("validation.max_message_bytes", "must be at least 1"));
+        }
+        let p = &self.policy;
+        for (key, x) in [("policy.enter_threshold", p.enter_threshold), ("policy.exit_threshold", p.exit_threshold)] {
+            if !(x > 0.0 && x < 1.0) {
+                return Err(key_err(key, format!("must be between 0 and 1, got {x}")));
+            }
+        }
+        if p.exit_threshold > p.enter_threshold {
+            return Err(key_err("policy.exit_threshold", format!("must not be above policy.enter_threshold ({})", p.enter_threshold)));
+        }
+        for (key, x) in [
+            ("policy.cooldown_days", p.cooldown_days),
+            ("policy.rescore_interval_hours", p.rescore_interval_hours),
+            ("policy.rescore_stop_after_days", p.rescore_stop_after_days),
+        ] {
+            if !(x.is_finite() && x >= 0.0) {
+                return Err(key_err(key, format!("must be >= 0, got {x}")));
+            }
+        }
+        if p.rescore_interval_hours <= 0.0 {
+            return Err(key_err("policy.rescore_interval_hours", "must be > 0"));
+        }
+        if p.tiers.is_empty() {
+            return Err(key_err("policy.tiers", "needs at least one tier"));
+        }
+        for (i, t) in p.tiers.iter().enumerate() {
+            if i > 0 && t.min_probability >= p.tiers[i - 1].min_probability {
+                return Err(key_err(&format!("policy.tiers[{i}].min_probability"), "tiers must be listed highest first"));
+            }
+        }
+        for (i, r) in p.campaigns.iter().enumerate() {
+            if let Some(t) = &r.tier {
+                if !p.tiers.iter().any(|x| &x.name == t) {
+                    return Err(key_err(&format!("policy.campaigns[{i}].tier"), format!("no tier named {t:?}")));
+                }
+            }
+            if !["email", "sms", "call", "in_app"].contains(&r.channel.as_str()) {
+                return Err(key_err(&format!("policy.campaigns[{i}].channel"), format!("must be email, sms, call or in_app, got {:?}", r.channel)));
+            }
+        }
+        if self.admin.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(key_err("admin.listen", format!("must be an address like 127.0.0.1:9898, got {:?}", self.admin.listen)));
+        }
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            return Err(key_err("log.format", format!("must be text or json, got {:?}", self.log.format)));
+        }
+        Ok(())
+    }
+
+    /// The feature spec these settings define.
+    pub fn feature_spec(&self) -> FeatureSpec {
+        FeatureSpec::new(
+            &self.features.half_lives_days,
+            &self.features.activity_names,
+            days_ms(self.features.dedup_window_days),
+        )
+    }
+
+    /// The validator these settings define.
+    pub fn validator(&self) -> Validator {
+        Validator {
+            base_currency: self.validation.base_currency.clone(),
+            rates: self.validation.currency_rates.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            max_future_skew_ms: self.validation.max_future_skew_seconds as Millis * 1000,
+            max_message_bytes: self.validation.max_message_bytes,
+        }
+    }
+
+    /// The alert policy these settings define.
+    pub fn policy(&self) -> Policy {
+        let p = &self.policy;
+        Policy {
+            enter: p.enter_threshold,
+            exit: p.exit_threshold,
+            cooldown_ms: days_ms(p.cooldown_days),
+            tiers: p.tiers.clone(),
+            campaigns: p.campaigns.clone(),
+            rescore_interval_ms: (p.rescore_interval_hours * 3_600_000.0) as Millis,
+            rescore_stop_after_ms: days_ms(p.rescore_stop_after_days),
+            top_reasons: p.top_reasons,
+        }
+    }
+}
+
+/// Deep-merges `over` into `base`: tables merge key by key, anything else
+/// (values, arrays, arrays of tables) replaces.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Applies `CHURN_ALERT__A__B=value` to `table` as `a.b = value`. The value
+/// is read as a TOML value when it parses as one (numbers, booleans, arrays),
+/// else as a string.
+fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+    let path: Vec<String> = var[ENV_PREFIX.len()..]
+        .split("__")
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    if path.iter().any(String::is_empty) {
+        return Err(key_err(var, "malformed override variable name"));
+    }
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let (last, parents) = path.split_last().expect("non-empty");
+    let mut cur = table;
+    for seg in parents {
+        let entry = cur
+            .entry(seg.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| key_err(var, format!("`{seg}` is not a section")))?;
+    }
+    // Keep strings as strings where the key already holds a string.
+    let parsed = match (cur.get(last), parsed) {
+        (Some(toml::Value::String(_)), p) if !p.is_str() => toml::Value::String(value.to_string()),
+        (_, p) => p,
+    };
+    cur.insert(last.clone(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, toml).unwrap();
+        Config::load_with_env(
+            Some(&p),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load_with_env(None, Vec::new()).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.policy().enter, 0.7);
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let c = load(
+            "[kafka]\nbrokers = \"a:1\"\n[policy]\nenter_threshold = 0.8\n",
+            &[
+                ("CHURN_ALERT__KAFKA__BROKERS", "b:2"),
+                ("CHURN_ALERT__POLICY__COOLDOWN_DAYS", "3"),
+                ("CHURN_ALERT__KAFKA__GROUP_ID", "123"),
+                ("UNRELATED", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.kafka.brokers, "b:2");
+        assert_eq!(c.kafka.group_id, "123");
+        assert_eq!(c.policy.enter_threshold, 0.8);
+        assert_eq!(c.policy.cooldown_days, 3.0);
+    }
+
+    #[test]
+    fn refusals_name_the_key() {
+        let key = |toml: &str, env: &[(&str, &str)]| match load(toml, env) {
+            Err(ConfigError::Key { key, .. }) => key,
+            other => panic!("expected a key error, got {other:?}"),
+        };
+        assert_eq!(key("[kafka]\nbrokerz = \"x\"\n", &[]), "kafka.brokerz");
+        assert!(load("[kafka]\nbrokerz = \"x\"\n", &[]).unwrap_err().to_string().contains("brokerz"));
+        assert_eq!(key("[policy]\nenter_threshold = \"high\"\n", &[]), "policy.enter_threshold");
+        assert_eq!(key("[policy]\nenter_threshold = 1.5\n", &[]), "policy.enter_threshold");
+        assert_eq!(key("[policy]\nexit_threshold = 0.9\n", &[]), "policy.exit_threshold");
+        assert_eq!(key("", &[("CHURN_ALERT__CLOCK__MODE", "sundial")]), "clock.mode");
+        assert_eq!(key("[features]\nhalf_lives_days = [7, -1]\n", &[]), "features.half_lives_days[1]");
+        assert_eq!(key("[[policy.campaigns]]\ncampaign_id = \"x\"\nchannel = \"fax\"\n", &[]), "policy.campaigns[0].channel");
+        assert_eq!(key("[validation.currency_rates]\nUSD = 0\n", &[]), "validation.currency_rates.USD");
+        assert!(matches!(load("[kafka\n", &[]), Err(ConfigError::Syntax { .. })));
+    }
+}

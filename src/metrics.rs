@@ -1,0 +1,162 @@
+//! Every Prometheus metric the service exports, defined in one place.
+//!
+//! Names follow `churn_alert_<name>_<unit>`; labels are of low cardinality
+//! (event type, reason code, tier, campaign, partition), never a customer id.
+//! Call sites use the methods, one line per thing that happened.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::decode::RejectCode;
+use crate::event::EVENT_TYPES;
+
+/// The service's metrics and their registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub events_consumed: IntCounterVec,
+    pub dlq: IntCounterVec,
+    pub duplicates: IntCounter,
+    pub batch_seconds: Histogram,
+    pub event_latency_seconds: Histogram,
+    pub scores: HistogramVec,
+    pub alerts: IntCounterVec,
+    pub triggers: IntCounterVec,
+    pub triggers_suppressed: IntCounterVec,
+    pub alerts_cooldown: IntCounter,
+    pub rescored_silent: IntCounter,
+    pub consumer_lag: IntGaugeVec,
+    pub customers: IntGaugeVec,
+    pub partitions_owned: IntGauge,
+    pub failures: IntCounterVec,
+    pub ready: IntGauge,
+    pub commits: IntCounter,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let m = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(m.clone())).expect("unique metric");
+    m
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let m = IntCounter::new(name, help).expect("valid metric");
+    r.register(Box::new(m.clone())).expect("unique metric");
+    m
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let m = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(m.clone())).expect("unique metric");
+    m
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let m = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(m.clone())).expect("unique metric");
+    m
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let m = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
+    r.register(Box::new(m.clone())).expect("unique metric");
+    m
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric (label sets that are known in
+    /// advance start at zero, so dashboards see them before they happen).
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let latency_buckets = prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets");
+        let scores = HistogramVec::new(
+            HistogramOpts::new("churn_alert_score", "Churn probabilities computed, by cause (event or silence).")
+                .buckets((1..=20).map(|i| f64::from(i) * 0.05).collect()),
+            &["cause"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(scores.clone())).expect("unique metric");
+        let m = Self {
+            events_consumed: counter_vec(&r, "churn_alert_events_consumed_total", "Valid events consumed, by event type.", &["type"]),
+            dlq: counter_vec(&r, "churn_alert_dlq_total", "Messages sent to the dead-letter topic, by reason code.", &["reason"]),
+            duplicates: counter(&r, "churn_alert_duplicates_total", "Events dropped because their event_id was already applied."),
+            batch_seconds: histogram(&r, "churn_alert_batch_duration_seconds", "Time to process one batch: decode, step, publish, commit.", latency_buckets.clone()),
+            event_latency_seconds: histogram(&r, "churn_alert_processing_latency_seconds", "From an event's Kafka timestamp to the commit of its batch.", latency_buckets),
+            scores,
+            alerts: counter_vec(&r, "churn_alert_alerts_published_total", "Churn alerts published, by risk tier.", &["tier"]),
+            triggers: counter_vec(&r, "churn_alert_triggers_published_total", "Retention triggers published, by campaign.", &["campaign"]),
+            triggers_suppressed: counter_vec(&r, "churn_alert_triggers_suppressed_total", "Alerts that got no trigger, by reason.", &["reason"]),
+            alerts_cooldown: counter(&r, "churn_alert_alerts_cooldown_total", "Threshold crossings held back by the per-customer cooldown."),
+            rescored_silent: counter(&r, "churn_alert_rescored_silent_total", "Silent customers re-scored by the due-time sweep."),
+            consumer_lag: gauge_vec(&r, "churn_alert_consumer_lag_messages", "Messages behind the partition's end, by partition.", &["partition"]),
+            customers: gauge_vec(&r, "churn_alert_customers", "Customers held in state, by partition.", &["partition"]),
+            partitions_owned: gauge(&r, "churn_alert_partitions_owned", "Input partitions assigned to this instance."),
+            failures: counter_vec(&r, "churn_alert_dependency_failures_total", "Failed attempts at a dependency (kafka_produce, kafka_consume, store), retried.", &["dependency"]),
+            ready: gauge(&r, "churn_alert_ready", "1 when connected, assigned and able to commit; 0 otherwise."),
+            commits: counter(&r, "churn_alert_commits_total", "Batches whose state and offsets were committed."),
+            registry: r,
+        };
+        for t in EVENT_TYPES {
+            m.events_consumed.with_label_values(&[t]);
+        }
+        for c in RejectCode::ALL {
+            m.dlq.with_label_values(&[c.as_str()]);
+        }
+        for reason in ["no_consent", "unsubscribed", "no_matching_campaign"] {
+            m.triggers_suppressed.with_label_values(&[reason]);
+        }
+        for d in ["kafka_produce", "kafka_consume", "store"] {
+            m.failures.with_label_values(&[d]);
+        }
+        m
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("encoding to a Vec cannot fail");
+        String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+
+    /// Sum of a counter vector over all labels (for summaries and tests).
+    pub fn total(v: &IntCounterVec) -> u64 {
+        let mut fams = Vec::new();
+        fams.extend(prometheus::core::Collector::collect(v));
+        fams.iter()
+            .flat_map(|f| f.get_metric())
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_the_documented_names() {
+        let m = Metrics::new();
+        m.dlq.with_label_values(&["too_large"]).inc();
+        m.alerts.with_label_values(&["high"]).inc_by(2);
+        let text = m.render();
+        for name in [
+            "churn_alert_events_consumed_total{type=\"purchase\"} 0",
+            "churn_alert_dlq_total{reason=\"too_large\"} 1",
+            "churn_alert_alerts_published_total{tier=\"high\"} 2",
+            "churn_alert_duplicates_total 0",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+        assert_eq!(Metrics::total(&m.alerts), 2);
+    }
+}

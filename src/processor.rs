@@ -1,0 +1,520 @@
+//! Batch processing between the Kafka edge and the store.
+//!
+//! A batch of input messages is split by partition; every customer touched is
+//! loaded once, the pure [`crate::pipeline`] functions run on each event, due
+//! silent customers are re-scored, and the result is a set of output records
+//! plus one [`Commit`] per partition (state, due index, next offset).
+//! The caller publishes the records, waits for delivery, then calls
+//! [`Processor::commit`]: outputs are at least once, state exactly once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::decode::{RejectCode, Rejection, Validator};
+use crate::event::Millis;
+use crate::features::{CustomerState, FeatureSpec};
+use crate::metrics::Metrics;
+use crate::model::Model;
+use crate::pipeline::{self, Outcome, Output};
+use crate::policy::Policy;
+use crate::store::{Commit, PartitionMeta, Store, StoreError};
+
+/// Which clock "now" is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockMode {
+    /// Live: the wall clock.
+    Wall,
+    /// Replay: the partition's event-time watermark.
+    Event,
+}
+
+/// An input message, detached from the Kafka client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InMessage {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    /// The `content-type` header, if any.
+    pub content_type: Option<String>,
+    /// Kafka timestamp (ms), if any.
+    pub timestamp: Option<Millis>,
+}
+
+/// A record to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutRecord {
+    pub kind: OutKind,
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Which topic a record goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutKind {
+    Alert,
+    Trigger,
+    DeadLetter,
+}
+
+/// What one batch produced, before anything is published or written.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Records to publish, in order.
+    pub records: Vec<OutRecord>,
+    /// Per-partition commits to apply once the records are delivered.
+    pub commits: BTreeMap<i32, Commit>,
+    /// Input messages applied (not skipped as already applied).
+    pub consumed: usize,
+    /// Kafka timestamps of the messages, for the latency metric.
+    pub timestamps: Vec<Millis>,
+}
+
+struct Slot {
+    /// `next_due` as stored, i.e. the due-index entry to replace.
+    stored_due: Option<Millis>,
+    existed: bool,
+    state: Option<CustomerState>,
+}
+
+/// Turns message batches into outputs and commits.
+pub struct Processor {
+    pub spec: FeatureSpec,
+    pub validator: Validator,
+    pub policy: Policy,
+    pub model: Arc<Model>,
+    pub store: Arc<dyn Store>,
+    pub metrics: Metrics,
+    pub clock: ClockMode,
+    pub input_topic: String,
+    /// Most silent customers re-scored per partition per batch.
+    pub sweep_limit: usize,
+    metas: HashMap<i32, PartitionMeta>,
+}
+
+impl Processor {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        spec: FeatureSpec,
+        validator: Validator,
+        policy: Policy,
+        model: Arc<Model>,
+        store: Arc<dyn Store>,
+        metrics: Metrics,
+        clock: ClockMode,
+        input_topic: String,
+    ) -> Self {
+        Self {
+            spec,
+            validator,
+            policy,
+            model,
+            store,
+            metrics,
+            clock,
+            input_topic,
+            sweep_limit: 10_000,
+            metas: HashMap::new(),
+        }
+    }
+
+    /// The committed metadata of a partition (cached).
+    pub fn meta(&mut self, partition: i32) -> Result<PartitionMeta, StoreError> {
+        if let Some(m) = self.metas.get(&partition) {
+            return Ok(*m);
+        }
+        let m = self.store.meta(partition)?.unwrap_or_default();
+        self.metas.insert(partition, m);
+        Ok(m)
+    }
+
+    /// Forgets cached metadata (after a rebalance, state may have changed).
+    pub fn forget(&mut self, partition: i32) {
+        self.metas.remove(&partition);
+    }
+
+    /// Processes input messages; `wall_now` is the wall clock.
+    pub fn process(&mut self, msgs: &[InMessage], wall_now: Millis) -> Result<Batch, StoreError> {
+        let mut by_part: BTreeMap<i32, Vec<&InMessage>> = BTreeMap::new();
+        for m in msgs {
+            by_part.entry(m.partition).or_default().push(m);
+        }
+        let mut batch = Batch::default();
+        for (p, msgs) in by_part {
+            let mut meta = self.meta(p)?;
+            let mut slots: HashMap<String, Slot> = HashMap::new();
+            for m in msgs {
+                if m.offset < meta.next_offset {
+                    continue; // already in the state: a redelivery after restart
+                }
+                meta.next_offset = m.offset + 1;
+                batch.consumed += 1;
+                if let Some(ts) = m.timestamp {
+                    batch.timestamps.push(ts);
+                }
+                self.apply_message(m, &mut meta, &mut slots, &mut batch.records, wall_now)?;
+            }
+            let now = match self.clock {
+                ClockMode::Wall => wall_now,
+                ClockMode::Event => meta.watermark,
+            };
+            self.sweep(p, now, &mut slots, &mut batch.records)?;
+            batch.commits.insert(p, self.build_commit(meta, slots));
+        }
+        Ok(batch)
+    }
+
+    /// Re-scores due silent customers of the given partitions without input
+    /// (the live-mode sweep; in event mode the watermark does not move).
+    pub fn sweep_only(&mut self, partitions: &[i32], wall_now: Millis) -> Result<Batch, StoreError> {
+        let mut batch = Batch::default();
+        for &p in partitions {
+            let meta = self.meta(p)?;
+            if meta == PartitionMeta::default() {
+                continue;
+            }
+            let now = match self.clock {
+                ClockMode::Wall => wall_now,
+                ClockMode::Event => meta.watermark,
+            };
+            let mut slots = HashMap::new();
+            self.sweep(p, now, &mut slots, &mut batch.records)?;
+            if !slots.is_empty() {
+                batch.commits.insert(p, self.build_commit(meta, slots));
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Writes a batch's commits (after its records were delivered).
+    pub fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        for (p, c) in &batch.commits {
+            self.store.commit(*p, c)?;
+            self.metas.insert(*p, c.meta);
+            self.metrics
+                .customers
+                .with_label_values(&[&p.to_string()])
+                .set(c.meta.customers as i64);
+        }
+        self.metrics.commits.inc();
+        Ok(())
+    }
+
+    fn slot<'a>(
+        &self,
+        p: i32,
+        slots: &'a mut HashMap<String, Slot>,
+        id: &str,
+    ) -> Result<&'a mut Slot, StoreError> {
+        if !slots.contains_key(id) {
+            let state = self.store.get(p, id)?;
+            slots.insert(
+                id.to_string(),
+                Slot {
+                    stored_due: state.as_ref().and_then(|s| s.next_due),
+                    existed: state.is_some(),
+                    state,
+                },
+            );
+        }
+        Ok(slots.get_mut(id).expect("inserted above"))
+    }
+
+    fn apply_message(
+        &self,
+        m: &InMessage,
+        meta: &mut PartitionMeta,
+        slots: &mut HashMap<String, Slot>,
+        records: &mut Vec<OutRecord>,
+        wall_now: Millis,
+    ) -> Result<(), StoreError> {
+        let payload = m.payload.as_deref().unwrap_or(&[]);
+        let event = match self.validator.decode(
+            m.key.as_deref(),
+            payload,
+            m.content_type.as_deref(),
+            wall_now,
+        ) {
+            Ok(e) => e,
+            Err(rej) => {
+                records.push(self.dead_letter(m, &rej));
+                return Ok(());
+            }
+        };
+        let now = match self.clock {
+            ClockMode::Wall => wall_now,
+            ClockMode::Event => meta.watermark.max(event.occurred_at),
+        };
+        let slot = self.slot(m.partition, slots, &event.customer_id)?;
+        let (state, out) = pipeline::step(
+            slot.state.take(),
+            &event,
+            now,
+            &self.model,
+            &self.policy,
+            &self.spec,
+        );
+        slot.state = state;
+        match out.outcome {
+            Outcome::Duplicate => {
+                self.metrics.duplicates.inc();
+                return Ok(());
+            }
+            Outcome::TooLate => {
+                let rej = Rejection::new(
+                    RejectCode::TooLate,
+                    format!(
+                        "occurred_at is more than features.dedup_window_days ({} days) behind the customer's newest event, so it cannot be told apart from a duplicate",
+                        self.spec.dedup_window_ms as f64 / crate::event::DAY_MS as f64
+                    ),
+                );
+                records.push(self.dead_letter(m, &rej));
+                return Ok(());
+            }
+            Outcome::Erased | Outcome::Applied => {}
+        }
+        meta.watermark = meta.watermark.max(event.occurred_at);
+        self.metrics
+            .events_consumed
+            .with_label_values(&[event.kind.type_name()])
+            .inc();
+        self.emit(&out, "event", records);
+        Ok(())
+    }
+
+    fn sweep(
+        &self,
+        p: i32,
+        now: Millis,
+        slots: &mut HashMap<String, Slot>,
+        records: &mut Vec<OutRecord>,
+    ) -> Result<(), StoreError> {
+        let due = self.store.due(p, now, self.sweep_limit)?;
+        for (_, id) in due {
+            let slot = self.slot(p, slots, &id)?;
+            let Some(state) = slot.state.take() else {
+                continue; // erased in this batch
+            };
+            if state.next_due.is_none_or(|d| d > now) {
+                slot.state = Some(state); // re-scored by an event in this batch
+                continue;
+            }
+            let (state, out) =
+                pipeline::rescore(state, &id, now, &self.model, &self.policy, &self.spec);
+            slot.state = Some(state);
+            self.metrics.rescored_silent.inc();
+            self.emit(&out, "silence", records);
+        }
+        Ok(())
+    }
+
+    fn emit(&self, out: &Output, cause: &str, records: &mut Vec<OutRecord>) {
+        if let Some(p) = out.probability {
+            self.metrics.scores.with_label_values(&[cause]).observe(p);
+        }
+        if out.cooldown {
+            self.metrics.alerts_cooldown.inc();
+        }
+        if let Some(a) = &out.alert {
+            self.metrics.alerts.with_label_values(&[&a.risk_tier]).inc();
+            records.push(OutRecord {
+                kind: OutKind::Alert,
+                key: a.customer_id.clone().into_bytes(),
+                payload: serde_json::to_vec(a).expect("alerts serialise"),
+                headers: vec![
+                    ("content-type".into(), b"application/json".to_vec()),
+                    ("alert-id".into(), a.alert_id.clone().into_bytes()),
+                ],
+            });
+        }
+        if let Some(t) = &out.trigger {
+            self.metrics.triggers.with_label_values(&[&t.campaign_id]).inc();
+            records.push(OutRecord {
+                kind: OutKind::Trigger,
+                key: t.customer_id.clone().into_bytes(),
+                payload: serde_json::to_vec(t).expect("triggers serialise"),
+                headers: vec![
+                    ("content-type".into(), b"application/json".to_vec()),
+                    ("alert-id".into(), t.alert_id.clone().into_bytes()),
+                ],
+            });
+        }
+        if let Some(why) = out.suppressed {
+            self.metrics.triggers_suppressed.with_label_values(&[why]).inc();
+        }
+    }
+
+    fn dead_letter(&self, m: &InMessage, rej: &Rejection) -> OutRecord {
+        self.metrics.dlq.with_label_values(&[rej.code.as_str()]).inc();
+        let mut headers = vec![
+            ("dlq-reason-code".to_string(), rej.code.as_str().as_bytes().to_vec()),
+            ("dlq-reason".to_string(), rej.reason.clone().into_bytes()),
+            ("dlq-source-topic".to_string(), self.input_topic.clone().into_bytes()),
+            ("dlq-source-partition".to_string(), m.partition.to_string().into_bytes()),
+            ("dlq-source-offset".to_string(), m.offset.to_string().into_bytes()),
+        ];
+        if let Some(ct) = &m.content_type {
+            headers.push(("content-type".to_string(), ct.clone().into_bytes()));
+        }
+        OutRecord {
+            kind: OutKind::DeadLetter,
+            key: m.key.clone().unwrap_or_default(),
+            payload: m.payload.clone().unwrap_or_default(),
+            headers,
+        }
+    }
+
+    fn build_commit(&self, mut meta: PartitionMeta, slots: HashMap<String, Slot>) -> Commit {
+        let mut c = Commit::default();
+        let mut customers = meta.customers as i64;
+        for (id, slot) in slots {
+            let new_due = slot.state.as_ref().and_then(|s| s.next_due);
+            if slot.stored_due != new_due {
+                if let Some(t) = slot.stored_due {
+                    c.due_remove.push((t, id.clone()));
+                }
+                if let Some(t) = new_due {
+                    c.due_add.push((t, id.clone()));
+                }
+            }
+            customers += i64::from(slot.state.is_some()) - i64::from(slot.existed);
+            c.states.push((id, slot.state));
+        }
+        c.states.sort_by(|a, b| a.0.cmp(&b.0));
+        meta.customers = customers.max(0) as u64;
+        c.meta = meta;
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::DAY_MS;
+    use crate::model::ModelFile;
+    use crate::store::MemStore;
+
+    const T0: Millis = 1_790_000_000_000;
+
+    fn processor(store: Arc<dyn Store>) -> Processor {
+        let cfg = crate::config::Config::default();
+        let spec = cfg.feature_spec();
+        let model = Model::new(
+            ModelFile {
+                version: "t".into(),
+                features: vec!["recency_days".into()],
+                mean: vec![10.0],
+                scale: vec![2.0],
+                weights: vec![1.0],
+                intercept: 0.0,
+                training: None,
+            },
+            &spec,
+        )
+        .unwrap();
+        Processor::new(
+            spec,
+            cfg.validator(),
+            cfg.policy(),
+            Arc::new(model),
+            store,
+            Metrics::new(),
+            ClockMode::Event,
+            "customer-events".into(),
+        )
+    }
+
+    fn msg(partition: i32, offset: i64, cust: &str, id: &str, day: i64, ty: &str) -> InMessage {
+        let extra = if ty == "purchase" { r#","amount":10"# } else { "" };
+        InMessage {
+            partition,
+            offset,
+            key: Some(cust.as_bytes().to_vec()),
+            payload: Some(
+                format!(
+                    r#"{{"event_id":"{id}","customer_id":"{cust}","type":"{ty}","occurred_at":{}{extra}}}"#,
+                    T0 + day * DAY_MS
+                )
+                .into_bytes(),
+            ),
+            content_type: None,
+            timestamp: None,
+        }
+    }
+
+    fn run(p: &mut Processor, msgs: &[InMessage]) -> Batch {
+        let b = p.process(msgs, T0 + 1000 * DAY_MS).unwrap();
+        p.commit(&b).unwrap();
+        b
+    }
+
+    #[test]
+    fn redelivered_offsets_are_not_applied_twice() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::default());
+        let mut p = processor(store.clone());
+        let msgs: Vec<_> = (0..5).map(|i| msg(0, i, "c", &format!("e{i}"), 0, "purchase")).collect();
+        run(&mut p, &msgs[..3]);
+        // A restart re-reads from an older offset: only 3 and 4 are new.
+        let mut p2 = processor(store.clone());
+        let b = run(&mut p2, &msgs);
+        assert_eq!(b.consumed, 2);
+        let s = store.get(0, "c").unwrap().unwrap();
+        assert_eq!(s.purchases, 5);
+        assert_eq!(store.meta(0).unwrap().unwrap().next_offset, 5);
+    }
+
+    #[test]
+    fn silent_customers_are_swept_as_event_time_moves() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::default());
+        let mut p = processor(store.clone());
+        run(&mut p, &[msg(0, 0, "quiet", "q0", 0, "session"), msg(0, 1, "busy", "b0", 0, "session")]);
+        let mut alerts = Vec::new();
+        for day in 1..30 {
+            let b = run(&mut p, &[msg(0, 1 + day, "busy", &format!("b{day}"), day, "session")]);
+            alerts.extend(b.records.into_iter().filter(|r| r.kind == OutKind::Alert));
+        }
+        assert_eq!(alerts.len(), 1, "only the silent customer is alerted");
+        let a: crate::pipeline::Alert = serde_json::from_slice(&alerts[0].payload).unwrap();
+        assert_eq!(a.customer_id, "quiet");
+        assert_eq!(a.cause, "silence");
+        assert_eq!(alerts[0].key, b"quiet");
+        // The due index follows the state: one entry per customer.
+        assert_eq!(store.due(0, i64::MAX, 100).unwrap().len(), 2);
+        assert_eq!(store.meta(0).unwrap().unwrap().customers, 2);
+    }
+
+    #[test]
+    fn bad_messages_become_dead_letters_with_source_and_reason() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::default());
+        let mut p = processor(store.clone());
+        let mut bad = msg(2, 7, "c", "e1", 0, "purchase");
+        bad.payload = Some(b"{not json".to_vec());
+        let dup = msg(2, 9, "c", "e2", 0, "session");
+        let b = run(&mut p, &[bad, msg(2, 8, "c", "e2", 0, "session"), dup, msg(2, 10, "c", "old", -30, "session")]);
+        let dl: Vec<_> = b.records.iter().filter(|r| r.kind == OutKind::DeadLetter).collect();
+        assert_eq!(dl.len(), 2);
+        let h = |r: &OutRecord, k: &str| {
+            String::from_utf8(r.headers.iter().find(|(n, _)| n == k).unwrap().1.clone()).unwrap()
+        };
+        assert_eq!(h(dl[0], "dlq-reason-code"), "undecodable");
+        assert_eq!(h(dl[0], "dlq-source-offset"), "7");
+        assert_eq!(h(dl[0], "dlq-source-partition"), "2");
+        assert_eq!(dl[0].payload, b"{not json");
+        assert_eq!(h(dl[1], "dlq-reason-code"), "too_late");
+        assert_eq!(p.metrics.duplicates.get(), 1);
+        assert_eq!(store.meta(2).unwrap().unwrap().next_offset, 11);
+    }
+
+    #[test]
+    fn erasure_removes_state_and_due_entry() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::default());
+        let mut p = processor(store.clone());
+        run(&mut p, &[msg(0, 0, "c", "e0", 0, "purchase")]);
+        assert_eq!(store.meta(0).unwrap().unwrap().customers, 1);
+        run(&mut p, &[msg(0, 1, "c", "e1", 1, "erasure")]);
+        assert_eq!(store.get(0, "c").unwrap(), None);
+        assert!(store.due(0, i64::MAX, 10).unwrap().is_empty());
+        assert_eq!(store.meta(0).unwrap().unwrap().customers, 0);
+    }
+}

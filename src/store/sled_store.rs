@@ -1,0 +1,184 @@
+//! sled-backed [`Store`]: one sled tree per input partition.
+//!
+//! Keys inside a partition's tree:
+//! - `c` + customer id → encoded [`CustomerState`]
+//! - `d` + due time (8 bytes, order-preserving) + customer id → empty
+//! - `m` → bincode [`PartitionMeta`]
+//!
+//! A commit is one `sled::Batch` on the partition's tree, so state, due index
+//! and offset change together or not at all. sled writes it to its log at
+//! once and makes it durable at the next flush (every
+//! `store.flush_every_ms`, and on [`Store::flush`]).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use super::{decode_state, encode_state, Commit, PartitionMeta, Store, StoreError};
+use crate::event::Millis;
+use crate::features::CustomerState;
+
+const TREE_PREFIX: &str = "partition-";
+const META_KEY: &[u8] = b"m";
+
+/// Customer state in a sled database on disk.
+pub struct SledStore {
+    db: sled::Db,
+    trees: Mutex<HashMap<i32, sled::Tree>>,
+}
+
+fn io(e: sled::Error) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+/// Due time as 8 bytes that sort like the signed number.
+fn due_bytes(t: Millis) -> [u8; 8] {
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn due_key(t: Millis, customer: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + customer.len());
+    k.push(b'd');
+    k.extend_from_slice(&due_bytes(t));
+    k.extend_from_slice(customer.as_bytes());
+    k
+}
+
+fn state_key(customer: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + customer.len());
+    k.push(b'c');
+    k.extend_from_slice(customer.as_bytes());
+    k
+}
+
+impl SledStore {
+    /// Opens (or creates) the database in `dir`.
+    ///
+    /// `flush_every_ms` is sled's background flush interval (`None` keeps
+    /// sled's default of 500 ms).
+    pub fn open_with(dir: &Path, flush_every_ms: Option<u64>) -> Result<Self, StoreError> {
+        let mut cfg = sled::Config::new().path(dir).cache_capacity(256 * 1024 * 1024);
+        if let Some(ms) = flush_every_ms {
+            cfg = cfg.flush_every_ms(Some(ms));
+        }
+        let db = cfg.open().map_err(|e| {
+            StoreError::Io(format!("cannot open state directory {}: {e}", dir.display()))
+        })?;
+        Ok(Self {
+            db,
+            trees: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Opens with the default flush interval.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, None)
+    }
+
+    fn tree(&self, partition: i32) -> Result<sled::Tree, StoreError> {
+        let mut trees = self.trees.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = trees.get(&partition) {
+            return Ok(t.clone());
+        }
+        let t = self
+            .db
+            .open_tree(format!("{TREE_PREFIX}{partition}"))
+            .map_err(io)?;
+        trees.insert(partition, t.clone());
+        Ok(t)
+    }
+}
+
+impl Store for SledStore {
+    fn meta(&self, partition: i32) -> Result<Option<PartitionMeta>, StoreError> {
+        match self.tree(partition)?.get(META_KEY).map_err(io)? {
+            None => Ok(None),
+            Some(v) => bincode::deserialize(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    what: format!("partition {partition} metadata"),
+                    message: e.to_string(),
+                }),
+        }
+    }
+
+    fn get(&self, partition: i32, customer: &str) -> Result<Option<CustomerState>, StoreError> {
+        match self.tree(partition)?.get(state_key(customer)).map_err(io)? {
+            None => Ok(None),
+            Some(v) => decode_state(&v).map(Some),
+        }
+    }
+
+    fn due(&self, partition: i32, up_to: Millis, limit: usize) -> Result<Vec<(Millis, String)>, StoreError> {
+        let tree = self.tree(partition)?;
+        let mut end = vec![b'd'];
+        end.extend_from_slice(&due_bytes(up_to));
+        end.push(0xff);
+        let mut out = Vec::new();
+        for item in tree.range(b"d".to_vec()..end).take(limit) {
+            let (k, _) = item.map_err(io)?;
+            if k.len() < 9 {
+                continue;
+            }
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&k[1..9]);
+            let t = (u64::from_be_bytes(b) ^ (1 << 63)) as Millis;
+            if t > up_to {
+                break;
+            }
+            out.push((t, String::from_utf8_lossy(&k[9..]).into_owned()));
+        }
+        Ok(out)
+    }
+
+    fn commit(&self, partition: i32, c: &Commit) -> Result<(), StoreError> {
+        let tree = self.tree(partition)?;
+        let mut b = sled::Batch::default();
+        for (id, s) in &c.states {
+            match s {
+                Some(s) => b.insert(state_key(id), encode_state(s)),
+                None => b.remove(state_key(id)),
+            }
+        }
+        for (t, id) in &c.due_remove {
+            b.remove(due_key(*t, id));
+        }
+        for (t, id) in &c.due_add {
+            b.insert(due_key(*t, id), &[] as &[u8]);
+        }
+        b.insert(
+            META_KEY,
+            bincode::serialize(&c.meta).expect("serialising to a Vec cannot fail"),
+        );
+        tree.apply_batch(b).map_err(io)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(io)
+    }
+
+    fn partitions(&self) -> Result<Vec<i32>, StoreError> {
+        let mut v: Vec<i32> = self
+            .db
+            .tree_names()
+            .iter()
+            .filter_map(|n| std::str::from_utf8(n).ok()?.strip_prefix(TREE_PREFIX)?.parse().ok())
+            .filter(|p| self.meta(*p).ok().flatten().is_some())
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    fn customers(&self, partition: i32) -> Result<Vec<(String, CustomerState)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree(partition)?.scan_prefix(b"c") {
+            let (k, v) = item.map_err(io)?;
+            out.push((String::from_utf8_lossy(&k[1..]).into_owned(), decode_state(&v)?));
+        }
+        Ok(out)
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
