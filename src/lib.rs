@@ -18,11 +18,13 @@ pub mod config;
 pub mod decode;
 pub mod event;
 pub mod features;
+pub mod kafka;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod policy;
 pub mod processor;
+pub mod service;
 pub mod store;
 
 /// Code generated from `proto/churn/v1/events.proto`.

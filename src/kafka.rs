@@ -1,0 +1,274 @@
+//! The Kafka edge: consumer (with a context that restores offsets from the
+//! state store on assignment) and the publisher of alerts, triggers and
+//! dead letters.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::Message;
+
+use crate::admin::Health;
+use crate::config::KafkaConfig;
+use crate::metrics::Metrics;
+use crate::processor::{InMessage, OutKind, OutRecord};
+use crate::store::Store;
+
+/// Consumer callbacks: rebalances, statistics, errors.
+pub struct ConsumerCtx {
+    pub store: Arc<dyn Store>,
+    pub health: Arc<Health>,
+    pub metrics: Metrics,
+    pub topic: String,
+    /// Input partitions currently assigned.
+    pub owned: Mutex<BTreeSet<i32>>,
+    /// Partitions assigned since the loop last looked (their cached
+    /// metadata must be re-read).
+    pub newly_assigned: Mutex<BTreeSet<i32>>,
+}
+
+impl ConsumerCtx {
+    fn set_owned(&self, f: impl FnOnce(&mut BTreeSet<i32>)) {
+        let mut owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut owned);
+        self.metrics.partitions_owned.set(owned.len() as i64);
+        self.health.assigned.store(!owned.is_empty(), Ordering::Relaxed);
+    }
+
+    /// The assigned input partitions.
+    pub fn owned(&self) -> Vec<i32> {
+        self.owned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
+}
+
+impl ClientContext for ConsumerCtx {
+    fn stats(&self, s: Statistics) {
+        let up = s
+            .brokers
+            .values()
+            .any(|b| b.nodeid >= 0 && b.state == "UP");
+        self.health.connected.store(up, Ordering::Relaxed);
+        if let Some(t) = s.topics.get(&self.topic) {
+            for (p, part) in &t.partitions {
+                if *p >= 0 && part.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[&p.to_string()])
+                        .set(part.consumer_lag);
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error,
+            KafkaError::Global(RDKafkaErrorCode::AllBrokersDown)
+                | KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure)
+        ) {
+            self.health.connected.store(false, Ordering::Relaxed);
+        }
+        self.metrics.failures.with_label_values(&["kafka_consume"]).inc();
+        tracing::warn!(%error, reason, "kafka client error");
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", fac, "{message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{message}"),
+            _ => tracing::debug!(target: "librdkafka", fac, "{message}"),
+        }
+    }
+}
+
+impl ConsumerContext for ConsumerCtx {
+    /// On assignment, each input partition starts at the offset stored with
+    /// its state (Kafka's committed offset is only used when there is none).
+    fn rebalance(&self, base: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let parts: Vec<(String, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+                for (topic, p) in &parts {
+                    if topic != &self.topic {
+                        continue;
+                    }
+                    match self.store.meta(*p) {
+                        Ok(Some(meta)) => {
+                            if let Err(e) = tpl.set_partition_offset(topic, *p, Offset::Offset(meta.next_offset)) {
+                                tracing::error!(partition = p, error = %e, "cannot set the stored offset");
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(partition = p, error = %e, "cannot read stored offset; the store check will skip applied messages"),
+                    }
+                }
+                let res = if cooperative { base.incremental_assign(tpl) } else { base.assign(tpl) };
+                if let Err(e) = res {
+                    tracing::error!(error = %e, "assign failed");
+                }
+                let ps: Vec<i32> = parts.iter().filter(|(t, _)| t == &self.topic).map(|(_, p)| *p).collect();
+                tracing::info!(partitions = ?ps, "partitions assigned");
+                self.newly_assigned.lock().unwrap_or_else(|e| e.into_inner()).extend(ps.iter().copied());
+                self.set_owned(|o| {
+                    if !cooperative {
+                        o.clear();
+                    }
+                    o.extend(ps);
+                });
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let ps: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(partitions = ?ps, "partitions revoked");
+                let res = if cooperative { base.incremental_unassign(tpl) } else { base.unassign() };
+                if let Err(e) = res {
+                    tracing::error!(error = %e, "unassign failed");
+                }
+                self.set_owned(|o| {
+                    if cooperative {
+                        for p in ps {
+                            o.remove(&p);
+                        }
+                    } else {
+                        o.clear();
+                    }
+                });
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error");
+                let _ = base.unassign();
+                self.set_owned(|o| o.clear());
+            }
+        }
+    }
+}
+
+fn client_config(brokers: &str, extra: &std::collections::BTreeMap<String, String>) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (k, v) in extra {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Creates the input consumer (manual offsets, statistics for lag).
+pub fn consumer(cfg: &KafkaConfig, ctx: ConsumerCtx) -> Result<StreamConsumer<ConsumerCtx>, KafkaError> {
+    let mut c = client_config(&cfg.brokers, &BTreeMap::new());
+    c.set("group.id", &cfg.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", &cfg.auto_offset_reset)
+        .set("statistics.interval.ms", "2000")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "2000");
+    for (k, v) in &cfg.consumer_properties {
+        c.set(k, v);
+    }
+    let consumer: StreamConsumer<ConsumerCtx> = c.create_with_context(ctx)?;
+    consumer.subscribe(&[&cfg.input_topic])?;
+    Ok(consumer)
+}
+
+use std::collections::BTreeMap;
+
+/// Creates the idempotent producer for outputs.
+pub fn producer(cfg: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
+    let mut c = client_config(&cfg.brokers, &BTreeMap::new());
+    c.set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000");
+    for (k, v) in &cfg.producer_properties {
+        c.set(k, v);
+    }
+    c.create()
+}
+
+/// Copies what the processor needs out of a Kafka message.
+pub fn detach(m: &BorrowedMessage<'_>) -> InMessage {
+    let content_type = m.headers().and_then(|h| {
+        h.iter()
+            .find(|h| h.key.eq_ignore_ascii_case("content-type"))
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    });
+    InMessage {
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec),
+        content_type,
+        timestamp: m.timestamp().to_millis(),
+    }
+}
+
+/// Publishes output records and waits until every one is delivered.
+pub struct Publisher {
+    pub producer: FutureProducer,
+    pub alerts_topic: String,
+    pub triggers_topic: String,
+    pub dlq_topic: String,
+}
+
+impl Publisher {
+    fn topic(&self, k: OutKind) -> &str {
+        match k {
+            OutKind::Alert => &self.alerts_topic,
+            OutKind::Trigger => &self.triggers_topic,
+            OutKind::DeadLetter => &self.dlq_topic,
+        }
+    }
+
+    /// Sends all records and awaits their delivery; returns the records that
+    /// failed (to be retried by the caller) with the first error.
+    pub async fn publish(&self, records: &[OutRecord]) -> Result<(), (Vec<OutRecord>, KafkaError)> {
+        let sends = records.iter().map(|r| {
+            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+            for (k, v) in &r.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v.as_slice()),
+                });
+            }
+            let rec = FutureRecord::to(self.topic(r.kind))
+                .key(&r.key)
+                .payload(&r.payload)
+                .headers(headers);
+            self.producer.send(rec, Duration::from_secs(5))
+        });
+        let results = futures::future::join_all(sends).await;
+        let mut failed = Vec::new();
+        let mut first = None;
+        for (r, res) in records.iter().zip(results) {
+            if let Err((e, _)) = res {
+                first.get_or_insert(e);
+                failed.push(r.clone());
+            }
+        }
+        match first {
+            None => Ok(()),
+            Some(e) => Err((failed, e)),
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! The long-running service: consume, process, publish, commit.
+//!
+//! Order of every batch, which gives exact state and at-least-once outputs:
+//! 1. process the messages (pure steps, state loaded from the store);
+//! 2. publish alerts, triggers and dead letters and wait for delivery;
+//! 3. write the state, due index and next offsets of each partition in one
+//!    atomic store commit;
+//! 4. commit the offsets to Kafka (for lag tracking only: on assignment the
+//!    consumer starts from the offsets in the store).
+//!
+//! A failing dependency (broker, disk) stops the loop at the step that failed;
+//! it retries with backoff, reports not ready, and never skips data.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::Health;
+use crate::config::{Config, ConfigError};
+use crate::event::wall_now;
+use crate::kafka::{self, ConsumerCtx, Publisher};
+use crate::metrics::Metrics;
+use crate::model::{Model, ModelError};
+use crate::processor::{Batch, ClockMode, InMessage, Processor};
+use crate::store::{MemStore, SledStore, Store, StoreError};
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("kafka client: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("admin server cannot listen on {addr}: {source}")]
+    Admin {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Everything the service runs with.
+pub struct Service {
+    pub config: Config,
+    pub model: Arc<Model>,
+    pub store: Arc<dyn Store>,
+    pub metrics: Metrics,
+    pub health: Arc<Health>,
+}
+
+/// Opens the configured store.
+pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match config.store.engine.as_str() {
+        "memory" => Arc::new(MemStore::default()),
+        _ => Arc::new(SledStore::open_with(
+            &config.store.path,
+            Some(config.store.flush_every_ms),
+        )?),
+    })
+}
+
+impl Service {
+    /// Loads the model named in the config (refused if it does not match the
+    /// feature spec) and opens the store.
+    pub fn new(config: Config) -> Result<Self, StartError> {
+        let model = Model::load(&config.model.path, &config.feature_spec())?;
+        Self::with_model(config, model)
+    }
+
+    /// Like [`Service::new`] with a model already in hand.
+    pub fn with_model(config: Config, model: Model) -> Result<Self, StartError> {
+        let store = open_store(&config)?;
+        Ok(Self {
+            config,
+            model: Arc::new(model),
+            store,
+            metrics: Metrics::new(),
+            health: Arc::new(Health::default()),
+        })
+    }
+
+    /// Starts the admin HTTP server; returns its address.
+    pub async fn serve_admin(&self, shutdown: CancellationToken) -> Result<std::net::SocketAddr, StartError> {
+        let (addr, _task) = crate::admin::serve(
+            &self.config.admin.listen,
+            self.metrics.clone(),
+            self.health.clone(),
+            shutdown,
+        )
+        .await
+        .map_err(|source| StartError::Admin {
+            addr: self.config.admin.listen.clone(),
+            source,
+        })?;
+        tracing::info!(%addr, "admin server listening (/metrics, /healthz, /readyz)");
+        Ok(addr)
+    }
+
+    /// Runs until `shutdown` is cancelled; then finishes the batch in hand,
+    /// writes state and offsets, flushes and returns.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartError> {
+        let cfg = self.config.kafka.clone();
+        let ctx = ConsumerCtx {
+            store: self.store.clone(),
+            health: self.health.clone(),
+            metrics: self.metrics.clone(),
+            topic: cfg.input_topic.clone(),
+            owned: Default::default(),
+            newly_assigned: Default::default(),
+        };
+        let consumer = kafka::consumer(&cfg, ctx)?;
+        let publisher = Publisher {
+            producer: kafka::producer(&cfg)?,
+            alerts_topic: cfg.alerts_topic.clone(),
+            triggers_topic: cfg.triggers_topic.clone(),
+            dlq_topic: cfg.dlq_topic.clone(),
+        };
+        let clock = if self.config.clock.mode == "event" {
+            ClockMode::Event
+        } else {
+            ClockMode::Wall
+        };
+        let mut processor = Processor::new(
+            self.config.feature_spec(),
+            self.config.validator(),
+            self.config.policy(),
+            self.model.clone(),
+            self.store.clone(),
+            self.metrics.clone(),
+            clock,
+            cfg.input_topic.clone(),
+        );
+        self.health.committing.store(true, Ordering::Relaxed);
+        tracing::info!(
+            brokers = %cfg.brokers,
+            topic = %cfg.input_topic,
+            group = %cfg.group_id,
+            model = %self.model.version(),
+            clock = ?clock,
+            "churn-alert started"
+        );
+        let mut tick = tokio::time::interval(Duration::from_millis(self.config.clock.sweep_interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let linger = Duration::from_millis(cfg.batch_linger_ms);
+        let mut runner = Runner {
+            consumer: &consumer,
+            publisher: &publisher,
+            health: &self.health,
+            metrics: &self.metrics,
+            topic: &cfg.input_topic,
+            shutdown: &shutdown,
+        };
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {
+                    if clock == ClockMode::Wall {
+                        runner.forget_reassigned(&mut processor);
+                        if !runner.handle(&mut processor, None).await {
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                m = consumer.recv() => m,
+            };
+            let mut msgs: Vec<InMessage> = Vec::with_capacity(cfg.batch_max_messages);
+            match first {
+                Ok(m) => {
+                    self.health.connected.store(true, Ordering::Relaxed);
+                    msgs.push(kafka::detach(&m));
+                }
+                Err(e) => {
+                    self.metrics.failures.with_label_values(&["kafka_consume"]).inc();
+                    tracing::warn!(error = %e, "consume failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            }
+            let deadline = tokio::time::Instant::now() + linger;
+            while msgs.len() < cfg.batch_max_messages {
+                match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                    Ok(Ok(m)) => msgs.push(kafka::detach(&m)),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "consume failed");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            runner.forget_reassigned(&mut processor);
+            if !runner.handle(&mut processor, Some(msgs)).await {
+                break;
+            }
+        }
+        tracing::info!("stopping: flushing state");
+        if let Err(e) = self.store.flush() {
+            tracing::error!(error = %e, "final flush failed; the next start replays from the last durable commit");
+        }
+        let _ = rdkafka::producer::Producer::flush(&publisher.producer, Duration::from_secs(5));
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+struct Runner<'a> {
+    consumer: &'a StreamConsumer<ConsumerCtx>,
+    publisher: &'a Publisher,
+    health: &'a Health,
+    metrics: &'a Metrics,
+    topic: &'a str,
+    shutdown: &'a CancellationToken,
+}
+
+impl Runner<'_> {
+    fn forget_reassigned(&self, processor: &mut Processor) {
+        let fresh: Vec<i32> = std::mem::take(
+            &mut *self
+                .consumer
+                .context()
+                .newly_assigned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
+        .into_iter()
+        .collect();
+        for p in fresh {
+            processor.forget(p);
+        }
+    }
+
+    /// Waits before the next attempt; false if the service is stopping.
+    async fn backoff(&self, attempt: &mut u32, dependency: &str, error: &dyn std::fmt::Display) -> bool {
+        self.metrics.failures.with_label_values(&[dependency]).inc();
+        self.health.committing.store(false, Ordering::Relaxed);
+        let wait = Duration::from_millis((100u64 << (*attempt).min(6)).min(5_000));
+        *attempt += 1;
+        tracing::warn!(dependency, error = %error, attempt = *attempt, wait_ms = wait.as_millis() as u64, "dependency failed; waiting and retrying (nothing is skipped)");
+        tokio::select! {
+            _ = self.shutdown.cancelled() => false,
+            _ = tokio::time::sleep(wait) => true,
+        }
+    }
+
+    /// Processes one batch (or a sweep when `msgs` is `None`) through to its
+    /// commit. Returns false when stopped before the batch was committed (it
+    /// is then replayed on the next start).
+    async fn handle(&mut self, processor: &mut Processor, msgs: Option<Vec<InMessage>>) -> bool {
+        let started = std::time::Instant::now();
+        let mut attempt = 0;
+        let batch: Batch = loop {
+            let res = match &msgs {
+                Some(m) => processor.process(m, wall_now()),
+                None => processor.sweep_only(&self.consumer.context().owned(), wall_now()),
+            };
+            match res {
+                Ok(b) => break b,
+                Err(e) => {
+                    if !self.backoff(&mut attempt, "store", &e).await {
+                        return false;
+                    }
+                }
+            }
+        };
+        if batch.commits.is_empty() && batch.records.is_empty() {
+            return true;
+        }
+        let mut pending = batch.records.clone();
+        while !pending.is_empty() {
+            match self.publisher.publish(&pending).await {
+                Ok(()) => break,
+                Err((failed, e)) => {
+                    pending = failed;
+                    if !self.backoff(&mut attempt, "kafka_produce", &e).await {
+                        return false;
+                    }
+                }
+            }
+        }
+        loop {
+            match processor.commit(&batch) {
+                Ok(()) => break,
+                Err(e) => {
+                    if !self.backoff(&mut attempt, "store", &e).await {
+                        return false;
+                    }
+                }
+            }
+        }
+        self.health.committing.store(true, Ordering::Relaxed);
+        let mut tpl = TopicPartitionList::new();
+        for (p, c) in &batch.commits {
+            let _ = tpl.add_partition_offset(self.topic, *p, Offset::Offset(c.meta.next_offset));
+        }
+        if msgs.is_some() && tpl.count() > 0 {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                tracing::debug!(error = %e, "offset commit to Kafka failed (used for lag only)");
+            }
+        }
+        self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+        let now = wall_now();
+        for ts in &batch.timestamps {
+            self.metrics
+                .event_latency_seconds
+                .observe(((now - ts).max(0) as f64) / 1000.0);
+        }
+        tracing::debug!(consumed = batch.consumed, records = batch.records.len(), "batch committed");
+        true
+    }
+}
