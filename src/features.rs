@@ -36,6 +36,9 @@ const COMPLAINTS: usize = 5;
 const PAYMENT_FAILURES: usize = 6;
 const ACTIVITY_OTHER: usize = 7;
 
+/// Shortest observed span a rate is normalised by (see `extract`).
+const MIN_RATE_SPAN_MS: Millis = 7 * DAY_MS;
+
 /// Added to rates before taking the trend's log ratio, in events per day.
 const TREND_EPSILON: f64 = 0.01;
 
@@ -152,9 +155,10 @@ impl FeatureSpec {
             0.0
         });
         let nh = self.half_lives_days.len();
-        // Observed span, at least one day, so a new customer's rates are not
-        // diluted by the part of a long half-life before they existed.
-        let span = (now - s.first_seen).max(DAY_MS) as f64;
+        // Observed span, so a new customer's rates are not diluted by the
+        // part of a long half-life before they existed. The floor keeps a
+        // customer's very first events from reading as huge daily rates.
+        let span = (now - s.first_seen).max(MIN_RATE_SPAN_MS) as f64;
         let coverage: Vec<f64> = self
             .lambdas
             .iter()
@@ -605,9 +609,8 @@ mod tests {
         let i = names.iter().position(|n| n == "sessions_rate_7d").unwrap();
         let r0 = spec.extract(&s, s.last_seen)[i];
         let r7 = spec.extract(&s, s.last_seen + 7 * DAY_MS)[i];
-        // Coverage grows from one day (the floor) to 7 days; undo it to see the decay.
-        let cov = |days: f64| 1.0 - 0.5f64.powf(days / 7.0);
-        assert!((r7 * cov(7.0) / (r0 * cov(1.0)) - 0.5).abs() < 1e-12, "{r0} {r7}");
+        // Both readings use the 7-day floor of the observed span.
+        assert!((r7 / r0 - 0.5).abs() < 1e-12, "{r0} {r7}");
     }
 
     #[test]

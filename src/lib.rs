@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod config;
 pub mod decode;
+pub mod demo;
 pub mod event;
 pub mod features;
 pub mod kafka;
@@ -25,7 +26,9 @@ pub mod pipeline;
 pub mod policy;
 pub mod processor;
 pub mod service;
+pub mod simulate;
 pub mod store;
+pub mod train;
 
 /// Code generated from `proto/churn/v1/events.proto`.
 pub mod proto {

@@ -108,19 +108,34 @@ pub fn step(
     policy: &Policy,
     spec: &FeatureSpec,
 ) -> (Option<CustomerState>, Output) {
+    let (state, outcome) = ingest(state, event, spec);
+    let mut s = match (state, outcome) {
+        (Some(s), Outcome::Applied) => s,
+        (state, outcome) => return (state, Output::bare(outcome)),
+    };
+    let now = now.max(event.occurred_at);
+    let out = score(&mut s, &event.customer_id, now, model, policy, spec, "event");
+    (Some(s), out)
+}
+
+/// Applies one event to a customer's state without scoring: de-duplication,
+/// erasure and the feature update. `step` and training both go through here.
+pub fn ingest(
+    state: Option<CustomerState>,
+    event: &Event,
+    spec: &FeatureSpec,
+) -> (Option<CustomerState>, Outcome) {
     if matches!(event.kind, EventKind::Erasure) {
-        return (None, Output::bare(Outcome::Erased));
+        return (None, Outcome::Erased);
     }
     let mut s = state.unwrap_or_default();
     match s.check_and_record(&event.event_id, event.occurred_at, spec.dedup_window_ms) {
         Seen::New => {}
-        Seen::Duplicate => return (Some(s), Output::bare(Outcome::Duplicate)),
-        Seen::TooLate => return (Some(s), Output::bare(Outcome::TooLate)),
+        Seen::Duplicate => return (Some(s), Outcome::Duplicate),
+        Seen::TooLate => return (Some(s), Outcome::TooLate),
     }
     spec.apply(&mut s, event);
-    let now = now.max(event.occurred_at);
-    let out = score(&mut s, &event.customer_id, now, model, policy, spec, "event");
-    (Some(s), out)
+    (Some(s), Outcome::Applied)
 }
 
 /// Re-scores a customer who sent nothing, as of `now`: churn is mostly

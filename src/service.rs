@@ -238,7 +238,7 @@ impl Runner<'_> {
     }
 
     /// Waits before the next attempt; false if the service is stopping.
-    async fn backoff(&self, attempt: &mut u32, dependency: &str, error: &dyn std::fmt::Display) -> bool {
+    async fn backoff(&self, attempt: &mut u32, dependency: &str, error: &(dyn std::fmt::Display + Sync)) -> bool {
         self.metrics.failures.with_label_values(&[dependency]).inc();
         self.health.committing.store(false, Ordering::Relaxed);
         let wait = Duration::from_millis((100u64 << (*attempt).min(6)).min(5_000));

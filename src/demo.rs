@@ -1,0 +1,349 @@
+//! `churn-alert demo`: the whole pipeline on librdkafka's in-process mock
+//! cluster, with nothing to install.
+//!
+//! 1. simulates a seeded population (some customers fade, complain, cancel);
+//! 2. fits a model with linfa-logistic on the first part of that history;
+//! 3. produces every event (plus a few malformed ones) to the mock cluster;
+//! 4. runs the real service against it (event-time clock, sled state in a
+//!    temporary directory) and prints alerts as they are published;
+//! 5. prints a summary checked against the simulation's ground truth.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::event::{rfc3339, DAY_MS};
+use crate::metrics::Metrics;
+use crate::model::Model;
+use crate::pipeline::Alert;
+use crate::service::Service;
+use crate::simulate::{SimConfig, Simulator};
+use crate::train::{build_examples, fit, TrainConfig};
+
+/// Demo settings (from the command line).
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub customers: usize,
+    pub days: u32,
+    pub seed: u64,
+    pub partitions: i32,
+    pub admin: String,
+    /// Print every alert (else the first 25 and then a count).
+    pub all_alerts: bool,
+    /// Keep serving /metrics after the summary until Ctrl-C.
+    pub keep_running: bool,
+}
+
+/// What the demo measured (also printed).
+#[derive(Debug, Clone)]
+pub struct DemoSummary {
+    pub events_produced: usize,
+    pub bad_produced: usize,
+    pub alerts: usize,
+    pub triggers: u64,
+    pub dlq: u64,
+    pub duplicates: u64,
+    pub churners: usize,
+    pub churners_alerted_before: usize,
+    pub alerted_never_churned: usize,
+    pub seconds: f64,
+}
+
+/// Malformed messages mixed into the demo stream, one per reason.
+fn bad_messages(t: &str) -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("c-bad-1", b"{\"event_id\": \"broken".to_vec()),
+        ("c-bad-2", format!(r#"{{"event_id":"b2","customer_id":"c-bad-2","type":"teleport","occurred_at":"{t}"}}"#).into_bytes()),
+        ("c-bad-3", format!(r#"{{"event_id":"b3","customer_id":"c-bad-3","type":"purchase","amount":-5,"occurred_at":"{t}"}}"#).into_bytes()),
+        ("c-bad-4", format!(r#"{{"event_id":"b4","customer_id":"c-bad-4","type":"survey","nps":11,"occurred_at":"{t}"}}"#).into_bytes()),
+        ("c-bad-5", format!(r#"{{"event_id":"b5","customer_id":"c-bad-5","type":"purchase","amount":5,"currency":"XYZ","occurred_at":"{t}"}}"#).into_bytes()),
+        ("c-bad-6", br#"{"event_id":"b6","customer_id":"c-bad-6","type":"session","occurred_at":"2999-01-01T00:00:00Z"}"#.to_vec()),
+        ("c-bad-7", format!(r#"{{"event_id":"","customer_id":"c-bad-7","type":"session","occurred_at":"{t}"}}"#).into_bytes()),
+    ]
+}
+
+/// Runs the demo; returns its summary.
+pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<DemoSummary> {
+    let started = Instant::now();
+    println!("churn-alert demo: {} customers over {} days (seed {})", opts.customers, opts.days, opts.seed);
+
+    // 1. Simulate.
+    let mut sim_cfg = SimConfig::new(opts.customers, opts.days, opts.seed);
+    sim_cfg.duplicate_rate = 0.01;
+    sim_cfg.late_rate = 0.01;
+    let end = sim_cfg.end;
+    let mut sim = Simulator::new(sim_cfg);
+    let mut events = Vec::new();
+    while !sim.done() {
+        events.extend(sim.next_day());
+    }
+    let churners: HashMap<String, i64> = sim
+        .customers
+        .iter()
+        .filter_map(|c| c.churn_day.map(|d| (c.id.clone(), sim.day_start(d))))
+        .collect();
+    println!(
+        "  simulated {} events; {} customers churned (ground truth)",
+        events.len(),
+        churners.len()
+    );
+
+    // 2. Fit the model on the history before the last 60 days.
+    let mut config = Config::default();
+    let spec = config.feature_spec();
+    let validator = config.validator();
+    let history: Vec<_> = events
+        .iter()
+        .filter_map(|e| validator.decode(Some(e.customer_id.as_bytes()), e.json.as_bytes(), None, end).ok())
+        .collect();
+    let mut tc = TrainConfig::new(end - 60 * DAY_MS, 30 * DAY_MS);
+    tc.version = format!("demo-{}", &rfc3339(tc.as_of)[..10]);
+    let examples = build_examples(history, &spec, &tc);
+    let trained = fit(&examples, &spec, &tc)?;
+    println!(
+        "  fitted {} with linfa-logistic on {} snapshots up to {}: validation ROC AUC {:.3}, Brier {:.3}",
+        trained.model.version,
+        trained.train.examples + trained.validation.examples,
+        &rfc3339(tc.as_of)[..10],
+        trained.validation.roc_auc,
+        trained.validation.brier
+    );
+    let model = Model::new(trained.model, &spec).map_err(|(f, m)| anyhow::anyhow!("model field {f}: {m}"))?;
+
+    // 3. The mock cluster and the input stream.
+    let cluster = MockCluster::new(1)?;
+    let brokers = cluster.bootstrap_servers();
+    for t in [&config.kafka.input_topic, &config.kafka.alerts_topic, &config.kafka.triggers_topic, &config.kafka.dlq_topic] {
+        cluster.create_topic(t, opts.partitions, 1)?;
+    }
+    // 4. Run the real service.
+    let state_dir = tempfile::tempdir()?;
+    config.kafka.brokers = brokers.clone();
+    config.kafka.group_id = "churn-alert-demo".into();
+    config.clock.mode = "event".into();
+    config.store.path = state_dir.path().join("state");
+    config.admin.listen = opts.admin.clone();
+    let service = Service::with_model(config.clone(), model)?;
+    let metrics = service.metrics.clone();
+    let store = service.store.clone();
+    let stop_service = CancellationToken::new();
+    let admin_addr: SocketAddr = service.serve_admin(stop_service.clone()).await?;
+    println!("  service running; metrics at http://{admin_addr}/metrics\n");
+    let svc = tokio::spawn(service.run(stop_service.clone()));
+    let printer = tokio::spawn(print_alerts(brokers.clone(), config.kafka.alerts_topic.clone(), opts.all_alerts, stop_service.clone()));
+
+    // 5. Stream the events day by day. The mock broker keeps only the last
+    // 5 MB of each partition, so production waits while the service is more
+    // than a few thousand messages behind (as a live source would be paced).
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "20")
+        .set("enable.idempotence", "true")
+        .create()?;
+    let topic = config.kafka.input_topic.clone();
+    let mut high = vec![0i64; opts.partitions as usize];
+    let mid = rfc3339(end - 30 * DAY_MS);
+    let bad = bad_messages(&mid);
+    let mid_day = events.partition_point(|e| e.at < end - 30 * DAY_MS);
+    let mut day_start = 0;
+    while day_start < events.len() {
+        let day = events[day_start].at.div_euclid(DAY_MS);
+        let day_end = day_start + events[day_start..].partition_point(|e| e.at.div_euclid(DAY_MS) <= day).max(1);
+        let mut msgs: Vec<(&str, &[u8])> = events[day_start..day_end]
+            .iter()
+            .map(|e| (e.customer_id.as_str(), e.json.as_bytes()))
+            .collect();
+        if day_start <= mid_day && mid_day < day_end {
+            msgs.extend(bad.iter().map(|(k, p)| (*k, p.as_slice())));
+        }
+        let sends = msgs.iter().map(|(k, p)| {
+            producer.send(FutureRecord::to(&topic).key(*k).payload(*p), Duration::from_secs(30))
+        });
+        for r in futures::future::join_all(sends).await {
+            let d = r.map_err(|(e, _)| e)?;
+            high[d.partition as usize] = high[d.partition as usize].max(d.offset + 1);
+        }
+        day_start = day_end;
+        while !shutdown.is_cancelled()
+            && (0..opts.partitions).any(|p| {
+                store.meta(p).ok().flatten().map(|m| m.next_offset).unwrap_or(0) + 5_000 < high[p as usize]
+            })
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // One valid event as protobuf, to show both encodings are accepted.
+    let pb = crate::proto::CustomerEvent {
+        event_id: "pb-1".into(),
+        customer_id: "c-protobuf".into(),
+        r#type: "session".into(),
+        occurred: Some(crate::proto::customer_event::Occurred::OccurredAt(rfc3339(end - DAY_MS))),
+        ..Default::default()
+    };
+    let d = producer
+        .send(
+            FutureRecord::to(&topic)
+                .key("c-protobuf")
+                .payload(&pb.encode_to_vec())
+                .headers(OwnedHeaders::new().insert(Header { key: "content-type", value: Some("application/x-protobuf") })),
+            Duration::from_secs(5),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    high[d.partition as usize] = high[d.partition as usize].max(d.offset + 1);
+    let produced = events.len() + bad.len() + 1;
+
+    // Wait until every produced message is in the committed state.
+    loop {
+        let done = (0..opts.partitions).all(|p| {
+            store.meta(p).ok().flatten().map(|m| m.next_offset).unwrap_or(0) >= high[p as usize]
+        });
+        if done || shutdown.is_cancelled() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("\n  produced {produced} messages to {topic} ({} malformed on purpose, 1 protobuf)", bad.len());
+    let published = Metrics::total(&metrics.alerts) as usize;
+    // Let the printer catch up with everything published.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while PRINTED.load(std::sync::atomic::Ordering::Relaxed) < published && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let alerts = ALERTS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+
+    // 5. Summary against the ground truth.
+    let alerted: HashSet<&str> = alerts.iter().map(|a| a.customer_id.as_str()).collect();
+    let caught = churners
+        .iter()
+        .filter(|(id, t)| alerts.iter().any(|a| &a.customer_id == *id && a.as_of_ms <= **t + 7 * DAY_MS))
+        .count();
+    let false_alarms = alerted.iter().filter(|id| !churners.contains_key(**id)).count();
+    let summary = DemoSummary {
+        events_produced: produced,
+        bad_produced: bad.len(),
+        alerts: published,
+        triggers: Metrics::total(&metrics.triggers),
+        dlq: Metrics::total(&metrics.dlq),
+        duplicates: metrics.duplicates.get(),
+        churners: churners.len(),
+        churners_alerted_before: caught,
+        alerted_never_churned: false_alarms,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    println!("\n== summary ==");
+    println!("  events consumed      {}", Metrics::total(&metrics.events_consumed));
+    println!("  duplicates dropped   {}", summary.duplicates);
+    println!("  dead-lettered        {} (by reason: {})", summary.dlq, reasons(&metrics));
+    println!("  silent re-scores     {}", metrics.rescored_silent.get());
+    println!("  alerts published     {} ({} customers)", summary.alerts, alerted.len());
+    println!(
+        "  triggers published   {} (no trigger: {})",
+        summary.triggers,
+        ["no_consent", "unsubscribed", "no_matching_campaign"]
+            .iter()
+            .map(|r| format!("{r}={}", metrics.triggers_suppressed.with_label_values(&[r]).get()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "  alerts with consent  {} of {}",
+        alerts.iter().filter(|a| a.marketing_consent).count(),
+        alerts.len()
+    );
+    println!(
+        "  churners alerted     {} of {} no later than a week after their last activity",
+        summary.churners_alerted_before, summary.churners
+    );
+    println!("  alerted, not churned {} (by the end of the simulation)", summary.alerted_never_churned);
+    let states: Vec<_> = (0..opts.partitions).filter_map(|p| store.customers(p).ok()).flatten().collect();
+    println!(
+        "  customers in state   {} ({} with marketing consent)",
+        states.len(),
+        states.iter().filter(|(_, s)| s.has_marketing_consent()).count()
+    );
+    println!("  took                 {:.1} s", summary.seconds);
+
+    if opts.keep_running {
+        println!("\n  still serving http://{admin_addr}/metrics; Ctrl-C to stop");
+        shutdown.cancelled().await;
+    }
+    stop_service.cancel();
+    svc.await??;
+    printer.abort();
+    drop(producer);
+    drop(cluster);
+    Ok(summary)
+}
+
+fn reasons(m: &Metrics) -> String {
+    crate::decode::RejectCode::ALL
+        .iter()
+        .filter_map(|c| {
+            let n = m.dlq.with_label_values(&[c.as_str()]).get();
+            (n > 0).then(|| format!("{}={n}", c.as_str()))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+static PRINTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static ALERTS: std::sync::Mutex<Vec<Alert>> = std::sync::Mutex::new(Vec::new());
+
+/// Reads the alerts topic from the start and prints each alert.
+async fn print_alerts(brokers: String, topic: String, all: bool, stop: CancellationToken) -> anyhow::Result<()> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "churn-alert-demo-printer")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    loop {
+        let m = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            m = consumer.recv() => m?,
+        };
+        let Some(Ok(a)) = m.payload().map(serde_json::from_slice::<Alert>) else {
+            continue;
+        };
+        let n = PRINTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if all || n <= 25 {
+            let why: Vec<String> = a
+                .reasons
+                .iter()
+                .map(|r| format!("{}={:.2}", r.feature, r.value))
+                .collect();
+            println!(
+                "  ALERT {} {:<10} p={:.2} {:<8} as_of={} cause={:<7} reasons: {}",
+                &a.alert_id[..8],
+                a.customer_id,
+                a.probability,
+                a.risk_tier,
+                &a.as_of[..10],
+                a.cause,
+                why.join(", ")
+            );
+        } else if n == 26 {
+            println!("  ... (further alerts counted in the summary; --all-alerts prints them)");
+        }
+        ALERTS.lock().unwrap_or_else(|e| e.into_inner()).push(a);
+    }
+}

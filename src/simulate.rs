@@ -1,0 +1,424 @@
+//! A seeded generator of a customer population as event JSON, with the
+//! ground truth of who churned and when.
+//!
+//! Customers belong to segments (frequent buyers, occasional buyers,
+//! subscribers). Each has base rates of sessions, purchases, logins and email
+//! engagement, modulated by weekly and yearly seasonality. A latent process
+//! drives churn: some customers start to fade (their activity decays), and the
+//! daily churn hazard rises with fading, recent complaints, failed payments,
+//! a low NPS and price rises. A churned customer goes silent (a subscriber
+//! cancels first). Events are generated day by day for the whole population,
+//! so output is in event-time order and can be streamed for any size.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, LogNormal, Poisson};
+use serde_json::json;
+
+use crate::event::{rfc3339, Millis, DAY_MS};
+
+/// Simulation settings.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub customers: usize,
+    pub days: u32,
+    pub seed: u64,
+    /// Event time at which the simulation ends (exclusive).
+    pub end: Millis,
+    /// Share of events sent twice (same event id).
+    pub duplicate_rate: f64,
+    /// Share of events delivered up to two days late (out of order).
+    pub late_rate: f64,
+}
+
+impl SimConfig {
+    /// Defaults ending at the start of the current UTC day.
+    pub fn new(customers: usize, days: u32, seed: u64) -> Self {
+        let now = crate::event::wall_now();
+        Self {
+            customers,
+            days,
+            seed,
+            end: now - now.rem_euclid(DAY_MS),
+            duplicate_rate: 0.0,
+            late_rate: 0.0,
+        }
+    }
+
+    /// Event time of the first simulated day.
+    pub fn start(&self) -> Millis {
+        self.end - i64::from(self.days) * DAY_MS
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Segment {
+    Frequent,
+    Occasional,
+    Subscriber,
+}
+
+impl Segment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Segment::Frequent => "frequent",
+            Segment::Occasional => "occasional",
+            Segment::Subscriber => "subscriber",
+        }
+    }
+}
+
+/// One simulated customer's hidden state and ground truth.
+#[derive(Debug, Clone)]
+pub struct SimCustomer {
+    pub id: String,
+    pub segment: Segment,
+    /// Day index the customer joins (negative: before the window).
+    pub join_day: i64,
+    sessions: f64,
+    purchases: f64,
+    logins: f64,
+    email_engage: f64,
+    aov: f64,
+    consent: bool,
+    complaint_prone: bool,
+    /// Day the customer started to fade, and how fast (per day).
+    fade: Option<(f64, f64)>,
+    recent_complaints: f64,
+    recent_failures: f64,
+    nps_low: bool,
+    price_rise: bool,
+    plan_value: f64,
+    seq: u64,
+    /// Day index of churn, if it happened.
+    pub churn_day: Option<i64>,
+    /// Latest daily hazard (the oracle's raw input).
+    pub hazard: f64,
+}
+
+/// One generated event: its time, customer and JSON text.
+#[derive(Debug, Clone)]
+pub struct SimEvent {
+    pub at: Millis,
+    pub customer_id: String,
+    pub json: String,
+}
+
+/// The generator.
+pub struct Simulator {
+    pub cfg: SimConfig,
+    rng: ChaCha8Rng,
+    pub customers: Vec<SimCustomer>,
+    day: i64,
+    late: Vec<SimEvent>,
+}
+
+const BASE_HAZARD: f64 = 0.0012;
+
+impl Simulator {
+    pub fn new(cfg: SimConfig) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let width = cfg.customers.max(1).to_string().len().max(5);
+        let aov_dist = LogNormal::new(3.6, 0.6).expect("valid distribution");
+        let customers = (0..cfg.customers)
+            .map(|i| {
+                let r: f64 = rng.gen();
+                let segment = if r < 0.3 {
+                    Segment::Frequent
+                } else if r < 0.8 {
+                    Segment::Occasional
+                } else {
+                    Segment::Subscriber
+                };
+                let (sessions, purchases, logins) = match segment {
+                    Segment::Frequent => (0.8, 0.25, 0.6),
+                    Segment::Occasional => (0.25, 0.05, 0.15),
+                    Segment::Subscriber => (0.5, 0.02, 0.9),
+                };
+                let jitter = |rng: &mut ChaCha8Rng| 0.5 + rng.gen::<f64>();
+                // Most customers exist before the window; some join during it.
+                let join_day = if rng.gen::<f64>() < 0.75 {
+                    -rng.gen_range(30..400)
+                } else {
+                    rng.gen_range(0..i64::from(cfg.days.max(1)))
+                };
+                SimCustomer {
+                    id: format!("c-{:0width$}", i + 1),
+                    segment,
+                    join_day,
+                    sessions: sessions * jitter(&mut rng),
+                    purchases: purchases * jitter(&mut rng),
+                    logins: logins * jitter(&mut rng),
+                    email_engage: 0.1 + 0.4 * rng.gen::<f64>(),
+                    aov: aov_dist.sample(&mut rng),
+                    consent: rng.gen::<f64>() < 0.8,
+                    complaint_prone: rng.gen::<f64>() < 0.15,
+                    fade: None,
+                    recent_complaints: 0.0,
+                    recent_failures: 0.0,
+                    nps_low: false,
+                    price_rise: false,
+                    plan_value: [9.0, 19.0, 49.0][rng.gen_range(0..3)],
+                    seq: 0,
+                    churn_day: None,
+                    hazard: BASE_HAZARD,
+                }
+            })
+            .collect();
+        Self {
+            cfg,
+            rng,
+            customers,
+            day: 0,
+            late: Vec::new(),
+        }
+    }
+
+    /// Whether every day has been generated.
+    pub fn done(&self) -> bool {
+        self.day >= i64::from(self.cfg.days) && self.late.is_empty()
+    }
+
+    /// Generates the next day's events, sorted by delivery order (mostly
+    /// event time; late and duplicate events as configured). Includes the
+    /// initial profile events of customers who joined before the window on
+    /// the first day.
+    pub fn next_day(&mut self) -> Vec<SimEvent> {
+        let mut out = Vec::new();
+        let mut delayed = Vec::new();
+        if self.day < i64::from(self.cfg.days) {
+            let day = self.day;
+            let day_start = self.cfg.start() + day * DAY_MS;
+            let season = 1.0 + 0.15 * (2.0 * std::f64::consts::PI * day as f64 / 365.0).sin();
+            for i in 0..self.customers.len() {
+                let mut c = self.customers[i].clone();
+                self.customer_day(&mut c, day, day_start, season, &mut out);
+                self.customers[i] = c;
+            }
+            out.sort_by_key(|e| e.at);
+            // Duplicates and late deliveries.
+            let mut extra = Vec::new();
+            let mut keep = Vec::with_capacity(out.len());
+            for e in out {
+                if self.cfg.duplicate_rate > 0.0 && self.rng.gen::<f64>() < self.cfg.duplicate_rate {
+                    extra.push(e.clone());
+                }
+                if self.cfg.late_rate > 0.0 && self.rng.gen::<f64>() < self.cfg.late_rate {
+                    delayed.push(e);
+                } else {
+                    keep.push(e);
+                }
+            }
+            out = keep;
+            out.extend(extra);
+        }
+        // Events delayed yesterday are delivered today, after today's.
+        out.append(&mut self.late);
+        self.late = delayed;
+        self.day += 1;
+        out
+    }
+
+    fn customer_day(&mut self, c: &mut SimCustomer, day: i64, day_start: Millis, season: f64, out: &mut Vec<SimEvent>) {
+        let start = self.cfg.start();
+        if c.churn_day.is_some() || day < c.join_day.max(0) {
+            return;
+        }
+        let rng = &mut self.rng;
+        let mut emit = |c: &mut SimCustomer, rng: &mut ChaCha8Rng, mut body: serde_json::Value| {
+            c.seq += 1;
+            let at = day_start + rng.gen_range(0..DAY_MS);
+            body["event_id"] = json!(format!("{}-{}", c.id, c.seq));
+            body["customer_id"] = json!(c.id);
+            body["occurred_at"] = json!(rfc3339(at));
+            out.push(SimEvent {
+                at,
+                customer_id: c.id.clone(),
+                json: body.to_string(),
+            });
+        };
+        if day == c.join_day.max(0) {
+            // Profile at the start: consent, country, and a subscription start.
+            let country = ["DE", "FR", "NL", "ES", "IT"][rng.gen_range(0..5)];
+            emit(c, rng, json!({"type":"consent","marketing":c.consent,"attributes":{"country":country,"segment":c.segment.as_str()}}));
+            if c.segment == Segment::Subscriber {
+                emit(c, rng, json!({"type":"subscription","action":"start","plan":"standard","monthly_value":c.plan_value}));
+            }
+        }
+        // Fading: the latent decline that precedes most churn.
+        if c.fade.is_none() && rng.gen::<f64>() < 0.004 {
+            c.fade = Some((day as f64, 0.02 + 0.06 * rng.gen::<f64>()));
+        }
+        let engagement = c.fade.map_or(1.0, |(d0, rate)| (-(day as f64 - d0) * rate).exp());
+        let weekly = if (day + (start / DAY_MS)).rem_euclid(7) >= 5 { 1.2 } else { 0.92 };
+        let e = engagement * season * weekly;
+        let poisson = |rng: &mut ChaCha8Rng, lambda: f64| -> u64 {
+            if lambda <= 0.0 {
+                0
+            } else {
+                Poisson::new(lambda).map(|p| p.sample(rng) as u64).unwrap_or(0)
+            }
+        };
+        for _ in 0..poisson(rng, c.sessions * e) {
+            let channel = if rng.gen::<bool>() { "web" } else { "app" };
+            let (secs, views) = (rng.gen_range(20..1800), rng.gen_range(1..25));
+            emit(c, rng, json!({"type":"session","duration_seconds":secs,"page_views":views,"channel":channel}));
+        }
+        for _ in 0..poisson(rng, c.purchases * e) {
+            let amount = (c.aov * (0.5 + rng.gen::<f64>()) * 100.0).round() / 100.0;
+            let order = format!("o-{}-{}", c.id, c.seq);
+            if rng.gen::<f64>() < 0.1 {
+                let usd = (amount / 0.92 * 100.0).round() / 100.0;
+                emit(c, rng, json!({"type":"purchase","amount":usd,"currency":"USD","order_id":order}));
+            } else {
+                emit(c, rng, json!({"type":"purchase","amount":amount,"currency":"EUR","order_id":order}));
+            }
+            if rng.gen::<f64>() < 0.04 {
+                emit(c, rng, json!({"type":"refund","amount":amount,"order_id":order}));
+            }
+        }
+        let logins = poisson(rng, c.logins * e);
+        if logins > 0 {
+            emit(c, rng, json!({"type":"activity","name":"login","count":logins}));
+        }
+        if rng.gen::<f64>() < 0.05 * e {
+            let name = ["post", "share", "export"][rng.gen_range(0..3)];
+            emit(c, rng, json!({"type":"activity","name":name}));
+        }
+        if day % 7 == 3 {
+            emit(c, rng, json!({"type":"email","action":"delivered","campaign_id":"weekly"}));
+            if rng.gen::<f64>() < c.email_engage * engagement.sqrt() {
+                emit(c, rng, json!({"type":"email","action":"open","campaign_id":"weekly"}));
+                if rng.gen::<f64>() < 0.3 {
+                    emit(c, rng, json!({"type":"email","action":"click","campaign_id":"weekly"}));
+                }
+            }
+        }
+        // Support: fading and complaint-prone customers write in more.
+        let ticket_rate = 0.008 + if c.complaint_prone { 0.02 } else { 0.0 } + 0.02 * (1.0 - engagement);
+        c.recent_complaints *= 0.97;
+        c.recent_failures *= 0.97;
+        if rng.gen::<f64>() < ticket_rate {
+            let complaint = rng.gen::<f64>() < if c.complaint_prone { 0.6 } else { 0.2 };
+            if complaint {
+                c.recent_complaints += 1.0;
+            }
+            let severity = ["low", "medium", "high"][rng.gen_range(0..3)];
+            let sat = if complaint { rng.gen_range(1..3) } else { rng.gen_range(3..6) };
+            emit(c, rng, json!({"type":"support_ticket","severity":severity,"category":"orders","is_complaint":complaint,"satisfaction":sat}));
+        }
+        if rng.gen::<f64>() < 0.01 {
+            let nps = if engagement < 0.6 || c.recent_complaints > 0.5 {
+                rng.gen_range(0..7)
+            } else {
+                rng.gen_range(6..11)
+            };
+            c.nps_low = nps <= 6;
+            emit(c, rng, json!({"type":"survey","nps":nps}));
+        }
+        if c.segment == Segment::Subscriber && (day - c.join_day).rem_euclid(30) == 0 && day != c.join_day {
+            if rng.gen::<f64>() < 0.03 + 0.1 * (1.0 - engagement) {
+                c.recent_failures += 1.0;
+                emit(c, rng, json!({"type":"subscription","action":"payment_failed","plan":"standard"}));
+            } else {
+                emit(c, rng, json!({"type":"subscription","action":"renew","plan":"standard","monthly_value":c.plan_value}));
+            }
+            if !c.price_rise && rng.gen::<f64>() < 0.05 {
+                c.price_rise = true;
+                c.plan_value *= 1.3;
+                emit(c, rng, json!({"type":"subscription","action":"upgrade","plan":"standard","monthly_value":c.plan_value}));
+            }
+        }
+        if c.consent && rng.gen::<f64>() < 0.0005 {
+            emit(c, rng, json!({"type":"email","action":"unsubscribe","campaign_id":"weekly"}));
+        }
+        // The latent churn hazard.
+        c.hazard = BASE_HAZARD
+            * (3.0 * (1.0 - engagement)
+                + 0.9 * c.recent_complaints.min(3.0)
+                + 0.8 * c.recent_failures.min(2.0)
+                + if c.nps_low { 0.6 } else { 0.0 }
+                + if c.price_rise { 0.5 } else { 0.0 })
+            .exp();
+        if rng.gen::<f64>() < c.hazard {
+            c.churn_day = Some(day);
+            if c.segment == Segment::Subscriber {
+                emit(c, rng, json!({"type":"subscription","action":"cancel","plan":"standard"}));
+            }
+        }
+    }
+
+    /// Event time at the start of day index `day`.
+    pub fn day_start(&self, day: i64) -> Millis {
+        self.cfg.start() + day * DAY_MS
+    }
+
+    /// Ground truth as CSV: customer, segment, joined, churned_at (empty if
+    /// not churned), final hazard.
+    pub fn truth_csv(&self) -> String {
+        let mut s = String::from("customer_id,segment,join_day,churned_at,hazard\n");
+        for c in &self.customers {
+            let churned = c.churn_day.map(|d| rfc3339(self.day_start(d))).unwrap_or_default();
+            s.push_str(&format!("{},{},{},{},{:.6}\n", c.id, c.segment.as_str(), c.join_day, churned, c.hazard));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(seed: u64) -> (Vec<SimEvent>, Simulator) {
+        let mut cfg = SimConfig::new(300, 120, seed);
+        cfg.end = 1_790_000_000_000 - 1_790_000_000_000 % DAY_MS;
+        let mut sim = Simulator::new(cfg);
+        let mut all = Vec::new();
+        while !sim.done() {
+            all.extend(sim.next_day());
+        }
+        (all, sim)
+    }
+
+    #[test]
+    fn is_seeded_and_valid_and_in_window() {
+        let (a, sim) = run(7);
+        let (b, _) = run(7);
+        assert_eq!(a.len(), b.len());
+        assert!(a.iter().zip(&b).all(|(x, y)| x.json == y.json));
+        let v = crate::config::Config::default().validator();
+        for e in &a {
+            let ev = v
+                .decode(Some(e.customer_id.as_bytes()), e.json.as_bytes(), None, sim.cfg.end)
+                .unwrap_or_else(|r| panic!("{}: {}", e.json, r.reason));
+            assert!(ev.occurred_at >= sim.cfg.start() && ev.occurred_at < sim.cfg.end);
+        }
+        assert!(a.windows(2).all(|w| w[0].at <= w[1].at), "time-ordered without lateness");
+    }
+
+    #[test]
+    fn some_customers_churn_and_go_silent() {
+        let (events, sim) = run(3);
+        let churned: Vec<_> = sim.customers.iter().filter(|c| c.churn_day.is_some()).collect();
+        assert!(churned.len() > 10 && churned.len() < 250, "{} churned", churned.len());
+        for c in churned {
+            let cutoff = sim.day_start(c.churn_day.unwrap() + 1);
+            assert!(!events.iter().any(|e| e.customer_id == c.id && e.at >= cutoff));
+        }
+    }
+
+    #[test]
+    fn duplicates_and_late_events_are_injected() {
+        let mut cfg = SimConfig::new(200, 30, 1);
+        cfg.duplicate_rate = 0.05;
+        cfg.late_rate = 0.05;
+        let mut sim = Simulator::new(cfg);
+        let mut all = Vec::new();
+        while !sim.done() {
+            all.extend(sim.next_day());
+        }
+        let ids: std::collections::HashSet<_> = all.iter().map(|e| e.json.clone()).collect();
+        assert!(ids.len() < all.len(), "some events are repeated");
+        assert!(all.windows(2).any(|w| w[0].at > w[1].at), "some arrive out of order");
+    }
+}
