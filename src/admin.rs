@@ -59,9 +59,14 @@ pub fn router(metrics: Metrics, health: Arc<Health>) -> Router {
         .with_state(AppState { metrics, health })
 }
 
-async fn metrics_handler(State(s): State<AppState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+async fn metrics_handler(
+    State(s): State<AppState>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         s.metrics.render(),
     )
 }
@@ -74,7 +79,10 @@ async fn ready_handler(State(s): State<AppState>) -> (StatusCode, String) {
         }
         Err(why) => {
             s.metrics.ready.set(0);
-            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", why.join("; ")))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {}\n", why.join("; ")),
+            )
         }
     }
 }

@@ -238,15 +238,16 @@ impl Default for PolicyConfig {
             name: name.into(),
             min_probability: min,
         };
-        let rule = |tier: Option<&str>, min_value: Option<f64>, id: &str, channel: &str, offer: &str| {
-            CampaignRule {
-                tier: tier.map(Into::into),
-                min_customer_value: min_value,
-                campaign_id: id.into(),
-                channel: channel.into(),
-                offer: Some(offer.into()),
-            }
-        };
+        let rule =
+            |tier: Option<&str>, min_value: Option<f64>, id: &str, channel: &str, offer: &str| {
+                CampaignRule {
+                    tier: tier.map(Into::into),
+                    min_customer_value: min_value,
+                    campaign_id: id.into(),
+                    channel: channel.into(),
+                    offer: Some(offer.into()),
+                }
+            };
         Self {
             enter_threshold: 0.7,
             exit_threshold: 0.5,
@@ -254,12 +255,40 @@ impl Default for PolicyConfig {
             rescore_interval_hours: 24.0,
             rescore_stop_after_days: 365.0,
             top_reasons: 3,
-            tiers: vec![tier("critical", 0.9), tier("high", 0.8), tier("elevated", 0.0)],
+            tiers: vec![
+                tier("critical", 0.9),
+                tier("high", 0.8),
+                tier("elevated", 0.0),
+            ],
             campaigns: vec![
-                rule(Some("critical"), Some(500.0), "vip-account-manager-call", "call", "personal call and loyalty credit"),
-                rule(Some("critical"), None, "winback-discount-20", "email", "20% off the next order"),
-                rule(Some("high"), None, "winback-discount-10", "email", "10% off the next order"),
-                rule(None, None, "reengagement-nudge", "in_app", "what's new since your last visit"),
+                rule(
+                    Some("critical"),
+                    Some(500.0),
+                    "vip-account-manager-call",
+                    "call",
+                    "personal call and loyalty credit",
+                ),
+                rule(
+                    Some("critical"),
+                    None,
+                    "winback-discount-20",
+                    "email",
+                    "20% off the next order",
+                ),
+                rule(
+                    Some("high"),
+                    None,
+                    "winback-discount-10",
+                    "email",
+                    "10% off the next order",
+                ),
+                rule(
+                    None,
+                    None,
+                    "reengagement-nudge",
+                    "in_app",
+                    "what's new since your last visit",
+                ),
             ],
         }
     }
@@ -324,10 +353,11 @@ impl Config {
                     path: p.display().to_string(),
                     source,
                 })?;
-                text.parse::<toml::Table>().map_err(|e| ConfigError::Syntax {
-                    path: p.display().to_string(),
-                    message: e.to_string(),
-                })?
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Syntax {
+                        path: p.display().to_string(),
+                        message: e.to_string(),
+                    })?
             }
         };
         merge(&mut table, file);
@@ -339,11 +369,12 @@ impl Config {
         for (k, v) in overrides {
             apply_env(&mut table, &k, &v)?;
         }
-        let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-            let path = e.path().to_string();
-            let msg = e.into_inner().to_string();
-            key_err(&path, msg.lines().next().unwrap_or_default())
-        })?;
+        let cfg: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let path = e.path().to_string();
+                let msg = e.into_inner().to_string();
+                key_err(&path, msg.lines().next().unwrap_or_default())
+            })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -367,29 +398,47 @@ impl Config {
             return Err(key_err("kafka.batch_max_messages", "must be at least 1"));
         }
         if !["earliest", "latest"].contains(&k.auto_offset_reset.as_str()) {
-            return Err(key_err("kafka.auto_offset_reset", format!("must be earliest or latest, got {:?}", k.auto_offset_reset)));
+            return Err(key_err(
+                "kafka.auto_offset_reset",
+                format!("must be earliest or latest, got {:?}", k.auto_offset_reset),
+            ));
         }
         if !["sled", "memory"].contains(&self.store.engine.as_str()) {
-            return Err(key_err("store.engine", format!("must be sled or memory, got {:?}", self.store.engine)));
+            return Err(key_err(
+                "store.engine",
+                format!("must be sled or memory, got {:?}", self.store.engine),
+            ));
         }
         if !["wall", "event"].contains(&self.clock.mode.as_str()) {
-            return Err(key_err("clock.mode", format!("must be wall or event, got {:?}", self.clock.mode)));
+            return Err(key_err(
+                "clock.mode",
+                format!("must be wall or event, got {:?}", self.clock.mode),
+            ));
         }
         if self.clock.sweep_interval_ms == 0 {
             return Err(key_err("clock.sweep_interval_ms", "must be at least 1"));
         }
         let f = &self.features;
         if f.half_lives_days.is_empty() {
-            return Err(key_err("features.half_lives_days", "needs at least one half-life"));
+            return Err(key_err(
+                "features.half_lives_days",
+                "needs at least one half-life",
+            ));
         }
         for (i, h) in f.half_lives_days.iter().enumerate() {
             if !(h.is_finite() && *h > 0.0) {
-                return Err(key_err(&format!("features.half_lives_days[{i}]"), format!("must be > 0, got {h}")));
+                return Err(key_err(
+                    &format!("features.half_lives_days[{i}]"),
+                    format!("must be > 0, got {h}"),
+                ));
             }
         }
         for (i, n) in f.activity_names.iter().enumerate() {
             if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(key_err(&format!("features.activity_names[{i}]"), format!("must be letters, digits or _, got {n:?}")));
+                return Err(key_err(
+                    &format!("features.activity_names[{i}]"),
+                    format!("must be letters, digits or _, got {n:?}"),
+                ));
             }
         }
         if !(f.dedup_window_days.is_finite() && f.dedup_window_days >= 0.0) {
@@ -397,27 +446,51 @@ impl Config {
         }
         let v = &self.validation;
         if v.base_currency.len() != 3 || !v.base_currency.chars().all(|c| c.is_ascii_uppercase()) {
-            return Err(key_err("validation.base_currency", format!("must be an ISO 4217 code like EUR, got {:?}", v.base_currency)));
+            return Err(key_err(
+                "validation.base_currency",
+                format!(
+                    "must be an ISO 4217 code like EUR, got {:?}",
+                    v.base_currency
+                ),
+            ));
         }
         for (c, r) in &v.currency_rates {
             if c.len() != 3 || !c.chars().all(|c| c.is_ascii_uppercase()) {
-                return Err(key_err(&format!("validation.currency_rates.{c}"), "must be an ISO 4217 code like USD"));
+                return Err(key_err(
+                    &format!("validation.currency_rates.{c}"),
+                    "must be an ISO 4217 code like USD",
+                ));
             }
             if !(r.is_finite() && *r > 0.0) {
-                return Err(key_err(&format!("validation.currency_rates.{c}"), format!("rate must be > 0, got {r}")));
+                return Err(key_err(
+                    &format!("validation.currency_rates.{c}"),
+                    format!("rate must be > 0, got {r}"),
+                ));
             }
         }
         if v.max_message_bytes == 0 {
-            return Err(key_err("validation.max_message_bytes", "must be at least 1"));
+            return Err(key_err(
+                "validation.max_message_bytes",
+                "must be at least 1",
+            ));
         }
         let p = &self.policy;
-        for (key, x) in [("policy.enter_threshold", p.enter_threshold), ("policy.exit_threshold", p.exit_threshold)] {
+        for (key, x) in [
+            ("policy.enter_threshold", p.enter_threshold),
+            ("policy.exit_threshold", p.exit_threshold),
+        ] {
             if !(x > 0.0 && x < 1.0) {
                 return Err(key_err(key, format!("must be between 0 and 1, got {x}")));
             }
         }
         if p.exit_threshold > p.enter_threshold {
-            return Err(key_err("policy.exit_threshold", format!("must not be above policy.enter_threshold ({})", p.enter_threshold)));
+            return Err(key_err(
+                "policy.exit_threshold",
+                format!(
+                    "must not be above policy.enter_threshold ({})",
+                    p.enter_threshold
+                ),
+            ));
         }
         for (key, x) in [
             ("policy.cooldown_days", p.cooldown_days),
@@ -436,24 +509,42 @@ impl Config {
         }
         for (i, t) in p.tiers.iter().enumerate() {
             if i > 0 && t.min_probability >= p.tiers[i - 1].min_probability {
-                return Err(key_err(&format!("policy.tiers[{i}].min_probability"), "tiers must be listed highest first"));
+                return Err(key_err(
+                    &format!("policy.tiers[{i}].min_probability"),
+                    "tiers must be listed highest first",
+                ));
             }
         }
         for (i, r) in p.campaigns.iter().enumerate() {
             if let Some(t) = &r.tier {
                 if !p.tiers.iter().any(|x| &x.name == t) {
-                    return Err(key_err(&format!("policy.campaigns[{i}].tier"), format!("no tier named {t:?}")));
+                    return Err(key_err(
+                        &format!("policy.campaigns[{i}].tier"),
+                        format!("no tier named {t:?}"),
+                    ));
                 }
             }
             if !["email", "sms", "call", "in_app"].contains(&r.channel.as_str()) {
-                return Err(key_err(&format!("policy.campaigns[{i}].channel"), format!("must be email, sms, call or in_app, got {:?}", r.channel)));
+                return Err(key_err(
+                    &format!("policy.campaigns[{i}].channel"),
+                    format!("must be email, sms, call or in_app, got {:?}", r.channel),
+                ));
             }
         }
         if self.admin.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(key_err("admin.listen", format!("must be an address like 127.0.0.1:9898, got {:?}", self.admin.listen)));
+            return Err(key_err(
+                "admin.listen",
+                format!(
+                    "must be an address like 127.0.0.1:9898, got {:?}",
+                    self.admin.listen
+                ),
+            ));
         }
         if !["text", "json"].contains(&self.log.format.as_str()) {
-            return Err(key_err("log.format", format!("must be text or json, got {:?}", self.log.format)));
+            return Err(key_err(
+                "log.format",
+                format!("must be text or json, got {:?}", self.log.format),
+            ));
         }
         Ok(())
     }
@@ -471,7 +562,12 @@ impl Config {
     pub fn validator(&self) -> Validator {
         Validator {
             base_currency: self.validation.base_currency.clone(),
-            rates: self.validation.currency_rates.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            rates: self
+                .validation
+                .currency_rates
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
             max_future_skew_ms: self.validation.max_future_skew_seconds as Millis * 1000,
             max_message_bytes: self.validation.max_message_bytes,
         }
@@ -587,14 +683,44 @@ mod tests {
             other => panic!("expected a key error, got {other:?}"),
         };
         assert_eq!(key("[kafka]\nbrokerz = \"x\"\n", &[]), "kafka.brokerz");
-        assert!(load("[kafka]\nbrokerz = \"x\"\n", &[]).unwrap_err().to_string().contains("brokerz"));
-        assert_eq!(key("[policy]\nenter_threshold = \"high\"\n", &[]), "policy.enter_threshold");
-        assert_eq!(key("[policy]\nenter_threshold = 1.5\n", &[]), "policy.enter_threshold");
-        assert_eq!(key("[policy]\nexit_threshold = 0.9\n", &[]), "policy.exit_threshold");
-        assert_eq!(key("", &[("CHURN_ALERT__CLOCK__MODE", "sundial")]), "clock.mode");
-        assert_eq!(key("[features]\nhalf_lives_days = [7, -1]\n", &[]), "features.half_lives_days[1]");
-        assert_eq!(key("[[policy.campaigns]]\ncampaign_id = \"x\"\nchannel = \"fax\"\n", &[]), "policy.campaigns[0].channel");
-        assert_eq!(key("[validation.currency_rates]\nUSD = 0\n", &[]), "validation.currency_rates.USD");
-        assert!(matches!(load("[kafka\n", &[]), Err(ConfigError::Syntax { .. })));
+        assert!(load("[kafka]\nbrokerz = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string()
+            .contains("brokerz"));
+        assert_eq!(
+            key("[policy]\nenter_threshold = \"high\"\n", &[]),
+            "policy.enter_threshold"
+        );
+        assert_eq!(
+            key("[policy]\nenter_threshold = 1.5\n", &[]),
+            "policy.enter_threshold"
+        );
+        assert_eq!(
+            key("[policy]\nexit_threshold = 0.9\n", &[]),
+            "policy.exit_threshold"
+        );
+        assert_eq!(
+            key("", &[("CHURN_ALERT__CLOCK__MODE", "sundial")]),
+            "clock.mode"
+        );
+        assert_eq!(
+            key("[features]\nhalf_lives_days = [7, -1]\n", &[]),
+            "features.half_lives_days[1]"
+        );
+        assert_eq!(
+            key(
+                "[[policy.campaigns]]\ncampaign_id = \"x\"\nchannel = \"fax\"\n",
+                &[]
+            ),
+            "policy.campaigns[0].channel"
+        );
+        assert_eq!(
+            key("[validation.currency_rates]\nUSD = 0\n", &[]),
+            "validation.currency_rates.USD"
+        );
+        assert!(matches!(
+            load("[kafka\n", &[]),
+            Err(ConfigError::Syntax { .. })
+        ));
     }
 }

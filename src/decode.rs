@@ -98,12 +98,17 @@ pub enum Encoding {
 impl Encoding {
     /// Reads a `content-type` header value; `None` for values it does not know.
     pub fn from_content_type(value: &str) -> Option<Self> {
-        let v = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let v = value
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match v.as_str() {
             "application/json" | "text/json" => Some(Encoding::Json),
-            "application/protobuf" | "application/x-protobuf" | "application/vnd.google.protobuf" => {
-                Some(Encoding::Protobuf)
-            }
+            "application/protobuf"
+            | "application/x-protobuf"
+            | "application/vnd.google.protobuf" => Some(Encoding::Protobuf),
             _ => None,
         }
     }
@@ -287,10 +292,7 @@ impl Validator {
             other => {
                 return Err(Rejection::new(
                     RejectCode::UnknownType,
-                    format!(
-                        "type {other:?} is not one of {}",
-                        EVENT_TYPES.join(", ")
-                    ),
+                    format!("type {other:?} is not one of {}", EVENT_TYPES.join(", ")),
                 ))
             }
         };
@@ -322,8 +324,8 @@ impl Validator {
 
     /// The required `amount`, converted to the base currency.
     fn money(&self, f: &Map<String, Value>) -> Result<f64, Rejection> {
-        let amount = opt_number(f, "amount", 0.0, f64::MAX)?
-            .ok_or_else(|| invalid("amount is required"))?;
+        let amount =
+            opt_number(f, "amount", 0.0, f64::MAX)?.ok_or_else(|| invalid("amount is required"))?;
         Ok(amount * self.rate(f)?)
     }
 }
@@ -400,7 +402,11 @@ pub fn protobuf_to_map(e: crate::proto::CustomerEvent) -> Map<String, Value> {
             .collect();
         put("attributes", Value::Object(attrs));
     }
-    let num = |v: f64| serde_json::Number::from_f64(v).map(Value::Number).unwrap_or(Value::Null);
+    let num = |v: f64| {
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)
+    };
     let fields: [(&str, Option<Value>); 19] = [
         ("amount", e.amount.map(num)),
         ("currency", e.currency.map(Value::from)),
@@ -459,10 +465,11 @@ fn parse_time(v: Option<&Value>) -> Result<Millis, Rejection> {
                 .map_err(|e| bad(format!("occurred_at {s:?} is not RFC 3339: {e}")))?;
             Ok((t.unix_timestamp_nanos() / 1_000_000) as Millis)
         }
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .filter(|ms| *ms >= 0)
-            .ok_or_else(|| bad(format!("occurred_at {n} is not a non-negative integer of epoch milliseconds"))),
+        Some(Value::Number(n)) => n.as_i64().filter(|ms| *ms >= 0).ok_or_else(|| {
+            bad(format!(
+                "occurred_at {n} is not a non-negative integer of epoch milliseconds"
+            ))
+        }),
         Some(other) => Err(bad(format!(
             "occurred_at must be RFC 3339 text or epoch milliseconds, got {other}"
         ))),
@@ -501,11 +508,18 @@ fn opt_number(
                 Err(invalid(format!("{key} must be a number >= {min}, got {n}")))
             }
         }
-        Some(other) => Err(invalid(format!("{key} must be a number >= {min}, got {other}"))),
+        Some(other) => Err(invalid(format!(
+            "{key} must be a number >= {min}, got {other}"
+        ))),
     }
 }
 
-fn opt_int(f: &Map<String, Value>, key: &str, min: i64, max: i64) -> Result<Option<i64>, Rejection> {
+fn opt_int(
+    f: &Map<String, Value>,
+    key: &str,
+    min: i64,
+    max: i64,
+) -> Result<Option<i64>, Rejection> {
     match f.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_i64() {
@@ -561,7 +575,11 @@ mod tests {
 
     fn decode_json(json: &str) -> Result<Event, Rejection> {
         let v: Value = serde_json::from_str(json).unwrap();
-        let key = v.get("customer_id").and_then(Value::as_str).unwrap_or("").to_string();
+        let key = v
+            .get("customer_id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         validator().decode(Some(key.as_bytes()), json.as_bytes(), None, NOW)
     }
 
@@ -587,42 +605,79 @@ mod tests {
 
     #[test]
     fn epoch_millis_time_is_accepted() {
-        let e = decode_json(r#"{"event_id":"e","customer_id":"c","type":"erasure","occurred_at":1700000000000}"#)
-            .unwrap();
+        let e = decode_json(
+            r#"{"event_id":"e","customer_id":"c","type":"erasure","occurred_at":1700000000000}"#,
+        )
+        .unwrap();
         assert_eq!(e.occurred_at, 1_700_000_000_000);
     }
 
     #[test]
     fn each_bad_input_has_its_reason() {
         let ok = |extra: &str| {
-            format!(r#"{{"event_id":"e","customer_id":"c","occurred_at":"2026-11-10T10:00:00Z",{extra}}}"#)
+            format!(
+                r#"{{"event_id":"e","customer_id":"c","occurred_at":"2026-11-10T10:00:00Z",{extra}}}"#
+            )
         };
         assert_eq!(code(&ok(r#""type":"teleport""#)), RejectCode::UnknownType);
-        assert_eq!(code(&ok(r#""type":"purchase","amount":-1"#)), RejectCode::InvalidField);
+        assert_eq!(
+            code(&ok(r#""type":"purchase","amount":-1"#)),
+            RejectCode::InvalidField
+        );
         assert_eq!(code(&ok(r#""type":"purchase""#)), RejectCode::InvalidField);
-        assert_eq!(code(&ok(r#""type":"survey","nps":11"#)), RejectCode::InvalidField);
-        assert_eq!(code(&ok(r#""type":"email","action":"opened""#)), RejectCode::InvalidField);
-        assert_eq!(code(&ok(r#""type":"purchase","amount":5,"currency":"XYZ""#)), RejectCode::UnknownCurrency);
+        assert_eq!(
+            code(&ok(r#""type":"survey","nps":11"#)),
+            RejectCode::InvalidField
+        );
+        assert_eq!(
+            code(&ok(r#""type":"email","action":"opened""#)),
+            RejectCode::InvalidField
+        );
+        assert_eq!(
+            code(&ok(r#""type":"purchase","amount":5,"currency":"XYZ""#)),
+            RejectCode::UnknownCurrency
+        );
         assert_eq!(
             code(r#"{"event_id":"","customer_id":"c","type":"erasure","occurred_at":1}"#),
             RejectCode::MissingId
         );
         assert_eq!(
-            code(r#"{"event_id":"e","customer_id":"c","type":"erasure","occurred_at":"yesterday"}"#),
+            code(
+                r#"{"event_id":"e","customer_id":"c","type":"erasure","occurred_at":"yesterday"}"#
+            ),
             RejectCode::InvalidTime
         );
         assert_eq!(
-            code(r#"{"event_id":"e","customer_id":"c","type":"erasure","occurred_at":"2030-01-01T00:00:00Z"}"#),
+            code(
+                r#"{"event_id":"e","customer_id":"c","type":"erasure","occurred_at":"2030-01-01T00:00:00Z"}"#
+            ),
             RejectCode::FutureTime
         );
         let v = validator();
-        assert_eq!(v.decode(Some(b"c"), b"\x00\x01garbage\xff", None, NOW).unwrap_err().code, RejectCode::Undecodable);
-        assert_eq!(v.decode(Some(b"c"), b"[1,2]", None, NOW).unwrap_err().code, RejectCode::Undecodable);
+        assert_eq!(
+            v.decode(Some(b"c"), b"\x00\x01garbage\xff", None, NOW)
+                .unwrap_err()
+                .code,
+            RejectCode::Undecodable
+        );
+        assert_eq!(
+            v.decode(Some(b"c"), b"[1,2]", None, NOW).unwrap_err().code,
+            RejectCode::Undecodable
+        );
         let big = vec![b' '; 5000];
-        assert_eq!(v.decode(Some(b"c"), &big, None, NOW).unwrap_err().code, RejectCode::TooLarge);
+        assert_eq!(
+            v.decode(Some(b"c"), &big, None, NOW).unwrap_err().code,
+            RejectCode::TooLarge
+        );
         let good = br#"{"event_id":"e","customer_id":"c","type":"erasure","occurred_at":1}"#;
-        assert_eq!(v.decode(Some(b"x"), good, None, NOW).unwrap_err().code, RejectCode::KeyMismatch);
-        assert_eq!(v.decode(None, good, None, NOW).unwrap_err().code, RejectCode::KeyMismatch);
+        assert_eq!(
+            v.decode(Some(b"x"), good, None, NOW).unwrap_err().code,
+            RejectCode::KeyMismatch
+        );
+        assert_eq!(
+            v.decode(None, good, None, NOW).unwrap_err().code,
+            RejectCode::KeyMismatch
+        );
     }
 
     #[test]
@@ -659,7 +714,9 @@ mod tests {
             ..pb
         };
         assert_eq!(
-            v.decode(Some(b"c-1"), &bad.encode_to_vec(), None, NOW).unwrap_err().code,
+            v.decode(Some(b"c-1"), &bad.encode_to_vec(), None, NOW)
+                .unwrap_err()
+                .code,
             RejectCode::InvalidField
         );
     }

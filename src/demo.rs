@@ -76,7 +76,10 @@ fn bad_messages(t: &str) -> Vec<(&'static str, Vec<u8>)> {
 /// Runs the demo; returns its summary.
 pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<DemoSummary> {
     let started = Instant::now();
-    println!("churn-alert demo: {} customers over {} days (seed {})", opts.customers, opts.days, opts.seed);
+    println!(
+        "churn-alert demo: {} customers over {} days (seed {})",
+        opts.customers, opts.days, opts.seed
+    );
 
     // 1. Simulate.
     let mut sim_cfg = SimConfig::new(opts.customers, opts.days, opts.seed);
@@ -105,7 +108,11 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     let validator = config.validator();
     let history: Vec<_> = events
         .iter()
-        .filter_map(|e| validator.decode(Some(e.customer_id.as_bytes()), e.json.as_bytes(), None, end).ok())
+        .filter_map(|e| {
+            validator
+                .decode(Some(e.customer_id.as_bytes()), e.json.as_bytes(), None, end)
+                .ok()
+        })
         .collect();
     let mut tc = TrainConfig::new(end - 60 * DAY_MS, 30 * DAY_MS);
     tc.version = format!("demo-{}", &rfc3339(tc.as_of)[..10]);
@@ -119,12 +126,18 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         trained.validation.roc_auc,
         trained.validation.brier
     );
-    let model = Model::new(trained.model, &spec).map_err(|(f, m)| anyhow::anyhow!("model field {f}: {m}"))?;
+    let model = Model::new(trained.model, &spec)
+        .map_err(|(f, m)| anyhow::anyhow!("model field {f}: {m}"))?;
 
     // 3. The mock cluster and the input stream.
     let cluster = MockCluster::new(1)?;
     let brokers = cluster.bootstrap_servers();
-    for t in [&config.kafka.input_topic, &config.kafka.alerts_topic, &config.kafka.triggers_topic, &config.kafka.dlq_topic] {
+    for t in [
+        &config.kafka.input_topic,
+        &config.kafka.alerts_topic,
+        &config.kafka.triggers_topic,
+        &config.kafka.dlq_topic,
+    ] {
         cluster.create_topic(t, opts.partitions, 1)?;
     }
     // 4. Run the real service.
@@ -141,7 +154,12 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     let admin_addr: SocketAddr = service.serve_admin(stop_service.clone()).await?;
     println!("  service running; metrics at http://{admin_addr}/metrics\n");
     let svc = tokio::spawn(service.run(stop_service.clone()));
-    let printer = tokio::spawn(print_alerts(brokers.clone(), config.kafka.alerts_topic.clone(), opts.all_alerts, stop_service.clone()));
+    let printer = tokio::spawn(print_alerts(
+        brokers.clone(),
+        config.kafka.alerts_topic.clone(),
+        opts.all_alerts,
+        stop_service.clone(),
+    ));
 
     // 5. Stream the events day by day. The mock broker keeps only the last
     // 5 MB of each partition, so production waits while the service is more
@@ -159,7 +177,10 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     let mut day_start = 0;
     while day_start < events.len() {
         let day = events[day_start].at.div_euclid(DAY_MS);
-        let day_end = day_start + events[day_start..].partition_point(|e| e.at.div_euclid(DAY_MS) <= day).max(1);
+        let day_end = day_start
+            + events[day_start..]
+                .partition_point(|e| e.at.div_euclid(DAY_MS) <= day)
+                .max(1);
         let mut msgs: Vec<(&str, &[u8])> = events[day_start..day_end]
             .iter()
             .map(|e| (e.customer_id.as_str(), e.json.as_bytes()))
@@ -168,7 +189,10 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
             msgs.extend(bad.iter().map(|(k, p)| (*k, p.as_slice())));
         }
         let sends = msgs.iter().map(|(k, p)| {
-            producer.send(FutureRecord::to(&topic).key(*k).payload(*p), Duration::from_secs(30))
+            producer.send(
+                FutureRecord::to(&topic).key(*k).payload(*p),
+                Duration::from_secs(30),
+            )
         });
         for r in futures::future::join_all(sends).await {
             let d = r.map_err(|(e, _)| e)?;
@@ -177,7 +201,14 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         day_start = day_end;
         while !shutdown.is_cancelled()
             && (0..opts.partitions).any(|p| {
-                store.meta(p).ok().flatten().map(|m| m.next_offset).unwrap_or(0) + 5_000 < high[p as usize]
+                store
+                    .meta(p)
+                    .ok()
+                    .flatten()
+                    .map(|m| m.next_offset)
+                    .unwrap_or(0)
+                    + 5_000
+                    < high[p as usize]
             })
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -188,7 +219,9 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         event_id: "pb-1".into(),
         customer_id: "c-protobuf".into(),
         r#type: "session".into(),
-        occurred: Some(crate::proto::customer_event::Occurred::OccurredAt(rfc3339(end - DAY_MS))),
+        occurred: Some(crate::proto::customer_event::Occurred::OccurredAt(rfc3339(
+            end - DAY_MS,
+        ))),
         ..Default::default()
     };
     let d = producer
@@ -196,7 +229,10 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
             FutureRecord::to(&topic)
                 .key("c-protobuf")
                 .payload(&pb.encode_to_vec())
-                .headers(OwnedHeaders::new().insert(Header { key: "content-type", value: Some("application/x-protobuf") })),
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: "content-type",
+                    value: Some("application/x-protobuf"),
+                })),
             Duration::from_secs(5),
         )
         .await
@@ -207,18 +243,29 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     // Wait until every produced message is in the committed state.
     loop {
         let done = (0..opts.partitions).all(|p| {
-            store.meta(p).ok().flatten().map(|m| m.next_offset).unwrap_or(0) >= high[p as usize]
+            store
+                .meta(p)
+                .ok()
+                .flatten()
+                .map(|m| m.next_offset)
+                .unwrap_or(0)
+                >= high[p as usize]
         });
         if done || shutdown.is_cancelled() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("\n  produced {produced} messages to {topic} ({} malformed on purpose, 1 protobuf)", bad.len());
+    println!(
+        "\n  produced {produced} messages to {topic} ({} malformed on purpose, 1 protobuf)",
+        bad.len()
+    );
     let published = Metrics::total(&metrics.alerts) as usize;
     // Let the printer catch up with everything published.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while PRINTED.load(std::sync::atomic::Ordering::Relaxed) < published && Instant::now() < deadline {
+    while PRINTED.load(std::sync::atomic::Ordering::Relaxed) < published
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let alerts = ALERTS.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -227,9 +274,16 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     let alerted: HashSet<&str> = alerts.iter().map(|a| a.customer_id.as_str()).collect();
     let caught = churners
         .iter()
-        .filter(|(id, t)| alerts.iter().any(|a| &a.customer_id == *id && a.as_of_ms <= **t + 7 * DAY_MS))
+        .filter(|(id, t)| {
+            alerts
+                .iter()
+                .any(|a| &a.customer_id == *id && a.as_of_ms <= **t + 7 * DAY_MS)
+        })
         .count();
-    let false_alarms = alerted.iter().filter(|id| !churners.contains_key(**id)).count();
+    let false_alarms = alerted
+        .iter()
+        .filter(|id| !churners.contains_key(**id))
+        .count();
     let summary = DemoSummary {
         events_produced: produced,
         bad_produced: bad.len(),
@@ -243,17 +297,31 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         seconds: started.elapsed().as_secs_f64(),
     };
     println!("\n== summary ==");
-    println!("  events consumed      {}", Metrics::total(&metrics.events_consumed));
+    println!(
+        "  events consumed      {}",
+        Metrics::total(&metrics.events_consumed)
+    );
     println!("  duplicates dropped   {}", summary.duplicates);
-    println!("  dead-lettered        {} (by reason: {})", summary.dlq, reasons(&metrics));
+    println!(
+        "  dead-lettered        {} (by reason: {})",
+        summary.dlq,
+        reasons(&metrics)
+    );
     println!("  silent re-scores     {}", metrics.rescored_silent.get());
-    println!("  alerts published     {} ({} customers)", summary.alerts, alerted.len());
+    println!(
+        "  alerts published     {} ({} customers)",
+        summary.alerts,
+        alerted.len()
+    );
     println!(
         "  triggers published   {} (no trigger: {})",
         summary.triggers,
         ["no_consent", "unsubscribed", "no_matching_campaign"]
             .iter()
-            .map(|r| format!("{r}={}", metrics.triggers_suppressed.with_label_values(&[r]).get()))
+            .map(|r| format!(
+                "{r}={}",
+                metrics.triggers_suppressed.with_label_values(&[r]).get()
+            ))
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -266,12 +334,21 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         "  churners alerted     {} of {} no later than a week after their last activity",
         summary.churners_alerted_before, summary.churners
     );
-    println!("  alerted, not churned {} (by the end of the simulation)", summary.alerted_never_churned);
-    let states: Vec<_> = (0..opts.partitions).filter_map(|p| store.customers(p).ok()).flatten().collect();
+    println!(
+        "  alerted, not churned {} (by the end of the simulation)",
+        summary.alerted_never_churned
+    );
+    let states: Vec<_> = (0..opts.partitions)
+        .filter_map(|p| store.customers(p).ok())
+        .flatten()
+        .collect();
     println!(
         "  customers in state   {} ({} with marketing consent)",
         states.len(),
-        states.iter().filter(|(_, s)| s.has_marketing_consent()).count()
+        states
+            .iter()
+            .filter(|(_, s)| s.has_marketing_consent())
+            .count()
     );
     println!("  took                 {:.1} s", summary.seconds);
 
@@ -302,7 +379,12 @@ static PRINTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize:
 static ALERTS: std::sync::Mutex<Vec<Alert>> = std::sync::Mutex::new(Vec::new());
 
 /// Reads the alerts topic from the start and prints each alert.
-async fn print_alerts(brokers: String, topic: String, all: bool, stop: CancellationToken) -> anyhow::Result<()> {
+async fn print_alerts(
+    brokers: String,
+    topic: String,
+    all: bool,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("group.id", "churn-alert-demo-printer")

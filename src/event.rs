@@ -230,6 +230,9 @@ pub fn wall_now() -> Millis {
 mod time_tests {
     #[test]
     fn formats_rfc3339() {
-        assert_eq!(super::rfc3339(1_794_304_800_000), "2026-11-10T10:00:00.000Z");
+        assert_eq!(
+            super::rfc3339(1_794_304_800_000),
+            "2026-11-10T10:00:00.000Z"
+        );
     }
 }

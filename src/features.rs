@@ -59,7 +59,11 @@ pub struct FeatureSpec {
 
 impl FeatureSpec {
     /// Builds the spec; half-lives are sorted, activity names de-duplicated.
-    pub fn new(half_lives_days: &[f64], activity_names: &[String], dedup_window_ms: Millis) -> Self {
+    pub fn new(
+        half_lives_days: &[f64],
+        activity_names: &[String],
+        dedup_window_ms: Millis,
+    ) -> Self {
         let mut half_lives_days = half_lives_days.to_vec();
         half_lives_days.sort_by(f64::total_cmp);
         half_lives_days.dedup();
@@ -244,7 +248,10 @@ impl FeatureSpec {
 
     fn bump_activity(&self, s: &mut CustomerState, name: &str, t: Millis, w: f64) {
         let anchor = s.rate_anchor;
-        let idx = match s.activity_rates.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
+        let idx = match s
+            .activity_rates
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+        {
             Ok(i) => i,
             Err(i) => {
                 s.activity_rates.insert(i, (name.to_string(), Vec::new()));
@@ -521,25 +528,48 @@ mod tests {
     fn history() -> Vec<Event> {
         let mut v = Vec::new();
         for d in 0..40 {
-            v.push(ev(&format!("s{d}"), d as f64 * 1.5, EventKind::Session {
-                duration_seconds: 60.0,
-                page_views: 3,
-                channel: None,
-            }));
+            v.push(ev(
+                &format!("s{d}"),
+                d as f64 * 1.5,
+                EventKind::Session {
+                    duration_seconds: 60.0,
+                    page_views: 3,
+                    channel: None,
+                },
+            ));
             if d % 5 == 0 {
-                v.push(ev(&format!("p{d}"), d as f64 * 1.5 + 0.1, EventKind::Purchase {
-                    amount: 10.0 + d as f64,
-                    order_id: None,
-                }));
+                v.push(ev(
+                    &format!("p{d}"),
+                    d as f64 * 1.5 + 0.1,
+                    EventKind::Purchase {
+                        amount: 10.0 + d as f64,
+                        order_id: None,
+                    },
+                ));
             }
             if d % 7 == 0 {
-                v.push(ev(&format!("a{d}"), d as f64 * 1.5 + 0.2, EventKind::Activity {
-                    name: if d % 2 == 0 { "login".into() } else { "post".into() },
-                    count: 2,
-                }));
+                v.push(ev(
+                    &format!("a{d}"),
+                    d as f64 * 1.5 + 0.2,
+                    EventKind::Activity {
+                        name: if d % 2 == 0 {
+                            "login".into()
+                        } else {
+                            "post".into()
+                        },
+                        count: 2,
+                    },
+                ));
             }
         }
-        v.push(ev("r", 20.0, EventKind::Refund { amount: 5.0, order_id: None }));
+        v.push(ev(
+            "r",
+            20.0,
+            EventKind::Refund {
+                amount: 5.0,
+                order_id: None,
+            },
+        ));
         v.push(ev("n1", 10.0, EventKind::Survey { nps: 3 }));
         v.push(ev("n2", 30.0, EventKind::Survey { nps: 9 }));
         v.push(ev("c1", 1.0, EventKind::Consent { marketing: true }));
@@ -560,7 +590,9 @@ mod tests {
 
     fn close(a: &[f64], b: &[f64]) -> bool {
         a.len() == b.len()
-            && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-9 * (1.0 + x.abs().max(y.abs())))
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| (x - y).abs() <= 1e-9 * (1.0 + x.abs().max(y.abs())))
     }
 
     #[test]
@@ -568,7 +600,9 @@ mod tests {
         let spec = spec();
         let s = run(&history());
         assert_eq!(spec.extract(&s, s.last_seen).len(), spec.names().len());
-        assert!(spec.names().contains(&"activity_login_rate_30d".to_string()));
+        assert!(spec
+            .names()
+            .contains(&"activity_login_rate_30d".to_string()));
         assert!(spec.names().contains(&"sessions_trend".to_string()));
     }
 
@@ -585,7 +619,8 @@ mod tests {
         let run_wide = |evs: &[Event]| {
             let mut s = CustomerState::default();
             for e in evs {
-                if s.check_and_record(&e.event_id, e.occurred_at, wide.dedup_window_ms) == Seen::New {
+                if s.check_and_record(&e.event_id, e.occurred_at, wide.dedup_window_ms) == Seen::New
+                {
                     wide.apply(&mut s, e);
                 }
             }
@@ -596,7 +631,10 @@ mod tests {
         let now = a.last_seen + 3 * DAY_MS;
         assert!(close(&wide.extract(&a, now), &wide.extract(&b, now)));
         assert_eq!(a.nps, b.nps);
-        assert_eq!((a.purchases, a.gross, a.first_seen), (b.purchases, b.gross, b.first_seen));
+        assert_eq!(
+            (a.purchases, a.gross, a.first_seen),
+            (b.purchases, b.gross, b.first_seen)
+        );
         // And the narrow window gives the same features in order.
         assert!(close(&spec.extract(&forward, now), &wide.extract(&a, now)));
     }
@@ -604,7 +642,15 @@ mod tests {
     #[test]
     fn decayed_rate_halves_after_one_half_life() {
         let spec = spec();
-        let s = run(&[ev("s", 0.0, EventKind::Session { duration_seconds: 1.0, page_views: 1, channel: None })]);
+        let s = run(&[ev(
+            "s",
+            0.0,
+            EventKind::Session {
+                duration_seconds: 1.0,
+                page_views: 1,
+                channel: None,
+            },
+        )]);
         let names = spec.names();
         let i = names.iter().position(|n| n == "sessions_rate_7d").unwrap();
         let r0 = spec.extract(&s, s.last_seen)[i];
@@ -620,7 +666,10 @@ mod tests {
         let f = spec.extract(&s, s.last_seen);
         let get = |n: &str| f[spec.names().iter().position(|x| x == n).unwrap()];
         assert_eq!(s.purchases, 8);
-        let gross: f64 = (0..40).filter(|d| d % 5 == 0).map(|d| 10.0 + d as f64).sum();
+        let gross: f64 = (0..40)
+            .filter(|d| d % 5 == 0)
+            .map(|d| 10.0 + d as f64)
+            .sum();
         assert!((s.gross - gross).abs() < 1e-9);
         assert!((get("monetary_log") - (gross - 5.0).ln_1p()).abs() < 1e-9);
         // The later survey wins even though both arrive.
@@ -637,20 +686,36 @@ mod tests {
         for d in 0..90 {
             // Daily sessions for 80 days, then nothing.
             if d < 80 {
-                events.push(ev(&format!("s{d}"), d as f64, EventKind::Session {
-                    duration_seconds: 1.0,
-                    page_views: 1,
-                    channel: None,
-                }));
+                events.push(ev(
+                    &format!("s{d}"),
+                    d as f64,
+                    EventKind::Session {
+                        duration_seconds: 1.0,
+                        page_views: 1,
+                        channel: None,
+                    },
+                ));
             }
         }
         let s = run(&events);
         let at = |day: f64| {
             let now = 1_700_000_000_000 + (day * DAY_MS as f64) as Millis;
-            spec.extract(&s, now)[spec.names().iter().position(|n| n == "sessions_trend").unwrap()]
+            spec.extract(&s, now)[spec
+                .names()
+                .iter()
+                .position(|n| n == "sessions_trend")
+                .unwrap()]
         };
-        assert!(at(79.5).abs() < 0.5, "steady customer trend near 0: {}", at(79.5));
-        assert!(at(100.0) < -1.0, "faded customer trend negative: {}", at(100.0));
+        assert!(
+            at(79.5).abs() < 0.5,
+            "steady customer trend near 0: {}",
+            at(79.5)
+        );
+        assert!(
+            at(100.0) < -1.0,
+            "faded customer trend negative: {}",
+            at(100.0)
+        );
     }
 
     #[test]
@@ -665,7 +730,10 @@ mod tests {
         let late = e.occurred_at - 8 * DAY_MS;
         assert_eq!(s.check_and_record("y", late, w), Seen::TooLate);
         // Within the window, out of order, still new.
-        assert_eq!(s.check_and_record("z", e.occurred_at - 6 * DAY_MS, w), Seen::New);
+        assert_eq!(
+            s.check_and_record("z", e.occurred_at - 6 * DAY_MS, w),
+            Seen::New
+        );
         // Old ids are pruned once the customer moves on.
         let later = e.occurred_at + 30 * DAY_MS;
         assert_eq!(s.check_and_record("w", later, w), Seen::New);

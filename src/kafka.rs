@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -42,7 +44,9 @@ impl ConsumerCtx {
         let mut owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut owned);
         self.metrics.partitions_owned.set(owned.len() as i64);
-        self.health.assigned.store(!owned.is_empty(), Ordering::Relaxed);
+        self.health
+            .assigned
+            .store(!owned.is_empty(), Ordering::Relaxed);
     }
 
     /// The assigned input partitions.
@@ -58,10 +62,7 @@ impl ConsumerCtx {
 
 impl ClientContext for ConsumerCtx {
     fn stats(&self, s: Statistics) {
-        let up = s
-            .brokers
-            .values()
-            .any(|b| b.nodeid >= 0 && b.state == "UP");
+        let up = s.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP");
         self.health.connected.store(up, Ordering::Relaxed);
         if let Some(t) = s.topics.get(&self.topic) {
             for (p, part) in &t.partitions {
@@ -83,13 +84,19 @@ impl ClientContext for ConsumerCtx {
         ) {
             self.health.connected.store(false, Ordering::Relaxed);
         }
-        self.metrics.failures.with_label_values(&["kafka_consume"]).inc();
+        self.metrics
+            .failures
+            .with_label_values(&["kafka_consume"])
+            .inc();
         tracing::warn!(%error, reason, "kafka client error");
     }
 
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
                 tracing::error!(target: "librdkafka", fac, "{message}")
             }
             RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{message}"),
@@ -101,7 +108,12 @@ impl ClientContext for ConsumerCtx {
 impl ConsumerContext for ConsumerCtx {
     /// On assignment, each input partition starts at the offset stored with
     /// its state (Kafka's committed offset is only used when there is none).
-    fn rebalance(&self, base: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+    fn rebalance(
+        &self,
+        base: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
         let cooperative = matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
@@ -116,21 +128,38 @@ impl ConsumerContext for ConsumerCtx {
                     }
                     match self.store.meta(*p) {
                         Ok(Some(meta)) => {
-                            if let Err(e) = tpl.set_partition_offset(topic, *p, Offset::Offset(meta.next_offset)) {
+                            if let Err(e) = tpl.set_partition_offset(
+                                topic,
+                                *p,
+                                Offset::Offset(meta.next_offset),
+                            ) {
                                 tracing::error!(partition = p, error = %e, "cannot set the stored offset");
                             }
                         }
                         Ok(None) => {}
-                        Err(e) => tracing::error!(partition = p, error = %e, "cannot read stored offset; the store check will skip applied messages"),
+                        Err(e) => {
+                            tracing::error!(partition = p, error = %e, "cannot read stored offset; the store check will skip applied messages")
+                        }
                     }
                 }
-                let res = if cooperative { base.incremental_assign(tpl) } else { base.assign(tpl) };
+                let res = if cooperative {
+                    base.incremental_assign(tpl)
+                } else {
+                    base.assign(tpl)
+                };
                 if let Err(e) = res {
                     tracing::error!(error = %e, "assign failed");
                 }
-                let ps: Vec<i32> = parts.iter().filter(|(t, _)| t == &self.topic).map(|(_, p)| *p).collect();
+                let ps: Vec<i32> = parts
+                    .iter()
+                    .filter(|(t, _)| t == &self.topic)
+                    .map(|(_, p)| *p)
+                    .collect();
                 tracing::info!(partitions = ?ps, "partitions assigned");
-                self.newly_assigned.lock().unwrap_or_else(|e| e.into_inner()).extend(ps.iter().copied());
+                self.newly_assigned
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(ps.iter().copied());
                 self.set_owned(|o| {
                     if !cooperative {
                         o.clear();
@@ -141,7 +170,11 @@ impl ConsumerContext for ConsumerCtx {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let ps: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 tracing::info!(partitions = ?ps, "partitions revoked");
-                let res = if cooperative { base.incremental_unassign(tpl) } else { base.unassign() };
+                let res = if cooperative {
+                    base.incremental_unassign(tpl)
+                } else {
+                    base.unassign()
+                };
                 if let Err(e) = res {
                     tracing::error!(error = %e, "unassign failed");
                 }
@@ -164,7 +197,10 @@ impl ConsumerContext for ConsumerCtx {
     }
 }
 
-fn client_config(brokers: &str, extra: &std::collections::BTreeMap<String, String>) -> ClientConfig {
+fn client_config(
+    brokers: &str,
+    extra: &std::collections::BTreeMap<String, String>,
+) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers);
     for (k, v) in extra {
@@ -174,7 +210,10 @@ fn client_config(brokers: &str, extra: &std::collections::BTreeMap<String, Strin
 }
 
 /// Creates the input consumer (manual offsets, statistics for lag).
-pub fn consumer(cfg: &KafkaConfig, ctx: ConsumerCtx) -> Result<StreamConsumer<ConsumerCtx>, KafkaError> {
+pub fn consumer(
+    cfg: &KafkaConfig,
+    ctx: ConsumerCtx,
+) -> Result<StreamConsumer<ConsumerCtx>, KafkaError> {
     let mut c = client_config(&cfg.brokers, &BTreeMap::new());
     c.set("group.id", &cfg.group_id)
         .set("enable.auto.commit", "false")
@@ -251,10 +290,12 @@ impl Publisher {
                     value: Some(v.as_slice()),
                 });
             }
-            let rec = FutureRecord::to(self.topic(r.kind))
-                .key(&r.key)
+            let mut rec = FutureRecord::to(self.topic(r.kind))
                 .payload(&r.payload)
                 .headers(headers);
+            if let Some(k) = &r.key {
+                rec = rec.key(k);
+            }
             self.producer.send(rec, Duration::from_secs(5))
         });
         let results = futures::future::join_all(sends).await;

@@ -11,7 +11,11 @@ use churn_alert::config::Config;
 use churn_alert::event::{Millis, DAY_MS};
 
 #[derive(Parser)]
-#[command(name = "churn-alert", version, about = "Finds customers about to churn from their Kafka events and publishes alerts and retention triggers.")]
+#[command(
+    name = "churn-alert",
+    version,
+    about = "Finds customers about to churn from their Kafka events and publishes alerts and retention triggers."
+)]
 struct Cli {
     /// TOML config file (defaults are used for anything it leaves out;
     /// CHURN_ALERT__SECTION__KEY environment variables override both).
@@ -88,8 +92,11 @@ enum Command {
 }
 
 fn parse_date(s: &str) -> anyhow::Result<Millis> {
-    let d = time::Date::parse(s, &time::macros::format_description!("[year]-[month]-[day]"))
-        .with_context(|| format!("{s:?} is not a date like 2026-06-30"))?;
+    let d = time::Date::parse(
+        s,
+        &time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .with_context(|| format!("{s:?} is not a date like 2026-06-30"))?;
     Ok(d.midnight().assume_utc().unix_timestamp() * 1000)
 }
 
@@ -105,7 +112,9 @@ fn parse_days(s: &str) -> anyhow::Result<Millis> {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         b.json().init();
     } else {
@@ -118,17 +127,22 @@ fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
         for i in 0.. {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
             if i == 0 {
-                tracing::info!("stop requested: finishing the batch in hand (signal again to exit at once)");
+                tracing::info!(
+                    "stop requested: finishing the batch in hand (signal again to exit at once)"
+                );
                 t.cancel();
             } else {
-                tracing::warn!("second signal: exiting now; uncommitted work is replayed at next start");
+                tracing::warn!(
+                    "second signal: exiting now; uncommitted work is replayed at next start"
+                );
                 std::process::exit(130);
             }
         }
@@ -157,15 +171,39 @@ async fn main() -> anyhow::Result<()> {
                 model.file().features.len()
             );
         }
-        Command::Demo { customers, days, seed, partitions, admin, all_alerts, keep_running } => {
+        Command::Demo {
+            customers,
+            days,
+            seed,
+            partitions,
+            admin,
+            all_alerts,
+            keep_running,
+        } => {
             let shutdown = shutdown_on_signals();
             churn_alert::demo::run(
-                churn_alert::demo::DemoOptions { customers, days, seed, partitions, admin, all_alerts, keep_running },
+                churn_alert::demo::DemoOptions {
+                    customers,
+                    days,
+                    seed,
+                    partitions,
+                    admin,
+                    all_alerts,
+                    keep_running,
+                },
                 shutdown,
             )
             .await?;
         }
-        Command::Simulate { customers, days, seed, end, duplicates, late, out } => {
+        Command::Simulate {
+            customers,
+            days,
+            seed,
+            end,
+            duplicates,
+            late,
+            out,
+        } => {
             let mut cfg = churn_alert::simulate::SimConfig::new(customers, days, seed);
             if let Some(e) = end {
                 cfg.end = parse_date(&e)?;
@@ -175,7 +213,10 @@ async fn main() -> anyhow::Result<()> {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             let mut sim = churn_alert::simulate::Simulator::new(cfg);
             let path = out.join("events.jsonl");
-            let mut w = std::io::BufWriter::new(std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?);
+            let mut w = std::io::BufWriter::new(
+                std::fs::File::create(&path)
+                    .with_context(|| format!("creating {}", path.display()))?,
+            );
             let mut n = 0u64;
             while !sim.done() {
                 for e in sim.next_day() {
@@ -186,15 +227,26 @@ async fn main() -> anyhow::Result<()> {
             }
             w.flush()?;
             std::fs::write(out.join("truth.csv"), sim.truth_csv())?;
-            eprintln!("wrote {n} events to {} and ground truth to {}", path.display(), out.join("truth.csv").display());
+            eprintln!(
+                "wrote {n} events to {} and ground truth to {}",
+                path.display(),
+                out.join("truth.csv").display()
+            );
         }
-        Command::Train { events, as_of, horizon, snapshots, out } => {
+        Command::Train {
+            events,
+            as_of,
+            horizon,
+            snapshots,
+            out,
+        } => {
             let as_of = parse_date(&as_of)?;
             let mut tc = churn_alert::train::TrainConfig::new(as_of, parse_days(&horizon)?);
             tc.snapshots = snapshots;
             let spec = config.feature_spec();
             let v = config.validator();
-            let f = std::fs::File::open(&events).with_context(|| format!("opening {}", events.display()))?;
+            let f = std::fs::File::open(&events)
+                .with_context(|| format!("opening {}", events.display()))?;
             let (mut history, mut refused) = (Vec::new(), 0u64);
             for line in std::io::BufReader::new(f).lines() {
                 let line = line?;
@@ -203,14 +255,26 @@ async fn main() -> anyhow::Result<()> {
                 }
                 let key = serde_json::from_str::<serde_json::Value>(&line)
                     .ok()
-                    .and_then(|v| v.get("customer_id").and_then(|c| c.as_str()).map(str::to_string));
-                match v.decode(key.as_deref().map(str::as_bytes), line.as_bytes(), None, Millis::MAX / 2) {
+                    .and_then(|v| {
+                        v.get("customer_id")
+                            .and_then(|c| c.as_str())
+                            .map(str::to_string)
+                    });
+                match v.decode(
+                    key.as_deref().map(str::as_bytes),
+                    line.as_bytes(),
+                    None,
+                    Millis::MAX / 2,
+                ) {
                     Ok(e) if e.occurred_at < as_of => history.push(e),
                     Ok(_) => {}
                     Err(_) => refused += 1,
                 }
             }
-            eprintln!("read {} events before as-of ({refused} refused by validation)", history.len());
+            eprintln!(
+                "read {} events before as-of ({refused} refused by validation)",
+                history.len()
+            );
             let examples = churn_alert::train::build_examples(history, &spec, &tc);
             eprintln!("built {} labelled snapshots", examples.len());
             let t = churn_alert::train::fit(&examples, &spec, &tc)?;

@@ -60,7 +60,8 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
 }
 
 fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    let m = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
+    let m = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("valid metric");
     r.register(Box::new(m.clone())).expect("unique metric");
     m
 }
@@ -76,32 +77,110 @@ impl Metrics {
     /// advance start at zero, so dashboards see them before they happen).
     pub fn new() -> Self {
         let r = Registry::new();
-        let latency_buckets = prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets");
+        let latency_buckets =
+            prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets");
         let scores = HistogramVec::new(
-            HistogramOpts::new("churn_alert_score", "Churn probabilities computed, by cause (event or silence).")
-                .buckets((1..=20).map(|i| f64::from(i) * 0.05).collect()),
+            HistogramOpts::new(
+                "churn_alert_score",
+                "Churn probabilities computed, by cause (event or silence).",
+            )
+            .buckets((1..=20).map(|i| f64::from(i) * 0.05).collect()),
             &["cause"],
         )
         .expect("valid metric");
         r.register(Box::new(scores.clone())).expect("unique metric");
         let m = Self {
-            events_consumed: counter_vec(&r, "churn_alert_events_consumed_total", "Valid events consumed, by event type.", &["type"]),
-            dlq: counter_vec(&r, "churn_alert_dlq_total", "Messages sent to the dead-letter topic, by reason code.", &["reason"]),
-            duplicates: counter(&r, "churn_alert_duplicates_total", "Events dropped because their event_id was already applied."),
-            batch_seconds: histogram(&r, "churn_alert_batch_duration_seconds", "Time to process one batch: decode, step, publish, commit.", latency_buckets.clone()),
-            event_latency_seconds: histogram(&r, "churn_alert_processing_latency_seconds", "From an event's Kafka timestamp to the commit of its batch.", latency_buckets),
+            events_consumed: counter_vec(
+                &r,
+                "churn_alert_events_consumed_total",
+                "Valid events consumed, by event type.",
+                &["type"],
+            ),
+            dlq: counter_vec(
+                &r,
+                "churn_alert_dlq_total",
+                "Messages sent to the dead-letter topic, by reason code.",
+                &["reason"],
+            ),
+            duplicates: counter(
+                &r,
+                "churn_alert_duplicates_total",
+                "Events dropped because their event_id was already applied.",
+            ),
+            batch_seconds: histogram(
+                &r,
+                "churn_alert_batch_duration_seconds",
+                "Time to process one batch: decode, step, publish, commit.",
+                latency_buckets.clone(),
+            ),
+            event_latency_seconds: histogram(
+                &r,
+                "churn_alert_processing_latency_seconds",
+                "From an event's Kafka timestamp to the commit of its batch.",
+                latency_buckets,
+            ),
             scores,
-            alerts: counter_vec(&r, "churn_alert_alerts_published_total", "Churn alerts published, by risk tier.", &["tier"]),
-            triggers: counter_vec(&r, "churn_alert_triggers_published_total", "Retention triggers published, by campaign.", &["campaign"]),
-            triggers_suppressed: counter_vec(&r, "churn_alert_triggers_suppressed_total", "Alerts that got no trigger, by reason.", &["reason"]),
-            alerts_cooldown: counter(&r, "churn_alert_alerts_cooldown_total", "Threshold crossings held back by the per-customer cooldown."),
-            rescored_silent: counter(&r, "churn_alert_rescored_silent_total", "Silent customers re-scored by the due-time sweep."),
-            consumer_lag: gauge_vec(&r, "churn_alert_consumer_lag_messages", "Messages behind the partition's end, by partition.", &["partition"]),
-            customers: gauge_vec(&r, "churn_alert_customers", "Customers held in state, by partition.", &["partition"]),
-            partitions_owned: gauge(&r, "churn_alert_partitions_owned", "Input partitions assigned to this instance."),
-            failures: counter_vec(&r, "churn_alert_dependency_failures_total", "Failed attempts at a dependency (kafka_produce, kafka_consume, store), retried.", &["dependency"]),
-            ready: gauge(&r, "churn_alert_ready", "1 when connected, assigned and able to commit; 0 otherwise."),
-            commits: counter(&r, "churn_alert_commits_total", "Batches whose state and offsets were committed."),
+            alerts: counter_vec(
+                &r,
+                "churn_alert_alerts_published_total",
+                "Churn alerts published, by risk tier.",
+                &["tier"],
+            ),
+            triggers: counter_vec(
+                &r,
+                "churn_alert_triggers_published_total",
+                "Retention triggers published, by campaign.",
+                &["campaign"],
+            ),
+            triggers_suppressed: counter_vec(
+                &r,
+                "churn_alert_triggers_suppressed_total",
+                "Alerts that got no trigger, by reason.",
+                &["reason"],
+            ),
+            alerts_cooldown: counter(
+                &r,
+                "churn_alert_alerts_cooldown_total",
+                "Threshold crossings held back by the per-customer cooldown.",
+            ),
+            rescored_silent: counter(
+                &r,
+                "churn_alert_rescored_silent_total",
+                "Silent customers re-scored by the due-time sweep.",
+            ),
+            consumer_lag: gauge_vec(
+                &r,
+                "churn_alert_consumer_lag_messages",
+                "Messages behind the partition's end, by partition.",
+                &["partition"],
+            ),
+            customers: gauge_vec(
+                &r,
+                "churn_alert_customers",
+                "Customers held in state, by partition.",
+                &["partition"],
+            ),
+            partitions_owned: gauge(
+                &r,
+                "churn_alert_partitions_owned",
+                "Input partitions assigned to this instance.",
+            ),
+            failures: counter_vec(
+                &r,
+                "churn_alert_dependency_failures_total",
+                "Failed attempts at a dependency (kafka_produce, kafka_consume, store), retried.",
+                &["dependency"],
+            ),
+            ready: gauge(
+                &r,
+                "churn_alert_ready",
+                "1 when connected, assigned and able to commit; 0 otherwise.",
+            ),
+            commits: counter(
+                &r,
+                "churn_alert_commits_total",
+                "Batches whose state and offsets were committed.",
+            ),
             registry: r,
         };
         for t in EVENT_TYPES {

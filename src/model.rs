@@ -141,7 +141,10 @@ impl Model {
                 return Err((format!("mean[{i}]"), format!("must be finite, got {m}")));
             }
             if !(s.is_finite() && *s > 0.0) {
-                return Err((format!("scale[{i}]"), format!("must be finite and > 0, got {s}")));
+                return Err((
+                    format!("scale[{i}]"),
+                    format!("must be finite and > 0, got {s}"),
+                ));
             }
             if !w.is_finite() {
                 return Err((format!("weights[{i}]"), format!("must be finite, got {w}")));
@@ -227,8 +230,16 @@ mod tests {
         let spec = spec();
         let m = Model::new(file(), &spec).unwrap();
         let mut x = vec![0.0; spec.names().len()];
-        let ri = spec.names().iter().position(|n| n == "recency_days").unwrap();
-        let si = spec.names().iter().position(|n| n == "sessions_rate_7d").unwrap();
+        let ri = spec
+            .names()
+            .iter()
+            .position(|n| n == "recency_days")
+            .unwrap();
+        let si = spec
+            .names()
+            .iter()
+            .position(|n| n == "sessions_rate_7d")
+            .unwrap();
         x[ri] = 20.0;
         x[si] = 0.0;
         let s = m.score(&x, 3);
@@ -263,9 +274,15 @@ mod tests {
         f.features[0] = "nope".into();
         std::fs::write(&p, serde_json::to_string(&f).unwrap()).unwrap();
         let err = Model::load(&p, &spec()).unwrap_err().to_string();
-        assert!(err.contains("m.json") && err.contains("features[0]"), "{err}");
+        assert!(
+            err.contains("m.json") && err.contains("features[0]"),
+            "{err}"
+        );
         std::fs::write(&p, "{").unwrap();
-        assert!(matches!(Model::load(&p, &spec()), Err(ModelError::Parse { .. })));
+        assert!(matches!(
+            Model::load(&p, &spec()),
+            Err(ModelError::Parse { .. })
+        ));
     }
 
     #[test]

@@ -114,7 +114,15 @@ pub fn step(
         (state, outcome) => return (state, Output::bare(outcome)),
     };
     let now = now.max(event.occurred_at);
-    let out = score(&mut s, &event.customer_id, now, model, policy, spec, "event");
+    let out = score(
+        &mut s,
+        &event.customer_id,
+        now,
+        model,
+        policy,
+        spec,
+        "event",
+    );
     (Some(s), out)
 }
 
@@ -263,7 +271,16 @@ mod tests {
     }
 
     fn session(id: &str, day: i64) -> Event {
-        ev(id, "c-1", day, EventKind::Session { duration_seconds: 1.0, page_views: 1, channel: None })
+        ev(
+            id,
+            "c-1",
+            day,
+            EventKind::Session {
+                duration_seconds: 1.0,
+                page_views: 1,
+                channel: None,
+            },
+        )
     }
 
     #[test]
@@ -300,7 +317,14 @@ mod tests {
             let (s, _) = step(None, &session("e1", 0), T0, &m, &policy, &spec);
             let (s, o1) = rescore(s.unwrap(), "c-1", T0 + 12 * DAY_MS, &m, &policy, &spec);
             // Comes back, then goes silent again past the cooldown.
-            let (s, _) = step(Some(s), &session("e2", 13), T0 + 13 * DAY_MS, &m, &policy, &spec);
+            let (s, _) = step(
+                Some(s),
+                &session("e2", 13),
+                T0 + 13 * DAY_MS,
+                &m,
+                &policy,
+                &spec,
+            );
             let (_, o2) = rescore(s.unwrap(), "c-1", T0 + 30 * DAY_MS, &m, &policy, &spec);
             (o1.alert.unwrap().alert_id, o2.alert.unwrap().alert_id)
         };
@@ -313,17 +337,40 @@ mod tests {
     fn duplicates_are_not_applied_twice_and_erasure_deletes() {
         let (spec, policy) = (spec(), crate::policy::tests::policy());
         let m = model(&spec);
-        let buy = ev("p1", "c-1", 0, EventKind::Purchase { amount: 10.0, order_id: None });
+        let buy = ev(
+            "p1",
+            "c-1",
+            0,
+            EventKind::Purchase {
+                amount: 10.0,
+                order_id: None,
+            },
+        );
         let (s, _) = step(None, &buy, T0, &m, &policy, &spec);
         let (s, out) = step(s, &buy, T0, &m, &policy, &spec);
         assert_eq!(out.outcome, Outcome::Duplicate);
         assert_eq!(s.as_ref().unwrap().purchases, 1);
         assert_eq!(s.as_ref().unwrap().gross, 10.0);
-        let old = ev("p0", "c-1", -30, EventKind::Purchase { amount: 1.0, order_id: None });
+        let old = ev(
+            "p0",
+            "c-1",
+            -30,
+            EventKind::Purchase {
+                amount: 1.0,
+                order_id: None,
+            },
+        );
         let (s, out) = step(s, &old, T0, &m, &policy, &spec);
         assert_eq!(out.outcome, Outcome::TooLate);
         assert_eq!(s.as_ref().unwrap().purchases, 1);
-        let (s, out) = step(s, &ev("x", "c-1", 1, EventKind::Erasure), T0, &m, &policy, &spec);
+        let (s, out) = step(
+            s,
+            &ev("x", "c-1", 1, EventKind::Erasure),
+            T0,
+            &m,
+            &policy,
+            &spec,
+        );
         assert_eq!(out.outcome, Outcome::Erased);
         assert!(s.is_none());
     }
@@ -333,11 +380,25 @@ mod tests {
         let (spec, policy) = (spec(), crate::policy::tests::policy());
         let m = model(&spec);
         let (s, _) = step(None, &session("e1", 0), T0, &m, &policy, &spec);
-        let (_, out) = rescore(s.clone().unwrap(), "c-1", T0 + 12 * DAY_MS, &m, &policy, &spec);
+        let (_, out) = rescore(
+            s.clone().unwrap(),
+            "c-1",
+            T0 + 12 * DAY_MS,
+            &m,
+            &policy,
+            &spec,
+        );
         assert!(out.alert.is_some());
         assert!(out.trigger.is_none());
         assert_eq!(out.suppressed, Some("no_consent"));
-        let (s, _) = step(s, &ev("k", "c-1", 0, EventKind::Consent { marketing: true }), T0, &m, &policy, &spec);
+        let (s, _) = step(
+            s,
+            &ev("k", "c-1", 0, EventKind::Consent { marketing: true }),
+            T0,
+            &m,
+            &policy,
+            &spec,
+        );
         let (_, out) = rescore(s.unwrap(), "c-1", T0 + 12 * DAY_MS, &m, &policy, &spec);
         let t = out.trigger.expect("consenting customer gets a trigger");
         assert_eq!(t.alert_id, out.alert.unwrap().alert_id);

@@ -78,9 +78,7 @@ impl Policy {
         if p < self.enter || a.active {
             return Decision::Quiet;
         }
-        let cooled = a
-            .last_alert_at
-            .is_none_or(|t| now - t >= self.cooldown_ms);
+        let cooled = a.last_alert_at.is_none_or(|t| now - t >= self.cooldown_ms);
         if !cooled {
             return Decision::Cooldown;
         }
@@ -131,9 +129,18 @@ pub(crate) mod tests {
             exit: 0.5,
             cooldown_ms: 14 * DAY_MS,
             tiers: vec![
-                Tier { name: "critical".into(), min_probability: 0.9 },
-                Tier { name: "high".into(), min_probability: 0.8 },
-                Tier { name: "elevated".into(), min_probability: 0.0 },
+                Tier {
+                    name: "critical".into(),
+                    min_probability: 0.9,
+                },
+                Tier {
+                    name: "high".into(),
+                    min_probability: 0.8,
+                },
+                Tier {
+                    name: "elevated".into(),
+                    min_probability: 0.0,
+                },
             ],
             campaigns: vec![
                 CampaignRule {
@@ -183,11 +190,22 @@ pub(crate) mod tests {
         assert_eq!(p.tier(0.71), "elevated");
         let mut s = CustomerState::default();
         assert_eq!(p.campaign("critical", &s).unwrap_err(), "no_consent");
-        s.consent = Some(Latest { value: true, at: 1, tie: 0 });
-        assert_eq!(p.campaign("critical", &s).unwrap().campaign_id, "winback-email");
+        s.consent = Some(Latest {
+            value: true,
+            at: 1,
+            tie: 0,
+        });
+        assert_eq!(
+            p.campaign("critical", &s).unwrap().campaign_id,
+            "winback-email"
+        );
         s.gross = 800.0;
         assert_eq!(p.campaign("critical", &s).unwrap().campaign_id, "vip-call");
-        s.unsubscribed = Some(Latest { value: true, at: 2, tie: 0 });
+        s.unsubscribed = Some(Latest {
+            value: true,
+            at: 2,
+            tie: 0,
+        });
         assert_eq!(p.campaign("critical", &s).unwrap_err(), "unsubscribed");
     }
 }

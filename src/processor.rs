@@ -45,7 +45,8 @@ pub struct InMessage {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutRecord {
     pub kind: OutKind,
-    pub key: Vec<u8>,
+    /// The customer id; for a dead letter, the original key (if any).
+    pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     pub headers: Vec<(String, Vec<u8>)>,
 }
@@ -167,7 +168,11 @@ impl Processor {
 
     /// Re-scores due silent customers of the given partitions without input
     /// (the live-mode sweep; in event mode the watermark does not move).
-    pub fn sweep_only(&mut self, partitions: &[i32], wall_now: Millis) -> Result<Batch, StoreError> {
+    pub fn sweep_only(
+        &mut self,
+        partitions: &[i32],
+        wall_now: Millis,
+    ) -> Result<Batch, StoreError> {
         let mut batch = Batch::default();
         for &p in partitions {
             let meta = self.meta(p)?;
@@ -247,6 +252,16 @@ impl Processor {
             ClockMode::Event => meta.watermark.max(event.occurred_at),
         };
         let slot = self.slot(m.partition, slots, &event.customer_id)?;
+        if self.clock == ClockMode::Event {
+            // Silent spells before this event are scored first, as of their
+            // due times, so the event does not leak into them.
+            self.catch_up(
+                &event.customer_id,
+                slot,
+                event.occurred_at.min(now),
+                records,
+            );
+        }
         let (state, out) = pipeline::step(
             slot.state.take(),
             &event,
@@ -283,6 +298,8 @@ impl Processor {
         Ok(())
     }
 
+    /// Re-scores every customer of partition `p` who is due at or before
+    /// `now`: those in the stored due index and those touched in this batch.
     fn sweep(
         &self,
         p: i32,
@@ -290,23 +307,40 @@ impl Processor {
         slots: &mut HashMap<String, Slot>,
         records: &mut Vec<OutRecord>,
     ) -> Result<(), StoreError> {
-        let due = self.store.due(p, now, self.sweep_limit)?;
+        let mut due: Vec<(Millis, String)> = self.store.due(p, now, self.sweep_limit)?;
+        due.extend(slots.iter().filter_map(|(id, s)| {
+            let d = s.state.as_ref()?.next_due?;
+            (d <= now).then(|| (d, id.clone()))
+        }));
+        due.sort();
+        due.dedup_by(|a, b| a.1 == b.1);
         for (_, id) in due {
-            let slot = self.slot(p, slots, &id)?;
-            let Some(state) = slot.state.take() else {
-                continue; // erased in this batch
+            self.slot(p, slots, &id)?;
+            let slot = slots.get_mut(&id).expect("loaded above");
+            self.catch_up(&id, slot, now, records);
+        }
+        Ok(())
+    }
+
+    /// Re-scores a silent customer at each due time up to `until`. With the
+    /// event-time clock each re-score happens as of its due time, so outputs
+    /// do not depend on how the stream was cut into batches; with the wall
+    /// clock it is one re-score as of `until`.
+    fn catch_up(&self, id: &str, slot: &mut Slot, until: Millis, records: &mut Vec<OutRecord>) {
+        let Some(mut state) = slot.state.take() else {
+            return; // erased
+        };
+        while let Some(due) = state.next_due.filter(|d| *d <= until) {
+            let at = match self.clock {
+                ClockMode::Event => due,
+                ClockMode::Wall => until,
             };
-            if state.next_due.is_none_or(|d| d > now) {
-                slot.state = Some(state); // re-scored by an event in this batch
-                continue;
-            }
-            let (state, out) =
-                pipeline::rescore(state, &id, now, &self.model, &self.policy, &self.spec);
-            slot.state = Some(state);
+            let (s, out) = pipeline::rescore(state, id, at, &self.model, &self.policy, &self.spec);
+            state = s;
             self.metrics.rescored_silent.inc();
             self.emit(&out, "silence", records);
         }
-        Ok(())
+        slot.state = Some(state);
     }
 
     fn emit(&self, out: &Output, cause: &str, records: &mut Vec<OutRecord>) {
@@ -320,7 +354,7 @@ impl Processor {
             self.metrics.alerts.with_label_values(&[&a.risk_tier]).inc();
             records.push(OutRecord {
                 kind: OutKind::Alert,
-                key: a.customer_id.clone().into_bytes(),
+                key: Some(a.customer_id.clone().into_bytes()),
                 payload: serde_json::to_vec(a).expect("alerts serialise"),
                 headers: vec![
                     ("content-type".into(), b"application/json".to_vec()),
@@ -329,10 +363,13 @@ impl Processor {
             });
         }
         if let Some(t) = &out.trigger {
-            self.metrics.triggers.with_label_values(&[&t.campaign_id]).inc();
+            self.metrics
+                .triggers
+                .with_label_values(&[&t.campaign_id])
+                .inc();
             records.push(OutRecord {
                 kind: OutKind::Trigger,
-                key: t.customer_id.clone().into_bytes(),
+                key: Some(t.customer_id.clone().into_bytes()),
                 payload: serde_json::to_vec(t).expect("triggers serialise"),
                 headers: vec![
                     ("content-type".into(), b"application/json".to_vec()),
@@ -341,25 +378,43 @@ impl Processor {
             });
         }
         if let Some(why) = out.suppressed {
-            self.metrics.triggers_suppressed.with_label_values(&[why]).inc();
+            self.metrics
+                .triggers_suppressed
+                .with_label_values(&[why])
+                .inc();
         }
     }
 
     fn dead_letter(&self, m: &InMessage, rej: &Rejection) -> OutRecord {
-        self.metrics.dlq.with_label_values(&[rej.code.as_str()]).inc();
+        self.metrics
+            .dlq
+            .with_label_values(&[rej.code.as_str()])
+            .inc();
         let mut headers = vec![
-            ("dlq-reason-code".to_string(), rej.code.as_str().as_bytes().to_vec()),
+            (
+                "dlq-reason-code".to_string(),
+                rej.code.as_str().as_bytes().to_vec(),
+            ),
             ("dlq-reason".to_string(), rej.reason.clone().into_bytes()),
-            ("dlq-source-topic".to_string(), self.input_topic.clone().into_bytes()),
-            ("dlq-source-partition".to_string(), m.partition.to_string().into_bytes()),
-            ("dlq-source-offset".to_string(), m.offset.to_string().into_bytes()),
+            (
+                "dlq-source-topic".to_string(),
+                self.input_topic.clone().into_bytes(),
+            ),
+            (
+                "dlq-source-partition".to_string(),
+                m.partition.to_string().into_bytes(),
+            ),
+            (
+                "dlq-source-offset".to_string(),
+                m.offset.to_string().into_bytes(),
+            ),
         ];
         if let Some(ct) = &m.content_type {
             headers.push(("content-type".to_string(), ct.clone().into_bytes()));
         }
         OutRecord {
             kind: OutKind::DeadLetter,
-            key: m.key.clone().unwrap_or_default(),
+            key: m.key.clone(),
             payload: m.payload.clone().unwrap_or_default(),
             headers,
         }
@@ -426,7 +481,11 @@ mod tests {
     }
 
     fn msg(partition: i32, offset: i64, cust: &str, id: &str, day: i64, ty: &str) -> InMessage {
-        let extra = if ty == "purchase" { r#","amount":10"# } else { "" };
+        let extra = if ty == "purchase" {
+            r#","amount":10"#
+        } else {
+            ""
+        };
         InMessage {
             partition,
             offset,
@@ -453,7 +512,9 @@ mod tests {
     fn redelivered_offsets_are_not_applied_twice() {
         let store: Arc<dyn Store> = Arc::new(MemStore::default());
         let mut p = processor(store.clone());
-        let msgs: Vec<_> = (0..5).map(|i| msg(0, i, "c", &format!("e{i}"), 0, "purchase")).collect();
+        let msgs: Vec<_> = (0..5)
+            .map(|i| msg(0, i, "c", &format!("e{i}"), 0, "purchase"))
+            .collect();
         run(&mut p, &msgs[..3]);
         // A restart re-reads from an older offset: only 3 and 4 are new.
         let mut p2 = processor(store.clone());
@@ -468,20 +529,78 @@ mod tests {
     fn silent_customers_are_swept_as_event_time_moves() {
         let store: Arc<dyn Store> = Arc::new(MemStore::default());
         let mut p = processor(store.clone());
-        run(&mut p, &[msg(0, 0, "quiet", "q0", 0, "session"), msg(0, 1, "busy", "b0", 0, "session")]);
+        run(
+            &mut p,
+            &[
+                msg(0, 0, "quiet", "q0", 0, "session"),
+                msg(0, 1, "busy", "b0", 0, "session"),
+            ],
+        );
         let mut alerts = Vec::new();
         for day in 1..30 {
-            let b = run(&mut p, &[msg(0, 1 + day, "busy", &format!("b{day}"), day, "session")]);
+            let b = run(
+                &mut p,
+                &[msg(0, 1 + day, "busy", &format!("b{day}"), day, "session")],
+            );
             alerts.extend(b.records.into_iter().filter(|r| r.kind == OutKind::Alert));
         }
         assert_eq!(alerts.len(), 1, "only the silent customer is alerted");
         let a: crate::pipeline::Alert = serde_json::from_slice(&alerts[0].payload).unwrap();
         assert_eq!(a.customer_id, "quiet");
         assert_eq!(a.cause, "silence");
-        assert_eq!(alerts[0].key, b"quiet");
+        assert_eq!(alerts[0].key.as_deref(), Some(&b"quiet"[..]));
         // The due index follows the state: one entry per customer.
         assert_eq!(store.due(0, i64::MAX, 100).unwrap().len(), 2);
         assert_eq!(store.meta(0).unwrap().unwrap().customers, 2);
+    }
+
+    #[test]
+    fn outputs_do_not_depend_on_batch_boundaries() {
+        let mut msgs = Vec::new();
+        let mut off = 0;
+        for day in 0..40 {
+            for c in 0..6 {
+                // c-k stops after day 5k: staggered silences, some alerts.
+                if day <= 5 * c + 1 {
+                    msgs.push(msg(
+                        0,
+                        off,
+                        &format!("c{c}"),
+                        &format!("e{day}-{c}"),
+                        day,
+                        "session",
+                    ));
+                    off += 1;
+                }
+            }
+            msgs.push(msg(0, off, "busy", &format!("b{day}"), day, "session"));
+            off += 1;
+        }
+        let run_in = |size: usize| {
+            let store: Arc<dyn Store> = Arc::new(MemStore::default());
+            let mut p = processor(store.clone());
+            let mut out = Vec::new();
+            for chunk in msgs.chunks(size) {
+                out.extend(
+                    run(&mut p, chunk)
+                        .records
+                        .into_iter()
+                        .map(|r| String::from_utf8(r.payload).unwrap()),
+                );
+            }
+            (out, store.customers(0).unwrap())
+        };
+        let (one, s1) = run_in(1);
+        assert!(
+            one.len() >= 5,
+            "the silent customers are alerted: {}",
+            one.len()
+        );
+        for size in [7, 50, msgs.len()] {
+            let (other, s2) = run_in(size);
+            assert_eq!(one, other, "batch size {size}");
+            assert_eq!(s1, s2, "batch size {size}");
+        }
     }
 
     #[test]
@@ -491,8 +610,20 @@ mod tests {
         let mut bad = msg(2, 7, "c", "e1", 0, "purchase");
         bad.payload = Some(b"{not json".to_vec());
         let dup = msg(2, 9, "c", "e2", 0, "session");
-        let b = run(&mut p, &[bad, msg(2, 8, "c", "e2", 0, "session"), dup, msg(2, 10, "c", "old", -30, "session")]);
-        let dl: Vec<_> = b.records.iter().filter(|r| r.kind == OutKind::DeadLetter).collect();
+        let b = run(
+            &mut p,
+            &[
+                bad,
+                msg(2, 8, "c", "e2", 0, "session"),
+                dup,
+                msg(2, 10, "c", "old", -30, "session"),
+            ],
+        );
+        let dl: Vec<_> = b
+            .records
+            .iter()
+            .filter(|r| r.kind == OutKind::DeadLetter)
+            .collect();
         assert_eq!(dl.len(), 2);
         let h = |r: &OutRecord, k: &str| {
             String::from_utf8(r.headers.iter().find(|(n, _)| n == k).unwrap().1.clone()).unwrap()

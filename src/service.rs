@@ -87,7 +87,10 @@ impl Service {
     }
 
     /// Starts the admin HTTP server; returns its address.
-    pub async fn serve_admin(&self, shutdown: CancellationToken) -> Result<std::net::SocketAddr, StartError> {
+    pub async fn serve_admin(
+        &self,
+        shutdown: CancellationToken,
+    ) -> Result<std::net::SocketAddr, StartError> {
         let (addr, _task) = crate::admin::serve(
             &self.config.admin.listen,
             self.metrics.clone(),
@@ -146,7 +149,8 @@ impl Service {
             clock = ?clock,
             "churn-alert started"
         );
-        let mut tick = tokio::time::interval(Duration::from_millis(self.config.clock.sweep_interval_ms));
+        let mut tick =
+            tokio::time::interval(Duration::from_millis(self.config.clock.sweep_interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let linger = Duration::from_millis(cfg.batch_linger_ms);
         let mut runner = Runner {
@@ -179,7 +183,10 @@ impl Service {
                     msgs.push(kafka::detach(&m));
                 }
                 Err(e) => {
-                    self.metrics.failures.with_label_values(&["kafka_consume"]).inc();
+                    self.metrics
+                        .failures
+                        .with_label_values(&["kafka_consume"])
+                        .inc();
                     tracing::warn!(error = %e, "consume failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
@@ -238,7 +245,12 @@ impl Runner<'_> {
     }
 
     /// Waits before the next attempt; false if the service is stopping.
-    async fn backoff(&self, attempt: &mut u32, dependency: &str, error: &(dyn std::fmt::Display + Sync)) -> bool {
+    async fn backoff(
+        &self,
+        attempt: &mut u32,
+        dependency: &str,
+        error: &(dyn std::fmt::Display + Sync),
+    ) -> bool {
         self.metrics.failures.with_label_values(&[dependency]).inc();
         self.health.committing.store(false, Ordering::Relaxed);
         let wait = Duration::from_millis((100u64 << (*attempt).min(6)).min(5_000));
@@ -305,14 +317,20 @@ impl Runner<'_> {
                 tracing::debug!(error = %e, "offset commit to Kafka failed (used for lag only)");
             }
         }
-        self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .batch_seconds
+            .observe(started.elapsed().as_secs_f64());
         let now = wall_now();
         for ts in &batch.timestamps {
             self.metrics
                 .event_latency_seconds
                 .observe(((now - ts).max(0) as f64) / 1000.0);
         }
-        tracing::debug!(consumed = batch.consumed, records = batch.records.len(), "batch committed");
+        tracing::debug!(
+            consumed = batch.consumed,
+            records = batch.records.len(),
+            "batch committed"
+        );
         true
     }
 }

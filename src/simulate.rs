@@ -200,7 +200,8 @@ impl Simulator {
             let mut extra = Vec::new();
             let mut keep = Vec::with_capacity(out.len());
             for e in out {
-                if self.cfg.duplicate_rate > 0.0 && self.rng.gen::<f64>() < self.cfg.duplicate_rate {
+                if self.cfg.duplicate_rate > 0.0 && self.rng.gen::<f64>() < self.cfg.duplicate_rate
+                {
                     extra.push(e.clone());
                 }
                 if self.cfg.late_rate > 0.0 && self.rng.gen::<f64>() < self.cfg.late_rate {
@@ -219,7 +220,14 @@ impl Simulator {
         out
     }
 
-    fn customer_day(&mut self, c: &mut SimCustomer, day: i64, day_start: Millis, season: f64, out: &mut Vec<SimEvent>) {
+    fn customer_day(
+        &mut self,
+        c: &mut SimCustomer,
+        day: i64,
+        day_start: Millis,
+        season: f64,
+        out: &mut Vec<SimEvent>,
+    ) {
         let start = self.cfg.start();
         if c.churn_day.is_some() || day < c.join_day.max(0) {
             return;
@@ -240,62 +248,111 @@ impl Simulator {
         if day == c.join_day.max(0) {
             // Profile at the start: consent, country, and a subscription start.
             let country = ["DE", "FR", "NL", "ES", "IT"][rng.gen_range(0..5)];
-            emit(c, rng, json!({"type":"consent","marketing":c.consent,"attributes":{"country":country,"segment":c.segment.as_str()}}));
+            emit(
+                c,
+                rng,
+                json!({"type":"consent","marketing":c.consent,"attributes":{"country":country,"segment":c.segment.as_str()}}),
+            );
             if c.segment == Segment::Subscriber {
-                emit(c, rng, json!({"type":"subscription","action":"start","plan":"standard","monthly_value":c.plan_value}));
+                emit(
+                    c,
+                    rng,
+                    json!({"type":"subscription","action":"start","plan":"standard","monthly_value":c.plan_value}),
+                );
             }
         }
         // Fading: the latent decline that precedes most churn.
         if c.fade.is_none() && rng.gen::<f64>() < 0.004 {
             c.fade = Some((day as f64, 0.02 + 0.06 * rng.gen::<f64>()));
         }
-        let engagement = c.fade.map_or(1.0, |(d0, rate)| (-(day as f64 - d0) * rate).exp());
-        let weekly = if (day + (start / DAY_MS)).rem_euclid(7) >= 5 { 1.2 } else { 0.92 };
+        let engagement = c
+            .fade
+            .map_or(1.0, |(d0, rate)| (-(day as f64 - d0) * rate).exp());
+        let weekly = if (day + (start / DAY_MS)).rem_euclid(7) >= 5 {
+            1.2
+        } else {
+            0.92
+        };
         let e = engagement * season * weekly;
         let poisson = |rng: &mut ChaCha8Rng, lambda: f64| -> u64 {
             if lambda <= 0.0 {
                 0
             } else {
-                Poisson::new(lambda).map(|p| p.sample(rng) as u64).unwrap_or(0)
+                Poisson::new(lambda)
+                    .map(|p| p.sample(rng) as u64)
+                    .unwrap_or(0)
             }
         };
         for _ in 0..poisson(rng, c.sessions * e) {
             let channel = if rng.gen::<bool>() { "web" } else { "app" };
             let (secs, views) = (rng.gen_range(20..1800), rng.gen_range(1..25));
-            emit(c, rng, json!({"type":"session","duration_seconds":secs,"page_views":views,"channel":channel}));
+            emit(
+                c,
+                rng,
+                json!({"type":"session","duration_seconds":secs,"page_views":views,"channel":channel}),
+            );
         }
         for _ in 0..poisson(rng, c.purchases * e) {
             let amount = (c.aov * (0.5 + rng.gen::<f64>()) * 100.0).round() / 100.0;
             let order = format!("o-{}-{}", c.id, c.seq);
             if rng.gen::<f64>() < 0.1 {
                 let usd = (amount / 0.92 * 100.0).round() / 100.0;
-                emit(c, rng, json!({"type":"purchase","amount":usd,"currency":"USD","order_id":order}));
+                emit(
+                    c,
+                    rng,
+                    json!({"type":"purchase","amount":usd,"currency":"USD","order_id":order}),
+                );
             } else {
-                emit(c, rng, json!({"type":"purchase","amount":amount,"currency":"EUR","order_id":order}));
+                emit(
+                    c,
+                    rng,
+                    json!({"type":"purchase","amount":amount,"currency":"EUR","order_id":order}),
+                );
             }
             if rng.gen::<f64>() < 0.04 {
-                emit(c, rng, json!({"type":"refund","amount":amount,"order_id":order}));
+                emit(
+                    c,
+                    rng,
+                    json!({"type":"refund","amount":amount,"order_id":order}),
+                );
             }
         }
         let logins = poisson(rng, c.logins * e);
         if logins > 0 {
-            emit(c, rng, json!({"type":"activity","name":"login","count":logins}));
+            emit(
+                c,
+                rng,
+                json!({"type":"activity","name":"login","count":logins}),
+            );
         }
         if rng.gen::<f64>() < 0.05 * e {
             let name = ["post", "share", "export"][rng.gen_range(0..3)];
             emit(c, rng, json!({"type":"activity","name":name}));
         }
         if day % 7 == 3 {
-            emit(c, rng, json!({"type":"email","action":"delivered","campaign_id":"weekly"}));
+            emit(
+                c,
+                rng,
+                json!({"type":"email","action":"delivered","campaign_id":"weekly"}),
+            );
             if rng.gen::<f64>() < c.email_engage * engagement.sqrt() {
-                emit(c, rng, json!({"type":"email","action":"open","campaign_id":"weekly"}));
+                emit(
+                    c,
+                    rng,
+                    json!({"type":"email","action":"open","campaign_id":"weekly"}),
+                );
                 if rng.gen::<f64>() < 0.3 {
-                    emit(c, rng, json!({"type":"email","action":"click","campaign_id":"weekly"}));
+                    emit(
+                        c,
+                        rng,
+                        json!({"type":"email","action":"click","campaign_id":"weekly"}),
+                    );
                 }
             }
         }
         // Support: fading and complaint-prone customers write in more.
-        let ticket_rate = 0.008 + if c.complaint_prone { 0.02 } else { 0.0 } + 0.02 * (1.0 - engagement);
+        let ticket_rate =
+            0.008 + if c.complaint_prone { 0.02 } else { 0.0 } + 0.02 * (1.0 - engagement);
         c.recent_complaints *= 0.97;
         c.recent_failures *= 0.97;
         if rng.gen::<f64>() < ticket_rate {
@@ -304,8 +361,16 @@ impl Simulator {
                 c.recent_complaints += 1.0;
             }
             let severity = ["low", "medium", "high"][rng.gen_range(0..3)];
-            let sat = if complaint { rng.gen_range(1..3) } else { rng.gen_range(3..6) };
-            emit(c, rng, json!({"type":"support_ticket","severity":severity,"category":"orders","is_complaint":complaint,"satisfaction":sat}));
+            let sat = if complaint {
+                rng.gen_range(1..3)
+            } else {
+                rng.gen_range(3..6)
+            };
+            emit(
+                c,
+                rng,
+                json!({"type":"support_ticket","severity":severity,"category":"orders","is_complaint":complaint,"satisfaction":sat}),
+            );
         }
         if rng.gen::<f64>() < 0.01 {
             let nps = if engagement < 0.6 || c.recent_complaints > 0.5 {
@@ -316,21 +381,40 @@ impl Simulator {
             c.nps_low = nps <= 6;
             emit(c, rng, json!({"type":"survey","nps":nps}));
         }
-        if c.segment == Segment::Subscriber && (day - c.join_day).rem_euclid(30) == 0 && day != c.join_day {
+        if c.segment == Segment::Subscriber
+            && (day - c.join_day).rem_euclid(30) == 0
+            && day != c.join_day
+        {
             if rng.gen::<f64>() < 0.03 + 0.1 * (1.0 - engagement) {
                 c.recent_failures += 1.0;
-                emit(c, rng, json!({"type":"subscription","action":"payment_failed","plan":"standard"}));
+                emit(
+                    c,
+                    rng,
+                    json!({"type":"subscription","action":"payment_failed","plan":"standard"}),
+                );
             } else {
-                emit(c, rng, json!({"type":"subscription","action":"renew","plan":"standard","monthly_value":c.plan_value}));
+                emit(
+                    c,
+                    rng,
+                    json!({"type":"subscription","action":"renew","plan":"standard","monthly_value":c.plan_value}),
+                );
             }
             if !c.price_rise && rng.gen::<f64>() < 0.05 {
                 c.price_rise = true;
                 c.plan_value *= 1.3;
-                emit(c, rng, json!({"type":"subscription","action":"upgrade","plan":"standard","monthly_value":c.plan_value}));
+                emit(
+                    c,
+                    rng,
+                    json!({"type":"subscription","action":"upgrade","plan":"standard","monthly_value":c.plan_value}),
+                );
             }
         }
         if c.consent && rng.gen::<f64>() < 0.0005 {
-            emit(c, rng, json!({"type":"email","action":"unsubscribe","campaign_id":"weekly"}));
+            emit(
+                c,
+                rng,
+                json!({"type":"email","action":"unsubscribe","campaign_id":"weekly"}),
+            );
         }
         // The latent churn hazard.
         c.hazard = BASE_HAZARD
@@ -343,7 +427,11 @@ impl Simulator {
         if rng.gen::<f64>() < c.hazard {
             c.churn_day = Some(day);
             if c.segment == Segment::Subscriber {
-                emit(c, rng, json!({"type":"subscription","action":"cancel","plan":"standard"}));
+                emit(
+                    c,
+                    rng,
+                    json!({"type":"subscription","action":"cancel","plan":"standard"}),
+                );
             }
         }
     }
@@ -358,8 +446,18 @@ impl Simulator {
     pub fn truth_csv(&self) -> String {
         let mut s = String::from("customer_id,segment,join_day,churned_at,hazard\n");
         for c in &self.customers {
-            let churned = c.churn_day.map(|d| rfc3339(self.day_start(d))).unwrap_or_default();
-            s.push_str(&format!("{},{},{},{},{:.6}\n", c.id, c.segment.as_str(), c.join_day, churned, c.hazard));
+            let churned = c
+                .churn_day
+                .map(|d| rfc3339(self.day_start(d)))
+                .unwrap_or_default();
+            s.push_str(&format!(
+                "{},{},{},{},{:.6}\n",
+                c.id,
+                c.segment.as_str(),
+                c.join_day,
+                churned,
+                c.hazard
+            ));
         }
         s
     }
@@ -389,21 +487,39 @@ mod tests {
         let v = crate::config::Config::default().validator();
         for e in &a {
             let ev = v
-                .decode(Some(e.customer_id.as_bytes()), e.json.as_bytes(), None, sim.cfg.end)
+                .decode(
+                    Some(e.customer_id.as_bytes()),
+                    e.json.as_bytes(),
+                    None,
+                    sim.cfg.end,
+                )
                 .unwrap_or_else(|r| panic!("{}: {}", e.json, r.reason));
             assert!(ev.occurred_at >= sim.cfg.start() && ev.occurred_at < sim.cfg.end);
         }
-        assert!(a.windows(2).all(|w| w[0].at <= w[1].at), "time-ordered without lateness");
+        assert!(
+            a.windows(2).all(|w| w[0].at <= w[1].at),
+            "time-ordered without lateness"
+        );
     }
 
     #[test]
     fn some_customers_churn_and_go_silent() {
         let (events, sim) = run(3);
-        let churned: Vec<_> = sim.customers.iter().filter(|c| c.churn_day.is_some()).collect();
-        assert!(churned.len() > 10 && churned.len() < 250, "{} churned", churned.len());
+        let churned: Vec<_> = sim
+            .customers
+            .iter()
+            .filter(|c| c.churn_day.is_some())
+            .collect();
+        assert!(
+            churned.len() > 10 && churned.len() < 250,
+            "{} churned",
+            churned.len()
+        );
         for c in churned {
             let cutoff = sim.day_start(c.churn_day.unwrap() + 1);
-            assert!(!events.iter().any(|e| e.customer_id == c.id && e.at >= cutoff));
+            assert!(!events
+                .iter()
+                .any(|e| e.customer_id == c.id && e.at >= cutoff));
         }
     }
 
@@ -419,6 +535,9 @@ mod tests {
         }
         let ids: std::collections::HashSet<_> = all.iter().map(|e| e.json.clone()).collect();
         assert!(ids.len() < all.len(), "some events are repeated");
-        assert!(all.windows(2).any(|w| w[0].at > w[1].at), "some arrive out of order");
+        assert!(
+            all.windows(2).any(|w| w[0].at > w[1].at),
+            "some arrive out of order"
+        );
     }
 }

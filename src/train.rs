@@ -86,7 +86,11 @@ pub struct Example {
 }
 
 /// Replays `events` (any order; sorted here) and builds labelled snapshots.
-pub fn build_examples(mut events: Vec<Event>, spec: &FeatureSpec, cfg: &TrainConfig) -> Vec<Example> {
+pub fn build_examples(
+    mut events: Vec<Event>,
+    spec: &FeatureSpec,
+    cfg: &TrainConfig,
+) -> Vec<Example> {
     events.sort_by_key(|e| e.occurred_at);
     let Some(first) = events.first().map(|e| e.occurred_at) else {
         return Vec::new();
@@ -118,7 +122,10 @@ pub fn build_examples(mut events: Vec<Event>, spec: &FeatureSpec, cfg: &TrainCon
         }
         let (s, _) = ingest(states.remove(&e.customer_id), e, spec);
         if e.kind.is_engagement() {
-            engaged.entry(e.customer_id.clone()).or_default().push(e.occurred_at);
+            engaged
+                .entry(e.customer_id.clone())
+                .or_default()
+                .push(e.occurred_at);
         }
         if let Some(s) = s {
             states.insert(e.customer_id.clone(), s);
@@ -221,16 +228,22 @@ fn predict(m: &ModelFile, x: &[f64]) -> f64 {
 
 /// Fits a standardised L2 logistic regression on all but the latest
 /// observation date and chooses the L2 strength on the latest.
-pub fn fit(examples: &[Example], spec: &FeatureSpec, cfg: &TrainConfig) -> Result<Trained, TrainError> {
-    let last = examples
-        .iter()
-        .map(|e| e.at)
-        .max()
-        .ok_or_else(|| TrainError::NoData("no snapshots: the history is shorter than warm-up plus horizon, or empty".into()))?;
+pub fn fit(
+    examples: &[Example],
+    spec: &FeatureSpec,
+    cfg: &TrainConfig,
+) -> Result<Trained, TrainError> {
+    let last = examples.iter().map(|e| e.at).max().ok_or_else(|| {
+        TrainError::NoData(
+            "no snapshots: the history is shorter than warm-up plus horizon, or empty".into(),
+        )
+    })?;
     let train: Vec<&Example> = examples.iter().filter(|e| e.at < last).collect();
     let valid: Vec<&Example> = examples.iter().filter(|e| e.at == last).collect();
     if train.is_empty() {
-        return Err(TrainError::NoData("only one observation date fits in the history; need at least two".into()));
+        return Err(TrainError::NoData(
+            "only one observation date fits in the history; need at least two".into(),
+        ));
     }
     for (name, set) in [("training", &train), ("validation", &valid)] {
         let pos = set.iter().filter(|e| e.churned).count();
@@ -255,7 +268,9 @@ pub fn fit(examples: &[Example], spec: &FeatureSpec, cfg: &TrainConfig) -> Resul
     for s in scale.iter_mut() {
         *s = if *s > 1e-12 { s.sqrt() } else { 1.0 };
     }
-    let x = Array2::from_shape_fn((train.len(), d), |(i, j)| (train[i].x[j] - mean[j]) / scale[j]);
+    let x = Array2::from_shape_fn((train.len(), d), |(i, j)| {
+        (train[i].x[j] - mean[j]) / scale[j]
+    });
     let y: Array1<bool> = train.iter().map(|e| e.churned).collect();
     let data = Dataset::new(x, y);
     let mut best: Option<Trained> = None;
@@ -324,7 +339,10 @@ mod tests {
         let mut events = Vec::new();
         while !sim.done() {
             for e in sim.next_day() {
-                events.push(v.decode(Some(e.customer_id.as_bytes()), e.json.as_bytes(), None, end).unwrap());
+                events.push(
+                    v.decode(Some(e.customer_id.as_bytes()), e.json.as_bytes(), None, end)
+                        .unwrap(),
+                );
             }
         }
         let tc = TrainConfig::new(end, 60 * DAY_MS);
@@ -332,9 +350,17 @@ mod tests {
         // Snapshots never see the future: each one's recency is measured at its date.
         assert!(ex.iter().all(|e| e.x[0] >= 0.0));
         let t = fit(&ex, &spec, &tc).unwrap();
-        assert!(t.validation.roc_auc > 0.75, "validation AUC {}", t.validation.roc_auc);
+        assert!(
+            t.validation.roc_auc > 0.75,
+            "validation AUC {}",
+            t.validation.roc_auc
+        );
         // Longer silence means higher risk.
-        let i = spec.names().iter().position(|n| n == "recency_days").unwrap();
+        let i = spec
+            .names()
+            .iter()
+            .position(|n| n == "recency_days")
+            .unwrap();
         assert!(t.model.weights[i] > 0.0);
         assert!(crate::model::Model::new(t.model, &spec).is_ok());
     }
@@ -343,7 +369,12 @@ mod tests {
     fn one_class_history_is_refused() {
         let spec = crate::config::Config::default().feature_spec();
         let ex: Vec<Example> = (0..10)
-            .map(|i| Example { customer_id: format!("c{i}"), at: (i % 2) * DAY_MS, x: vec![0.0; spec.names().len()], churned: false })
+            .map(|i| Example {
+                customer_id: format!("c{i}"),
+                at: (i % 2) * DAY_MS,
+                x: vec![0.0; spec.names().len()],
+                churned: false,
+            })
             .collect();
         let err = fit(&ex, &spec, &TrainConfig::new(10 * DAY_MS, DAY_MS)).unwrap_err();
         assert!(matches!(err, TrainError::OneClass(_)), "{err}");

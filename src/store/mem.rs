@@ -36,7 +36,12 @@ impl Store for MemStore {
         Ok(self.with(partition, |p| p.states.get(customer).cloned()))
     }
 
-    fn due(&self, partition: i32, up_to: Millis, limit: usize) -> Result<Vec<(Millis, String)>, StoreError> {
+    fn due(
+        &self,
+        partition: i32,
+        up_to: Millis,
+        limit: usize,
+    ) -> Result<Vec<(Millis, String)>, StoreError> {
         Ok(self.with(partition, |p| {
             p.due
                 .iter()
@@ -81,7 +86,11 @@ impl Store for MemStore {
 
     fn customers(&self, partition: i32) -> Result<Vec<(String, CustomerState)>, StoreError> {
         Ok(self.with(partition, |p| {
-            let mut v: Vec<_> = p.states.iter().map(|(k, s)| (k.clone(), s.clone())).collect();
+            let mut v: Vec<_> = p
+                .states
+                .iter()
+                .map(|(k, s)| (k.clone(), s.clone()))
+                .collect();
             v.sort_by(|a, b| a.0.cmp(&b.0));
             v
         }))

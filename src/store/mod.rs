@@ -58,7 +58,12 @@ pub trait Store: Send + Sync + 'static {
     /// One customer's state.
     fn get(&self, partition: i32, customer: &str) -> Result<Option<CustomerState>, StoreError>;
     /// Due-index entries with a due time at or before `up_to`, earliest first.
-    fn due(&self, partition: i32, up_to: Millis, limit: usize) -> Result<Vec<(Millis, String)>, StoreError>;
+    fn due(
+        &self,
+        partition: i32,
+        up_to: Millis,
+        limit: usize,
+    ) -> Result<Vec<(Millis, String)>, StoreError>;
     /// Applies a commit atomically.
     fn commit(&self, partition: i32, commit: &Commit) -> Result<(), StoreError>;
     /// Makes every commit so far durable.
@@ -88,10 +93,12 @@ pub fn encode_state(s: &CustomerState) -> Vec<u8> {
 /// Decodes a stored customer state.
 pub fn decode_state(bytes: &[u8]) -> Result<CustomerState, StoreError> {
     match bytes.split_first() {
-        Some((&STATE_VERSION, rest)) => bincode::deserialize(rest).map_err(|e| StoreError::Corrupt {
-            what: "customer state".into(),
-            message: e.to_string(),
-        }),
+        Some((&STATE_VERSION, rest)) => {
+            bincode::deserialize(rest).map_err(|e| StoreError::Corrupt {
+                what: "customer state".into(),
+                message: e.to_string(),
+            })
+        }
         Some((v, _)) => Err(StoreError::Corrupt {
             what: "customer state".into(),
             message: format!("unknown state version {v}"),
@@ -123,7 +130,11 @@ mod tests {
             states: vec![("a".into(), Some(state(1))), ("b".into(), Some(state(2)))],
             due_add: vec![(100, "a".into()), (50, "b".into())],
             due_remove: vec![],
-            meta: PartitionMeta { next_offset: 10, watermark: 7, customers: 2 },
+            meta: PartitionMeta {
+                next_offset: 10,
+                watermark: 7,
+                customers: 2,
+            },
         };
         store.commit(3, &c).unwrap();
         assert_eq!(store.meta(3).unwrap().unwrap().next_offset, 10);
@@ -136,12 +147,19 @@ mod tests {
             states: vec![("b".into(), None)],
             due_remove: vec![(50, "b".into())],
             due_add: vec![],
-            meta: PartitionMeta { next_offset: 11, watermark: 8, customers: 1 },
+            meta: PartitionMeta {
+                next_offset: 11,
+                watermark: 8,
+                customers: 1,
+            },
         };
         store.commit(3, &c2).unwrap();
         store.flush().unwrap();
         assert_eq!(store.get(3, "b").unwrap(), None);
-        assert_eq!(store.due(3, 1000, 10).unwrap(), vec![(100, "a".to_string())]);
+        assert_eq!(
+            store.due(3, 1000, 10).unwrap(),
+            vec![(100, "a".to_string())]
+        );
         assert_eq!(store.partitions().unwrap(), vec![3]);
         let all = store.customers(3).unwrap();
         assert_eq!(all.len(), 1);

@@ -57,12 +57,17 @@ impl SledStore {
     /// `flush_every_ms` is sled's background flush interval (`None` keeps
     /// sled's default of 500 ms).
     pub fn open_with(dir: &Path, flush_every_ms: Option<u64>) -> Result<Self, StoreError> {
-        let mut cfg = sled::Config::new().path(dir).cache_capacity(256 * 1024 * 1024);
+        let mut cfg = sled::Config::new()
+            .path(dir)
+            .cache_capacity(256 * 1024 * 1024);
         if let Some(ms) = flush_every_ms {
             cfg = cfg.flush_every_ms(Some(ms));
         }
         let db = cfg.open().map_err(|e| {
-            StoreError::Io(format!("cannot open state directory {}: {e}", dir.display()))
+            StoreError::Io(format!(
+                "cannot open state directory {}: {e}",
+                dir.display()
+            ))
         })?;
         Ok(Self {
             db,
@@ -109,7 +114,12 @@ impl Store for SledStore {
         }
     }
 
-    fn due(&self, partition: i32, up_to: Millis, limit: usize) -> Result<Vec<(Millis, String)>, StoreError> {
+    fn due(
+        &self,
+        partition: i32,
+        up_to: Millis,
+        limit: usize,
+    ) -> Result<Vec<(Millis, String)>, StoreError> {
         let tree = self.tree(partition)?;
         let mut end = vec![b'd'];
         end.extend_from_slice(&due_bytes(up_to));
@@ -162,7 +172,13 @@ impl Store for SledStore {
             .db
             .tree_names()
             .iter()
-            .filter_map(|n| std::str::from_utf8(n).ok()?.strip_prefix(TREE_PREFIX)?.parse().ok())
+            .filter_map(|n| {
+                std::str::from_utf8(n)
+                    .ok()?
+                    .strip_prefix(TREE_PREFIX)?
+                    .parse()
+                    .ok()
+            })
             .filter(|p| self.meta(*p).ok().flatten().is_some())
             .collect();
         v.sort();
@@ -173,7 +189,10 @@ impl Store for SledStore {
         let mut out = Vec::new();
         for item in self.tree(partition)?.scan_prefix(b"c") {
             let (k, v) = item.map_err(io)?;
-            out.push((String::from_utf8_lossy(&k[1..]).into_owned(), decode_state(&v)?));
+            out.push((
+                String::from_utf8_lossy(&k[1..]).into_owned(),
+                decode_state(&v)?,
+            ));
         }
         Ok(out)
     }

@@ -1,0 +1,462 @@
+//! Shared harness for the integration tests: a Kafka broker (librdkafka's
+//! mock cluster, or a real tansu process on 127.0.0.1), helpers to produce
+//! and read topics, and the service started in-process on a sled directory.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use churn_alert::config::Config;
+use churn_alert::event::{rfc3339, Millis, DAY_MS};
+use churn_alert::model::{Model, ModelFile};
+use churn_alert::service::Service;
+use churn_alert::store::Store;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::Message;
+use tokio_util::sync::CancellationToken;
+
+/// Input partitions in every test.
+pub const PARTITIONS: i32 = 3;
+/// Event time of "day 0" in the tests: fixed, in the past.
+pub const T0: Millis = 1_788_220_800_000; // 2026-09-01T00:00:00Z
+
+pub fn at(day: f64) -> String {
+    rfc3339(T0 + (day * DAY_MS as f64) as Millis)
+}
+
+/// A running broker.
+pub enum Broker {
+    Mock(MockCluster<'static, rdkafka::producer::DefaultProducerContext>),
+    Tansu {
+        child: Child,
+        addr: String,
+        _dir: tempfile::TempDir,
+    },
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Where the tansu binary is: `$TANSU_BIN`, else on PATH, else cargo's bin dir.
+pub fn tansu_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("TANSU_BIN") {
+        return PathBuf::from(p);
+    }
+    if let Ok(path) = std::env::var("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join("tansu");
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    let home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo")
+        });
+    let p = home.join("bin/tansu");
+    assert!(
+        p.is_file(),
+        "the tansu broker is not installed: run `scripts/tansu.sh install` (the README's test command does)"
+    );
+    p
+}
+
+impl Broker {
+    pub fn mock() -> Self {
+        Broker::Mock(MockCluster::new(1).unwrap())
+    }
+
+    /// Starts `tansu broker` with the in-memory engine on a free loopback port.
+    pub fn tansu() -> Self {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu_bin())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not start listening on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker::Tansu {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        match self {
+            Broker::Mock(c) => c.bootstrap_servers(),
+            Broker::Tansu { addr, .. } => addr.clone(),
+        }
+    }
+
+    /// Creates the service's topics with `PARTITIONS` partitions.
+    pub async fn create_topics(&self, cfg: &Config) {
+        let k = &cfg.kafka;
+        let topics = [
+            &k.input_topic,
+            &k.alerts_topic,
+            &k.triggers_topic,
+            &k.dlq_topic,
+        ];
+        match self {
+            Broker::Mock(c) => {
+                for t in topics {
+                    c.create_topic(t, PARTITIONS, 1).unwrap();
+                }
+            }
+            Broker::Tansu { addr, .. } => {
+                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+                    .set("bootstrap.servers", addr)
+                    .create()
+                    .unwrap();
+                let new: Vec<NewTopic> = topics
+                    .iter()
+                    .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
+                    .collect();
+                for r in admin
+                    .create_topics(&new, &AdminOptions::new())
+                    .await
+                    .unwrap()
+                {
+                    r.unwrap();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Broker::Tansu { child, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A test model: the churn probability rises with days of silence
+/// (0.5 at 10 days, 0.7 at about 11.7 days).
+pub fn test_model(cfg: &Config) -> Model {
+    Model::new(
+        ModelFile {
+            version: "test-silence-1".into(),
+            features: vec!["recency_days".into(), "complaints_rate_30d".into()],
+            mean: vec![10.0, 0.0],
+            scale: vec![2.0, 0.05],
+            weights: vec![1.0, 0.5],
+            intercept: 0.0,
+            training: None,
+        },
+        &cfg.feature_spec(),
+    )
+    .unwrap()
+}
+
+/// Config for a test run against `broker`, state in `dir`.
+pub fn test_config(broker: &Broker, dir: &Path) -> Config {
+    let mut c = Config::default();
+    c.kafka.brokers = broker.bootstrap();
+    c.kafka.batch_linger_ms = 20;
+    c.clock.mode = "event".into();
+    c.store.path = dir.join("state");
+    c.admin.listen = "127.0.0.1:0".into();
+    c.validation.max_message_bytes = 2048;
+    c
+}
+
+/// A service running in this process.
+pub struct Running {
+    pub store: Arc<dyn Store>,
+    pub admin: std::net::SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), churn_alert::service::StartError>>,
+}
+
+pub async fn start(cfg: &Config) -> Running {
+    let service = Service::with_model(cfg.clone(), test_model(cfg)).unwrap();
+    let stop = CancellationToken::new();
+    let admin = service.serve_admin(stop.clone()).await.unwrap();
+    let store = service.store.clone();
+    let task = tokio::spawn(service.run(stop.clone()));
+    Running {
+        store,
+        admin,
+        stop,
+        task,
+    }
+}
+
+impl Running {
+    /// Graceful stop; releases the sled directory.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+        drop(self.store);
+    }
+
+    /// Waits until the committed state covers every offset in `high`.
+    pub async fn wait_committed(&self, high: &BTreeMap<i32, i64>) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let done = high.iter().all(|(p, h)| {
+                self.store
+                    .meta(*p)
+                    .unwrap()
+                    .map(|m| m.next_offset)
+                    .unwrap_or(0)
+                    >= *h
+            });
+            if done {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "service did not commit up to {high:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// GET a path of the admin server: (status, body).
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.admin).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await.unwrap();
+        let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        (status, body)
+    }
+
+    /// A metric's value from /metrics (sum over label sets that contain `labels`).
+    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
+        let (_, body) = self.http_get("/metrics").await;
+        body.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter(|l| {
+                let series = l.split_whitespace().next().unwrap();
+                series == name
+                    || (series.starts_with(&format!("{name}{{")) && series.contains(labels))
+            })
+            .map(|l| l.split_whitespace().last().unwrap().parse::<f64>().unwrap())
+            .sum()
+    }
+}
+
+/// One message to produce.
+#[derive(Clone, Debug)]
+pub struct Msg {
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    pub content_type: Option<&'static str>,
+    /// Explicit partition (else the producer's partitioner picks by key).
+    pub partition: Option<i32>,
+}
+
+impl Msg {
+    pub fn with_key(mut self, key: &str) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    pub fn with_key_none(mut self) -> Self {
+        self.key = None;
+        self
+    }
+
+    pub fn on_partition(mut self, p: i32) -> Self {
+        self.partition = Some(p);
+        self
+    }
+}
+
+pub fn json(key: &str, payload: String) -> Msg {
+    Msg {
+        key: Some(key.into()),
+        payload: payload.into_bytes(),
+        content_type: None,
+        partition: None,
+    }
+}
+
+pub fn event(cust: &str, id: &str, day: f64, ty: &str, extra: &str) -> Msg {
+    let extra = if extra.is_empty() {
+        String::new()
+    } else {
+        format!(",{extra}")
+    };
+    json(
+        cust,
+        format!(
+            r#"{{"event_id":"{id}","customer_id":"{cust}","type":"{ty}","occurred_at":"{}"{extra}}}"#,
+            at(day)
+        ),
+    )
+}
+
+/// Produces messages in order; returns each one's (partition, offset) and
+/// the high watermark per partition.
+pub async fn produce(
+    broker: &Broker,
+    topic: &str,
+    msgs: &[Msg],
+) -> (Vec<(i32, i64)>, BTreeMap<i32, i64>) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    let mut out = Vec::new();
+    let mut high = BTreeMap::new();
+    for m in msgs {
+        let mut rec = FutureRecord::to(topic).payload(&m.payload);
+        if let Some(k) = &m.key {
+            rec = rec.key(k);
+        }
+        if let Some(p) = m.partition.or(if m.key.is_none() { Some(0) } else { None }) {
+            rec = rec.partition(p);
+        }
+        if let Some(ct) = m.content_type {
+            rec = rec.headers(OwnedHeaders::new().insert(Header {
+                key: "content-type",
+                value: Some(ct),
+            }));
+        }
+        let d = producer
+            .send(rec, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+        out.push((d.partition, d.offset));
+        let h = high.entry(d.partition).or_insert(0);
+        *h = (*h).max(d.offset + 1);
+    }
+    (out, high)
+}
+
+/// A record read back from an output topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Record {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).unwrap()
+    }
+}
+
+/// Reads every record of a topic (all partitions, up to their current end).
+pub fn read_all(broker: &Broker, topic: &str) -> Vec<Record> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", format!("reader-{}", free_port()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        let (lo, hi) = c
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .unwrap();
+        if hi > lo {
+            tpl.add_partition_offset(topic, p, Offset::Offset(lo))
+                .unwrap();
+            remaining.insert(p, hi);
+        }
+    }
+    let mut out = Vec::new();
+    if remaining.is_empty() {
+        return out;
+    }
+    c.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !remaining.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "could not read {topic} to its end"
+        );
+        let Some(m) = c.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m.unwrap();
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(Record {
+            partition: m.partition(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().unwrap_or_default().to_vec(),
+            headers,
+        });
+        if remaining
+            .get(&m.partition())
+            .is_some_and(|h| m.offset() + 1 >= *h)
+        {
+            remaining.remove(&m.partition());
+        }
+    }
+    out
+}
+
+/// The committed state of one customer (searching all partitions).
+pub fn customer(store: &dyn Store, id: &str) -> Option<churn_alert::features::CustomerState> {
+    (0..PARTITIONS).find_map(|p| store.get(p, id).unwrap())
+}

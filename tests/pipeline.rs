@@ -1,0 +1,345 @@
+//! End-to-end scenarios through the Kafka protocol: every scenario runs
+//! against librdkafka's mock cluster and against a real tansu broker process.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use prost::Message as _;
+
+/// Every class of bad input, each expected in the dead-letter topic with its
+/// reason code, between good events that must all be applied.
+async fn bad_input_is_dead_lettered_and_the_service_keeps_going(broker: Broker) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = test_config(&broker, dir.path());
+    broker.create_topics(&cfg).await;
+    let svc = start(&cfg).await;
+
+    let nan_amount = churn_alert::proto::CustomerEvent {
+        event_id: "pb-nan".into(),
+        customer_id: "c-1".into(),
+        r#type: "purchase".into(),
+        occurred: Some(churn_alert::proto::customer_event::Occurred::OccurredAt(
+            at(1.0),
+        )),
+        amount: Some(f64::NAN),
+        ..Default::default()
+    };
+    let good_pb = churn_alert::proto::CustomerEvent {
+        event_id: "pb-ok".into(),
+        customer_id: "c-1".into(),
+        r#type: "purchase".into(),
+        occurred: Some(churn_alert::proto::customer_event::Occurred::OccurredAtMs(
+            T0 + 86_400_000,
+        )),
+        amount: Some(7.5),
+        ..Default::default()
+    };
+    let pb = |e: &churn_alert::proto::CustomerEvent| Msg {
+        key: Some("c-1".into()),
+        payload: e.encode_to_vec(),
+        content_type: Some("application/x-protobuf"),
+        partition: None,
+    };
+    let big = format!(
+        r#"{{"event_id":"big","customer_id":"c-1","type":"session","occurred_at":"{}","attributes":{{"x":"{}"}}}}"#,
+        at(1.0),
+        "y".repeat(3000)
+    );
+    // (message, expected reason code or None for a good one)
+    let cases: Vec<(Msg, Option<&str>)> = vec![
+        (event("c-1", "e1", 1.0, "purchase", r#""amount":10,"currency":"EUR""#), None),
+        (json("c-1", "\u{1}\u{2} not an event".into()), Some("undecodable")),
+        (json("c-1", "[1,2,3]".into()), Some("undecodable")),
+        (Msg { key: Some("c-1".into()), payload: vec![0xff, 0xff, 0x01], content_type: Some("application/x-protobuf"), partition: None }, Some("undecodable")),
+        (json("c-1", format!(r#"{{"customer_id":"c-1","type":"session","occurred_at":"{}"}}"#, at(1.0))), Some("missing_id")),
+        (json("", format!(r#"{{"event_id":"x1","customer_id":"","type":"session","occurred_at":"{}"}}"#, at(1.0))), Some("missing_id")),
+        (event("c-1", "x2", 1.0, "teleport", ""), Some("unknown_type")),
+        (event("c-1", "x3", 1.0, "purchase", r#""amount":-3"#), Some("invalid_field")),
+        (event("c-1", "x4", 1.0, "purchase", ""), Some("invalid_field")),
+        (pb(&nan_amount), Some("invalid_field")),
+        (event("c-1", "x5", 1.0, "survey", r#""nps":11"#), Some("invalid_field")),
+        (event("c-1", "x6", 1.0, "email", r#""action":"opened""#), Some("invalid_field")),
+        (event("c-1", "x7", 1.0, "session", r#""channel":"fax""#), Some("invalid_field")),
+        (json("c-1", r#"{"event_id":"x8","customer_id":"c-1","type":"session","occurred_at":"last tuesday"}"#.into()), Some("invalid_time")),
+        (json("c-1", r#"{"event_id":"x9","customer_id":"c-1","type":"session","occurred_at":"2999-01-01T00:00:00Z"}"#.into()), Some("future_time")),
+        (event("c-1", "x10", 1.0, "purchase", r#""amount":5,"currency":"XYZ""#), Some("unknown_currency")),
+        (json("c-1", big), Some("too_large")),
+        (event("c-1", "x11", 1.0, "session", "").with_key("c-2"), Some("key_mismatch")),
+        (event("c-1", "x12", 1.0, "session", "").with_key_none(), Some("key_mismatch")),
+        (event("c-1", "e1", 1.0, "purchase", r#""amount":10,"currency":"EUR""#), None), // duplicate: dropped, not dead-lettered
+        (pb(&good_pb), None),
+        (event("c-1", "e2", 20.0, "purchase", r#""amount":5,"currency":"USD""#), None),
+        (event("c-1", "x13", 2.0, "session", ""), Some("too_late")), // 18 days behind the newest, window 7
+        (event("c-1", "e3", 19.0, "session", ""), None),             // late but inside the window: applied
+    ];
+    let msgs: Vec<Msg> = cases.iter().map(|(m, _)| m.clone()).collect();
+    let (positions, high) = produce(&broker, &cfg.kafka.input_topic, &msgs).await;
+    svc.wait_committed(&high).await;
+
+    let dlq = read_all(&broker, &cfg.kafka.dlq_topic);
+    let expected: Vec<(usize, &str)> = cases
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, code))| code.map(|c| (i, c)))
+        .collect();
+    assert_eq!(
+        dlq.len(),
+        expected.len(),
+        "one dead letter per bad message: {dlq:#?}"
+    );
+    for (i, code) in expected {
+        let (p, o) = positions[i];
+        let r = dlq
+            .iter()
+            .find(|r| {
+                r.headers.get("dlq-source-partition") == Some(&p.to_string())
+                    && r.headers.get("dlq-source-offset") == Some(&o.to_string())
+            })
+            .unwrap_or_else(|| panic!("no dead letter for case {i} ({code}) at {p}/{o}"));
+        assert_eq!(
+            r.headers["dlq-reason-code"], code,
+            "case {i}: {}",
+            r.headers["dlq-reason"]
+        );
+        assert!(!r.headers["dlq-reason"].is_empty());
+        assert_eq!(r.headers["dlq-source-topic"], cfg.kafka.input_topic);
+        assert_eq!(r.payload, cases[i].0.payload, "original bytes kept");
+        assert_eq!(
+            r.key.as_deref(),
+            cases[i].0.key.as_deref().map(str::as_bytes),
+            "original key kept"
+        );
+    }
+    // Every good event is applied exactly once.
+    let s = customer(svc.store.as_ref(), "c-1").expect("c-1 has state");
+    assert_eq!(s.purchases, 3, "e1 once, pb-ok, e2");
+    assert!(
+        (s.gross - (10.0 + 7.5 + 5.0 * 0.92)).abs() < 1e-9,
+        "gross {}",
+        s.gross
+    );
+    assert_eq!(s.last_seen, T0 + 20 * 86_400_000);
+    assert_eq!(svc.metric("churn_alert_duplicates_total", "").await, 1.0);
+    assert_eq!(
+        svc.metric("churn_alert_dlq_total", "reason=\"invalid_field\"")
+            .await,
+        6.0
+    );
+    assert_eq!(
+        svc.metric("churn_alert_dlq_total", "").await,
+        dlq.len() as f64
+    );
+    assert_eq!(
+        svc.metric("churn_alert_events_consumed_total", "type=\"purchase\"")
+            .await,
+        3.0
+    );
+    let (status, _) = svc.http_get("/readyz").await;
+    assert_eq!(status, 200);
+    svc.stop().await;
+}
+
+/// Customers who go silent are alerted once, keyed by customer id, with
+/// reasons; triggers go only to customers with marketing consent.
+async fn silent_customers_are_alerted_and_triggers_respect_consent(broker: Broker) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = test_config(&broker, dir.path());
+    broker.create_topics(&cfg).await;
+    let svc = start(&cfg).await;
+    // The quiet customers, one per partition, act on day 0 and go silent.
+    let mut msgs = vec![
+        event("quiet-consent", "q1", 0.0, "consent", r#""marketing":true"#).on_partition(0),
+        event("quiet-consent", "q2", 0.1, "session", "").on_partition(0),
+        event("quiet-no-consent", "n1", 0.1, "session", "").on_partition(1),
+        event("quiet-unsub", "u0", 0.0, "consent", r#""marketing":true"#).on_partition(2),
+        event(
+            "quiet-unsub",
+            "u1",
+            0.1,
+            "email",
+            r#""action":"unsubscribe""#,
+        )
+        .on_partition(2),
+    ];
+    // A busy customer in every partition keeps its event time moving for 30
+    // days; the stream is in event-time order, as a live source is.
+    for d in 0..30 {
+        for p in 0..PARTITIONS {
+            msgs.push(
+                event(
+                    &format!("busy-{p}"),
+                    &format!("b{p}-{d}"),
+                    d as f64 + 0.5,
+                    "session",
+                    "",
+                )
+                .on_partition(p),
+            );
+        }
+    }
+    let (_, high) = produce(&broker, &cfg.kafka.input_topic, &msgs).await;
+    svc.wait_committed(&high).await;
+
+    let alerts = read_all(&broker, &cfg.kafka.alerts_topic);
+    let mut who: Vec<String> = alerts
+        .iter()
+        .map(|r| r.json()["customer_id"].as_str().unwrap().to_string())
+        .collect();
+    who.sort();
+    assert_eq!(
+        who,
+        ["quiet-consent", "quiet-no-consent", "quiet-unsub"],
+        "one alert per silent customer, none for busy ones"
+    );
+    for r in &alerts {
+        let a = r.json();
+        assert_eq!(
+            r.key.as_deref(),
+            Some(a["customer_id"].as_str().unwrap().as_bytes()),
+            "keyed by customer id"
+        );
+        assert!(a["probability"].as_f64().unwrap() >= 0.7);
+        assert_eq!(a["cause"], "silence");
+        assert_eq!(a["model_version"], "test-silence-1");
+        assert_eq!(a["reasons"][0]["feature"], "recency_days");
+        assert!(a["features"]["recency_days"].as_f64().unwrap() >= 11.0);
+        assert!(a["as_of"].as_str().unwrap().starts_with("2026-09-1"));
+        assert_eq!(r.headers["alert-id"], a["alert_id"].as_str().unwrap());
+        for field in ["alert_id", "risk_tier", "as_of_ms", "customer_value"] {
+            assert!(!a[field].is_null(), "alert has {field}");
+        }
+    }
+    let triggers = read_all(&broker, &cfg.kafka.triggers_topic);
+    assert_eq!(
+        triggers.len(),
+        1,
+        "only the consenting, subscribed customer: {triggers:?}"
+    );
+    let t = triggers[0].json();
+    assert_eq!(t["customer_id"], "quiet-consent");
+    assert_eq!(triggers[0].key.as_deref(), Some(&b"quiet-consent"[..]));
+    let alert = alerts
+        .iter()
+        .map(Record::json)
+        .find(|a| a["customer_id"] == "quiet-consent")
+        .unwrap();
+    assert_eq!(t["alert_id"], alert["alert_id"]);
+    assert!(!t["campaign_id"].as_str().unwrap().is_empty());
+    assert_eq!(
+        svc.metric(
+            "churn_alert_triggers_suppressed_total",
+            "reason=\"no_consent\""
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        svc.metric(
+            "churn_alert_triggers_suppressed_total",
+            "reason=\"unsubscribed\""
+        )
+        .await,
+        1.0
+    );
+    assert!(svc.metric("churn_alert_rescored_silent_total", "").await > 0.0);
+    svc.stop().await;
+}
+
+/// State survives a restart: nothing is applied twice, nothing lost, and an
+/// alerted customer is not alerted again.
+async fn restart_keeps_state(broker: Broker) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = test_config(&broker, dir.path());
+    broker.create_topics(&cfg).await;
+    let first: Vec<Msg> = (0..20)
+        .map(|i| {
+            event(
+                &format!("c-{}", i % 4),
+                &format!("p{i}"),
+                i as f64 * 0.5,
+                "purchase",
+                r#""amount":10"#,
+            )
+        })
+        .collect();
+    let svc = start(&cfg).await;
+    let (_, high) = produce(&broker, &cfg.kafka.input_topic, &first).await;
+    svc.wait_committed(&high).await;
+    svc.stop().await;
+
+    // Second run: the same sled directory, more events (including a replay of
+    // an old event id) and enough time for the silent c-3 to be alerted.
+    let svc = start(&cfg).await;
+    let second_ids: Vec<i32> = (20..50).collect();
+    let mut second: Vec<Msg> = second_ids
+        .iter()
+        .map(|i| {
+            event(
+                &format!("c-{}", i % 3),
+                &format!("p{i}"),
+                *i as f64 * 0.5,
+                "purchase",
+                r#""amount":10"#,
+            )
+        })
+        .collect();
+    second.push(event("c-0", "p36", 18.0, "purchase", r#""amount":10"#)); // duplicate id
+    let (_, high) = produce(&broker, &cfg.kafka.input_topic, &second).await;
+    svc.wait_committed(&high).await;
+    let mut counts = BTreeMap::new();
+    for c in 0..4 {
+        let s = customer(svc.store.as_ref(), &format!("c-{c}")).unwrap();
+        counts.insert(c, (s.purchases, s.gross));
+    }
+    svc.stop().await;
+    // Each distinct purchase counted once over both runs (the duplicate id not at all).
+    for c in 0..4 {
+        let n = (0..20).filter(|i| i % 4 == c).count()
+            + second_ids.iter().filter(|i| *i % 3 == c).count();
+        assert_eq!(counts[&c], (n as u32, 10.0 * n as f64), "customer c-{c}");
+    }
+    assert_eq!(counts[&3], (5, 50.0));
+
+    // A third run with no new input publishes nothing new.
+    let before = read_all(&broker, &cfg.kafka.alerts_topic).len();
+    assert_eq!(before, 1, "only the silent c-3 is alerted");
+    let svc = start(&cfg).await;
+    let (_, high) = produce(
+        &broker,
+        &cfg.kafka.input_topic,
+        &[event("c-0", "p99", 25.0, "session", "")],
+    )
+    .await;
+    svc.wait_committed(&high).await;
+    svc.stop().await;
+    assert_eq!(read_all(&broker, &cfg.kafka.alerts_topic).len(), before);
+}
+
+macro_rules! on_both_brokers {
+    ($($scenario:ident),+) => {
+        mod mock {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Broker::mock()).await;
+                }
+            )+
+        }
+        mod tansu {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Broker::tansu()).await;
+                }
+            )+
+        }
+    };
+}
+
+on_both_brokers!(
+    bad_input_is_dead_lettered_and_the_service_keeps_going,
+    silent_customers_are_alerted_and_triggers_respect_consent,
+    restart_keeps_state
+);
