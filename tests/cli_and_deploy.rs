@@ -1,0 +1,126 @@
+//! The real binary: bad config and model files are refused at start with the
+//! field at fault, and the config the deploy/ files mount loads.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn churn_alert(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_churn-alert"));
+    c.args(args).current_dir(root()).env_remove("CHURN_ALERT_CONFIG");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run churn-alert")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn yaml(path: &str) -> serde_yaml::Value {
+    serde_yaml::from_str(&std::fs::read_to_string(root().join(path)).unwrap()).unwrap()
+}
+
+#[test]
+fn deploy_config_loads_with_the_real_binary() {
+    let o = churn_alert(&["--config", "deploy/config/churn-alert.toml", "check-config"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("config ok"));
+}
+
+#[test]
+fn kubernetes_manifests_match_the_config_and_the_binary() {
+    let cfg = churn_alert::config::Config::load_with_env(Some(&root().join("deploy/config/churn-alert.toml")), Vec::new()).unwrap();
+    let port: u64 = cfg.admin.listen.rsplit(':').next().unwrap().parse().unwrap();
+    let sts = yaml("deploy/k8s/statefulset.yaml");
+    let c = &sts["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["ports"][0]["containerPort"].as_u64(), Some(port));
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    // The config file is mounted where CHURN_ALERT_CONFIG points, under the
+    // key the kustomization generates from deploy/config/churn-alert.toml.
+    let env: Vec<(String, String)> = c["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().to_string(), e["value"].as_str().unwrap().to_string()))
+        .collect();
+    let cfg_path = &env.iter().find(|(k, _)| k == "CHURN_ALERT_CONFIG").unwrap().1;
+    let mount = c["volumeMounts"].as_sequence().unwrap().iter().find(|m| m["name"] == "config").unwrap();
+    let (dir, file) = cfg_path.rsplit_once('/').unwrap();
+    assert_eq!(mount["mountPath"], dir);
+    let kust = yaml("deploy/k8s/kustomization.yaml");
+    let entry = kust["configMapGenerator"][0]["files"][0].as_str().unwrap();
+    let (key, src) = entry.split_once('=').unwrap();
+    assert_eq!(key, file);
+    assert!(root().join("deploy/k8s").join(src).is_file());
+    // The state volume is where the config keeps sled.
+    let state = c["volumeMounts"].as_sequence().unwrap().iter().find(|m| m["name"] == "state").unwrap();
+    assert!(cfg.store.path.starts_with(state["mountPath"].as_str().unwrap()));
+    // The environment overrides in the manifest are keys the binary accepts.
+    let mut overrides: Vec<(&str, &str)> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("CHURN_ALERT__"))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert!(!overrides.is_empty());
+    overrides.push(("CHURN_ALERT_CONFIG", "deploy/config/churn-alert.toml"));
+    let o = churn_alert(&["check-config"], &overrides);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn compose_mounts_the_same_config() {
+    let compose = yaml("deploy/docker-compose.yml");
+    let svc = &compose["services"]["churn-alert"];
+    let cfg_path = svc["environment"]["CHURN_ALERT_CONFIG"].as_str().unwrap();
+    let mounted = svc["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .find(|v| v.split(':').nth(1) == Some(cfg_path))
+        .expect("config mounted at CHURN_ALERT_CONFIG");
+    let src = mounted.split(':').next().unwrap();
+    assert!(root().join("deploy").join(src).is_file());
+}
+
+#[test]
+fn bad_config_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.toml");
+    std::fs::write(&p, "[kafka]\nbrokers = \"127.0.0.1:9\"\nbatch_max_mesages = 5\n").unwrap();
+    let o = churn_alert(&["--config", p.to_str().unwrap(), "check-config"], &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("kafka.batch_max_mesages"), "{}", stderr(&o));
+
+    let o = churn_alert(&["check-config"], &[("CHURN_ALERT__POLICY__ENTER_THRESHOLD", "2")]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("policy.enter_threshold"), "{}", stderr(&o));
+}
+
+#[test]
+fn model_that_does_not_match_the_features_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.json");
+    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root().join("models/churn-model.json")).unwrap()).unwrap();
+    m["features"][3] = "shoe_size".into();
+    std::fs::write(&model, m.to_string()).unwrap();
+    let state = dir.path().join("state");
+    let o = churn_alert(
+        &["run"],
+        &[
+            ("CHURN_ALERT__MODEL__PATH", model.to_str().unwrap()),
+            ("CHURN_ALERT__STORE__PATH", state.to_str().unwrap()),
+            ("CHURN_ALERT__KAFKA__BROKERS", "127.0.0.1:9"),
+        ],
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("features[3]") && err.contains("shoe_size"), "{err}");
+    assert!(!Path::new(&state).exists(), "refused before touching state");
+}
