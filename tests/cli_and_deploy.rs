@@ -10,7 +10,9 @@ fn root() -> PathBuf {
 
 fn churn_alert(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_churn-alert"));
-    c.args(args).current_dir(root()).env_remove("CHURN_ALERT_CONFIG");
+    c.args(args)
+        .current_dir(root())
+        .env_remove("CHURN_ALERT_CONFIG");
     for (k, v) in env {
         c.env(k, v);
     }
@@ -27,15 +29,29 @@ fn yaml(path: &str) -> serde_yaml::Value {
 
 #[test]
 fn deploy_config_loads_with_the_real_binary() {
-    let o = churn_alert(&["--config", "deploy/config/churn-alert.toml", "check-config"], &[]);
+    let o = churn_alert(
+        &["--config", "deploy/config/churn-alert.toml", "check-config"],
+        &[],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("config ok"));
 }
 
 #[test]
 fn kubernetes_manifests_match_the_config_and_the_binary() {
-    let cfg = churn_alert::config::Config::load_with_env(Some(&root().join("deploy/config/churn-alert.toml")), Vec::new()).unwrap();
-    let port: u64 = cfg.admin.listen.rsplit(':').next().unwrap().parse().unwrap();
+    let cfg = churn_alert::config::Config::load_with_env(
+        Some(&root().join("deploy/config/churn-alert.toml")),
+        Vec::new(),
+    )
+    .unwrap();
+    let port: u64 = cfg
+        .admin
+        .listen
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let sts = yaml("deploy/k8s/statefulset.yaml");
     let c = &sts["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["ports"][0]["containerPort"].as_u64(), Some(port));
@@ -47,10 +63,24 @@ fn kubernetes_manifests_match_the_config_and_the_binary() {
         .as_sequence()
         .unwrap()
         .iter()
-        .map(|e| (e["name"].as_str().unwrap().to_string(), e["value"].as_str().unwrap().to_string()))
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["value"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
-    let cfg_path = &env.iter().find(|(k, _)| k == "CHURN_ALERT_CONFIG").unwrap().1;
-    let mount = c["volumeMounts"].as_sequence().unwrap().iter().find(|m| m["name"] == "config").unwrap();
+    let cfg_path = &env
+        .iter()
+        .find(|(k, _)| k == "CHURN_ALERT_CONFIG")
+        .unwrap()
+        .1;
+    let mount = c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "config")
+        .unwrap();
     let (dir, file) = cfg_path.rsplit_once('/').unwrap();
     assert_eq!(mount["mountPath"], dir);
     let kust = yaml("deploy/k8s/kustomization.yaml");
@@ -59,8 +89,16 @@ fn kubernetes_manifests_match_the_config_and_the_binary() {
     assert_eq!(key, file);
     assert!(root().join("deploy/k8s").join(src).is_file());
     // The state volume is where the config keeps sled.
-    let state = c["volumeMounts"].as_sequence().unwrap().iter().find(|m| m["name"] == "state").unwrap();
-    assert!(cfg.store.path.starts_with(state["mountPath"].as_str().unwrap()));
+    let state = c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "state")
+        .unwrap();
+    assert!(cfg
+        .store
+        .path
+        .starts_with(state["mountPath"].as_str().unwrap()));
     // The environment overrides in the manifest are keys the binary accepts.
     let mut overrides: Vec<(&str, &str)> = env
         .iter()
@@ -93,21 +131,39 @@ fn compose_mounts_the_same_config() {
 fn bad_config_is_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.toml");
-    std::fs::write(&p, "[kafka]\nbrokers = \"127.0.0.1:9\"\nbatch_max_mesages = 5\n").unwrap();
+    std::fs::write(
+        &p,
+        "[kafka]\nbrokers = \"127.0.0.1:9\"\nbatch_max_mesages = 5\n",
+    )
+    .unwrap();
     let o = churn_alert(&["--config", p.to_str().unwrap(), "check-config"], &[]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("kafka.batch_max_mesages"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("kafka.batch_max_mesages"),
+        "{}",
+        stderr(&o)
+    );
 
-    let o = churn_alert(&["check-config"], &[("CHURN_ALERT__POLICY__ENTER_THRESHOLD", "2")]);
+    let o = churn_alert(
+        &["check-config"],
+        &[("CHURN_ALERT__POLICY__ENTER_THRESHOLD", "2")],
+    );
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("policy.enter_threshold"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("policy.enter_threshold"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn model_that_does_not_match_the_features_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m.json");
-    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root().join("models/churn-model.json")).unwrap()).unwrap();
+    let mut m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("models/churn-model.json")).unwrap(),
+    )
+    .unwrap();
     m["features"][3] = "shoe_size".into();
     std::fs::write(&model, m.to_string()).unwrap();
     let state = dir.path().join("state");
@@ -121,6 +177,9 @@ fn model_that_does_not_match_the_features_is_refused_at_start() {
     );
     assert!(!o.status.success());
     let err = stderr(&o);
-    assert!(err.contains("features[3]") && err.contains("shoe_size"), "{err}");
+    assert!(
+        err.contains("features[3]") && err.contains("shoe_size"),
+        "{err}"
+    );
     assert!(!Path::new(&state).exists(), "refused before touching state");
 }
