@@ -179,6 +179,9 @@ fn score(
         Some(now + policy.rescore_interval_ms)
     };
     let decision = policy.decide(&mut s.alert, p, now);
+    if cause == "silence" && s.next_due.is_some() {
+        s.next_due = Some(next_wake(s, now, model, policy, spec));
+    }
     let mut out = Output::bare(Outcome::Applied);
     out.probability = Some(p);
     out.cooldown = decision == Decision::Cooldown;
@@ -229,6 +232,43 @@ fn score(
         features: spec.names().iter().cloned().zip(x).collect(),
     });
     out
+}
+
+/// Longest a silent customer goes without a re-score, in re-score intervals.
+pub const MAX_SKIP_INTERVALS: i64 = 28;
+
+/// When a silent customer next needs a re-score: projects the score forward
+/// one interval at a time with the same feature and model code (no events
+/// can arrive in between, or they would re-score the customer themselves)
+/// and returns the first time a re-score could change something: cross the
+/// enter threshold, fall below the exit threshold, or reach the silence
+/// limit. So alerts happen exactly when interval-by-interval re-scoring
+/// would raise them, with one state write instead of one per interval.
+fn next_wake(
+    s: &CustomerState,
+    now: Millis,
+    model: &Model,
+    policy: &Policy,
+    spec: &FeatureSpec,
+) -> Millis {
+    let engaged = s.last_engaged.unwrap_or(s.first_seen);
+    let step = policy.rescore_interval_ms;
+    for k in 1..=MAX_SKIP_INTERVALS {
+        let t = now + k * step;
+        if t - engaged >= policy.rescore_stop_after_ms {
+            return t;
+        }
+        let p = model.score(&spec.extract(s, t), 0).probability;
+        let wake = if s.alert.active {
+            p < policy.exit
+        } else {
+            p >= policy.enter
+        };
+        if wake {
+            return t;
+        }
+    }
+    now + MAX_SKIP_INTERVALS * step
 }
 
 #[cfg(test)]
@@ -307,6 +347,30 @@ mod tests {
         assert_eq!(a.reasons[0].value, 12.0);
         assert_eq!(a.model_version, "test-1");
         assert_eq!(a.features["recency_days"], 12.0);
+    }
+
+    #[test]
+    fn projected_wake_up_alerts_on_the_same_day_as_daily_rescoring() {
+        let (spec, policy) = (spec(), crate::policy::tests::policy());
+        let m = model(&spec);
+        let (s, _) = step(None, &session("e1", 0), T0, &m, &policy, &spec);
+        let mut s = s.unwrap();
+        // Follow next_due as the service does: few re-scores, same alert day.
+        let (mut rescores, mut alert_at) = (0, None);
+        while let Some(due) = s.next_due.filter(|d| *d <= T0 + 60 * DAY_MS) {
+            let (ns, out) = rescore(s, "c-1", due, &m, &policy, &spec);
+            s = ns;
+            rescores += 1;
+            if let Some(a) = out.alert {
+                alert_at.get_or_insert(a.as_of_ms);
+            }
+        }
+        assert_eq!(
+            alert_at,
+            Some(T0 + 12 * DAY_MS),
+            "same day as daily re-scoring"
+        );
+        assert!(rescores <= 5, "{rescores} re-scores instead of 60");
     }
 
     #[test]
