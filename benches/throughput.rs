@@ -247,6 +247,19 @@ fn main() {
         events.len()
     );
 
+    let start = Instant::now();
+    let mut ok = 0usize;
+    for e in &sim {
+        ok += usize::from(
+            v.decode(Some(e.customer_id.as_bytes()), e.json.as_bytes(), None, end)
+                .is_ok(),
+        );
+    }
+    println!(
+        "    decode + validate only (JSON):     {:>10.0} events/s",
+        per_sec(ok, start.elapsed())
+    );
+
     let rounds = if full { 5 } else { 1 };
     let a = bench_step(&events, &cfg, &model, rounds);
     println!(

@@ -392,7 +392,11 @@ impl Record {
     }
 }
 
-/// Reads every record of a topic (all partitions, up to their current end).
+/// Reads every record of a topic: all partitions from the start until no
+/// new record has arrived for a quiet period. Callers read only after
+/// everything they expect was acknowledged by the broker. (The broker's high
+/// watermark is not used: tansu 0.6 reports it as the last record batch's
+/// base offset + 1, short of the end when records were batched.)
 pub fn read_all(broker: &Broker, topic: &str) -> Vec<Record> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
@@ -401,32 +405,22 @@ pub fn read_all(broker: &Broker, topic: &str) -> Vec<Record> {
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
-    let mut remaining = BTreeMap::new();
     for p in 0..PARTITIONS {
-        let (lo, hi) = c
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
             .unwrap();
-        if hi > lo {
-            tpl.add_partition_offset(topic, p, Offset::Offset(lo))
-                .unwrap();
-            remaining.insert(p, hi);
-        }
-    }
-    let mut out = Vec::new();
-    if remaining.is_empty() {
-        return out;
     }
     c.assign(&tpl).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !remaining.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "could not read {topic} to its end"
-        );
-        let Some(m) = c.poll(Duration::from_millis(200)) else {
+    let quiet = Duration::from_millis(1500);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = Instant::now();
+    let mut out = Vec::new();
+    while last.elapsed() < quiet {
+        assert!(Instant::now() < deadline, "{topic} kept growing");
+        let Some(m) = c.poll(Duration::from_millis(100)) else {
             continue;
         };
         let m = m.unwrap();
+        last = Instant::now();
         let headers = m
             .headers()
             .map(|h| {
@@ -446,12 +440,6 @@ pub fn read_all(broker: &Broker, topic: &str) -> Vec<Record> {
             payload: m.payload().unwrap_or_default().to_vec(),
             headers,
         });
-        if remaining
-            .get(&m.partition())
-            .is_some_and(|h| m.offset() + 1 >= *h)
-        {
-            remaining.remove(&m.partition());
-        }
     }
     out
 }
