@@ -36,6 +36,9 @@ const COMPLAINTS: usize = 5;
 const PAYMENT_FAILURES: usize = 6;
 const ACTIVITY_OTHER: usize = 7;
 
+/// Most half-lives a spec may have.
+pub const MAX_HALF_LIVES: usize = 8;
+
 /// Shortest observed span a rate is normalised by (see `extract`).
 const MIN_RATE_SPAN_MS: Millis = 7 * DAY_MS;
 
@@ -138,10 +141,17 @@ impl FeatureSpec {
 
     /// Feature values of `state` as of `now`, in [`FeatureSpec::names`] order.
     pub fn extract(&self, s: &CustomerState, now: Millis) -> Vec<f64> {
+        let mut out = Vec::with_capacity(self.names.len());
+        self.extract_into(s, now, &mut out);
+        out
+    }
+
+    /// Like [`Self::extract`], into a reused buffer (cleared first).
+    pub fn extract_into(&self, s: &CustomerState, now: Millis, out: &mut Vec<f64>) {
+        out.clear();
         let days = |ms: Millis| (ms.max(0) as f64) / DAY_MS as f64;
         let tenure = days(now - s.first_seen);
         let engaged = s.last_engaged.unwrap_or(s.first_seen);
-        let mut out = Vec::with_capacity(self.names.len());
         out.push(days(now - engaged));
         out.push(s.last_purchase.map(|t| days(now - t)).unwrap_or(tenure));
         out.push(tenure);
@@ -163,19 +173,22 @@ impl FeatureSpec {
         // part of a long half-life before they existed. The floor keeps a
         // customer's very first events from reading as huge daily rates.
         let span = (now - s.first_seen).max(MIN_RATE_SPAN_MS) as f64;
-        let coverage: Vec<f64> = self
-            .lambdas
-            .iter()
-            .map(|l| 1.0 - (-l * span).exp())
-            .collect();
+        let since_anchor = (now - s.rate_anchor) as f64;
+        // One factor per half-life turns a stored decayed sum into a rate at
+        // `now`: decay since the anchor, and per day. A decayed sum with
+        // half-life h of a steady rate r over a span T equals
+        // r·(h/ln2)·(1 − 2^(−T/h)), so the result is events per day.
+        let mut factor = [0.0f64; MAX_HALF_LIVES];
+        let factor = &mut factor[..nh];
+        for (i, (l, h)) in self.lambdas.iter().zip(&self.half_lives_days).enumerate() {
+            let coverage = 1.0 - (-l * span).exp();
+            factor[i] = (-l * since_anchor).exp() * std::f64::consts::LN_2 / h / coverage;
+        }
+        let factor = &*factor;
         let mut push_rates = |sums: &[f64]| {
             let first = out.len();
-            for (i, h) in self.half_lives_days.iter().enumerate() {
-                let decayed = sums.get(i).copied().unwrap_or(0.0)
-                    * (-self.lambdas[i] * (now - s.rate_anchor) as f64).exp();
-                // A decayed sum with half-life h of a steady rate r over a span
-                // T equals r·(h/ln2)·(1 − 2^(−T/h)), so this is events per day.
-                out.push(decayed * std::f64::consts::LN_2 / h / coverage[i]);
+            for (i, f) in factor.iter().enumerate() {
+                out.push(sums.get(i).copied().unwrap_or(0.0) * f);
             }
             if nh > 1 {
                 let short = out[first];
@@ -206,7 +219,6 @@ impl FeatureSpec {
         out.push(f64::from(u8::from(s.has_marketing_consent())));
         out.push(f64::from(u8::from(s.is_unsubscribed())));
         debug_assert_eq!(out.len(), self.names.len());
-        out
     }
 
     /// Adds weight `w` at time `t` to the decayed sums `sums` anchored at

@@ -169,24 +169,39 @@ impl Model {
         &self.file
     }
 
+    fn contribution(&self, k: usize, x: &[f64]) -> f64 {
+        let f = &self.file;
+        f.weights[k] * (x[self.index[k]] - f.mean[k]) / f.scale[k]
+    }
+
+    /// The churn probability of a feature vector (in spec order).
+    pub fn probability(&self, x: &[f64]) -> f64 {
+        let z: f64 = (0..self.index.len()).map(|k| self.contribution(k, x)).sum();
+        sigmoid(self.file.intercept + z)
+    }
+
     /// Scores a feature vector (in spec order); keeps the `top` reasons.
     pub fn score(&self, x: &[f64], top: usize) -> Score {
         let f = &self.file;
         let mut z = f.intercept;
-        let mut reasons: Vec<Reason> = Vec::with_capacity(self.index.len());
-        for (k, &j) in self.index.iter().enumerate() {
-            let c = f.weights[k] * (x[j] - f.mean[k]) / f.scale[k];
+        let mut up: Vec<(usize, f64)> = Vec::new();
+        for k in 0..self.index.len() {
+            let c = self.contribution(k, x);
             z += c;
             if c > 0.0 {
-                reasons.push(Reason {
-                    feature: f.features[k].clone(),
-                    value: x[j],
-                    contribution: c,
-                });
+                up.push((k, c));
             }
         }
-        reasons.sort_by(|a, b| b.contribution.total_cmp(&a.contribution));
-        reasons.truncate(top);
+        up.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let reasons = up
+            .into_iter()
+            .take(top)
+            .map(|(k, c)| Reason {
+                feature: f.features[k].clone(),
+                value: x[self.index[k]],
+                contribution: c,
+            })
+            .collect();
         Score {
             probability: sigmoid(z),
             reasons,

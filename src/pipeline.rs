@@ -253,12 +253,14 @@ fn next_wake(
 ) -> Millis {
     let engaged = s.last_engaged.unwrap_or(s.first_seen);
     let step = policy.rescore_interval_ms;
+    let mut x = Vec::with_capacity(spec.names().len());
     for k in 1..=MAX_SKIP_INTERVALS {
         let t = now + k * step;
         if t - engaged >= policy.rescore_stop_after_ms {
             return t;
         }
-        let p = model.score(&spec.extract(s, t), 0).probability;
+        spec.extract_into(s, t, &mut x);
+        let p = model.probability(&x);
         let wake = if s.alert.active {
             p < policy.exit
         } else {
