@@ -108,8 +108,9 @@ pub struct StoreConfig {
     pub engine: String,
     /// Directory of the sled database.
     pub path: PathBuf,
-    /// sled's background flush interval in milliseconds: the most recent
-    /// commits a machine crash (not a process crash) can lose.
+    /// sled's background flush interval in milliseconds: how much of the
+    /// latest committed work a crash can take back. Offsets are stored with
+    /// the state, so that work is replayed from Kafka, not lost.
     pub flush_every_ms: u64,
 }
 

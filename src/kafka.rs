@@ -64,6 +64,9 @@ impl ClientContext for ConsumerCtx {
     fn stats(&self, s: Statistics) {
         let up = s.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP");
         self.health.connected.store(up, Ordering::Relaxed);
+        self.metrics
+            .ready
+            .set(i64::from(self.health.check().is_ok()));
         if let Some(t) = s.topics.get(&self.topic) {
             for (p, part) in &t.partitions {
                 if *p >= 0 && part.consumer_lag >= 0 {

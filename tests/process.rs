@@ -1,0 +1,134 @@
+//! The real `churn-alert run` process against a real broker: it becomes
+//! ready, reports not ready when the broker goes away, and stops gracefully
+//! on SIGTERM with its state on disk.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use churn_alert::store::{SledStore, Store};
+use common::*;
+
+async fn http(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    Some((
+        status,
+        buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
+    ))
+}
+
+async fn wait_for(what: &str, secs: u64, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn metric(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .map(|l| l.split_whitespace().last().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_process_is_ready_reports_broker_loss_and_stops_on_sigterm() {
+    let broker = Broker::tansu();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = test_config(&broker, dir.path());
+    broker.create_topics(&cfg).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let state = dir.path().join("state");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_churn-alert"))
+        .arg("run")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("CHURN_ALERT_CONFIG")
+        .env("CHURN_ALERT__KAFKA__BROKERS", broker.bootstrap())
+        .env("CHURN_ALERT__STORE__PATH", &state)
+        .env("CHURN_ALERT__ADMIN__LISTEN", format!("127.0.0.1:{port}"))
+        .env("CHURN_ALERT__CLOCK__MODE", "event")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    wait_for("ready", 60, async || {
+        matches!(http(port, "/readyz").await, Some((200, _)))
+    })
+    .await;
+    let msgs: Vec<Msg> = (0..30)
+        .map(|i| {
+            event(
+                &format!("c-{}", i % 5),
+                &format!("e{i}"),
+                i as f64 * 0.2,
+                "purchase",
+                r#""amount":2"#,
+            )
+        })
+        .collect();
+    produce(&broker, &cfg.kafka.input_topic, &msgs).await;
+    wait_for("30 events consumed", 60, async || {
+        http(port, "/metrics")
+            .await
+            .is_some_and(|(_, b)| metric(&b, "churn_alert_events_consumed_total") == 30.0)
+    })
+    .await;
+    assert_eq!(http(port, "/healthz").await.unwrap().0, 200);
+
+    // The broker goes away: the service stays up and says it is not ready.
+    drop(broker);
+    wait_for("not ready", 60, async || {
+        matches!(http(port, "/readyz").await, Some((503, _)))
+    })
+    .await;
+    let (_, why) = http(port, "/readyz").await.unwrap();
+    assert!(why.contains("not connected"), "{why}");
+    assert_eq!(http(port, "/healthz").await.unwrap().0, 200);
+
+    // SIGTERM: a clean exit, with every applied event in the state on disk.
+    let started = Instant::now();
+    send_signal(child.id(), "TERM");
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "did not stop within 30 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "exit status {status}");
+    let store = SledStore::open(&state).unwrap();
+    let total: u32 = (0..PARTITIONS)
+        .flat_map(|p| store.customers(p).unwrap())
+        .map(|(_, s)| s.purchases)
+        .sum();
+    assert_eq!(total, 30);
+}
+
+/// Sends a signal with the system `kill` command (no libc binding needed).
+fn send_signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
