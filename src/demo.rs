@@ -31,17 +31,29 @@ use crate::service::Service;
 use crate::simulate::{SimConfig, Simulator};
 use crate::train::{build_examples, fit, TrainConfig};
 
-/// Demo settings (from the command line).
-#[derive(Debug, Clone)]
+/// Demo settings (the `demo` command's flags).
+#[derive(Debug, Clone, clap::Args)]
 pub struct DemoOptions {
+    /// Simulated customers.
+    #[arg(long, default_value_t = 1000)]
     pub customers: usize,
+    /// Simulated days of history.
+    #[arg(long, default_value_t = 180)]
     pub days: u32,
+    /// Simulation seed.
+    #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Partitions of the demo topics.
+    #[arg(long, default_value_t = 4)]
     pub partitions: i32,
+    /// Address of /metrics while the demo runs.
+    #[arg(long, default_value = "127.0.0.1:9898")]
     pub admin: String,
     /// Print every alert (else the first 25 and then a count).
+    #[arg(long)]
     pub all_alerts: bool,
     /// Keep serving /metrics after the summary until Ctrl-C.
+    #[arg(long)]
     pub keep_running: bool,
 }
 
@@ -49,6 +61,8 @@ pub struct DemoOptions {
 #[derive(Debug, Clone)]
 pub struct DemoSummary {
     pub events_produced: usize,
+    /// Valid events applied by the service.
+    pub consumed: u64,
     pub bad_produced: usize,
     pub alerts: usize,
     pub triggers: u64,
@@ -59,6 +73,9 @@ pub struct DemoSummary {
     pub alerted_never_churned: usize,
     pub seconds: f64,
 }
+
+/// Shortest simulated history the demo can train on.
+pub const MIN_DAYS: u32 = 100;
 
 /// Malformed messages mixed into the demo stream, one per reason.
 fn bad_messages(t: &str) -> Vec<(&'static str, Vec<u8>)> {
@@ -76,6 +93,11 @@ fn bad_messages(t: &str) -> Vec<(&'static str, Vec<u8>)> {
 /// Runs the demo; returns its summary.
 pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<DemoSummary> {
     let started = Instant::now();
+    anyhow::ensure!(
+        opts.days >= MIN_DAYS,
+        "--days {} is too short: the demo trains on the first two thirds of the history (30 days of warm-up, four weekly snapshots, a label horizon) and needs at least {MIN_DAYS} days",
+        opts.days
+    );
     println!(
         "churn-alert demo: {} customers over {} days (seed {})",
         opts.customers, opts.days, opts.seed
@@ -102,7 +124,8 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         churners.len()
     );
 
-    // 2. Fit the model on the history before the last 60 days.
+    // 2. Fit the model on the first part of the history; the last third is
+    // never seen in training.
     let mut config = Config::default();
     let spec = config.feature_spec();
     let validator = config.validator();
@@ -114,7 +137,9 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
                 .ok()
         })
         .collect();
-    let mut tc = TrainConfig::new(end - 60 * DAY_MS, 30 * DAY_MS);
+    let days = i64::from(opts.days);
+    let mut tc = TrainConfig::new(end - days / 3 * DAY_MS, (days / 6).min(30) * DAY_MS);
+    tc.snapshot_step_ms = 7 * DAY_MS;
     tc.version = format!("demo-{}", &rfc3339(tc.as_of)[..10]);
     let examples = build_examples(history, &spec, &tc);
     let trained = fit(&examples, &spec, &tc)?;
@@ -171,6 +196,8 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         .create()?;
     let topic = config.kafka.input_topic.clone();
     let mut high = vec![0i64; opts.partitions as usize];
+    // The next offset the service's committed state holds for a partition.
+    let committed = |p: i32| store.meta(p).ok().flatten().map_or(0, |m| m.next_offset);
     let mid = rfc3339(end - 30 * DAY_MS);
     let bad = bad_messages(&mid);
     let mid_day = events.partition_point(|e| e.at < end - 30 * DAY_MS);
@@ -200,16 +227,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         }
         day_start = day_end;
         while !shutdown.is_cancelled()
-            && (0..opts.partitions).any(|p| {
-                store
-                    .meta(p)
-                    .ok()
-                    .flatten()
-                    .map(|m| m.next_offset)
-                    .unwrap_or(0)
-                    + 5_000
-                    < high[p as usize]
-            })
+            && (0..opts.partitions).any(|p| committed(p) + 5_000 < high[p as usize])
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -242,15 +260,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
 
     // Wait until every produced message is in the committed state.
     loop {
-        let done = (0..opts.partitions).all(|p| {
-            store
-                .meta(p)
-                .ok()
-                .flatten()
-                .map(|m| m.next_offset)
-                .unwrap_or(0)
-                >= high[p as usize]
-        });
+        let done = (0..opts.partitions).all(|p| committed(p) >= high[p as usize]);
         if done || shutdown.is_cancelled() {
             break;
         }
@@ -286,6 +296,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         .count();
     let summary = DemoSummary {
         events_produced: produced,
+        consumed: Metrics::total(&metrics.events_consumed),
         bad_produced: bad.len(),
         alerts: published,
         triggers: Metrics::total(&metrics.triggers),
@@ -297,10 +308,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         seconds: started.elapsed().as_secs_f64(),
     };
     println!("\n== summary ==");
-    println!(
-        "  events consumed      {}",
-        Metrics::total(&metrics.events_consumed)
-    );
+    println!("  events consumed      {}", summary.consumed);
     println!("  duplicates dropped   {}", summary.duplicates);
     println!(
         "  dead-lettered        {} (by reason: {})",

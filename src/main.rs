@@ -30,25 +30,7 @@ enum Command {
     /// Run the service (the default).
     Run,
     /// Run the whole pipeline on an in-process mock Kafka cluster with a simulated population.
-    Demo {
-        #[arg(long, default_value_t = 1000)]
-        customers: usize,
-        #[arg(long, default_value_t = 180)]
-        days: u32,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        #[arg(long, default_value_t = 4)]
-        partitions: i32,
-        /// Address of /metrics while the demo runs.
-        #[arg(long, default_value = "127.0.0.1:9898")]
-        admin: String,
-        /// Print every alert, not only the first 25.
-        #[arg(long)]
-        all_alerts: bool,
-        /// Keep serving /metrics after the summary until Ctrl-C.
-        #[arg(long)]
-        keep_running: bool,
-    },
+    Demo(churn_alert::demo::DemoOptions),
     /// Generate a synthetic customer population as event JSONL plus ground truth.
     Simulate {
         #[arg(long, default_value_t = 10_000)]
@@ -180,29 +162,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 model.file().features.len()
             );
         }
-        Command::Demo {
-            customers,
-            days,
-            seed,
-            partitions,
-            admin,
-            all_alerts,
-            keep_running,
-        } => {
-            let shutdown = shutdown_on_signals();
-            churn_alert::demo::run(
-                churn_alert::demo::DemoOptions {
-                    customers,
-                    days,
-                    seed,
-                    partitions,
-                    admin,
-                    all_alerts,
-                    keep_running,
-                },
-                shutdown,
-            )
-            .await?;
+        Command::Demo(opts) => {
+            churn_alert::demo::run(opts, shutdown_on_signals()).await?;
         }
         Command::Simulate {
             customers,

@@ -220,9 +220,27 @@ pub fn sigmoid(z: f64) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::event::DAY_MS;
+
+    /// A model whose probability rises with days of silence: 0.5 at 10
+    /// days of recency, 0.7 at about 11.7.
+    pub(crate) fn silence_model(spec: &FeatureSpec, version: &str) -> Model {
+        Model::new(
+            ModelFile {
+                version: version.into(),
+                features: vec!["recency_days".into()],
+                mean: vec![10.0],
+                scale: vec![2.0],
+                weights: vec![1.0],
+                intercept: 0.0,
+                training: None,
+            },
+            spec,
+        )
+        .unwrap()
+    }
 
     fn spec() -> FeatureSpec {
         FeatureSpec::new(&[7.0, 30.0], &[], 7 * DAY_MS)

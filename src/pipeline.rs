@@ -277,27 +277,13 @@ fn next_wake(
 mod tests {
     use super::*;
     use crate::event::DAY_MS;
-    use crate::model::ModelFile;
 
     fn spec() -> FeatureSpec {
         FeatureSpec::new(&[7.0, 30.0, 90.0], &[], 7 * DAY_MS)
     }
 
-    /// A model whose probability rises with days of silence: 0.5 at 10 days.
     fn model(spec: &FeatureSpec) -> Model {
-        Model::new(
-            ModelFile {
-                version: "test-1".into(),
-                features: vec!["recency_days".into()],
-                mean: vec![10.0],
-                scale: vec![2.0],
-                weights: vec![1.0],
-                intercept: 0.0,
-                training: None,
-            },
-            spec,
-        )
-        .unwrap()
+        crate::model::tests::silence_model(spec, "test-1")
     }
 
     const T0: Millis = 1_700_000_000_000;

@@ -447,7 +447,6 @@ impl Processor {
 mod tests {
     use super::*;
     use crate::event::DAY_MS;
-    use crate::model::ModelFile;
     use crate::store::MemStore;
 
     const T0: Millis = 1_790_000_000_000;
@@ -455,19 +454,7 @@ mod tests {
     fn processor(store: Arc<dyn Store>) -> Processor {
         let cfg = crate::config::Config::default();
         let spec = cfg.feature_spec();
-        let model = Model::new(
-            ModelFile {
-                version: "t".into(),
-                features: vec!["recency_days".into()],
-                mean: vec![10.0],
-                scale: vec![2.0],
-                weights: vec![1.0],
-                intercept: 0.0,
-                training: None,
-            },
-            &spec,
-        )
-        .unwrap();
+        let model = crate::model::tests::silence_model(&spec, "t");
         Processor::new(
             spec,
             cfg.validator(),
