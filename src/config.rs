@@ -104,7 +104,9 @@ impl Default for KafkaConfig {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `sled` (on disk, survives restarts) or `memory` (lost on exit).
+    /// `sled` (on disk, survives restarts) or `memory` (for tests: lost on
+    /// exit, so offsets are not committed to Kafka and each start replays
+    /// from `kafka.auto_offset_reset`).
     pub engine: String,
     /// Directory of the sled database.
     pub path: PathBuf,

@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
@@ -179,10 +180,12 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     let admin_addr: SocketAddr = service.serve_admin(stop_service.clone()).await?;
     println!("  service running; metrics at http://{admin_addr}/metrics\n");
     let svc = tokio::spawn(service.run(stop_service.clone()));
+    let seen: Seen = Arc::default();
     let printer = tokio::spawn(print_alerts(
         brokers.clone(),
         config.kafka.alerts_topic.clone(),
         opts.all_alerts,
+        seen.clone(),
         stop_service.clone(),
     ));
 
@@ -273,12 +276,11 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     let published = Metrics::total(&metrics.alerts) as usize;
     // Let the printer catch up with everything published.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while PRINTED.load(std::sync::atomic::Ordering::Relaxed) < published
-        && Instant::now() < deadline
-    {
+    let printed = || seen.lock().unwrap_or_else(|e| e.into_inner()).len();
+    while printed() < published && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let alerts = ALERTS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let alerts = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
 
     // 5. Summary against the ground truth.
     let alerted: HashSet<&str> = alerts.iter().map(|a| a.customer_id.as_str()).collect();
@@ -383,14 +385,15 @@ fn reasons(m: &Metrics) -> String {
         .join(", ")
 }
 
-static PRINTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-static ALERTS: std::sync::Mutex<Vec<Alert>> = std::sync::Mutex::new(Vec::new());
+/// Alerts read back from the alerts topic by the printer.
+type Seen = Arc<Mutex<Vec<Alert>>>;
 
-/// Reads the alerts topic from the start and prints each alert.
+/// Reads the alerts topic from the start, prints each alert and keeps it.
 async fn print_alerts(
     brokers: String,
     topic: String,
     all: bool,
+    seen: Seen,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let consumer: StreamConsumer = ClientConfig::new()
@@ -414,7 +417,7 @@ async fn print_alerts(
         let Some(Ok(a)) = m.payload().map(serde_json::from_slice::<Alert>) else {
             continue;
         };
-        let n = PRINTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let n = seen.lock().unwrap_or_else(|e| e.into_inner()).len() + 1;
         if all || n <= 25 {
             let why: Vec<String> = a
                 .reasons
@@ -434,6 +437,6 @@ async fn print_alerts(
         } else if n == 26 {
             println!("  ... (further alerts counted in the summary; --all-alerts prints them)");
         }
-        ALERTS.lock().unwrap_or_else(|e| e.into_inner()).push(a);
+        seen.lock().unwrap_or_else(|e| e.into_inner()).push(a);
     }
 }

@@ -2,7 +2,7 @@
 //! state store on assignment) and the publisher of alerts, triggers and
 //! dead letters.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -232,8 +232,6 @@ pub fn consumer(
     consumer.subscribe(&[&cfg.input_topic])?;
     Ok(consumer)
 }
-
-use std::collections::BTreeMap;
 
 /// Creates the idempotent producer for outputs.
 pub fn producer(cfg: &KafkaConfig) -> Result<FutureProducer, KafkaError> {

@@ -154,6 +154,10 @@ impl Service {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let linger = Duration::from_millis(cfg.batch_linger_ms);
         let mut runner = Runner {
+            // With the memory engine nothing survives a restart, so Kafka's
+            // committed offsets must not move past data whose state is gone:
+            // each start replays from `kafka.auto_offset_reset`.
+            commit_to_kafka: self.config.store.engine != "memory",
             consumer: &consumer,
             publisher: &publisher,
             health: &self.health,
@@ -219,6 +223,7 @@ impl Service {
 }
 
 struct Runner<'a> {
+    commit_to_kafka: bool,
     consumer: &'a StreamConsumer<ConsumerCtx>,
     publisher: &'a Publisher,
     health: &'a Health,
@@ -312,7 +317,7 @@ impl Runner<'_> {
         for (p, c) in &batch.commits {
             let _ = tpl.add_partition_offset(self.topic, *p, Offset::Offset(c.meta.next_offset));
         }
-        if msgs.is_some() && tpl.count() > 0 {
+        if self.commit_to_kafka && msgs.is_some() && tpl.count() > 0 {
             if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
                 tracing::debug!(error = %e, "offset commit to Kafka failed (used for lag only)");
             }
