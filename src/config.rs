@@ -74,7 +74,7 @@ pub struct KafkaConfig {
     pub batch_max_messages: usize,
     /// Longest wait, in milliseconds, to fill a batch once its first message arrived.
     pub batch_linger_ms: u64,
-    /// Where to start when a partition has neither stored state nor a committed offset: `earliest` or `latest`.
+    /// Where a partition with no stored state starts: `earliest` or `latest`. Kafka's committed offsets are never used to start (they are for lag only).
     pub auto_offset_reset: String,
     /// Extra librdkafka properties for the consumer (e.g. `"security.protocol" = "SASL_SSL"`).
     pub consumer_properties: BTreeMap<String, String>,

@@ -32,6 +32,10 @@ pub struct ConsumerCtx {
     pub health: Arc<Health>,
     pub metrics: Metrics,
     pub topic: String,
+    /// Where a partition with no stored state starts (from
+    /// `kafka.auto_offset_reset`). Kafka's committed offsets are never used
+    /// to start: they may be ahead of state a crash took back.
+    pub start_without_state: Offset,
     /// Input partitions currently assigned.
     pub owned: Mutex<BTreeSet<i32>>,
     /// Partitions assigned since the loop last looked (their cached
@@ -129,20 +133,18 @@ impl ConsumerContext for ConsumerCtx {
                     if topic != &self.topic {
                         continue;
                     }
-                    match self.store.meta(*p) {
-                        Ok(Some(meta)) => {
-                            if let Err(e) = tpl.set_partition_offset(
-                                topic,
-                                *p,
-                                Offset::Offset(meta.next_offset),
-                            ) {
-                                tracing::error!(partition = p, error = %e, "cannot set the stored offset");
-                            }
-                        }
-                        Ok(None) => {}
+                    let start = match self.store.meta(*p) {
+                        Ok(Some(meta)) => Offset::Offset(meta.next_offset),
+                        Ok(None) => self.start_without_state,
                         Err(e) => {
-                            tracing::error!(partition = p, error = %e, "cannot read stored offset; the store check will skip applied messages")
+                            // Always correct: the processor skips whatever
+                            // the stored state already holds.
+                            tracing::error!(partition = p, error = %e, "cannot read the stored offset; starting from the beginning");
+                            Offset::Beginning
                         }
+                    };
+                    if let Err(e) = tpl.set_partition_offset(topic, *p, start) {
+                        tracing::error!(partition = p, error = %e, "cannot set the start offset");
                     }
                 }
                 let res = if cooperative {

@@ -115,6 +115,11 @@ impl Service {
             health: self.health.clone(),
             metrics: self.metrics.clone(),
             topic: cfg.input_topic.clone(),
+            start_without_state: if cfg.auto_offset_reset == "latest" {
+                rdkafka::topic_partition_list::Offset::End
+            } else {
+                rdkafka::topic_partition_list::Offset::Beginning
+            },
             owned: Default::default(),
             newly_assigned: Default::default(),
         };

@@ -317,6 +317,34 @@ async fn restart_keeps_state(broker: Broker) {
     assert_eq!(read_all(&broker, &cfg.kafka.alerts_topic).len(), before);
 }
 
+/// Kafka's committed offsets are for lag only: an instance whose state is
+/// gone (new disk, or a crash before sled's first flush) rebuilds it from the
+/// start of the topic instead of resuming where the group had committed.
+async fn lost_state_is_rebuilt_from_the_start(broker: Broker) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = test_config(&broker, dir.path());
+    broker.create_topics(&cfg).await;
+    let msgs: Vec<Msg> = (0..12)
+        .map(|i| event(&format!("c-{}", i % 3), &format!("p{i}"), i as f64 * 0.1, "purchase", r#""amount":1"#))
+        .collect();
+    let svc = start(&cfg).await;
+    let (_, high) = produce(&broker, &cfg.kafka.input_topic, &msgs).await;
+    svc.wait_committed(&high).await;
+    // Let the asynchronous offset commit to Kafka land.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    svc.stop().await;
+
+    // Same consumer group, empty state directory.
+    std::fs::remove_dir_all(&cfg.store.path).unwrap();
+    let svc = start(&cfg).await;
+    svc.wait_committed(&high).await;
+    for c in 0..3 {
+        let s = customer(svc.store.as_ref(), &format!("c-{c}")).expect("state rebuilt");
+        assert_eq!(s.purchases, 4, "c-{c}: every event applied again");
+    }
+    svc.stop().await;
+}
+
 macro_rules! on_both_brokers {
     ($($scenario:ident),+) => {
         mod mock {
@@ -341,5 +369,6 @@ macro_rules! on_both_brokers {
 on_both_brokers!(
     bad_input_is_dead_lettered_and_the_service_keeps_going,
     silent_customers_are_alerted_and_triggers_respect_consent,
-    restart_keeps_state
+    restart_keeps_state,
+    lost_state_is_rebuilt_from_the_start
 );
