@@ -62,6 +62,11 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Consumer group; instances with the same group share the partitions.
     pub group_id: String,
+    /// Stable id of this instance in the group (Kafka static membership,
+    /// `group.instance.id`), e.g. the StatefulSet pod name. A restarted
+    /// instance with the same id gets its partitions back at once instead of
+    /// waiting for its old membership to expire. Unset: dynamic membership.
+    pub instance_id: Option<String>,
     /// Topic of customer events (keyed by customer id).
     pub input_topic: String,
     /// Topic churn alerts are published to (keyed by customer id).
@@ -87,6 +92,7 @@ impl Default for KafkaConfig {
         Self {
             brokers: "127.0.0.1:9092".into(),
             group_id: "churn-alert".into(),
+            instance_id: None,
             input_topic: "customer-events".into(),
             alerts_topic: "churn-alerts".into(),
             triggers_topic: "retention-triggers".into(),
@@ -396,6 +402,12 @@ impl Config {
             if v.trim().is_empty() {
                 return Err(key_err(key, "must not be empty"));
             }
+        }
+        if k.instance_id
+            .as_deref()
+            .is_some_and(|i| i.trim().is_empty())
+        {
+            return Err(key_err("kafka.instance_id", "must not be empty when set"));
         }
         if k.batch_max_messages == 0 {
             return Err(key_err("kafka.batch_max_messages", "must be at least 1"));

@@ -227,6 +227,9 @@ pub fn consumer(
         .set("statistics.interval.ms", "2000")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "2000");
+    if let Some(id) = &cfg.instance_id {
+        c.set("group.instance.id", id);
+    }
     for (k, v) in &cfg.consumer_properties {
         c.set(k, v);
     }

@@ -64,10 +64,15 @@ fn kubernetes_manifests_match_the_config_and_the_binary() {
         .unwrap()
         .iter()
         .map(|e| {
-            (
-                e["name"].as_str().unwrap().to_string(),
-                e["value"].as_str().unwrap().to_string(),
-            )
+            // Values taken from the pod name get a sample StatefulSet pod name.
+            let value = match e["value"].as_str() {
+                Some(v) => v.to_string(),
+                None => {
+                    assert_eq!(e["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
+                    "churn-alert-0".to_string()
+                }
+            };
+            (e["name"].as_str().unwrap().to_string(), value)
         })
         .collect();
     let cfg_path = &env
@@ -116,6 +121,7 @@ fn compose_mounts_the_same_config() {
     let compose = yaml("deploy/docker-compose.yml");
     let svc = &compose["services"]["churn-alert"];
     let cfg_path = svc["environment"]["CHURN_ALERT_CONFIG"].as_str().unwrap();
+    assert!(svc["environment"]["CHURN_ALERT__KAFKA__INSTANCE_ID"].is_string());
     let mounted = svc["volumes"]
         .as_sequence()
         .unwrap()

@@ -11,20 +11,7 @@ use churn_alert::store::{SledStore, Store};
 use common::*;
 
 async fn http(port: u16, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.ok()?;
-    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    Some((
-        status,
-        buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
-    ))
+    http_get(([127, 0, 0, 1], port).into(), path).await
 }
 
 async fn wait_for(what: &str, secs: u64, mut f: impl AsyncFnMut() -> bool) {

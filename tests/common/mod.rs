@@ -45,7 +45,8 @@ pub enum Broker {
     },
 }
 
-fn free_port() -> u16 {
+/// A free loopback port.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -156,7 +157,10 @@ impl Broker {
                     .await
                     .unwrap()
                 {
-                    r.unwrap();
+                    match r {
+                        Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        Err(e) => panic!("create topic: {e:?}"),
+                    }
                 }
             }
         }
@@ -257,18 +261,9 @@ impl Running {
 
     /// GET a path of the admin server: (status, body).
     pub async fn http_get(&self, path: &str) -> (u16, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(self.admin).await.unwrap();
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).await.unwrap();
-        let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-        (status, body)
+        http_get(self.admin, path)
+            .await
+            .expect("admin server answers")
     }
 
     /// A metric's value from /metrics (sum over label sets that contain `labels`).
@@ -284,6 +279,23 @@ impl Running {
             .map(|l| l.split_whitespace().last().unwrap().parse::<f64>().unwrap())
             .sum()
     }
+}
+
+/// GET `path` from an HTTP server on `addr`: (status, body), or `None`
+/// when it does not answer.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    Some((
+        status,
+        buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
+    ))
 }
 
 /// One message to produce.
