@@ -325,7 +325,15 @@ async fn lost_state_is_rebuilt_from_the_start(broker: Broker) {
     let cfg = test_config(&broker, dir.path());
     broker.create_topics(&cfg).await;
     let msgs: Vec<Msg> = (0..12)
-        .map(|i| event(&format!("c-{}", i % 3), &format!("p{i}"), i as f64 * 0.1, "purchase", r#""amount":1"#))
+        .map(|i| {
+            event(
+                &format!("c-{}", i % 3),
+                &format!("p{i}"),
+                i as f64 * 0.1,
+                "purchase",
+                r#""amount":1"#,
+            )
+        })
         .collect();
     let svc = start(&cfg).await;
     let (_, high) = produce(&broker, &cfg.kafka.input_topic, &msgs).await;
