@@ -33,6 +33,7 @@ pub struct Metrics {
     pub failures: IntCounterVec,
     pub ready: IntGauge,
     pub commits: IntCounter,
+    pub offset_gaps: IntCounter,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -175,6 +176,11 @@ impl Metrics {
                 &r,
                 "churn_alert_ready",
                 "1 when connected, assigned and able to commit; 0 otherwise.",
+            ),
+            offset_gaps: counter(
+                &r,
+                "churn_alert_offset_gaps_total",
+                "Input messages that skipped past the next expected offset of their partition.",
             ),
             commits: counter(
                 &r,
