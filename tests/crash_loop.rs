@@ -1,0 +1,307 @@
+//! Crash loop: the service process is killed with SIGKILL at random moments
+//! while it consumes a stream with duplicates and late events, and restarted
+//! each time. Afterwards every customer's state must equal that of one clean,
+//! uninterrupted run, and every alert of the clean run must have been
+//! published at least once.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use churn_alert::config::Config;
+use churn_alert::features::CustomerState;
+use churn_alert::model::Model;
+use churn_alert::service::Service;
+use churn_alert::simulate::{SimConfig, Simulator};
+use churn_alert::store::{SledStore, Store};
+use common::*;
+use rand::{Rng, SeedableRng};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+const KILLS: usize = 20;
+
+fn shipped_model(cfg: &Config) -> Model {
+    Model::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/churn-model.json"),
+        &cfg.feature_spec(),
+    )
+    .unwrap()
+}
+
+fn states(store: &dyn Store) -> BTreeMap<String, CustomerState> {
+    (0..PARTITIONS)
+        .flat_map(|p| store.customers(p).unwrap())
+        .collect()
+}
+
+fn outputs(cfg: &mut Config, run: &str) {
+    cfg.kafka.group_id = format!("{run}-group");
+    cfg.kafka.alerts_topic = format!("{run}-alerts");
+    cfg.kafka.triggers_topic = format!("{run}-triggers");
+    cfg.kafka.dlq_topic = format!("{run}-dlq");
+}
+
+fn spawn(cfg: &Config, port: u16, log: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_churn-alert"))
+        .arg("run")
+        .env(
+            "CHURN_ALERT__KAFKA__INSTANCE_ID",
+            cfg.kafka.instance_id.as_deref().unwrap_or_default(),
+        )
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("CHURN_ALERT_CONFIG")
+        .env("CHURN_ALERT__KAFKA__BROKERS", &cfg.kafka.brokers)
+        .env("CHURN_ALERT__KAFKA__GROUP_ID", &cfg.kafka.group_id)
+        .env("CHURN_ALERT__KAFKA__ALERTS_TOPIC", &cfg.kafka.alerts_topic)
+        .env(
+            "CHURN_ALERT__KAFKA__TRIGGERS_TOPIC",
+            &cfg.kafka.triggers_topic,
+        )
+        .env("CHURN_ALERT__KAFKA__DLQ_TOPIC", &cfg.kafka.dlq_topic)
+        .env("CHURN_ALERT__STORE__PATH", &cfg.store.path)
+        .env("CHURN_ALERT__CLOCK__MODE", "event")
+        .env("CHURN_ALERT__ADMIN__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn,churn_alert=info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+async fn produce_chunk(
+    producer: &FutureProducer,
+    topic: &str,
+    chunk: &[churn_alert::simulate::SimEvent],
+    high: &mut BTreeMap<i32, i64>,
+) {
+    let sends = chunk.iter().map(|e| {
+        producer.send(
+            FutureRecord::to(topic).key(&e.customer_id).payload(&e.json),
+            Duration::from_secs(30),
+        )
+    });
+    for r in futures::future::join_all(sends).await {
+        let d = r.map_err(|(e, _)| e).unwrap();
+        let h = high.entry(d.partition).or_insert(0i64);
+        *h = (*h).max(d.offset + 1);
+    }
+}
+
+async fn run_to_end(cfg: &Config, high: &BTreeMap<i32, i64>) -> BTreeMap<String, CustomerState> {
+    let service = Service::with_model(cfg.clone(), shipped_model(cfg)).unwrap();
+    let store = service.store.clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(service.run(stop.clone()));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !high
+        .iter()
+        .all(|(p, h)| store.meta(*p).unwrap().is_some_and(|m| m.next_offset >= *h))
+    {
+        assert!(Instant::now() < deadline, "run did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let s = states(store.as_ref());
+    drop(store);
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "about 4 minutes; one of four runs showed one customer of 5000 differing, cause open (issue 4); run with --ignored"]
+async fn sigkill_loop_leaves_state_exact_and_loses_no_alert() {
+    let broker = Broker::tansu();
+    let dir = tempfile::tempdir().unwrap();
+    let base = test_config(&broker, dir.path());
+    let mut clean = base.clone();
+    outputs(&mut clean, "clean");
+    clean.store.path = dir.path().join("clean");
+    let mut crash = base.clone();
+    outputs(&mut crash, "crash");
+    crash.store.path = dir.path().join("crash");
+    broker.create_topics(&clean).await;
+    broker.create_topics(&crash).await;
+
+    // The stream: simulated customers with redeliveries and late events.
+    let mut sim_cfg = SimConfig::new(5000, 55, 17);
+    sim_cfg.duplicate_rate = 0.02;
+    sim_cfg.late_rate = 0.02;
+    let mut sim = Simulator::new(sim_cfg);
+    let mut events = Vec::new();
+    while !sim.done() {
+        events.extend(sim.next_day());
+    }
+    assert!(events.len() >= 200_000, "{} events", events.len());
+    let customers: HashSet<&str> = events.iter().map(|e| e.customer_id.as_str()).collect();
+    assert!(customers.len() >= 4900);
+    // One record per batch: tansu 0.6 answers a fetch from an offset inside
+    // a record batch with the next batch, skipping the rest of the one that
+    // holds the offset (Apache Kafka returns the containing batch). A restart
+    // resumes mid-stream at whatever offset the state holds, so every offset
+    // must start a batch for this broker to deliver it.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("linger.ms", "0")
+        .set("batch.num.messages", "1")
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    let mut high = BTreeMap::new();
+    let mut chunks = events.chunks(events.len() / (KILLS + 1) + 1);
+
+    // The crash loop: the real binary (a static group member, as in the
+    // StatefulSet) consumes while more events arrive, and is killed at a
+    // random moment after it became ready, again and again.
+    crash.kafka.instance_id = Some("crash-0".into());
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
+    let port = free_port();
+    let admin: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let (mut progress, mut recovery) = (Vec::new(), Vec::new());
+    for _ in 0..KILLS {
+        produce_chunk(
+            &producer,
+            &base.kafka.input_topic,
+            chunks.next().unwrap(),
+            &mut high,
+        )
+        .await;
+        let started = Instant::now();
+        let log = dir.path().join(format!("crash-{}.log", recovery.len()));
+        let mut child = spawn(&crash, port, &log);
+        while !matches!(http_get(admin, "/readyz").await, Some((200, _))) {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the service exited by itself"
+            );
+            if started.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!(
+                    "not ready within 60 s of restart {}; its log:\n{log}",
+                    recovery.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        recovery.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..1500))).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let store = SledStore::open(&crash.store.path).unwrap();
+        progress.push(
+            (0..PARTITIONS)
+                .map(|p| store.meta(p).unwrap().map_or(0, |m| m.next_offset))
+                .sum::<i64>(),
+        );
+    }
+    for chunk in chunks {
+        produce_chunk(&producer, &base.kafka.input_topic, chunk, &mut high).await;
+    }
+    recovery.sort();
+    eprintln!(
+        "restart to ready after a SIGKILL: min {:?}, median {:?}, max {:?}",
+        recovery[0],
+        recovery[recovery.len() / 2],
+        recovery[recovery.len() - 1]
+    );
+    eprintln!(
+        "committed offsets after each kill: {progress:?} of {}",
+        high.values().sum::<i64>()
+    );
+    assert!(
+        progress.windows(2).any(|w| w[1] > w[0]),
+        "work was committed between kills"
+    );
+    let got = run_to_end(&crash, &high).await;
+
+    // The reference: one clean, uninterrupted run over the same stream.
+    let expected = run_to_end(&clean, &high).await;
+
+    // Every customer's state is exactly that of the clean run.
+    let mismatched: Vec<&String> = expected
+        .keys()
+        .filter(|id| got.get(*id) != expected.get(*id))
+        .collect();
+    if !mismatched.is_empty() {
+        for i in 0..KILLS {
+            let log = std::fs::read_to_string(dir.path().join(format!("crash-{i}.log")))
+                .unwrap_or_default();
+            for l in log
+                .lines()
+                .filter(|l| {
+                    l.contains("gap")
+                        || l.contains("assigned")
+                        || l.contains("WARN")
+                        || l.contains("ERROR")
+                })
+                .take(6)
+            {
+                eprintln!("run {i}: {l}");
+            }
+        }
+    }
+    if let Some(id) = mismatched.first() {
+        let (x, y) = (
+            format!("{:?}", expected[*id]),
+            format!("{:?}", got.get(*id).cloned().unwrap_or_default()),
+        );
+        let at = x
+            .bytes()
+            .zip(y.bytes())
+            .position(|(a, b)| a != b)
+            .unwrap_or(x.len().min(y.len()));
+        let from = at.saturating_sub(120);
+        eprintln!(
+            "{id} differs at byte {at}:\n clean ...{}\n crash ...{}",
+            &x[from..(at + 200).min(x.len())],
+            &y[from..(at + 200).min(y.len())]
+        );
+    }
+    assert_eq!(got.len(), expected.len(), "customers in state");
+    assert!(
+        mismatched.is_empty(),
+        "{} customers differ, e.g. {:?}",
+        mismatched.len(),
+        &mismatched[..mismatched.len().min(5)]
+    );
+
+    // Every alert of the clean run was published at least once.
+    let ids = |topic: &str| -> Vec<String> {
+        read_all(&broker, topic)
+            .iter()
+            .map(|r| r.headers["alert-id"].clone())
+            .collect()
+    };
+    let clean_alerts = ids(&clean.kafka.alerts_topic);
+    let crash_alerts = ids(&crash.kafka.alerts_topic);
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for id in &crash_alerts {
+        *counts.entry(id).or_default() += 1;
+    }
+    let missing: Vec<&String> = clean_alerts
+        .iter()
+        .filter(|id| !counts.contains_key(id.as_str()))
+        .collect();
+    assert!(!clean_alerts.is_empty());
+    assert!(
+        missing.is_empty(),
+        "{} alerts of the clean run never published",
+        missing.len()
+    );
+    let unknown = counts
+        .keys()
+        .filter(|id| !clean_alerts.iter().any(|c| c == *id))
+        .count();
+    assert_eq!(unknown, 0, "alerts the clean run did not raise");
+    let duplicated: usize = counts.values().map(|n| n - 1).sum();
+    eprintln!(
+        "crash loop: {KILLS} SIGKILLs, {} events, {} customers, 0 state mismatches, {} alerts, {} redelivered copies",
+        events.len(),
+        expected.len(),
+        clean_alerts.len(),
+        duplicated
+    );
+}
