@@ -190,23 +190,25 @@ impl Processor {
         Ok(batch)
     }
 
-    /// Re-scores due silent customers of the given partitions without input
-    /// (the live-mode sweep; in event mode the watermark does not move).
+    /// The live-mode sweep: re-scores due silent customers of the given
+    /// partitions as of the wall clock, without input. With the event-time
+    /// clock sweeps happen only where the watermark moves (in `process`), so
+    /// this does nothing.
     pub fn sweep_only(
         &mut self,
         partitions: &[i32],
         wall_now: Millis,
     ) -> Result<Batch, StoreError> {
         let mut batch = Batch::default();
+        if self.clock == ClockMode::Event {
+            return Ok(batch);
+        }
         for &p in partitions {
             let meta = self.meta(p)?;
             if meta == PartitionMeta::default() {
                 continue;
             }
-            let now = match self.clock {
-                ClockMode::Wall => wall_now,
-                ClockMode::Event => meta.watermark,
-            };
+            let now = wall_now;
             let mut slots = HashMap::new();
             self.sweep(p, now, &mut slots, &mut batch.records)?;
             if !slots.is_empty() {
@@ -345,8 +347,7 @@ impl Processor {
         due.sort();
         due.dedup_by(|a, b| a.1 == b.1);
         for (_, id) in due {
-            self.slot(p, slots, &id)?;
-            let slot = slots.get_mut(&id).expect("loaded above");
+            let slot = self.slot(p, slots, &id)?;
             self.catch_up(&id, slot, now, records);
         }
         Ok(())

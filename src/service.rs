@@ -295,12 +295,17 @@ impl Runner<'_> {
         if batch.commits.is_empty() && batch.records.is_empty() {
             return true;
         }
-        let mut pending = batch.records.clone();
-        while !pending.is_empty() {
-            match self.publisher.publish(&pending).await {
+        // Only the records that failed are copied for the next attempt.
+        let mut failed: Option<Vec<_>> = None;
+        loop {
+            let pending = failed.as_deref().unwrap_or(&batch.records);
+            if pending.is_empty() {
+                break;
+            }
+            match self.publisher.publish(pending).await {
                 Ok(()) => break,
-                Err((failed, e)) => {
-                    pending = failed;
+                Err((again, e)) => {
+                    failed = Some(again);
                     if !self.backoff(&mut attempt, "kafka_produce", &e).await {
                         return false;
                     }
