@@ -26,7 +26,7 @@ use churn_alert::processor::{ClockMode, InMessage, Processor};
 use churn_alert::simulate::{SimConfig, SimEvent, Simulator};
 use churn_alert::store::{Commit, PartitionMeta, SledStore, Store};
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 
 fn simulate(customers: usize, days: u32) -> (Vec<SimEvent>, i64) {
     let mut cfg = SimConfig::new(customers, days, 5);
@@ -181,19 +181,7 @@ async fn bench_broker(events: &[SimEvent], cfg_base: &Config, model: &Model) -> 
         .unwrap();
     let mut high = BTreeMap::new();
     for chunk in events.chunks(20_000) {
-        let sends = chunk.iter().map(|e| {
-            producer.send(
-                FutureRecord::to(&cfg.kafka.input_topic)
-                    .key(&e.customer_id)
-                    .payload(&e.json),
-                Duration::from_secs(30),
-            )
-        });
-        for r in futures::future::join_all(sends).await {
-            let d = r.map_err(|(e, _)| e).unwrap();
-            let h = high.entry(d.partition).or_insert(0);
-            *h = (*h).max(d.offset + 1);
-        }
+        common::produce_events(&producer, &cfg.kafka.input_topic, chunk, &mut high).await;
     }
     let service = churn_alert::service::Service::with_model(cfg.clone(), model.clone()).unwrap();
     let store = service.store.clone();

@@ -19,7 +19,7 @@ use churn_alert::store::{SledStore, Store};
 use common::*;
 use rand::{Rng, SeedableRng};
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 
 const KILLS: usize = 20;
 
@@ -69,25 +69,6 @@ fn spawn(cfg: &Config, port: u16, log: &std::path::Path) -> Child {
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap()
-}
-
-async fn produce_chunk(
-    producer: &FutureProducer,
-    topic: &str,
-    chunk: &[churn_alert::simulate::SimEvent],
-    high: &mut BTreeMap<i32, i64>,
-) {
-    let sends = chunk.iter().map(|e| {
-        producer.send(
-            FutureRecord::to(topic).key(&e.customer_id).payload(&e.json),
-            Duration::from_secs(30),
-        )
-    });
-    for r in futures::future::join_all(sends).await {
-        let d = r.map_err(|(e, _)| e).unwrap();
-        let h = high.entry(d.partition).or_insert(0i64);
-        *h = (*h).max(d.offset + 1);
-    }
 }
 
 async fn run_to_end(cfg: &Config, high: &BTreeMap<i32, i64>) -> BTreeMap<String, CustomerState> {
@@ -161,7 +142,7 @@ async fn sigkill_loop_leaves_state_exact_and_loses_no_alert() {
     let admin: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let (mut progress, mut recovery) = (Vec::new(), Vec::new());
     for _ in 0..KILLS {
-        produce_chunk(
+        produce_events(
             &producer,
             &base.kafka.input_topic,
             chunks.next().unwrap(),
@@ -198,7 +179,7 @@ async fn sigkill_loop_leaves_state_exact_and_loses_no_alert() {
         );
     }
     for chunk in chunks {
-        produce_chunk(&producer, &base.kafka.input_topic, chunk, &mut high).await;
+        produce_events(&producer, &base.kafka.input_topic, chunk, &mut high).await;
     }
     recovery.sort();
     eprintln!(

@@ -389,6 +389,27 @@ pub async fn produce(
     (out, high)
 }
 
+/// Produces simulated events keyed by customer and raises `high` (the next
+/// offset per partition) to cover them.
+pub async fn produce_events(
+    producer: &FutureProducer,
+    topic: &str,
+    events: &[churn_alert::simulate::SimEvent],
+    high: &mut BTreeMap<i32, i64>,
+) {
+    let sends = events.iter().map(|e| {
+        producer.send(
+            FutureRecord::to(topic).key(&e.customer_id).payload(&e.json),
+            Duration::from_secs(30),
+        )
+    });
+    for r in futures::future::join_all(sends).await {
+        let d = r.map_err(|(e, _)| e).unwrap();
+        let h = high.entry(d.partition).or_insert(0);
+        *h = (*h).max(d.offset + 1);
+    }
+}
+
 /// A record read back from an output topic.
 #[derive(Debug, Clone)]
 pub struct Record {
