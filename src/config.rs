@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::decode::Validator;
 use crate::event::{Millis, DAY_MS};
 use crate::features::FeatureSpec;
+use crate::model::ModelFile;
 use crate::policy::{CampaignRule, Policy, Tier};
 
 /// Prefix of environment overrides.
@@ -219,14 +220,23 @@ impl Default for ModelConfig {
     }
 }
 
+/// Enter threshold when neither the config nor the model sets one.
+pub const DEFAULT_ENTER: f64 = 0.7;
+/// Exit threshold when neither the config nor the model sets one.
+pub const DEFAULT_EXIT: f64 = 0.5;
+
 /// When scores become alerts and triggers.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
-    /// Probability at which a customer is alerted.
-    pub enter_threshold: f64,
+    /// Probability at which a customer is alerted. When neither threshold
+    /// is set, the model's (chosen by `train`) are used; failing those,
+    /// 0.7 and 0.5.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enter_threshold: Option<f64>,
     /// Probability below which an alerted customer is re-armed.
-    pub exit_threshold: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_threshold: Option<f64>,
     /// Least time, in days of event time, between two alerts for one customer.
     pub cooldown_days: f64,
     /// How often, in hours of event time, a silent customer is re-scored.
@@ -258,8 +268,8 @@ impl Default for PolicyConfig {
                 }
             };
         Self {
-            enter_threshold: 0.7,
-            exit_threshold: 0.5,
+            enter_threshold: None,
+            exit_threshold: None,
             cooldown_days: 14.0,
             rescore_interval_hours: 24.0,
             rescore_stop_after_days: 365.0,
@@ -494,18 +504,17 @@ impl Config {
             ("policy.enter_threshold", p.enter_threshold),
             ("policy.exit_threshold", p.exit_threshold),
         ] {
-            if !(x > 0.0 && x < 1.0) {
+            if let Some(x) = x.filter(|x| !(*x > 0.0 && *x < 1.0)) {
                 return Err(key_err(key, format!("must be between 0 and 1, got {x}")));
             }
         }
-        if p.exit_threshold > p.enter_threshold {
-            return Err(key_err(
-                "policy.exit_threshold",
-                format!(
-                    "must not be above policy.enter_threshold ({})",
-                    p.enter_threshold
-                ),
-            ));
+        if let Some((enter, exit)) = self.configured_thresholds() {
+            if exit > enter {
+                return Err(key_err(
+                    "policy.exit_threshold",
+                    format!("must not be above policy.enter_threshold ({enter})"),
+                ));
+            }
         }
         for (key, x) in [
             ("policy.cooldown_days", p.cooldown_days),
@@ -588,12 +597,38 @@ impl Config {
         }
     }
 
-    /// The alert policy these settings define.
-    pub fn policy(&self) -> Policy {
+    /// The thresholds the config sets, if it sets either (the other one
+    /// then takes its default).
+    fn configured_thresholds(&self) -> Option<(f64, f64)> {
         let p = &self.policy;
+        (p.enter_threshold.is_some() || p.exit_threshold.is_some()).then(|| {
+            (
+                p.enter_threshold.unwrap_or(DEFAULT_ENTER),
+                p.exit_threshold.unwrap_or(DEFAULT_EXIT),
+            )
+        })
+    }
+
+    /// The alert policy without a model: configured or default thresholds.
+    pub fn policy(&self) -> Policy {
+        self.policy_for(None)
+    }
+
+    /// The alert policy for a model: the config's thresholds if it sets
+    /// any, else the model's, else the defaults.
+    pub fn policy_for(&self, model: Option<&ModelFile>) -> Policy {
+        let p = &self.policy;
+        let (enter, exit) = self
+            .configured_thresholds()
+            .or_else(|| {
+                model
+                    .and_then(|m| m.thresholds.as_ref())
+                    .map(|t| (t.enter, t.exit))
+            })
+            .unwrap_or((DEFAULT_ENTER, DEFAULT_EXIT));
         Policy {
-            enter: p.enter_threshold,
-            exit: p.exit_threshold,
+            enter,
+            exit,
             cooldown_ms: days_ms(p.cooldown_days),
             tiers: p.tiers.clone(),
             campaigns: p.campaigns.clone(),
@@ -674,6 +709,33 @@ mod tests {
     }
 
     #[test]
+    fn thresholds_come_from_config_then_model_then_defaults() {
+        let mut m = crate::model::ModelFile {
+            version: "v".into(),
+            features: vec![],
+            mean: vec![],
+            scale: vec![],
+            weights: vec![],
+            intercept: 0.0,
+            thresholds: Some(crate::model::Thresholds {
+                enter: 0.42,
+                exit: 0.3,
+                basis: String::new(),
+            }),
+            training: None,
+        };
+        let c = Config::default();
+        let p = c.policy_for(Some(&m));
+        assert_eq!((p.enter, p.exit), (0.42, 0.3));
+        let c = load("[policy]\nenter_threshold = 0.8\n", &[]).unwrap();
+        let p = c.policy_for(Some(&m));
+        assert_eq!((p.enter, p.exit), (0.8, 0.5));
+        m.thresholds = None;
+        let p = Config::default().policy_for(Some(&m));
+        assert_eq!((p.enter, p.exit), (DEFAULT_ENTER, DEFAULT_EXIT));
+    }
+
+    #[test]
     fn file_then_env_override() {
         let c = load(
             "[kafka]\nbrokers = \"a:1\"\n[policy]\nenter_threshold = 0.8\n",
@@ -687,7 +749,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.kafka.brokers, "b:2");
         assert_eq!(c.kafka.group_id, "123");
-        assert_eq!(c.policy.enter_threshold, 0.8);
+        assert_eq!(c.policy.enter_threshold, Some(0.8));
         assert_eq!(c.policy.cooldown_days, 3.0);
     }
 

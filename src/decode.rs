@@ -136,7 +136,16 @@ pub struct Validator {
     pub max_message_bytes: usize,
 }
 
+/// Key marker for events read from a file, which carry no message key.
+const UNKEYED: &[u8] = b"\0unkeyed";
+
 impl Validator {
+    /// Decodes and validates one event read from a file (JSON lines): the
+    /// same rules as [`Validator::decode`] without the message-key check.
+    pub fn decode_line(&self, line: &[u8], now: Millis) -> Result<Event, Rejection> {
+        self.decode(Some(UNKEYED), line, None, now)
+    }
+
     /// Decodes and validates one Kafka message.
     ///
     /// `key` is the Kafka message key, `content_type` the header if any,
@@ -166,6 +175,9 @@ impl Validator {
             Encoding::Protobuf => protobuf_fields(payload)?,
         };
         let event = self.validate(&fields, now)?;
+        if key == Some(UNKEYED) {
+            return Ok(event);
+        }
         match key {
             Some(k) if k == event.customer_id.as_bytes() => Ok(event),
             Some(k) => Err(Rejection::new(

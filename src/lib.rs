@@ -12,8 +12,12 @@
 //! - [`pipeline`]: the pure `step` and `rescore` functions.
 //! - [`processor`]: batches of messages → outputs and per-partition commits.
 //! - [`store`]: per-partition state storage (sled, memory), offsets with state.
+//! - [`train`], [`report`], [`commands`]: fitting and evaluating the model
+//!   from event history, its report, and the `train` and `score` commands.
+//! - [`simulate`]: the seeded population generator with ground truth.
 
 pub mod admin;
+pub mod commands;
 pub mod config;
 pub mod decode;
 pub mod demo;
@@ -25,6 +29,7 @@ pub mod model;
 pub mod pipeline;
 pub mod policy;
 pub mod processor;
+pub mod report;
 pub mod service;
 pub mod simulate;
 pub mod store;

@@ -1,6 +1,6 @@
 //! The `churn-alert` binary: parses flags, starts logging, dispatches.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use churn_alert::config::Config;
-use churn_alert::event::{Millis, DAY_MS};
+use churn_alert::event::DAY_MS;
 
 #[derive(Parser)]
 #[command(
@@ -48,47 +48,25 @@ enum Command {
         /// Share of events delivered a day late.
         #[arg(long, default_value_t = 0.0)]
         late: f64,
-        /// Directory for events.jsonl and truth.csv.
+        /// Also write the oracle (each customer's true churn risk from the
+        /// hidden state) at the start of this date, YYYY-MM-DD, to
+        /// oracle-DATE.csv. Repeatable.
         #[arg(long)]
-        out: PathBuf,
-    },
-    /// Fit the churn model from event history (JSONL of the event contract).
-    Train {
-        #[arg(long)]
-        events: PathBuf,
-        /// Training cut-off, YYYY-MM-DD: labels must be known, so the last
-        /// observation date is as-of minus the horizon.
-        #[arg(long)]
-        as_of: String,
-        /// Label horizon, e.g. 90d.
+        oracle_at: Vec<String>,
+        /// Horizon of the oracle's probabilities, e.g. 90d.
         #[arg(long, default_value = "90d")]
-        horizon: String,
-        /// Number of observation dates, 14 days apart.
-        #[arg(long, default_value_t = 4)]
-        snapshots: usize,
+        oracle_horizon: String,
+        /// Directory for events.jsonl, truth.csv and oracle files.
         #[arg(long)]
         out: PathBuf,
     },
+    /// Fit the churn model from event history (JSONL of the event contract)
+    /// and write it with a report and plots.
+    Train(churn_alert::commands::TrainOptions),
+    /// Score every customer in an event history as of a time, as the service would.
+    Score(churn_alert::commands::ScoreOptions),
     /// Check the config (and the model it names) and exit.
     CheckConfig,
-}
-
-fn parse_date(s: &str) -> anyhow::Result<Millis> {
-    let d = time::Date::parse(
-        s,
-        &time::macros::format_description!("[year]-[month]-[day]"),
-    )
-    .with_context(|| format!("{s:?} is not a date like 2026-06-30"))?;
-    Ok(d.midnight().assume_utc().unix_timestamp() * 1000)
-}
-
-fn parse_days(s: &str) -> anyhow::Result<Millis> {
-    let n: f64 = s
-        .strip_suffix('d')
-        .unwrap_or(s)
-        .parse()
-        .with_context(|| format!("{s:?} is not a number of days like 90d"))?;
-    Ok((n * DAY_MS as f64) as Millis)
 }
 
 fn init_logging(json: bool) {
@@ -172,14 +150,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             end,
             duplicates,
             late,
+            oracle_at,
+            oracle_horizon,
             out,
         } => {
             let mut cfg = churn_alert::simulate::SimConfig::new(customers, days, seed);
             if let Some(e) = end {
-                cfg.end = parse_date(&e)?;
+                cfg.end = churn_alert::commands::parse_time(&e)?;
             }
             cfg.duplicate_rate = duplicates;
             cfg.late_rate = late;
+            cfg.oracle_horizon_days = churn_alert::commands::parse_days(&oracle_horizon)? / DAY_MS;
+            for d in &oracle_at {
+                let at = churn_alert::commands::parse_time(d)?;
+                if at < cfg.start() || at >= cfg.end {
+                    anyhow::bail!(
+                        "--oracle-at {d} is outside the simulated days {} .. {}",
+                        &churn_alert::event::rfc3339(cfg.start())[..10],
+                        &churn_alert::event::rfc3339(cfg.end)[..10]
+                    );
+                }
+                cfg.oracle_at.push(at);
+            }
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             let mut sim = churn_alert::simulate::Simulator::new(cfg);
             let path = out.join("events.jsonl");
@@ -187,81 +179,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 std::fs::File::create(&path)
                     .with_context(|| format!("creating {}", path.display()))?,
             );
-            let mut n = 0u64;
+            let (mut n, mut day) = (0u64, 0u32);
             while !sim.done() {
                 for e in sim.next_day() {
                     w.write_all(e.json.as_bytes())?;
                     w.write_all(b"\n")?;
                     n += 1;
                 }
+                day += 1;
+                if day % 30 == 0 {
+                    eprintln!("simulated {day} of {days} days: {n} events");
+                }
             }
             w.flush()?;
             std::fs::write(out.join("truth.csv"), sim.truth_csv())?;
+            for (at, rows) in &sim.oracles {
+                let name = format!("oracle-{}.csv", &churn_alert::event::rfc3339(*at)[..10]);
+                std::fs::write(out.join(&name), sim.oracle_csv(*at, rows))?;
+                eprintln!(
+                    "wrote the oracle at {} to {name}",
+                    &churn_alert::event::rfc3339(*at)[..10]
+                );
+            }
             eprintln!(
                 "wrote {n} events to {} and ground truth to {}",
                 path.display(),
                 out.join("truth.csv").display()
             );
         }
-        Command::Train {
-            events,
-            as_of,
-            horizon,
-            snapshots,
-            out,
-        } => {
-            let as_of = parse_date(&as_of)?;
-            let mut tc = churn_alert::train::TrainConfig::new(as_of, parse_days(&horizon)?);
-            tc.snapshots = snapshots;
-            let spec = config.feature_spec();
-            let v = config.validator();
-            let f = std::fs::File::open(&events)
-                .with_context(|| format!("opening {}", events.display()))?;
-            let (mut history, mut refused) = (Vec::new(), 0u64);
-            for line in std::io::BufReader::new(f).lines() {
-                let line = line?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let key = serde_json::from_str::<serde_json::Value>(&line)
-                    .ok()
-                    .and_then(|v| {
-                        v.get("customer_id")
-                            .and_then(|c| c.as_str())
-                            .map(str::to_string)
-                    });
-                match v.decode(
-                    key.as_deref().map(str::as_bytes),
-                    line.as_bytes(),
-                    None,
-                    Millis::MAX / 2,
-                ) {
-                    Ok(e) if e.occurred_at < as_of => history.push(e),
-                    Ok(_) => {}
-                    Err(_) => refused += 1,
-                }
-            }
-            eprintln!(
-                "read {} events before as-of ({refused} refused by validation)",
-                history.len()
-            );
-            let examples = churn_alert::train::build_examples(history, &spec, &tc);
-            eprintln!("built {} labelled snapshots", examples.len());
-            let t = churn_alert::train::fit(&examples, &spec, &tc)?;
-            if let Some(dir) = out.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::write(&out, serde_json::to_string_pretty(&t.model)? + "\n")?;
-            println!(
-                "wrote {} ({}): validation ROC AUC {:.3}, Brier {:.4}, churn rate {:.3}, L2 alpha {}",
-                out.display(),
-                t.model.version,
-                t.validation.roc_auc,
-                t.validation.brier,
-                t.validation.churn_rate,
-                t.alpha
-            );
-        }
+        Command::Train(opts) => churn_alert::commands::train(opts, &config)?,
+        Command::Score(opts) => churn_alert::commands::score(opts, &config)?,
     }
     Ok(())
 }

@@ -43,9 +43,24 @@ pub struct ModelFile {
     pub weights: Vec<f64>,
     /// Intercept (log-odds at the mean customer).
     pub intercept: f64,
+    /// Alert thresholds chosen by `train`; used when the config sets none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<Thresholds>,
     /// How the model was made: training window, data hash, metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<serde_json::Value>,
+}
+
+/// Enter and exit thresholds for alerts, with how they were chosen.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Thresholds {
+    /// Probability at which a customer is alerted.
+    pub enter: f64,
+    /// Probability below which an alerted customer is re-armed.
+    pub exit: f64,
+    /// How they were chosen.
+    #[serde(default)]
+    pub basis: String,
 }
 
 /// One feature's part in a score.
@@ -153,6 +168,20 @@ impl Model {
         if !file.intercept.is_finite() {
             return Err(("intercept".into(), "must be finite".into()));
         }
+        if let Some(t) = &file.thresholds {
+            if !(0.0..=1.0).contains(&t.enter) {
+                return Err((
+                    "thresholds.enter".into(),
+                    format!("must be a probability, got {}", t.enter),
+                ));
+            }
+            if !(0.0..=t.enter).contains(&t.exit) {
+                return Err((
+                    "thresholds.exit".into(),
+                    format!("must be between 0 and thresholds.enter, got {}", t.exit),
+                ));
+            }
+        }
         if file.version.trim().is_empty() {
             return Err(("version".into(), "must not be empty".into()));
         }
@@ -235,6 +264,7 @@ pub(crate) mod tests {
                 scale: vec![2.0],
                 weights: vec![1.0],
                 intercept: 0.0,
+                thresholds: None,
                 training: None,
             },
             spec,
@@ -254,6 +284,7 @@ pub(crate) mod tests {
             scale: vec![5.0, 0.5],
             weights: vec![1.5, -2.0],
             intercept: -1.0,
+            thresholds: None,
             training: None,
         }
     }
@@ -297,6 +328,13 @@ pub(crate) mod tests {
         let mut f = file();
         f.scale[0] = 0.0;
         assert_eq!(Model::new(f, &spec).unwrap_err().0, "scale[0]");
+        let mut f = file();
+        f.thresholds = Some(Thresholds {
+            enter: 0.6,
+            exit: 0.7,
+            basis: String::new(),
+        });
+        assert_eq!(Model::new(f, &spec).unwrap_err().0, "thresholds.exit");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{rfc3339, stable_hash, Event, EventKind, Millis};
 use crate::features::{CustomerState, FeatureSpec, Seen};
-use crate::model::{Model, Reason};
+use crate::model::{Model, Reason, Score};
 use crate::policy::{Decision, Policy};
 
 /// A churn alert as published on the alerts topic (JSON).
@@ -160,6 +160,32 @@ pub fn rescore(
     (s, out)
 }
 
+/// A customer's features at event time `now` and the model's score of
+/// them: exactly what the service computes whenever it scores.
+pub fn features_and_score(
+    s: &CustomerState,
+    now: Millis,
+    model: &Model,
+    top_reasons: usize,
+    spec: &FeatureSpec,
+) -> (Vec<f64>, Score) {
+    let x = spec.extract(s, now);
+    let sc = model.score(&x, top_reasons);
+    (x, sc)
+}
+
+/// The model's score of a customer at event time `now` (see
+/// [`features_and_score`]); `score` and backtests use it.
+pub fn score_at(
+    s: &CustomerState,
+    now: Millis,
+    model: &Model,
+    top_reasons: usize,
+    spec: &FeatureSpec,
+) -> Score {
+    features_and_score(s, now, model, top_reasons, spec).1
+}
+
 fn score(
     s: &mut CustomerState,
     customer_id: &str,
@@ -169,8 +195,7 @@ fn score(
     spec: &FeatureSpec,
     cause: &str,
 ) -> Output {
-    let x = spec.extract(s, now);
-    let sc = model.score(&x, policy.top_reasons);
+    let (x, sc) = features_and_score(s, now, model, policy.top_reasons, spec);
     let p = sc.probability;
     let engaged = s.last_engaged.unwrap_or(s.first_seen);
     s.next_due = if now - engaged >= policy.rescore_stop_after_ms {

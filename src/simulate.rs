@@ -29,6 +29,11 @@ pub struct SimConfig {
     pub duplicate_rate: f64,
     /// Share of events delivered up to two days late (out of order).
     pub late_rate: f64,
+    /// Dates (start of a day, inside the window) at which to record the
+    /// oracle: every customer's true churn risk from the hidden state.
+    pub oracle_at: Vec<Millis>,
+    /// Horizon of the oracle's probabilities.
+    pub oracle_horizon_days: i64,
 }
 
 impl SimConfig {
@@ -42,6 +47,8 @@ impl SimConfig {
             end: now - now.rem_euclid(DAY_MS),
             duplicate_rate: 0.0,
             late_rate: 0.0,
+            oracle_at: Vec::new(),
+            oracle_horizon_days: 90,
         }
     }
 
@@ -96,6 +103,15 @@ pub struct SimCustomer {
     pub hazard: f64,
 }
 
+impl SimCustomer {
+    /// Activity multiplier on day index `day`: 1 until the customer starts
+    /// to fade, then decaying.
+    fn engagement(&self, day: i64) -> f64 {
+        self.fade
+            .map_or(1.0, |(d0, rate)| (-(day as f64 - d0) * rate).exp())
+    }
+}
+
 /// One generated event: its time, customer and JSON text.
 #[derive(Debug, Clone)]
 pub struct SimEvent {
@@ -111,6 +127,53 @@ pub struct Simulator {
     pub customers: Vec<SimCustomer>,
     day: i64,
     late: Vec<SimEvent>,
+    /// Oracle rows recorded so far, by date.
+    pub oracles: Vec<(Millis, Vec<OracleRow>)>,
+}
+
+/// One customer's true churn risk at an oracle date, from the hidden state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OracleRow {
+    pub customer_id: String,
+    /// Whether the customer had already churned (and gone silent).
+    pub churned: bool,
+    /// Today's daily churn hazard.
+    pub hazard: f64,
+    /// Probability of churning within the horizon.
+    pub p_churn: f64,
+    /// Probability of no purchase, session or activity within the horizon
+    /// (the default training label).
+    pub p_silent: f64,
+}
+
+/// Yearly seasonality of activity on day index `day`.
+fn season(day: i64) -> f64 {
+    1.0 + 0.15 * (2.0 * std::f64::consts::PI * day as f64 / 365.0).sin()
+}
+
+/// Weekend lift of activity.
+fn weekly(day: i64, start: Millis) -> f64 {
+    if (day + (start / DAY_MS)).rem_euclid(7) >= 5 {
+        1.2
+    } else {
+        0.92
+    }
+}
+
+/// Daily churn hazard from the latent drivers.
+fn hazard(engagement: f64, complaints: f64, failures: f64, nps_low: bool, price_rise: bool) -> f64 {
+    BASE_HAZARD
+        * (3.0 * (1.0 - engagement)
+            + 0.9 * complaints.min(3.0)
+            + 0.8 * failures.min(2.0)
+            + if nps_low { 0.6 } else { 0.0 }
+            + if price_rise { 0.5 } else { 0.0 })
+        .exp()
+}
+
+/// Daily chance of an "other activity" event at activity level `e`.
+fn other_activity_chance(e: f64) -> f64 {
+    (0.05 * e).min(1.0)
 }
 
 const BASE_HAZARD: f64 = 0.0012;
@@ -171,6 +234,7 @@ impl Simulator {
             customers,
             day: 0,
             late: Vec::new(),
+            oracles: Vec::new(),
         }
     }
 
@@ -189,12 +253,16 @@ impl Simulator {
         if self.day < i64::from(self.cfg.days) {
             let day = self.day;
             let day_start = self.cfg.start() + day * DAY_MS;
-            let season = 1.0 + 0.15 * (2.0 * std::f64::consts::PI * day as f64 / 365.0).sin();
-            for i in 0..self.customers.len() {
-                let mut c = self.customers[i].clone();
-                self.customer_day(&mut c, day, day_start, season, &mut out);
-                self.customers[i] = c;
+            if self.cfg.oracle_at.contains(&day_start) {
+                let rows = self.oracle_rows(day);
+                self.oracles.push((day_start, rows));
             }
+            let season = season(day);
+            let mut customers = std::mem::take(&mut self.customers);
+            for c in customers.iter_mut() {
+                self.customer_day(c, day, day_start, season, &mut out);
+            }
+            self.customers = customers;
             out.sort_by_key(|e| e.at);
             // Duplicates and late deliveries.
             let mut extra = Vec::new();
@@ -265,15 +333,8 @@ impl Simulator {
         if c.fade.is_none() && rng.gen::<f64>() < 0.004 {
             c.fade = Some((day as f64, 0.02 + 0.06 * rng.gen::<f64>()));
         }
-        let engagement = c
-            .fade
-            .map_or(1.0, |(d0, rate)| (-(day as f64 - d0) * rate).exp());
-        let weekly = if (day + (start / DAY_MS)).rem_euclid(7) >= 5 {
-            1.2
-        } else {
-            0.92
-        };
-        let e = engagement * season * weekly;
+        let engagement = c.engagement(day);
+        let e = engagement * season * weekly(day, start);
         let poisson = |rng: &mut ChaCha8Rng, lambda: f64| -> u64 {
             if lambda <= 0.0 {
                 0
@@ -325,7 +386,7 @@ impl Simulator {
                 json!({"type":"activity","name":"login","count":logins}),
             );
         }
-        if rng.gen::<f64>() < 0.05 * e {
+        if rng.gen::<f64>() < other_activity_chance(e) {
             let name = ["post", "share", "export"][rng.gen_range(0..3)];
             emit(c, rng, json!({"type":"activity","name":name}));
         }
@@ -417,13 +478,13 @@ impl Simulator {
             );
         }
         // The latent churn hazard.
-        c.hazard = BASE_HAZARD
-            * (3.0 * (1.0 - engagement)
-                + 0.9 * c.recent_complaints.min(3.0)
-                + 0.8 * c.recent_failures.min(2.0)
-                + if c.nps_low { 0.6 } else { 0.0 }
-                + if c.price_rise { 0.5 } else { 0.0 })
-            .exp();
+        c.hazard = hazard(
+            engagement,
+            c.recent_complaints,
+            c.recent_failures,
+            c.nps_low,
+            c.price_rise,
+        );
         if rng.gen::<f64>() < c.hazard {
             c.churn_day = Some(day);
             if c.segment == Segment::Subscriber {
@@ -434,6 +495,72 @@ impl Simulator {
                 );
             }
         }
+    }
+
+    /// Every joined customer's true risk at the start of day index `day`,
+    /// before that day's events: the churn hazard and, over the oracle
+    /// horizon, the probability of churning and of staying silent (no
+    /// purchase, session or activity). The future is projected from the
+    /// hidden state: a fade under way continues, complaints and payment
+    /// failures wear off as they do in the simulation; new fades, complaints
+    /// and failures after the date are not foreseen.
+    pub fn oracle_rows(&self, day: i64) -> Vec<OracleRow> {
+        let start = self.cfg.start();
+        let h = self.cfg.oracle_horizon_days.max(1);
+        self.customers
+            .iter()
+            .filter(|c| c.join_day.max(0) <= day)
+            .map(|c| {
+                if c.churn_day.is_some() {
+                    return OracleRow {
+                        customer_id: c.id.clone(),
+                        churned: true,
+                        hazard: c.hazard,
+                        p_churn: 1.0,
+                        p_silent: 1.0,
+                    };
+                }
+                // alive_quiet: alive at the start of day t and silent so far.
+                let (mut alive_quiet, mut survive, mut p_silent) = (1.0, 1.0, 0.0);
+                let (mut complaints, mut failures) = (c.recent_complaints, c.recent_failures);
+                let mut first_hazard = None;
+                for t in day..day + h {
+                    let engagement = c.engagement(t);
+                    let e = engagement * season(t) * weekly(t, start);
+                    let quiet = (-(c.sessions + c.purchases + c.logins) * e).exp()
+                        * (1.0 - other_activity_chance(e));
+                    complaints *= 0.97;
+                    failures *= 0.97;
+                    let hz = hazard(engagement, complaints, failures, c.nps_low, c.price_rise);
+                    first_hazard.get_or_insert(hz);
+                    // Churning on day t after a quiet day t: silent from then on.
+                    p_silent += alive_quiet * quiet * hz;
+                    alive_quiet *= quiet * (1.0 - hz);
+                    survive *= 1.0 - hz;
+                }
+                OracleRow {
+                    customer_id: c.id.clone(),
+                    churned: false,
+                    hazard: first_hazard.unwrap_or(c.hazard),
+                    p_churn: 1.0 - survive,
+                    p_silent: p_silent + alive_quiet,
+                }
+            })
+            .collect()
+    }
+
+    /// The oracle as CSV, for one recorded date.
+    pub fn oracle_csv(&self, at: Millis, rows: &[OracleRow]) -> String {
+        let h = self.cfg.oracle_horizon_days;
+        let mut s = format!("customer_id,as_of,churned,hazard,p_churn_{h}d,p_silent_{h}d\n");
+        let date = &rfc3339(at)[..10];
+        for r in rows {
+            s.push_str(&format!(
+                "{},{date},{},{:.8},{:.8},{:.8}\n",
+                r.customer_id, r.churned, r.hazard, r.p_churn, r.p_silent
+            ));
+        }
+        s
     }
 
     /// Event time at the start of day index `day`.

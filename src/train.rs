@@ -1,25 +1,40 @@
 //! Fitting the churn model from event history, through the same feature code
 //! that serves.
 //!
-//! Events are replayed in event-time order with [`crate::pipeline::ingest`].
-//! At each observation date every customer in the population gets a
-//! point-in-time snapshot of features (nothing after the date is visible),
-//! labelled by what happens next: churned = no purchase, session or activity
-//! within the horizon. The population at a date is every customer seen by
-//! then who engaged within `active_within` before it: customers already long
-//! gone are not "about to leave" and would only teach the model the obvious.
-//! The latest observation date is held out for validation; the L2 strength is
-//! chosen on it.
+//! **Replay.** Events are applied with [`crate::pipeline::ingest`], the
+//! function the service uses, in the order they are read. At each
+//! observation date every customer in the population gets a point-in-time
+//! snapshot of features: events after the date are held back until the
+//! snapshot is taken (events arriving more than `lateness` after the date
+//! are counted and miss it), so no snapshot sees its future.
+//!
+//! **Labels.** By default a snapshot is labelled churned when the customer
+//! has no purchase, session or activity event within the horizon after the
+//! date ([`Label::Silence`]); [`Label::Cancel`] labels a subscription cancel
+//! within the horizon instead.
+//!
+//! **Population.** For the silence label: every customer seen by the date
+//! who engaged within `active_within` before it. Customers already long gone
+//! are not "about to leave" and would only teach the model the obvious. For
+//! the cancel label: customers whose subscription is active at the date.
+//! Erased customers are left out entirely.
+//!
+//! **Split.** Observation dates are spaced `snapshot_step` apart and end at
+//! `as_of - horizon`, the last date whose labels are fully known. The latest
+//! date is the held-out test window; the one before it validates (it chooses
+//! the L2 strength and the alert thresholds); earlier dates train. Later
+//! dates always judge earlier ones.
 
 use std::collections::HashMap;
 
 use linfa::prelude::*;
 use linfa_logistic::LogisticRegression;
 use ndarray::{Array1, Array2};
+use serde::Serialize;
 
-use crate::event::{rfc3339, Event, Millis, DAY_MS};
-use crate::features::{CustomerState, FeatureSpec};
-use crate::model::{sigmoid, ModelFile};
+use crate::event::{rfc3339, Event, EventKind, Millis, SubscriptionAction, DAY_MS};
+use crate::features::{CustomerState, FeatureSpec, SubStatus};
+use crate::model::{sigmoid, ModelFile, Thresholds};
 use crate::pipeline::ingest;
 
 /// Why training could not produce a model.
@@ -33,6 +48,55 @@ pub enum TrainError {
     Fit(String),
 }
 
+/// What "churned" means for a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Label {
+    /// No purchase, session or activity event within the horizon.
+    Silence,
+    /// A subscription cancel within the horizon.
+    Cancel,
+}
+
+impl Label {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Label::Silence => "no purchase, session or activity event within the horizon",
+            Label::Cancel => "a subscription cancel within the horizon",
+        }
+    }
+
+    pub fn population(self) -> &'static str {
+        match self {
+            Label::Silence => {
+                "customers seen by the date who engaged (purchase, session or activity) within the active-within span before it"
+            }
+            Label::Cancel => "customers whose subscription is active at the date",
+        }
+    }
+
+    fn marks(self, kind: &EventKind) -> bool {
+        match self {
+            Label::Silence => kind.is_engagement(),
+            Label::Cancel => matches!(
+                kind,
+                EventKind::Subscription {
+                    action: SubscriptionAction::Cancel,
+                    ..
+                }
+            ),
+        }
+    }
+}
+
+/// How the alert thresholds are chosen on the validation date.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ThresholdTarget {
+    /// The lowest threshold whose alerts are at least this precise.
+    Precision(f64),
+    /// The threshold that alerts this share of the population.
+    Budget(f64),
+}
+
 /// Training settings.
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
@@ -40,16 +104,23 @@ pub struct TrainConfig {
     pub as_of: Millis,
     /// How far ahead the label looks.
     pub horizon_ms: Millis,
-    /// Number of observation dates.
+    /// Number of observation dates (at least 3: train, validation, test).
     pub snapshots: usize,
     /// Spacing of observation dates.
     pub snapshot_step_ms: Millis,
     /// Population: engaged within this span before the observation date.
     pub active_within_ms: Millis,
+    /// Dates earlier than this after the first event are skipped (features
+    /// need history to mean anything).
+    pub warm_up_ms: Millis,
+    /// How long after an observation date events may still arrive for it.
+    pub lateness_ms: Millis,
     /// L2 strengths to try.
     pub alphas: Vec<f64>,
     /// Model version to write.
     pub version: String,
+    pub label: Label,
+    pub target: ThresholdTarget,
 }
 
 impl TrainConfig {
@@ -57,11 +128,15 @@ impl TrainConfig {
         Self {
             as_of,
             horizon_ms,
-            snapshots: 4,
+            snapshots: 6,
             snapshot_step_ms: 14 * DAY_MS,
             active_within_ms: 60 * DAY_MS,
+            warm_up_ms: 30 * DAY_MS,
+            lateness_ms: 2 * DAY_MS,
             alphas: vec![0.01, 0.1, 1.0, 10.0],
             version: format!("churn-{}", &rfc3339(as_of)[..10]),
+            label: Label::Silence,
+            target: ThresholdTarget::Precision(0.8),
         }
     }
 
@@ -76,99 +151,293 @@ impl TrainConfig {
     }
 }
 
-/// One labelled snapshot.
-#[derive(Debug, Clone)]
-pub struct Example {
-    pub customer_id: String,
-    pub at: Millis,
-    pub x: Vec<f64>,
-    pub churned: bool,
+/// One customer during replay.
+struct Customer {
+    state: Option<CustomerState>,
+    /// Bit `i`: a label event happened in `(date_i, date_i + horizon]`.
+    marked: u64,
+    erased: bool,
 }
 
-/// Replays `events` (any order; sorted here) and builds labelled snapshots.
+/// Counts for progress and the report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplayStats {
+    pub events: u64,
+    pub first_event: Option<Millis>,
+    pub last_event: Option<Millis>,
+    /// Events that arrived after the snapshot of a date they precede.
+    pub missed_snapshot: u64,
+    pub snapshots_taken: usize,
+    pub dates_skipped: usize,
+}
+
+/// Labelled point-in-time snapshots, features stored compactly.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshots {
+    /// Feature count per row.
+    pub width: usize,
+    /// Observation dates that got snapshots, earliest first.
+    pub dates: Vec<Millis>,
+    /// Row-major features (f32 keeps a million-customer history in memory).
+    pub x: Vec<f32>,
+    /// Per row: date index into `dates`, customer, label.
+    pub rows: Vec<(u8, u32, bool)>,
+    /// Customer ids by index.
+    pub customers: Vec<String>,
+}
+
+impl Snapshots {
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    fn row(&self, i: usize) -> &[f32] {
+        &self.x[i * self.width..(i + 1) * self.width]
+    }
+}
+
+/// Streams events through the feature code and takes the snapshots.
+pub struct Replay<'a> {
+    spec: &'a FeatureSpec,
+    cfg: &'a TrainConfig,
+    dates: Vec<Millis>,
+    next: usize,
+    index: HashMap<String, u32>,
+    customers: Vec<Customer>,
+    held: Vec<Event>,
+    max_seen: Millis,
+    out: Snapshots,
+    taken: Vec<Millis>,
+    /// Progress figures.
+    pub stats: ReplayStats,
+}
+
+impl<'a> Replay<'a> {
+    pub fn new(spec: &'a FeatureSpec, cfg: &'a TrainConfig) -> Self {
+        Self {
+            spec,
+            cfg,
+            dates: cfg.observation_dates(),
+            next: 0,
+            index: HashMap::new(),
+            customers: Vec::new(),
+            held: Vec::new(),
+            max_seen: Millis::MIN,
+            out: Snapshots {
+                width: spec.names().len(),
+                ..Snapshots::default()
+            },
+            taken: Vec::new(),
+            stats: ReplayStats::default(),
+        }
+    }
+
+    /// Takes one event (any order).
+    pub fn push(&mut self, e: Event) {
+        let t = e.occurred_at;
+        self.stats.events += 1;
+        self.stats.first_event = Some(self.stats.first_event.map_or(t, |f| f.min(t)));
+        self.stats.last_event = Some(self.stats.last_event.map_or(t, |l| l.max(t)));
+        self.max_seen = self.max_seen.max(t);
+        let idx = match self.index.get(&e.customer_id) {
+            Some(i) => *i as usize,
+            None => {
+                self.index
+                    .insert(e.customer_id.clone(), self.customers.len() as u32);
+                self.out.customers.push(e.customer_id.clone());
+                self.customers.push(Customer {
+                    state: None,
+                    marked: 0,
+                    erased: false,
+                });
+                self.customers.len() - 1
+            }
+        };
+        if self.cfg.label.marks(&e.kind) {
+            let c = &mut self.customers[idx];
+            for (i, d) in self.dates.iter().enumerate() {
+                if t > *d && t <= d + self.cfg.horizon_ms {
+                    c.marked |= 1 << i;
+                }
+            }
+        }
+        match self.dates.get(self.next) {
+            Some(d) if t > *d => self.held.push(e),
+            Some(_) => {
+                if self.next > 0 && t <= self.dates[self.next - 1] {
+                    self.stats.missed_snapshot += 1;
+                }
+                self.apply(idx, &e)
+            }
+            None => self.apply(idx, &e),
+        }
+        while self
+            .dates
+            .get(self.next)
+            .is_some_and(|d| self.max_seen > d + self.cfg.lateness_ms)
+        {
+            self.advance();
+        }
+    }
+
+    fn apply(&mut self, idx: usize, e: &Event) {
+        let c = &mut self.customers[idx];
+        if c.erased {
+            return;
+        }
+        let (s, _) = ingest(c.state.take(), e, self.spec);
+        c.state = s;
+        if c.state.is_none() {
+            c.erased = true;
+        }
+    }
+
+    /// Takes the snapshot of the next date and releases held events.
+    fn advance(&mut self) {
+        let d = self.dates[self.next];
+        let warm = self
+            .stats
+            .first_event
+            .is_some_and(|f| d >= f + self.cfg.warm_up_ms);
+        if warm {
+            self.snapshot(d);
+        } else {
+            self.stats.dates_skipped += 1;
+        }
+        self.next += 1;
+        let held = std::mem::take(&mut self.held);
+        for e in held {
+            match self.dates.get(self.next) {
+                Some(d) if e.occurred_at > *d => self.held.push(e),
+                _ => {
+                    let idx = self.index[&e.customer_id] as usize;
+                    self.apply(idx, &e);
+                }
+            }
+        }
+    }
+
+    fn snapshot(&mut self, d: Millis) {
+        let date_idx = self.taken.len() as u8;
+        self.taken.push(d);
+        let mut buf = Vec::with_capacity(self.out.width);
+        for (i, c) in self.customers.iter().enumerate() {
+            let Some(s) = &c.state else { continue };
+            let in_population = match self.cfg.label {
+                Label::Silence => {
+                    let last = s.last_engaged.unwrap_or(s.first_seen);
+                    s.first_seen <= d && d - last <= self.cfg.active_within_ms
+                }
+                Label::Cancel => s
+                    .subscription
+                    .as_ref()
+                    .is_some_and(|l| l.value == SubStatus::Active && l.at <= d),
+            };
+            if !in_population {
+                continue;
+            }
+            self.spec.extract_into(s, d, &mut buf);
+            self.out.x.extend(buf.iter().map(|v| *v as f32));
+            // The label is filled in at the end, from `marked`.
+            self.out.rows.push((date_idx, i as u32, false));
+            self.stats.snapshots_taken += 1;
+        }
+    }
+
+    /// Takes the remaining snapshots and labels every row.
+    pub fn finish(mut self) -> Snapshots {
+        while self.next < self.dates.len() {
+            self.advance();
+        }
+        let mut out = self.out;
+        out.dates = self.taken.clone();
+        // Map taken-date index back to the bit of its observation date.
+        let bits: Vec<usize> = self
+            .taken
+            .iter()
+            .map(|d| self.dates.iter().position(|x| x == d).expect("taken date"))
+            .collect();
+        let label = self.cfg.label;
+        let mut keep = Vec::with_capacity(out.rows.len());
+        let mut x = Vec::with_capacity(out.x.len());
+        for (i, (date, cust, _)) in out.rows.iter().enumerate() {
+            let c = &self.customers[*cust as usize];
+            if c.erased {
+                continue;
+            }
+            let marked = c.marked & (1 << bits[*date as usize]) != 0;
+            let churned = match label {
+                Label::Silence => !marked,
+                Label::Cancel => marked,
+            };
+            keep.push((*date, *cust, churned));
+            x.extend_from_slice(&out.x[i * out.width..(i + 1) * out.width]);
+        }
+        out.rows = keep;
+        out.x = x;
+        out
+    }
+}
+
+/// Replays `events` (any order) and builds labelled snapshots.
 pub fn build_examples(
-    mut events: Vec<Event>,
+    events: impl IntoIterator<Item = Event>,
     spec: &FeatureSpec,
     cfg: &TrainConfig,
-) -> Vec<Example> {
-    events.sort_by_key(|e| e.occurred_at);
-    let Some(first) = events.first().map(|e| e.occurred_at) else {
-        return Vec::new();
-    };
-    let dates: Vec<Millis> = cfg
-        .observation_dates()
-        .into_iter()
-        .filter(|d| *d > first + 30 * DAY_MS)
-        .collect();
-    let mut states: HashMap<String, CustomerState> = HashMap::new();
-    let mut engaged: HashMap<String, Vec<Millis>> = HashMap::new();
-    let mut snaps: Vec<(String, Millis, Vec<f64>)> = Vec::new();
-    let mut next = 0;
-    let take = |states: &HashMap<String, CustomerState>, d: Millis, snaps: &mut Vec<_>| {
-        let mut ids: Vec<&String> = states.keys().collect();
-        ids.sort();
-        for id in ids {
-            let s = &states[id];
-            let last = s.last_engaged.unwrap_or(s.first_seen);
-            if s.first_seen <= d && d - last <= cfg.active_within_ms {
-                snaps.push((id.clone(), d, spec.extract(s, d)));
-            }
-        }
-    };
-    for e in &events {
-        while next < dates.len() && e.occurred_at > dates[next] {
-            take(&states, dates[next], &mut snaps);
-            next += 1;
-        }
-        let (s, _) = ingest(states.remove(&e.customer_id), e, spec);
-        if e.kind.is_engagement() {
-            engaged
-                .entry(e.customer_id.clone())
-                .or_default()
-                .push(e.occurred_at);
-        }
-        if let Some(s) = s {
-            states.insert(e.customer_id.clone(), s);
-        } else {
-            engaged.remove(&e.customer_id);
-        }
+) -> Snapshots {
+    let mut r = Replay::new(spec, cfg);
+    for e in events {
+        r.push(e);
     }
-    while next < dates.len() {
-        take(&states, dates[next], &mut snaps);
-        next += 1;
-    }
-    snaps
-        .into_iter()
-        .map(|(id, at, x)| {
-            let times = engaged.get(&id).map(Vec::as_slice).unwrap_or(&[]);
-            let i = times.partition_point(|t| *t <= at);
-            let active_after = times.get(i).is_some_and(|t| *t <= at + cfg.horizon_ms);
-            Example {
-                customer_id: id,
-                at,
-                x,
-                churned: !active_after,
-            }
-        })
-        .collect()
+    r.finish()
 }
 
-/// Validation figures of a fitted model.
-#[derive(Debug, Clone, serde::Serialize)]
+/// One bin of a calibration table.
+#[derive(Debug, Clone, Serialize)]
+pub struct CalibrationBin {
+    pub from: f64,
+    pub to: f64,
+    pub count: usize,
+    pub mean_predicted: f64,
+    pub observed_rate: f64,
+}
+
+/// Precision, recall and reach of alerting at a threshold.
+#[derive(Debug, Clone, Serialize)]
+pub struct AtThreshold {
+    pub threshold: f64,
+    /// Share of the population at or above the threshold.
+    pub share: f64,
+    pub precision: f64,
+    pub recall: f64,
+    /// Precision over the churn rate.
+    pub lift: f64,
+    /// Churn rate of customers scoring within 0.05 of the threshold: what a
+    /// new alert, fired at the crossing, can expect.
+    pub precision_near: f64,
+}
+
+/// How well scores predict the outcome on one set of snapshots.
+#[derive(Debug, Clone, Serialize)]
 pub struct Evaluation {
     pub examples: usize,
     pub churn_rate: f64,
     pub roc_auc: f64,
+    /// Average precision.
+    pub pr_auc: f64,
     pub brier: f64,
-}
-
-/// A fitted model with how it was chosen.
-#[derive(Debug, Clone)]
-pub struct Trained {
-    pub model: ModelFile,
-    pub alpha: f64,
-    pub train: Evaluation,
-    pub validation: Evaluation,
+    pub log_loss: f64,
+    /// Expected calibration error over ten equal-width bins.
+    pub calibration_error: f64,
+    pub calibration: Vec<CalibrationBin>,
+    /// Alerting the top 10% of scores.
+    pub top_decile: AtThreshold,
+    /// Alerting at the chosen enter threshold.
+    pub at_enter: Option<AtThreshold>,
 }
 
 /// Area under the ROC curve (ties count half).
@@ -198,82 +467,316 @@ pub fn roc_auc(scores: &[f64], labels: &[bool]) -> f64 {
     (rank_sum - (pos * (pos + 1)) as f64 / 2.0) / (pos * neg) as f64
 }
 
-fn evaluate(m: &ModelFile, xs: &[&Example]) -> Evaluation {
-    let scores: Vec<f64> = xs.iter().map(|e| predict(m, &e.x)).collect();
-    let labels: Vec<bool> = xs.iter().map(|e| e.churned).collect();
-    let n = xs.len().max(1) as f64;
-    Evaluation {
-        examples: xs.len(),
-        churn_rate: labels.iter().filter(|l| **l).count() as f64 / n,
-        roc_auc: roc_auc(&scores, &labels),
-        brier: scores
-            .iter()
-            .zip(&labels)
-            .map(|(p, l)| (p - f64::from(u8::from(*l))).powi(2))
-            .sum::<f64>()
-            / n,
+/// Indices by score, highest first (ties by index, so results are stable).
+fn by_score_desc(scores: &[f64]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b)));
+    idx
+}
+
+/// Average precision: the mean of precision at each positive, scores
+/// descending, tied scores taken as one step.
+pub fn pr_auc(scores: &[f64], labels: &[bool]) -> f64 {
+    let idx = by_score_desc(scores);
+    let total = labels.iter().filter(|l| **l).count();
+    if total == 0 {
+        return f64::NAN;
+    }
+    let (mut tp, mut seen, mut ap) = (0usize, 0usize, 0.0);
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        let mut new_tp = 0;
+        while j < idx.len() && scores[idx[j]] == scores[idx[i]] {
+            new_tp += usize::from(labels[idx[j]]);
+            j += 1;
+        }
+        tp += new_tp;
+        seen += j - i;
+        ap += new_tp as f64 / total as f64 * tp as f64 / seen as f64;
+        i = j;
+    }
+    ap
+}
+
+/// Points of the ROC curve (false positive rate, true positive rate).
+pub fn roc_curve(scores: &[f64], labels: &[bool]) -> Vec<(f64, f64)> {
+    let idx = by_score_desc(scores);
+    let pos = labels.iter().filter(|l| **l).count().max(1) as f64;
+    let neg = (labels.len() as f64 - pos).max(1.0);
+    let (mut tp, mut fp) = (0.0, 0.0);
+    let mut pts = vec![(0.0, 0.0)];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j < idx.len() && scores[idx[j]] == scores[idx[i]] {
+            if labels[idx[j]] {
+                tp += 1.0;
+            } else {
+                fp += 1.0;
+            }
+            j += 1;
+        }
+        pts.push((fp / neg, tp / pos));
+        i = j;
+    }
+    // Enough points to draw, not one per customer.
+    let step = (pts.len() / 400).max(1);
+    let last = *pts.last().expect("non-empty");
+    let mut out: Vec<_> = pts.into_iter().step_by(step).collect();
+    if out.last() != Some(&last) {
+        out.push(last);
+    }
+    out
+}
+
+/// Precision, recall and share at `threshold`.
+pub fn at_threshold(scores: &[f64], labels: &[bool], threshold: f64) -> AtThreshold {
+    let total = labels.iter().filter(|l| **l).count();
+    let (mut n, mut tp, mut near, mut near_tp) = (0usize, 0usize, 0usize, 0usize);
+    for (s, l) in scores.iter().zip(labels) {
+        if *s >= threshold {
+            n += 1;
+            tp += usize::from(*l);
+        }
+        if (s - threshold).abs() <= 0.05 {
+            near += 1;
+            near_tp += usize::from(*l);
+        }
+    }
+    let rate = total as f64 / labels.len().max(1) as f64;
+    let precision = if n == 0 { 0.0 } else { tp as f64 / n as f64 };
+    AtThreshold {
+        threshold,
+        share: n as f64 / labels.len().max(1) as f64,
+        precision,
+        recall: if total == 0 {
+            0.0
+        } else {
+            tp as f64 / total as f64
+        },
+        lift: if rate > 0.0 { precision / rate } else { 0.0 },
+        precision_near: if near == 0 {
+            0.0
+        } else {
+            near_tp as f64 / near as f64
+        },
     }
 }
 
-/// The model's probability for a feature vector in spec order (all features).
-fn predict(m: &ModelFile, x: &[f64]) -> f64 {
+/// Scores how well `scores` (probabilities) predict `labels`.
+pub fn evaluate(scores: &[f64], labels: &[bool], enter: Option<f64>) -> Evaluation {
+    let n = scores.len().max(1) as f64;
+    let mut bins: Vec<(usize, f64, f64)> = vec![(0, 0.0, 0.0); 10];
+    for (p, l) in scores.iter().zip(labels) {
+        let b = ((p * 10.0) as usize).min(9);
+        bins[b].0 += 1;
+        bins[b].1 += p;
+        bins[b].2 += f64::from(u8::from(*l));
+    }
+    let calibration: Vec<CalibrationBin> = bins
+        .iter()
+        .enumerate()
+        .map(|(i, (c, sp, sl))| CalibrationBin {
+            from: i as f64 / 10.0,
+            to: (i + 1) as f64 / 10.0,
+            count: *c,
+            mean_predicted: if *c > 0 { sp / *c as f64 } else { 0.0 },
+            observed_rate: if *c > 0 { sl / *c as f64 } else { 0.0 },
+        })
+        .collect();
+    let calibration_error = calibration
+        .iter()
+        .map(|b| b.count as f64 / n * (b.mean_predicted - b.observed_rate).abs())
+        .sum();
+    let idx = by_score_desc(scores);
+    let top = idx
+        .get((scores.len() / 10).max(1) - 1)
+        .map_or(1.0, |i| scores[*i]);
+    let eps = 1e-12;
+    Evaluation {
+        examples: scores.len(),
+        churn_rate: labels.iter().filter(|l| **l).count() as f64 / n,
+        roc_auc: roc_auc(scores, labels),
+        pr_auc: pr_auc(scores, labels),
+        brier: scores
+            .iter()
+            .zip(labels)
+            .map(|(p, l)| (p - f64::from(u8::from(*l))).powi(2))
+            .sum::<f64>()
+            / n,
+        log_loss: -scores
+            .iter()
+            .zip(labels)
+            .map(|(p, l)| {
+                let p = p.clamp(eps, 1.0 - eps);
+                if *l {
+                    p.ln()
+                } else {
+                    (1.0 - p).ln()
+                }
+            })
+            .sum::<f64>()
+            / n,
+        calibration_error,
+        calibration,
+        top_decile: at_threshold(scores, labels, top),
+        at_enter: enter.map(|t| at_threshold(scores, labels, t)),
+    }
+}
+
+/// Chooses enter and exit thresholds on validation scores.
+///
+/// An alert fires when a customer's score crosses the enter threshold, so
+/// the precision that matters is that of customers *at* the threshold, not
+/// of everyone above it (who include the near-certain). For a precision
+/// target the enter threshold is therefore the lowest score above which the
+/// churn rate of each window of neighbouring scores stays at or above the
+/// target; the exit threshold is found the same way for the target minus
+/// 0.1. For an alert budget, enter alerts that share of the validation
+/// population and exit 1.5 times it.
+pub fn choose_thresholds(scores: &[f64], labels: &[bool], target: ThresholdTarget) -> Thresholds {
+    let idx = by_score_desc(scores);
+    let n = idx.len();
+    let score_at = |k: usize| scores[idx[k.min(n.saturating_sub(1))]];
+    // Local churn rate around each rank, over a window of neighbours.
+    let w = (n / 50).max(101).min(n.max(1));
+    let mut prefix = vec![0usize; n + 1];
+    for (k, i) in idx.iter().enumerate() {
+        prefix[k + 1] = prefix[k] + usize::from(labels[*i]);
+    }
+    let local = |k: usize| {
+        let lo = k.saturating_sub(w / 2).min(n - w);
+        (prefix[lo + w] - prefix[lo]) as f64 / w as f64
+    };
+    // Deepest rank reached, going down, before the local rate falls below p.
+    let deepest = |p: f64| (0..n).take_while(|k| local(*k) >= p).last();
+    let (enter, exit, basis) = match target {
+        ThresholdTarget::Precision(p) => match deepest(p) {
+            Some(k) => {
+                let exit = deepest(p - 0.1).map_or(0.0, score_at);
+                (
+                    score_at(k),
+                    exit,
+                    format!("churn rate of customers scoring at the threshold >= {p} on the validation date (windows of {w} neighbouring scores); exit where it falls to {:.2}", p - 0.1),
+                )
+            }
+            None => {
+                let k = n / 20;
+                (
+                    score_at(k),
+                    score_at(k + k / 2),
+                    format!("a churn rate of {p} is not reached by the highest {w} validation scores ({:.3}); fell back to alerting the top 5%", local(0)),
+                )
+            }
+        },
+        ThresholdTarget::Budget(share) => {
+            let k = ((share * n as f64).ceil() as usize).max(1) - 1;
+            (
+                score_at(k),
+                score_at(k + k / 2),
+                format!("alert budget: the top {:.1}% of the validation date; exit at 1.5 times that reach", share * 100.0),
+            )
+        }
+    };
+    // Keep a band between the two, so a score that wobbles does not flap.
+    let exit = exit.min(enter - 0.05).max(0.0);
+    Thresholds { enter, exit, basis }
+}
+
+/// A fitted model with how it was chosen and how it did.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    pub model: ModelFile,
+    pub alpha: f64,
+    /// Validation log loss of each L2 strength tried.
+    pub alpha_scores: Vec<(f64, f64)>,
+    pub train: Evaluation,
+    pub validation: Evaluation,
+    pub test: Evaluation,
+    /// Held-out date, its scores and labels (for plots and the oracle).
+    pub test_date: Millis,
+    pub test_scores: Vec<f64>,
+    pub test_labels: Vec<bool>,
+    pub test_customers: Vec<u32>,
+    pub dates: Vec<Millis>,
+}
+
+/// The model's probability for a feature row in spec order (all features).
+fn predict(m: &ModelFile, x: &[f32]) -> f64 {
     let z: f64 = m.intercept
         + x.iter()
             .zip(&m.mean)
             .zip(m.scale.iter().zip(&m.weights))
-            .map(|((v, mu), (s, w))| w * (v - mu) / s)
+            .map(|((v, mu), (s, w))| w * (f64::from(*v) - mu) / s)
             .sum::<f64>();
     sigmoid(z)
 }
 
-/// Fits a standardised L2 logistic regression on all but the latest
-/// observation date and chooses the L2 strength on the latest.
+/// Fits a standardised L2 logistic regression: earlier dates train, the
+/// second-latest validates (L2 strength, thresholds), the latest is held out.
 pub fn fit(
-    examples: &[Example],
+    snaps: &Snapshots,
     spec: &FeatureSpec,
     cfg: &TrainConfig,
 ) -> Result<Trained, TrainError> {
-    let last = examples.iter().map(|e| e.at).max().ok_or_else(|| {
-        TrainError::NoData(
-            "no snapshots: the history is shorter than warm-up plus horizon, or empty".into(),
-        )
-    })?;
-    let train: Vec<&Example> = examples.iter().filter(|e| e.at < last).collect();
-    let valid: Vec<&Example> = examples.iter().filter(|e| e.at == last).collect();
-    if train.is_empty() {
+    let nd = snaps.dates.len();
+    if snaps.is_empty() {
         return Err(TrainError::NoData(
-            "only one observation date fits in the history; need at least two".into(),
+            "no snapshots: the history is empty or shorter than warm-up plus horizon".into(),
         ));
     }
-    for (name, set) in [("training", &train), ("validation", &valid)] {
-        let pos = set.iter().filter(|e| e.churned).count();
+    if nd < 3 {
+        return Err(TrainError::NoData(format!(
+            "{nd} observation date(s) fit in the history; need at least 3 (train, validation, test): lengthen the history, or lower --snapshot-step or --horizon"
+        )));
+    }
+    let (test_d, valid_d) = ((nd - 1) as u8, (nd - 2) as u8);
+    let pick = |f: &dyn Fn(u8) -> bool| -> Vec<usize> {
+        (0..snaps.len()).filter(|i| f(snaps.rows[*i].0)).collect()
+    };
+    let train = pick(&|d| d < valid_d);
+    let valid = pick(&|d| d == valid_d);
+    let test = pick(&|d| d == test_d);
+    let labels_of = |set: &[usize]| -> Vec<bool> { set.iter().map(|i| snaps.rows[*i].2).collect() };
+    for (name, set) in [
+        ("training", &train),
+        ("validation", &valid),
+        ("test", &test),
+    ] {
+        let pos = set.iter().filter(|i| snaps.rows[**i].2).count();
         if pos == 0 || pos == set.len() {
             return Err(TrainError::OneClass(name));
         }
     }
-    let d = spec.names().len();
+    let d = snaps.width;
     let n = train.len() as f64;
     let mut mean = vec![0.0; d];
-    for e in &train {
-        for (m, v) in mean.iter_mut().zip(&e.x) {
-            *m += v / n;
+    for i in &train {
+        for (m, v) in mean.iter_mut().zip(snaps.row(*i)) {
+            *m += f64::from(*v) / n;
         }
     }
     let mut scale = vec![0.0; d];
-    for e in &train {
-        for ((s, v), m) in scale.iter_mut().zip(&e.x).zip(&mean) {
-            *s += (v - m).powi(2) / n;
+    for i in &train {
+        for ((s, v), m) in scale.iter_mut().zip(snaps.row(*i)).zip(&mean) {
+            *s += (f64::from(*v) - m).powi(2) / n;
         }
     }
     for s in scale.iter_mut() {
         *s = if *s > 1e-12 { s.sqrt() } else { 1.0 };
     }
-    let x = Array2::from_shape_fn((train.len(), d), |(i, j)| {
-        (train[i].x[j] - mean[j]) / scale[j]
+    let x = Array2::from_shape_fn((train.len(), d), |(r, j)| {
+        (f64::from(snaps.row(train[r])[j]) - mean[j]) / scale[j]
     });
-    let y: Array1<bool> = train.iter().map(|e| e.churned).collect();
+    let y: Array1<bool> = train.iter().map(|i| snaps.rows[*i].2).collect();
     let data = Dataset::new(x, y);
-    let mut best: Option<Trained> = None;
+    let scores_of = |m: &ModelFile, set: &[usize]| -> Vec<f64> {
+        set.iter().map(|i| predict(m, snaps.row(*i))).collect()
+    };
+    let valid_labels = labels_of(&valid);
+    let mut best: Option<(f64, f64, ModelFile)> = None;
+    let mut alpha_scores = Vec::new();
     for &alpha in &cfg.alphas {
         let fitted = LogisticRegression::default()
             .alpha(alpha)
@@ -289,29 +792,37 @@ pub fn fit(
             scale: scale.clone(),
             weights: fitted.params().iter().map(|w| sign * w).collect(),
             intercept: sign * fitted.intercept(),
+            thresholds: None,
             training: None,
         };
-        let v = evaluate(&model, &valid);
-        let better = best.as_ref().is_none_or(|b| v.brier < b.validation.brier);
-        if better {
-            best = Some(Trained {
-                train: evaluate(&model, &train),
-                validation: v,
-                model,
-                alpha,
-            });
+        let ll = evaluate(&scores_of(&model, &valid), &valid_labels, None).log_loss;
+        alpha_scores.push((alpha, ll));
+        if best.as_ref().is_none_or(|b| ll < b.1) {
+            best = Some((alpha, ll, model));
         }
     }
-    let mut t = best.expect("at least one alpha");
-    t.model.training = Some(serde_json::json!({
-        "as_of": rfc3339(cfg.as_of),
-        "horizon_days": cfg.horizon_ms as f64 / DAY_MS as f64,
-        "label": "no purchase, session or activity within the horizon",
-        "observation_dates": cfg.observation_dates().iter().map(|d| rfc3339(*d)).collect::<Vec<_>>(),
-        "l2_alpha": t.alpha,
-        "train": t.train,
-        "validation": t.validation,
-    }));
+    let (alpha, _, mut model) = best.expect("at least one alpha");
+    let valid_scores = scores_of(&model, &valid);
+    let thresholds = choose_thresholds(&valid_scores, &valid_labels, cfg.target);
+    let enter = Some(thresholds.enter);
+    let test_scores = scores_of(&model, &test);
+    let test_labels = labels_of(&test);
+    let t = Trained {
+        train: evaluate(&scores_of(&model, &train), &labels_of(&train), enter),
+        validation: evaluate(&valid_scores, &valid_labels, enter),
+        test: evaluate(&test_scores, &test_labels, enter),
+        test_date: snaps.dates[test_d as usize],
+        test_customers: test.iter().map(|i| snaps.rows[*i].1).collect(),
+        test_scores,
+        test_labels,
+        dates: snaps.dates.clone(),
+        alpha,
+        alpha_scores,
+        model: {
+            model.thresholds = Some(thresholds);
+            model
+        },
+    };
     Ok(t)
 }
 
@@ -325,17 +836,57 @@ mod tests {
         assert_eq!(roc_auc(&[0.1, 0.2, 0.8, 0.9], &labels), 1.0);
         assert_eq!(roc_auc(&[0.9, 0.8, 0.2, 0.1], &labels), 0.0);
         assert_eq!(roc_auc(&[0.5, 0.5, 0.5, 0.5], &labels), 0.5);
+        assert_eq!(pr_auc(&[0.1, 0.2, 0.8, 0.9], &labels), 1.0);
+        // Positives ranked 2nd and 4th: (1/2 + 2/4) / 2.
+        assert_eq!(
+            pr_auc(&[0.9, 0.8, 0.2, 0.1], &[false, true, false, true]),
+            0.5
+        );
+        assert_eq!(pr_auc(&[0.5; 4], &labels), 0.5);
     }
 
     #[test]
-    fn learns_churn_from_simulated_history() {
-        let mut sim_cfg = crate::simulate::SimConfig::new(1500, 240, 11);
+    fn calibration_and_top_decile() {
+        // 100 scores: 0.05 (none churn) x 50, 0.95 (all churn) x 50.
+        let scores: Vec<f64> = (0..100).map(|i| if i < 50 { 0.05 } else { 0.95 }).collect();
+        let labels: Vec<bool> = (0..100).map(|i| i >= 50).collect();
+        let e = evaluate(&scores, &labels, Some(0.5));
+        assert!((e.calibration_error - 0.05).abs() < 1e-9);
+        assert_eq!(e.calibration[0].count, 50);
+        assert_eq!(e.calibration[9].observed_rate, 1.0);
+        assert_eq!(e.top_decile.precision, 1.0);
+        assert!((e.top_decile.lift - 2.0).abs() < 1e-9);
+        let a = e.at_enter.unwrap();
+        assert_eq!((a.precision, a.recall, a.share), (1.0, 1.0, 0.5));
+    }
+
+    #[test]
+    fn thresholds_meet_the_target_on_validation() {
+        // A calibrated score: score i/2000 churns with probability i/2000.
+        let scores: Vec<f64> = (0..2000).map(|i| i as f64 / 2000.0).collect();
+        let labels: Vec<bool> = (0..2000u64)
+            .map(|i| (crate::event::stable_hash(&[&i.to_be_bytes()]) % 2000) < i)
+            .collect();
+        let t = choose_thresholds(&scores, &labels, ThresholdTarget::Precision(0.8));
+        // Customers at the threshold churn at about the target rate...
+        assert!((t.enter - 0.8).abs() < 0.06, "{t:?}");
+        let at = at_threshold(&scores, &labels, t.enter);
+        assert!((at.precision_near - 0.8).abs() < 0.06, "{at:?}");
+        // ...and everyone above it at a higher one.
+        assert!(at.precision > 0.85, "{at:?}");
+        assert!(t.exit <= t.enter - 0.05 && t.exit > 0.6, "{t:?}");
+        let b = choose_thresholds(&scores, &labels, ThresholdTarget::Budget(0.1));
+        assert!((at_threshold(&scores, &labels, b.enter).share - 0.1).abs() < 0.002);
+        assert!(b.exit < b.enter);
+    }
+
+    fn simulated(customers: usize, days: u32, seed: u64) -> (Vec<Event>, Millis) {
+        let mut sim_cfg = crate::simulate::SimConfig::new(customers, days, seed);
         sim_cfg.end = 1_790_000_000_000 - 1_790_000_000_000 % DAY_MS;
+        sim_cfg.late_rate = 0.02;
         let end = sim_cfg.end;
         let mut sim = crate::simulate::Simulator::new(sim_cfg);
-        let cfg = crate::config::Config::default();
-        let v = cfg.validator();
-        let spec = cfg.feature_spec();
+        let v = crate::config::Config::default().validator();
         let mut events = Vec::new();
         while !sim.done() {
             for e in sim.next_day() {
@@ -345,16 +896,56 @@ mod tests {
                 );
             }
         }
+        (events, end)
+    }
+
+    #[test]
+    fn snapshots_never_see_their_future() {
+        let (events, end) = simulated(200, 150, 5);
+        let spec = crate::config::Config::default().feature_spec();
+        let tc = TrainConfig::new(end, 30 * DAY_MS);
+        let snaps = build_examples(events.clone(), &spec, &tc);
+        assert!(snaps.dates.len() >= 3, "{:?}", snaps.dates);
+        // Rebuild each snapshot from only the events up to its date, in
+        // time order, and compare.
+        let mut sorted = events;
+        sorted.sort_by_key(|e| e.occurred_at);
+        let names = spec.names();
+        let recency = names.iter().position(|n| n == "recency_days").unwrap();
+        let mut checked = 0;
+        for (i, (date, cust, _)) in snaps.rows.iter().enumerate().step_by(7) {
+            let d = snaps.dates[*date as usize];
+            let id = &snaps.customers[*cust as usize];
+            let mut s = None;
+            for e in sorted
+                .iter()
+                .filter(|e| &e.customer_id == id && e.occurred_at <= d)
+            {
+                s = ingest(s, e, &spec).0;
+            }
+            let want = spec.extract(&s.unwrap(), d);
+            let got = snaps.row(i);
+            for (j, (w, g)) in want.iter().zip(got).enumerate() {
+                assert!(
+                    (*w as f32 - g).abs() <= 1e-4 * w.abs().max(1.0) as f32,
+                    "{id} at {d}: {} = {g}, want {w}",
+                    names[j]
+                );
+            }
+            assert!(got[recency] >= 0.0);
+            checked += 1;
+        }
+        assert!(checked > 50, "{checked}");
+    }
+
+    #[test]
+    fn learns_churn_from_simulated_history() {
+        let (events, end) = simulated(1500, 240, 11);
+        let spec = crate::config::Config::default().feature_spec();
         let tc = TrainConfig::new(end, 60 * DAY_MS);
-        let ex = build_examples(events, &spec, &tc);
-        // Snapshots never see the future: each one's recency is measured at its date.
-        assert!(ex.iter().all(|e| e.x[0] >= 0.0));
-        let t = fit(&ex, &spec, &tc).unwrap();
-        assert!(
-            t.validation.roc_auc > 0.75,
-            "validation AUC {}",
-            t.validation.roc_auc
-        );
+        let snaps = build_examples(events, &spec, &tc);
+        let t = fit(&snaps, &spec, &tc).unwrap();
+        assert!(t.test.roc_auc > 0.75, "held-out AUC {}", t.test.roc_auc);
         // Longer silence means higher risk.
         let i = spec
             .names()
@@ -362,21 +953,32 @@ mod tests {
             .position(|n| n == "recency_days")
             .unwrap();
         assert!(t.model.weights[i] > 0.0);
+        let th = t.model.thresholds.as_ref().unwrap();
+        assert!(th.exit < th.enter && th.enter < 1.0);
         assert!(crate::model::Model::new(t.model, &spec).is_ok());
     }
 
     #[test]
     fn one_class_history_is_refused() {
         let spec = crate::config::Config::default().feature_spec();
-        let ex: Vec<Example> = (0..10)
-            .map(|i| Example {
-                customer_id: format!("c{i}"),
-                at: (i % 2) * DAY_MS,
-                x: vec![0.0; spec.names().len()],
-                churned: false,
-            })
-            .collect();
-        let err = fit(&ex, &spec, &TrainConfig::new(10 * DAY_MS, DAY_MS)).unwrap_err();
+        let w = spec.names().len();
+        let snaps = Snapshots {
+            width: w,
+            dates: vec![0, DAY_MS, 2 * DAY_MS],
+            x: vec![0.0; w * 12],
+            rows: (0..12).map(|i| ((i % 3) as u8, i as u32, false)).collect(),
+            customers: (0..12).map(|i| format!("c{i}")).collect(),
+        };
+        let err = fit(&snaps, &spec, &TrainConfig::new(10 * DAY_MS, DAY_MS)).unwrap_err();
         assert!(matches!(err, TrainError::OneClass(_)), "{err}");
+        let two_dates = Snapshots {
+            dates: vec![0, DAY_MS],
+            rows: (0..12)
+                .map(|i| ((i % 2) as u8, i as u32, i % 3 == 0))
+                .collect(),
+            ..snaps
+        };
+        let err = fit(&two_dates, &spec, &TrainConfig::new(10 * DAY_MS, DAY_MS)).unwrap_err();
+        assert!(err.to_string().contains("at least 3"), "{err}");
     }
 }

@@ -187,6 +187,7 @@ pub fn test_model(cfg: &Config) -> Model {
             scale: vec![2.0, 0.05],
             weights: vec![1.0, 0.5],
             intercept: 0.0,
+            thresholds: None,
             training: None,
         },
         &cfg.feature_spec(),

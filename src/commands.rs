@@ -1,0 +1,472 @@
+//! The offline commands over event files: `train` and `score`.
+//!
+//! Both read JSON lines of the event contract, validate them with the
+//! service's rules and replay them through the service's feature code.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::event::{rfc3339, Event, Millis, DAY_MS};
+use crate::model::Model;
+use crate::pipeline::{ingest, score_at};
+use crate::train::{self, Label, ThresholdTarget, TrainConfig};
+
+/// Reads `YYYY-MM-DD` (midnight UTC) or an RFC 3339 timestamp.
+pub fn parse_time(s: &str) -> anyhow::Result<Millis> {
+    if let Ok(d) = time::Date::parse(
+        s,
+        &time::macros::format_description!("[year]-[month]-[day]"),
+    ) {
+        return Ok(d.midnight().assume_utc().unix_timestamp() * 1000);
+    }
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .with_context(|| {
+            format!("{s:?} is not a date like 2026-06-30 or a time like 2026-06-30T12:00:00Z")
+        })?;
+    Ok((t.unix_timestamp_nanos() / 1_000_000) as Millis)
+}
+
+/// Reads a span like `90d` (days; the `d` is optional).
+pub fn parse_days(s: &str) -> anyhow::Result<Millis> {
+    let n: f64 = s
+        .strip_suffix('d')
+        .unwrap_or(s)
+        .parse()
+        .with_context(|| format!("{s:?} is not a number of days like 90d"))?;
+    anyhow::ensure!(n > 0.0, "{s:?}: the span must be positive");
+    Ok((n * DAY_MS as f64) as Millis)
+}
+
+/// What reading an event file found.
+#[derive(Debug, Default)]
+pub struct ReadSummary {
+    pub lines: u64,
+    pub used: u64,
+    pub refused: u64,
+    /// Refusals by reason code.
+    pub refused_by: HashMap<&'static str, u64>,
+    pub sha256: String,
+}
+
+/// Streams the events of a JSON-lines file (`-` for standard input) with
+/// `occurred_at <= until` into `f`, in file order. Invalid lines are counted
+/// by reason, not fatal.
+pub fn read_events(
+    path: &Path,
+    config: &Config,
+    until: Millis,
+    mut f: impl FnMut(Event, &ReadSummary),
+) -> anyhow::Result<ReadSummary> {
+    let v = config.validator();
+    let reader: Box<dyn BufRead> = if path == Path::new("-") {
+        Box::new(std::io::BufReader::new(std::io::stdin()))
+    } else {
+        Box::new(std::io::BufReader::with_capacity(
+            1 << 20,
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        ))
+    };
+    let mut sum = ReadSummary::default();
+    let mut hash = Sha256::new();
+    for line in reader.split(b'\n') {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        hash.update(&line);
+        hash.update(b"\n");
+        sum.lines += 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match v.decode_line(&line, Millis::MAX / 2) {
+            Ok(e) if e.occurred_at <= until => {
+                sum.used += 1;
+                f(e, &sum);
+            }
+            Ok(_) => {}
+            Err(r) => {
+                sum.refused += 1;
+                *sum.refused_by.entry(r.code.as_str()).or_default() += 1;
+            }
+        }
+    }
+    sum.sha256 = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(sum)
+}
+
+/// Flags of `churn-alert train`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainOptions {
+    /// Event history, JSON lines of the event contract (`-` for stdin).
+    #[arg(long)]
+    pub events: PathBuf,
+    /// Training cut-off, YYYY-MM-DD: events after it are not read, and the
+    /// last observation date is as-of minus the horizon.
+    #[arg(long)]
+    pub as_of: String,
+    /// Label horizon, e.g. 90d.
+    #[arg(long, default_value = "90d")]
+    pub horizon: String,
+    /// What counts as churn: `silence` (no purchase, session or activity
+    /// within the horizon) or `cancel` (a subscription cancel within it).
+    #[arg(long, default_value = "silence", value_parser = ["silence", "cancel"])]
+    pub label: String,
+    /// Number of observation dates (the latest is held out, the one before
+    /// it validates, the rest train).
+    #[arg(long, default_value_t = 6)]
+    pub snapshots: usize,
+    /// Days between observation dates.
+    #[arg(long, default_value = "14d")]
+    pub snapshot_step: String,
+    /// The silence label's population: customers who engaged within this
+    /// span before the date.
+    #[arg(long, default_value = "60d")]
+    pub active_within: String,
+    /// Choose the enter threshold as the lowest with at least this
+    /// precision on the validation date.
+    #[arg(long, default_value_t = 0.8, conflicts_with = "alert_budget")]
+    pub target_precision: f64,
+    /// Or: choose it so that this share of the population is alerted.
+    #[arg(long)]
+    pub alert_budget: Option<f64>,
+    /// The simulator's oracle at the held-out date (`simulate --oracle-at`),
+    /// to compare the model with the best possible score.
+    #[arg(long)]
+    pub oracle: Option<PathBuf>,
+    /// Model version (default churn-<as-of>).
+    #[arg(long)]
+    pub model_version: Option<String>,
+    /// Where to write the model; the report and plots go beside it.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Reads an oracle CSV: customer id -> the column for `label`.
+fn read_oracle(path: &Path, label: Label, at: Millis) -> anyhow::Result<HashMap<String, f64>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    let want = match label {
+        Label::Silence => "p_silent_",
+        Label::Cancel => "p_churn_",
+    };
+    let col = header
+        .iter()
+        .position(|h| h.starts_with(want))
+        .with_context(|| format!("{}: no {want}* column", path.display()))?;
+    let date = &rfc3339(at)[..10];
+    let mut out = HashMap::new();
+    for (i, line) in lines.enumerate() {
+        let f: Vec<&str> = line.split(',').collect();
+        anyhow::ensure!(
+            f.get(1) == Some(&date),
+            "{} line {}: the oracle is for {:?}, but the held-out date is {date}; simulate with --oracle-at {date}",
+            path.display(),
+            i + 2,
+            f.get(1).unwrap_or(&"")
+        );
+        let p: f64 = f
+            .get(col)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("{} line {}: bad number", path.display(), i + 2))?;
+        out.insert(f[0].to_string(), p);
+    }
+    Ok(out)
+}
+
+/// `churn-alert train`.
+pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let as_of = parse_time(&opts.as_of)?;
+    let mut tc = TrainConfig::new(as_of, parse_days(&opts.horizon)?);
+    anyhow::ensure!(
+        (3..=64).contains(&opts.snapshots),
+        "--snapshots must be 3 to 64 (train, validation and test dates at least)"
+    );
+    tc.snapshots = opts.snapshots;
+    tc.snapshot_step_ms = parse_days(&opts.snapshot_step)?;
+    tc.active_within_ms = parse_days(&opts.active_within)?;
+    tc.label = if opts.label == "cancel" {
+        Label::Cancel
+    } else {
+        Label::Silence
+    };
+    tc.target = match opts.alert_budget {
+        Some(b) => {
+            anyhow::ensure!(b > 0.0 && b < 1.0, "--alert-budget must be between 0 and 1");
+            ThresholdTarget::Budget(b)
+        }
+        None => {
+            anyhow::ensure!(
+                opts.target_precision > 0.0 && opts.target_precision < 1.0,
+                "--target-precision must be between 0 and 1"
+            );
+            ThresholdTarget::Precision(opts.target_precision)
+        }
+    };
+    if let Some(v) = &opts.model_version {
+        tc.version = v.clone();
+    }
+    let spec = config.feature_spec();
+    let dates = tc.observation_dates();
+    eprintln!(
+        "observation dates {} .. {} every {} days; label: churned = {}",
+        &rfc3339(dates[0])[..10],
+        &rfc3339(*dates.last().expect("dates"))[..10],
+        tc.snapshot_step_ms / DAY_MS,
+        tc.label.describe()
+    );
+    let mut replay = train::Replay::new(&spec, &tc);
+    let mut last_report = std::time::Instant::now();
+    // Events after as-of are not read: labels end there.
+    let read = read_events(&opts.events, config, as_of - 1, |e, _| {
+        replay.push(e);
+        if last_report.elapsed().as_secs() >= 10 {
+            last_report = std::time::Instant::now();
+            eprintln!(
+                "  replayed {} events (up to {}), {} snapshots taken, {:.0} s",
+                replay.stats.events,
+                replay
+                    .stats
+                    .last_event
+                    .map(|t| rfc3339(t)[..10].to_string())
+                    .unwrap_or_default(),
+                replay.stats.snapshots_taken,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    })?;
+    eprintln!(
+        "read {} lines: {} events before as-of, {} refused by validation {:?}",
+        read.lines, read.used, read.refused, read.refused_by
+    );
+    anyhow::ensure!(
+        read.used > 0,
+        "{} has no valid events before {}: nothing to learn from",
+        opts.events.display(),
+        &opts.as_of
+    );
+    let stats = replay.stats.clone();
+    let snaps = replay.finish();
+    eprintln!(
+        "built {} labelled snapshots on {} dates ({:.0} s)",
+        snaps.len(),
+        snaps.dates.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let t = train::fit(&snaps, &spec, &tc)?;
+    eprintln!(
+        "fitted with L2 alpha {} ({:.0} s)",
+        t.alpha,
+        started.elapsed().as_secs_f64()
+    );
+    let oracle = match &opts.oracle {
+        Some(p) => {
+            let map = read_oracle(p, tc.label, t.test_date)?;
+            let scores = t
+                .test_customers
+                .iter()
+                .map(|c| {
+                    let id = &snaps.customers[*c as usize];
+                    map.get(id).copied().with_context(|| {
+                        format!("{}: no oracle row for customer {id}", p.display())
+                    })
+                })
+                .collect::<anyhow::Result<Vec<f64>>>()?;
+            let enter = t.model.thresholds.as_ref().map(|th| th.enter);
+            Some((train::evaluate(&scores, &t.test_labels, enter), scores))
+        }
+        None => None,
+    };
+    let mut model = t.model.clone();
+    model.training = Some(serde_json::json!({
+        "data": {
+            "file": opts.events.display().to_string(),
+            "sha256": read.sha256,
+            "events": read.used,
+            "refused": read.refused,
+            "first_event": stats.first_event.map(rfc3339),
+            "last_event": stats.last_event.map(rfc3339),
+        },
+        "as_of": rfc3339(as_of),
+        "horizon_days": tc.horizon_ms as f64 / DAY_MS as f64,
+        "label": tc.label.describe(),
+        "population": tc.label.population(),
+        "observation_dates": t.dates.iter().map(|d| rfc3339(*d)).collect::<Vec<_>>(),
+        "validation_date": rfc3339(t.dates[t.dates.len() - 2]),
+        "test_date": rfc3339(t.test_date),
+        "l2_alpha": t.alpha,
+        "metrics": {
+            "train": t.train,
+            "validation": t.validation,
+            "test": t.test,
+            "oracle_test": oracle.as_ref().map(|o| &o.0),
+        },
+    }));
+    // Refuse to write a model the service would refuse.
+    Model::new(model.clone(), &spec)
+        .map_err(|(f, m)| anyhow::anyhow!("the fitted model is invalid at {f}: {m}"))?;
+    let dir = opts
+        .out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(&opts.out, serde_json::to_string_pretty(&model)? + "\n")
+        .with_context(|| format!("writing {}", opts.out.display()))?;
+    let stem = opts
+        .out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let t = train::Trained { model, ..t };
+    let written = crate::report::write(
+        dir,
+        &stem,
+        &crate::report::ReportInput {
+            events_file: &opts.events.display().to_string(),
+            sha256: &read.sha256,
+            stats: &stats,
+            cfg: &tc,
+            trained: &t,
+            oracle: oracle.as_ref().map(|(e, s)| (e, s.as_slice())),
+            model_file: &opts.out.display().to_string(),
+        },
+    )?;
+    let th = t.model.thresholds.as_ref().expect("fit sets thresholds");
+    println!(
+        "wrote {} ({}) and {}\n  held out {}: ROC AUC {:.4}, PR AUC {:.4}, Brier {:.4}, calibration error {:.4}, top-decile lift {:.2}{}\n  thresholds: enter {:.3}, exit {:.3} ({})\n  took {:.0} s",
+        opts.out.display(),
+        t.model.version,
+        written[0].display(),
+        &rfc3339(t.test_date)[..10],
+        t.test.roc_auc,
+        t.test.pr_auc,
+        t.test.brier,
+        t.test.calibration_error,
+        t.test.top_decile.lift,
+        oracle
+            .as_ref()
+            .map(|(o, _)| format!(
+                "\n  oracle on the same snapshots: ROC AUC {:.4}, PR AUC {:.4}, Brier {:.4}, calibration error {:.4}",
+                o.roc_auc, o.pr_auc, o.brier, o.calibration_error
+            ))
+            .unwrap_or_default(),
+        th.enter,
+        th.exit,
+        th.basis,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Flags of `churn-alert score`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScoreOptions {
+    /// Event history, JSON lines of the event contract (`-` for stdin).
+    #[arg(long)]
+    pub events: PathBuf,
+    /// Model file (default: `model.path` of the config).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Score as of this event time: YYYY-MM-DD (midnight UTC) or RFC 3339.
+    /// Events after it are ignored.
+    #[arg(long)]
+    pub as_of: String,
+    /// CSV to write (`-` for stdout).
+    #[arg(long, default_value = "-")]
+    pub out: PathBuf,
+}
+
+/// `churn-alert score`: every customer's probability at as-of, computed
+/// the way the service computes it.
+pub fn score(opts: ScoreOptions, config: &Config) -> anyhow::Result<()> {
+    let spec = config.feature_spec();
+    let model_path = opts.model.clone().unwrap_or(config.model.path.clone());
+    let model = Model::load(&model_path, &spec)?;
+    let policy = config.policy_for(Some(model.file()));
+    let as_of = parse_time(&opts.as_of)?;
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut states = Vec::new();
+    let read = read_events(&opts.events, config, as_of, |e, _| {
+        let i = *index.entry(e.customer_id.clone()).or_insert_with(|| {
+            states.push((e.customer_id.clone(), None));
+            states.len() - 1
+        });
+        let slot = &mut states[i].1;
+        *slot = ingest(slot.take(), &e, &spec).0;
+    })?;
+    states.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out: Box<dyn Write> = if opts.out == Path::new("-") {
+        Box::new(std::io::BufWriter::new(std::io::stdout()))
+    } else {
+        Box::new(std::io::BufWriter::new(
+            std::fs::File::create(&opts.out)
+                .with_context(|| format!("creating {}", opts.out.display()))?,
+        ))
+    };
+    writeln!(
+        out,
+        "customer_id,probability,risk_tier,above_enter_threshold,top_reasons"
+    )?;
+    let (mut n, mut above) = (0u64, 0u64);
+    for (id, s) in &states {
+        let Some(s) = s else { continue };
+        let sc = score_at(s, as_of, &model, policy.top_reasons, &spec);
+        let p = sc.probability;
+        let reasons: Vec<String> = sc
+            .reasons
+            .iter()
+            .map(|r| format!("{}={:+.3}", r.feature, r.contribution))
+            .collect();
+        writeln!(
+            out,
+            "{},{},{},{},{}",
+            csv_field(id),
+            p,
+            policy.tier(p),
+            p >= policy.enter,
+            reasons.join(";")
+        )?;
+        n += 1;
+        above += u64::from(p >= policy.enter);
+    }
+    out.flush()?;
+    eprintln!(
+        "scored {n} customers as of {} with model {} from {} events ({} refused); {above} at or above the enter threshold {:.3}",
+        rfc3339(as_of),
+        model.version(),
+        read.used,
+        read.refused,
+        policy.enter
+    );
+    Ok(())
+}
+
+/// Quotes a CSV field when it needs it.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_spans() {
+        assert_eq!(parse_time("1970-01-02").unwrap(), DAY_MS);
+        assert_eq!(parse_time("1970-01-01T00:00:01.5Z").unwrap(), 1500);
+        assert!(parse_time("yesterday").is_err());
+        assert_eq!(parse_days("90d").unwrap(), 90 * DAY_MS);
+        assert!(parse_days("-1d").is_err());
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+    }
+}

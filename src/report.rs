@@ -1,0 +1,531 @@
+//! The training report: markdown with the figures and SVG plots (ROC,
+//! calibration, score distribution by outcome), written beside the model.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::event::rfc3339;
+use crate::train::{roc_curve, Evaluation, ReplayStats, TrainConfig, Trained};
+
+/// One line on a plot.
+pub struct Series {
+    pub name: String,
+    pub color: &'static str,
+    pub points: Vec<(f64, f64)>,
+    pub dashed: bool,
+    pub markers: bool,
+}
+
+const W: f64 = 640.0;
+const H: f64 = 480.0;
+const LEFT: f64 = 70.0;
+const RIGHT: f64 = 20.0;
+const TOP: f64 = 50.0;
+const BOTTOM: f64 = 60.0;
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A line chart over `[0, x_max] x [0, y_max]` with grid, axis titles and a
+/// legend.
+pub fn chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    y_max: f64,
+    legend_top: bool,
+    series: &[Series],
+) -> String {
+    let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
+    let px = |x: f64| LEFT + x.clamp(0.0, 1.0) * pw;
+    let py = |y: f64| TOP + ph - (y / y_max).clamp(0.0, 1.0) * ph;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="Helvetica, Arial, sans-serif" font-size="13">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="28" text-anchor="middle" font-size="17" font-weight="bold">{}</text>"#,
+        W / 2.0,
+        esc(title)
+    );
+    for k in 0..=10 {
+        let f = k as f64 / 10.0;
+        let (x, y) = (px(f), py(f * y_max));
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#e5e5e5"/><line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#e5e5e5"/>"##,
+            TOP + ph,
+            LEFT + pw
+        );
+        if k % 2 == 0 {
+            let _ = writeln!(
+                s,
+                r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{f:.1}</text><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+                TOP + ph + 18.0,
+                LEFT - 8.0,
+                y + 4.0,
+                fmt_tick(f * y_max)
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        r#"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+        LEFT + pw / 2.0,
+        H - 15.0,
+        esc(x_label)
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="18" y="{:.1}" text-anchor="middle" transform="rotate(-90 18 {:.1})">{}</text>"#,
+        TOP + ph / 2.0,
+        TOP + ph / 2.0,
+        esc(y_label)
+    );
+    for sr in series {
+        if sr.points.is_empty() {
+            continue;
+        }
+        let pts: Vec<String> = sr
+            .points
+            .iter()
+            .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
+            .collect();
+        let dash = if sr.dashed {
+            r#" stroke-dasharray="6 4""#
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            s,
+            r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2.2"{dash}/>"#,
+            pts.join(" "),
+            sr.color
+        );
+        if sr.markers {
+            for (x, y) in &sr.points {
+                let _ = writeln!(
+                    s,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{}"/>"#,
+                    px(*x),
+                    py(*y),
+                    sr.color
+                );
+            }
+        }
+    }
+    // Legend inside the plot: bottom right, or top middle where curves
+    // would run under it.
+    let lx = if legend_top {
+        LEFT + pw / 2.0 - 120.0
+    } else {
+        LEFT + pw - 250.0
+    };
+    let mut ly = if legend_top {
+        TOP + 14.0
+    } else {
+        TOP + ph - 18.0 * series.len() as f64 - 8.0
+    };
+    let _ = writeln!(
+        s,
+        r##"<rect x="{:.1}" y="{:.1}" width="242" height="{:.1}" fill="white" fill-opacity="0.9" stroke="#999"/>"##,
+        lx - 6.0,
+        ly - 6.0,
+        18.0 * series.len() as f64 + 8.0
+    );
+    for sr in series {
+        let dash = if sr.dashed {
+            r#" stroke-dasharray="6 4""#
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            s,
+            r#"<line x1="{lx:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{}" stroke-width="2.2"{dash}/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            ly + 6.0,
+            lx + 24.0,
+            ly + 6.0,
+            sr.color,
+            lx + 30.0,
+            ly + 10.0,
+            esc(&sr.name)
+        );
+        ly += 18.0;
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn fmt_tick(v: f64) -> String {
+    if v >= 10.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// Share of each class's scores per bin of width 0.05, as step points.
+fn distribution(scores: &[f64], labels: &[bool], want: bool) -> Vec<(f64, f64)> {
+    const BINS: usize = 20;
+    let mut counts = [0usize; BINS];
+    let mut n = 0usize;
+    for (s, l) in scores.iter().zip(labels) {
+        if *l == want {
+            counts[((s * BINS as f64) as usize).min(BINS - 1)] += 1;
+            n += 1;
+        }
+    }
+    let mut pts = Vec::new();
+    for (i, c) in counts.iter().enumerate() {
+        let share = *c as f64 / n.max(1) as f64;
+        pts.push((i as f64 / BINS as f64, share));
+        pts.push(((i + 1) as f64 / BINS as f64, share));
+    }
+    pts
+}
+
+/// What the report says about where the data came from.
+pub struct ReportInput<'a> {
+    pub events_file: &'a str,
+    pub sha256: &'a str,
+    pub stats: &'a ReplayStats,
+    pub cfg: &'a TrainConfig,
+    pub trained: &'a Trained,
+    /// Held-out figures and scores of the oracle, when one was given.
+    pub oracle: Option<(&'a Evaluation, &'a [f64])>,
+    pub model_file: &'a str,
+}
+
+fn metrics_row(name: &str, e: &Evaluation) -> String {
+    format!(
+        "| {name} | {} | {:.3} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.2} |\n",
+        e.examples,
+        e.churn_rate,
+        e.roc_auc,
+        e.pr_auc,
+        e.brier,
+        e.log_loss,
+        e.calibration_error,
+        e.top_decile.lift
+    )
+}
+
+/// Writes `<stem>.report.md` and three SVGs into `dir`; returns their paths.
+pub fn write(dir: &Path, stem: &str, r: &ReportInput) -> std::io::Result<Vec<PathBuf>> {
+    let t = r.trained;
+    let date = |m: i64| rfc3339(m)[..10].to_string();
+    let mut roc = vec![
+        Series {
+            name: format!("model (AUC {:.3})", t.test.roc_auc),
+            color: "#1f5fbf",
+            points: roc_curve(&t.test_scores, &t.test_labels),
+            dashed: false,
+            markers: false,
+        },
+        Series {
+            name: "chance".into(),
+            color: "#888888",
+            points: vec![(0.0, 0.0), (1.0, 1.0)],
+            dashed: true,
+            markers: false,
+        },
+    ];
+    let mut cal = vec![
+        Series {
+            name: "perfectly calibrated".into(),
+            color: "#888888",
+            points: vec![(0.0, 0.0), (1.0, 1.0)],
+            dashed: true,
+            markers: false,
+        },
+        Series {
+            name: format!("model (error {:.3})", t.test.calibration_error),
+            color: "#1f5fbf",
+            points: t
+                .test
+                .calibration
+                .iter()
+                .filter(|b| b.count > 0)
+                .map(|b| (b.mean_predicted, b.observed_rate))
+                .collect(),
+            dashed: false,
+            markers: true,
+        },
+    ];
+    if let Some((oe, os)) = r.oracle {
+        roc.insert(
+            1,
+            Series {
+                name: format!("oracle (AUC {:.3})", oe.roc_auc),
+                color: "#d9822b",
+                points: roc_curve(os, &t.test_labels),
+                dashed: false,
+                markers: false,
+            },
+        );
+        cal.push(Series {
+            name: format!("oracle (error {:.3})", oe.calibration_error),
+            color: "#d9822b",
+            points: oe
+                .calibration
+                .iter()
+                .filter(|b| b.count > 0)
+                .map(|b| (b.mean_predicted, b.observed_rate))
+                .collect(),
+            dashed: false,
+            markers: true,
+        });
+    }
+    let held = format!("held out: {}", date(t.test_date));
+    let churned = distribution(&t.test_scores, &t.test_labels, true);
+    let stayed = distribution(&t.test_scores, &t.test_labels, false);
+    let y_max = 1.0;
+    let mut dist = vec![
+        Series {
+            name: "churned".into(),
+            color: "#c0392b",
+            points: churned,
+            dashed: false,
+            markers: false,
+        },
+        Series {
+            name: "stayed".into(),
+            color: "#27ae60",
+            points: stayed,
+            dashed: false,
+            markers: false,
+        },
+    ];
+    if let Some(th) = &t.model.thresholds {
+        dist.push(Series {
+            name: format!("enter threshold {:.2}", th.enter),
+            color: "#333333",
+            points: vec![(th.enter, 0.0), (th.enter, y_max)],
+            dashed: true,
+            markers: false,
+        });
+    }
+    let files = [
+        (
+            format!("{stem}-roc.svg"),
+            chart(
+                &format!("ROC curve ({held})"),
+                "false positive rate",
+                "true positive rate",
+                1.0,
+                false,
+                &roc,
+            ),
+        ),
+        (
+            format!("{stem}-calibration.svg"),
+            chart(
+                &format!("Calibration ({held})"),
+                "predicted churn probability (bin mean)",
+                "observed churn rate",
+                1.0,
+                false,
+                &cal,
+            ),
+        ),
+        (
+            format!("{stem}-scores.svg"),
+            chart(
+                &format!("Score distribution by outcome ({held})"),
+                "predicted churn probability",
+                "share of the outcome's customers",
+                y_max,
+                true,
+                &dist,
+            ),
+        ),
+    ];
+    let mut paths = Vec::new();
+    for (name, svg) in &files {
+        let p = dir.join(name);
+        std::fs::write(&p, svg)?;
+        paths.push(p);
+    }
+
+    let cfg = r.cfg;
+    let mut md = String::new();
+    let _ = writeln!(md, "# Training report: {}\n", t.model.version);
+    let _ = writeln!(
+        md,
+        "Model file: `{}`. Written by `churn-alert train`.\n",
+        r.model_file
+    );
+    let _ = writeln!(md, "## Data\n");
+    let st = r.stats;
+    let _ = writeln!(
+        md,
+        "- Events: `{}` (SHA-256 `{}`), {} events read before as-of, from {} to {}.",
+        r.events_file,
+        r.sha256,
+        st.events,
+        st.first_event.map(date).unwrap_or_default(),
+        st.last_event.map(date).unwrap_or_default()
+    );
+    let _ = writeln!(
+        md,
+        "- As-of {}, horizon {} days. Label: churned = {}.",
+        date(cfg.as_of),
+        cfg.horizon_ms / crate::event::DAY_MS,
+        cfg.label.describe()
+    );
+    let _ = writeln!(
+        md,
+        "- Population at each date: {} (active within {} days).",
+        cfg.label.population(),
+        cfg.active_within_ms / crate::event::DAY_MS
+    );
+    let n = t.dates.len();
+    let list = |ds: &[i64]| ds.iter().map(|d| date(*d)).collect::<Vec<_>>().join(", ");
+    let _ = writeln!(
+        md,
+        "- Observation dates: training {}; validation {}; held-out test {}. {} snapshots in all; {} events arrived too late for a snapshot they precede; {} dates skipped for lack of warm-up.\n",
+        list(&t.dates[..n - 2]),
+        date(t.dates[n - 2]),
+        date(t.dates[n - 1]),
+        st.snapshots_taken,
+        st.missed_snapshot,
+        st.dates_skipped
+    );
+    let _ = writeln!(md, "## Fit\n");
+    let _ = writeln!(
+        md,
+        "Standardised L2 logistic regression (linfa-logistic). L2 strength chosen by validation log loss: {}. Chosen: **{}**.\n",
+        t.alpha_scores
+            .iter()
+            .map(|(a, l)| format!("{a} → {l:.4}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        t.alpha
+    );
+    let _ = writeln!(md, "## Held-out figures\n");
+    let _ = writeln!(
+        md,
+        "| scores | snapshots | churn rate | ROC AUC | PR AUC | Brier | log loss | calibration error | top-decile lift |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    md.push_str(&metrics_row("model, training dates", &t.train));
+    md.push_str(&metrics_row("model, validation date", &t.validation));
+    md.push_str(&metrics_row("**model, held-out date**", &t.test));
+    if let Some((oe, _)) = r.oracle {
+        md.push_str(&metrics_row("oracle, held-out date", oe));
+        let _ = writeln!(
+            md,
+            "\nThe oracle is the simulator's true churn risk from each customer's hidden state at the held-out date (`simulate --oracle-at`). Model ROC AUC minus oracle: **{:+.4}**.",
+            t.test.roc_auc - oe.roc_auc
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nCalibration error: the mean, weighted by count, of |mean predicted − observed rate| over ten equal-width probability bins."
+    );
+    let _ = writeln!(md, "\n## Thresholds\n");
+    if let Some(th) = &t.model.thresholds {
+        let _ = writeln!(
+            md,
+            "enter **{:.4}**, exit **{:.4}**: {}.\n",
+            th.enter, th.exit, th.basis
+        );
+        let _ = writeln!(
+            md,
+            "| date | share above enter | precision above enter | recall | lift | churn rate at enter (±0.05) |\n|---|---|---|---|---|---|"
+        );
+        for (name, e) in [("validation", &t.validation), ("held-out", &t.test)] {
+            if let Some(a) = &e.at_enter {
+                let _ = writeln!(
+                    md,
+                    "| {name} | {:.3} | {:.3} | {:.3} | {:.2} | {:.3} |",
+                    a.share, a.precision, a.recall, a.lift, a.precision_near
+                );
+            }
+        }
+        let _ = writeln!(
+            md,
+            "\nThe service alerts when a score crosses the enter threshold, once per crossing (with a cooldown), so a new alert can expect the churn rate *at* the threshold (last column); everyone above it on a date includes the near-certain and churns more. The config's `policy.enter_threshold` and `policy.exit_threshold`, when set, override these."
+        );
+    }
+    let d = &t.test.top_decile;
+    let _ = writeln!(
+        md,
+        "\nTop decile on the held-out date (score ≥ {:.3}): precision {:.3}, recall {:.3}, lift {:.2}.",
+        d.threshold, d.precision, d.recall, d.lift
+    );
+    let _ = writeln!(md, "\n## Calibration (held-out)\n");
+    let _ = writeln!(
+        md,
+        "| predicted | snapshots | mean predicted | observed |\n|---|---|---|---|"
+    );
+    for b in &t.test.calibration {
+        let _ = writeln!(
+            md,
+            "| {:.1}–{:.1} | {} | {:.3} | {:.3} |",
+            b.from, b.to, b.count, b.mean_predicted, b.observed_rate
+        );
+    }
+    let _ = writeln!(md, "\n## Strongest weights (per standard deviation)\n");
+    let mut w: Vec<(&String, f64)> = t
+        .model
+        .features
+        .iter()
+        .zip(&t.model.weights)
+        .map(|(f, w)| (f, *w))
+        .collect();
+    w.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+    let _ = writeln!(md, "| feature | weight |\n|---|---|");
+    for (f, v) in w.iter().take(12) {
+        let _ = writeln!(md, "| {f} | {v:+.3} |");
+    }
+    let _ = writeln!(md, "\n## Plots\n");
+    for (name, _) in &files {
+        let _ = writeln!(md, "![{name}]({name})\n");
+    }
+    let p = dir.join(format!("{stem}.report.md"));
+    std::fs::write(&p, md)?;
+    paths.insert(0, p);
+    Ok(paths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chart_is_well_formed_svg_with_legend() {
+        let s = chart(
+            "T <1>",
+            "x",
+            "y",
+            1.0,
+            false,
+            &[Series {
+                name: "a & b".into(),
+                color: "#000",
+                points: vec![(0.0, 0.0), (0.5, 0.7), (1.0, 1.0)],
+                dashed: false,
+                markers: true,
+            }],
+        );
+        assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
+        assert!(s.contains("T &lt;1&gt;") && s.contains("a &amp; b"));
+        // The point (0.5, 0.7) lands inside the plot area.
+        assert!(s.contains(&format!(
+            "{:.1},{:.1}",
+            LEFT + 0.5 * (W - LEFT - RIGHT),
+            TOP + (H - TOP - BOTTOM) * 0.3
+        )));
+        assert_eq!(s.matches("<circle").count(), 3);
+    }
+}
