@@ -210,12 +210,16 @@ impl Default for ValidationConfig {
 pub struct ModelConfig {
     /// Model JSON file (written by `churn-alert train`).
     pub path: PathBuf,
+    /// How often, in seconds, the running service checks the file for a new
+    /// model (0: only on SIGHUP).
+    pub reload_check_seconds: f64,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             path: PathBuf::from("models/churn-model.json"),
+            reload_check_seconds: 10.0,
         }
     }
 }
@@ -520,6 +524,10 @@ impl Config {
             ("policy.cooldown_days", p.cooldown_days),
             ("policy.rescore_interval_hours", p.rescore_interval_hours),
             ("policy.rescore_stop_after_days", p.rescore_stop_after_days),
+            (
+                "model.reload_check_seconds",
+                self.model.reload_check_seconds,
+            ),
         ] {
             if !(x.is_finite() && x >= 0.0) {
                 return Err(key_err(key, format!("must be >= 0, got {x}")));

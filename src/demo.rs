@@ -144,13 +144,20 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     tc.version = format!("demo-{}", &rfc3339(tc.as_of)[..10]);
     let examples = build_examples(history, &spec, &tc);
     let trained = fit(&examples, &spec, &tc)?;
+    let th = trained
+        .model
+        .thresholds
+        .clone()
+        .expect("fit sets thresholds");
     println!(
-        "  fitted {} with linfa-logistic on {} snapshots up to {}: validation ROC AUC {:.3}, Brier {:.3}",
+        "  fitted {} with linfa-logistic on {} snapshots up to {}: held-out ROC AUC {:.3}, Brier {:.3}; alerts at p >= {:.2} (re-armed below {:.2})",
         trained.model.version,
-        trained.train.examples + trained.validation.examples,
+        trained.train.examples + trained.validation.examples + trained.test.examples,
         &rfc3339(tc.as_of)[..10],
-        trained.validation.roc_auc,
-        trained.validation.brier
+        trained.test.roc_auc,
+        trained.test.brier,
+        th.enter,
+        th.exit
     );
     let model = Model::new(trained.model, &spec)
         .map_err(|(f, m)| anyhow::anyhow!("model field {f}: {m}"))?;

@@ -29,6 +29,7 @@ pub mod model;
 pub mod pipeline;
 pub mod policy;
 pub mod processor;
+pub mod reload;
 pub mod report;
 pub mod service;
 pub mod simulate;

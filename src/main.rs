@@ -134,10 +134,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig => {
             let spec = config.feature_spec();
             let model = churn_alert::model::Model::load(&config.model.path, &spec)?;
+            let policy = config.policy_for(Some(model.file()));
             println!(
-                "config ok; model {} ({} features) matches the feature code",
+                "config ok; model {} ({} features) matches the feature code; alerts at {:.3}, re-armed below {:.3} ({})",
                 model.version(),
-                model.file().features.len()
+                model.file().features.len(),
+                policy.enter,
+                policy.exit,
+                if config.policy.enter_threshold.is_some() || config.policy.exit_threshold.is_some() {
+                    "from the config"
+                } else if model.file().thresholds.is_some() {
+                    "from the model"
+                } else {
+                    "defaults"
+                }
             );
         }
         Command::Demo(opts) => {

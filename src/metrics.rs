@@ -34,6 +34,8 @@ pub struct Metrics {
     pub ready: IntGauge,
     pub commits: IntCounter,
     pub offset_gaps: IntCounter,
+    pub model_reloads: IntCounterVec,
+    pub model_info: IntGaugeVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -187,6 +189,18 @@ impl Metrics {
                 "churn_alert_commits_total",
                 "Batches whose state and offsets were committed.",
             ),
+            model_reloads: counter_vec(
+                &r,
+                "churn_alert_model_reloads_total",
+                "Model file reloads: ok, or error (the previous model stays in use).",
+                &["result"],
+            ),
+            model_info: gauge_vec(
+                &r,
+                "churn_alert_model_info",
+                "1 for the model version in use.",
+                &["version"],
+            ),
             registry: r,
         };
         for t in EVENT_TYPES {
@@ -194,6 +208,9 @@ impl Metrics {
         }
         for c in RejectCode::ALL {
             m.dlq.with_label_values(&[c.as_str()]);
+        }
+        for result in ["ok", "error"] {
+            m.model_reloads.with_label_values(&[result]);
         }
         for reason in ["no_consent", "unsubscribed", "no_matching_campaign"] {
             m.triggers_suppressed.with_label_values(&[reason]);

@@ -404,7 +404,12 @@ pub fn write(dir: &Path, stem: &str, r: &ReportInput) -> std::io::Result<Vec<Pat
     let _ = writeln!(md, "## Fit\n");
     let _ = writeln!(
         md,
-        "Standardised L2 logistic regression (linfa-logistic). L2 strength chosen by validation log loss: {}. Chosen: **{}**.\n",
+        "Standardised L2 logistic regression (linfa-logistic). L2 strength per training row, chosen by validation log loss{}: {}. Chosen: **{}**.\n",
+        if t.train.examples > crate::train::SELECTION_ROWS {
+            format!(" (fitted on an evenly spread {} of the {} training rows; the chosen strength is then fitted on all)", crate::train::SELECTION_ROWS, t.train.examples)
+        } else {
+            String::new()
+        },
         t.alpha_scores
             .iter()
             .map(|(a, l)| format!("{a} → {l:.4}"))

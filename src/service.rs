@@ -138,7 +138,7 @@ impl Service {
         let mut processor = Processor::new(
             self.config.feature_spec(),
             self.config.validator(),
-            self.config.policy(),
+            self.config.policy_for(Some(self.model.file())),
             self.model.clone(),
             self.store.clone(),
             self.metrics.clone(),
@@ -154,6 +154,14 @@ impl Service {
             clock = ?clock,
             "churn-alert started"
         );
+        crate::reload::record_in_use(&self.metrics, None, self.model.version());
+        let mut models = crate::reload::ModelWatcher {
+            path: self.config.model.path.clone(),
+            spec: self.config.feature_spec(),
+            metrics: self.metrics.clone(),
+            every: Duration::from_secs_f64(self.config.model.reload_check_seconds),
+        }
+        .spawn(self.model.clone(), shutdown.clone());
         let mut tick =
             tokio::time::interval(Duration::from_millis(self.config.clock.sweep_interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -171,6 +179,11 @@ impl Service {
             shutdown: &shutdown,
         };
         loop {
+            if models.has_changed().unwrap_or(false) {
+                let m = models.borrow_and_update().clone();
+                processor.policy = self.config.policy_for(Some(m.file()));
+                processor.model = m;
+            }
             let first = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,

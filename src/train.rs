@@ -115,7 +115,7 @@ pub struct TrainConfig {
     pub warm_up_ms: Millis,
     /// How long after an observation date events may still arrive for it.
     pub lateness_ms: Millis,
-    /// L2 strengths to try.
+    /// L2 strengths to try, per training row.
     pub alphas: Vec<f64>,
     /// Model version to write.
     pub version: String,
@@ -133,7 +133,7 @@ impl TrainConfig {
             active_within_ms: 60 * DAY_MS,
             warm_up_ms: 30 * DAY_MS,
             lateness_ms: 2 * DAY_MS,
-            alphas: vec![0.01, 0.1, 1.0, 10.0],
+            alphas: vec![1e-6, 1e-5, 1e-4, 1e-3],
             version: format!("churn-{}", &rfc3339(as_of)[..10]),
             label: Label::Silence,
             target: ThresholdTarget::Precision(0.8),
@@ -630,35 +630,51 @@ pub fn evaluate(scores: &[f64], labels: &[bool], enter: Option<f64>) -> Evaluati
 /// An alert fires when a customer's score crosses the enter threshold, so
 /// the precision that matters is that of customers *at* the threshold, not
 /// of everyone above it (who include the near-certain). For a precision
-/// target the enter threshold is therefore the lowest score above which the
-/// churn rate of each window of neighbouring scores stays at or above the
-/// target; the exit threshold is found the same way for the target minus
-/// 0.1. For an alert budget, enter alerts that share of the validation
+/// target the enter threshold is therefore the lowest score (in steps of
+/// 0.01, going down) above which the churn rate of customers scoring within
+/// 0.05 of it stays at or above the target; the exit threshold is found the
+/// same way for the target minus 0.1. For an alert budget, enter alerts that share of the validation
 /// population and exit 1.5 times it.
 pub fn choose_thresholds(scores: &[f64], labels: &[bool], target: ThresholdTarget) -> Thresholds {
     let idx = by_score_desc(scores);
     let n = idx.len();
     let score_at = |k: usize| scores[idx[k.min(n.saturating_sub(1))]];
-    // Local churn rate around each rank, over a window of neighbours.
-    let w = (n / 50).max(101).min(n.max(1));
-    let mut prefix = vec![0usize; n + 1];
-    for (k, i) in idx.iter().enumerate() {
-        prefix[k + 1] = prefix[k] + usize::from(labels[*i]);
-    }
-    let local = |k: usize| {
-        let lo = k.saturating_sub(w / 2).min(n - w);
-        (prefix[lo + w] - prefix[lo]) as f64 / w as f64
+    // Churn rate of the customers scoring within BAND of t (None when too
+    // few score there to say).
+    const BAND: f64 = 0.05;
+    let min_rows = 30.min(n / 20).max(5);
+    let local = |t: f64| {
+        let (mut c, mut pos) = (0usize, 0usize);
+        for (s, l) in scores.iter().zip(labels) {
+            if (s - t).abs() <= BAND {
+                c += 1;
+                pos += usize::from(*l);
+            }
+        }
+        (c >= min_rows).then(|| pos as f64 / c as f64)
     };
-    // Deepest rank reached, going down, before the local rate falls below p.
-    let deepest = |p: f64| (0..n).take_while(|k| local(*k) >= p).last();
+    // Going down from 0.99 in steps of 0.01: the last threshold before the
+    // churn rate around it falls below p (thin stretches are skipped).
+    let grid: Vec<f64> = (1..100).rev().map(|i| i as f64 / 100.0).collect();
+    let deepest = |p: f64| {
+        let mut last = None;
+        for t in &grid {
+            match local(*t) {
+                Some(r) if r < p => break,
+                Some(_) => last = Some(*t),
+                None => {}
+            }
+        }
+        last
+    };
     let (enter, exit, basis) = match target {
         ThresholdTarget::Precision(p) => match deepest(p) {
-            Some(k) => {
-                let exit = deepest(p - 0.1).map_or(0.0, score_at);
+            Some(enter) => {
+                let exit = deepest(p - 0.1).unwrap_or(0.0);
                 (
-                    score_at(k),
+                    enter,
                     exit,
-                    format!("churn rate of customers scoring at the threshold >= {p} on the validation date (windows of {w} neighbouring scores); exit where it falls to {:.2}", p - 0.1),
+                    format!("customers scoring within {BAND} of the threshold churned at a rate >= {p} on the validation date; exit where that rate falls to {:.2}", p - 0.1),
                 )
             }
             None => {
@@ -666,7 +682,7 @@ pub fn choose_thresholds(scores: &[f64], labels: &[bool], target: ThresholdTarge
                 (
                     score_at(k),
                     score_at(k + k / 2),
-                    format!("a churn rate of {p} is not reached by the highest {w} validation scores ({:.3}); fell back to alerting the top 5%", local(0)),
+                    format!("no score band reaches a churn rate of {p} on the validation date; fell back to alerting the top 5%"),
                 )
             }
         },
@@ -701,6 +717,9 @@ pub struct Trained {
     pub test_customers: Vec<u32>,
     pub dates: Vec<Millis>,
 }
+
+/// Most training rows used to choose the L2 strength.
+pub const SELECTION_ROWS: usize = 200_000;
 
 /// The model's probability for a feature row in spec order (all features).
 fn predict(m: &ModelFile, x: &[f32]) -> f64 {
@@ -766,42 +785,62 @@ pub fn fit(
     for s in scale.iter_mut() {
         *s = if *s > 1e-12 { s.sqrt() } else { 1.0 };
     }
-    let x = Array2::from_shape_fn((train.len(), d), |(r, j)| {
-        (f64::from(snaps.row(train[r])[j]) - mean[j]) / scale[j]
-    });
-    let y: Array1<bool> = train.iter().map(|i| snaps.rows[*i].2).collect();
-    let data = Dataset::new(x, y);
+    let dataset = |rows: &[usize]| {
+        let x = Array2::from_shape_fn((rows.len(), d), |(r, j)| {
+            (f64::from(snaps.row(rows[r])[j]) - mean[j]) / scale[j]
+        });
+        let y: Array1<bool> = rows.iter().map(|i| snaps.rows[*i].2).collect();
+        Dataset::new(x, y)
+    };
+    let fit_alpha =
+        |data: &Dataset<f64, bool, ndarray::Ix1>, alpha: f64| -> Result<ModelFile, TrainError> {
+            // linfa's loss is a sum over rows: scale the per-row strength so
+            // that a sample and the full set are regularised alike.
+            let fitted = LogisticRegression::default()
+                .alpha(alpha * data.nsamples() as f64)
+                .max_iterations(300)
+                .fit(data)
+                .map_err(|e| TrainError::Fit(e.to_string()))?;
+            // linfa reports the probability of its "positive" class (the larger one).
+            let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
+            Ok(ModelFile {
+                version: cfg.version.clone(),
+                features: spec.names().to_vec(),
+                mean: mean.clone(),
+                scale: scale.clone(),
+                weights: fitted.params().iter().map(|w| sign * w).collect(),
+                intercept: sign * fitted.intercept(),
+                thresholds: None,
+                training: None,
+            })
+        };
     let scores_of = |m: &ModelFile, set: &[usize]| -> Vec<f64> {
         set.iter().map(|i| predict(m, snaps.row(*i))).collect()
     };
+    // The L2 strength is chosen on an evenly spread sample of the training
+    // rows when there are many (the choice is stable; the time is not), and
+    // the chosen strength is then fitted on all of them.
+    let step = train.len().div_ceil(SELECTION_ROWS);
+    let sample: Vec<usize> = train.iter().step_by(step).copied().collect();
+    let full = dataset(&train);
+    let sampled = (step > 1).then(|| dataset(&sample));
     let valid_labels = labels_of(&valid);
     let mut best: Option<(f64, f64, ModelFile)> = None;
     let mut alpha_scores = Vec::new();
     for &alpha in &cfg.alphas {
-        let fitted = LogisticRegression::default()
-            .alpha(alpha)
-            .max_iterations(300)
-            .fit(&data)
-            .map_err(|e| TrainError::Fit(e.to_string()))?;
-        // linfa reports the probability of its "positive" class (the larger one).
-        let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
-        let model = ModelFile {
-            version: cfg.version.clone(),
-            features: spec.names().to_vec(),
-            mean: mean.clone(),
-            scale: scale.clone(),
-            weights: fitted.params().iter().map(|w| sign * w).collect(),
-            intercept: sign * fitted.intercept(),
-            thresholds: None,
-            training: None,
-        };
+        let model = fit_alpha(sampled.as_ref().unwrap_or(&full), alpha)?;
         let ll = evaluate(&scores_of(&model, &valid), &valid_labels, None).log_loss;
         alpha_scores.push((alpha, ll));
         if best.as_ref().is_none_or(|b| ll < b.1) {
             best = Some((alpha, ll, model));
         }
     }
-    let (alpha, _, mut model) = best.expect("at least one alpha");
+    let (alpha, _, model) = best.expect("at least one alpha");
+    let mut model = if sampled.is_some() {
+        fit_alpha(&full, alpha)?
+    } else {
+        model
+    };
     let valid_scores = scores_of(&model, &valid);
     let thresholds = choose_thresholds(&valid_scores, &valid_labels, cfg.target);
     let enter = Some(thresholds.enter);

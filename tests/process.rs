@@ -1,6 +1,6 @@
 //! The real `churn-alert run` process against a real broker: it becomes
-//! ready, reports not ready when the broker goes away, and stops gracefully
-//! on SIGTERM with its state on disk.
+//! ready, reloads its model on SIGHUP, reports not ready when the broker
+//! goes away, and stops gracefully on SIGTERM with its state on disk.
 
 mod common;
 
@@ -41,6 +41,9 @@ async fn service_process_is_ready_reports_broker_loss_and_stops_on_sigterm() {
         .unwrap()
         .port();
     let state = dir.path().join("state");
+    let model_path = dir.path().join("model.json");
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/churn-model.json");
+    std::fs::copy(&shipped, &model_path).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_churn-alert"))
         .arg("run")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -49,6 +52,8 @@ async fn service_process_is_ready_reports_broker_loss_and_stops_on_sigterm() {
         .env("CHURN_ALERT__STORE__PATH", &state)
         .env("CHURN_ALERT__ADMIN__LISTEN", format!("127.0.0.1:{port}"))
         .env("CHURN_ALERT__CLOCK__MODE", "event")
+        .env("CHURN_ALERT__MODEL__PATH", &model_path)
+        .env("CHURN_ALERT__MODEL__RELOAD_CHECK_SECONDS", "0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -78,6 +83,19 @@ async fn service_process_is_ready_reports_broker_loss_and_stops_on_sigterm() {
     })
     .await;
     assert_eq!(http(port, "/healthz").await.unwrap().0, 200);
+
+    // SIGHUP: the new model file is loaded (polling is off).
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&model_path).unwrap()).unwrap();
+    m["version"] = "churn-hup".into();
+    std::fs::write(&model_path, m.to_string()).unwrap();
+    send_signal(child.id(), "HUP");
+    wait_for("the new model in use", 30, async || {
+        http(port, "/metrics").await.is_some_and(|(_, b)| {
+            metric(&b, "churn_alert_model_info{version=\"churn-hup\"}") == 1.0
+        })
+    })
+    .await;
 
     // The broker goes away: the service stays up and says it is not ready.
     drop(broker);

@@ -121,6 +121,15 @@ impl Broker {
         }
     }
 
+    /// An idempotent producer to this broker.
+    pub fn producer(&self) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("enable.idempotence", "true")
+            .create()
+            .unwrap()
+    }
+
     pub fn bootstrap(&self) -> String {
         match self {
             Broker::Mock(c) => c.bootstrap_servers(),
@@ -216,20 +225,29 @@ pub struct Running {
 }
 
 pub async fn start(cfg: &Config) -> Running {
-    let service = Service::with_model(cfg.clone(), test_model(cfg)).unwrap();
+    start_with_model(cfg, test_model(cfg)).await
+}
+
+pub async fn start_with_model(cfg: &Config, model: Model) -> Running {
+    let service = Service::with_model(cfg.clone(), model).unwrap();
     let stop = CancellationToken::new();
     let admin = service.serve_admin(stop.clone()).await.unwrap();
-    let store = service.store.clone();
-    let task = tokio::spawn(service.run(stop.clone()));
-    Running {
-        store,
-        admin,
-        stop,
-        task,
-    }
+    Running::spawn(service, admin, stop)
 }
 
 impl Running {
+    /// Runs a service whose admin server is already up.
+    pub fn spawn(service: Service, admin: std::net::SocketAddr, stop: CancellationToken) -> Self {
+        let store = service.store.clone();
+        let task = tokio::spawn(service.run(stop.clone()));
+        Running {
+            store,
+            admin,
+            stop,
+            task,
+        }
+    }
+
     /// Graceful stop; releases the sled directory.
     pub async fn stop(self) {
         self.stop.cancel();
@@ -357,11 +375,7 @@ pub async fn produce(
     topic: &str,
     msgs: &[Msg],
 ) -> (Vec<(i32, i64)>, BTreeMap<i32, i64>) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
+    let producer = broker.producer();
     let mut out = Vec::new();
     let mut high = BTreeMap::new();
     for m in msgs {

@@ -1,0 +1,123 @@
+//! Model updates while the service runs: the model file is checked every
+//! `model.reload_check_seconds` and on SIGHUP. A new valid model replaces
+//! the old one between batches; an invalid one (unreadable, or features the
+//! code does not compute) is refused with an error log and
+//! `churn_alert_model_reloads_total{result="error"}`, and the old model
+//! stays in use.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::features::FeatureSpec;
+use crate::metrics::Metrics;
+use crate::model::Model;
+
+/// What identifies a version of the file without reading it.
+type Signature = Option<(SystemTime, u64)>;
+
+fn signature(path: &std::path::Path) -> Signature {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Marks `version` as the model in use in the metrics.
+pub fn record_in_use(metrics: &Metrics, old: Option<&str>, version: &str) {
+    if let Some(old) = old.filter(|o| *o != version) {
+        let _ = metrics.model_info.remove_label_values(&[old]);
+    }
+    metrics.model_info.with_label_values(&[version]).set(1);
+}
+
+/// Watches the model file; sends each new valid model on the channel.
+pub struct ModelWatcher {
+    pub path: PathBuf,
+    pub spec: FeatureSpec,
+    pub metrics: Metrics,
+    /// Zero: only on SIGHUP.
+    pub every: Duration,
+}
+
+impl ModelWatcher {
+    /// Runs until `shutdown`; the receiver sees every model accepted.
+    pub fn spawn(
+        self,
+        current: Arc<Model>,
+        shutdown: CancellationToken,
+    ) -> watch::Receiver<Arc<Model>> {
+        let (tx, rx) = watch::channel(current);
+        tokio::spawn(async move {
+            let mut hup = match tokio::signal::unix::signal(
+                tokio::signal::unix::SignalKind::hangup(),
+            ) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no SIGHUP handler; model reloads by polling only");
+                    None
+                }
+            };
+            let mut seen = signature(&self.path);
+            loop {
+                let poll = async {
+                    if self.every.is_zero() {
+                        std::future::pending::<()>().await
+                    } else {
+                        tokio::time::sleep(self.every).await
+                    }
+                };
+                let hup_recv = async {
+                    match hup.as_mut() {
+                        Some(h) => {
+                            h.recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                let forced = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = poll => false,
+                    _ = hup_recv => true,
+                };
+                let now = signature(&self.path);
+                if !forced && now == seen {
+                    continue;
+                }
+                seen = now;
+                self.try_load(&tx, forced);
+            }
+        });
+        rx
+    }
+
+    fn try_load(&self, tx: &watch::Sender<Arc<Model>>, forced: bool) {
+        let old = tx.borrow().clone();
+        match Model::load(&self.path, &self.spec) {
+            Ok(m) if m.file() == old.file() => {
+                if forced {
+                    tracing::info!(version = %m.version(), "SIGHUP: the model file is unchanged");
+                }
+            }
+            Ok(m) => {
+                self.metrics.model_reloads.with_label_values(&["ok"]).inc();
+                record_in_use(&self.metrics, Some(old.version()), m.version());
+                tracing::info!(
+                    from = %old.version(),
+                    to = %m.version(),
+                    path = %self.path.display(),
+                    "model reloaded; it scores from the next batch on"
+                );
+                let _ = tx.send(Arc::new(m));
+            }
+            Err(e) => {
+                self.metrics
+                    .model_reloads
+                    .with_label_values(&["error"])
+                    .inc();
+                tracing::error!(error = %e, kept = %old.version(), "new model refused; the previous model stays in use");
+            }
+        }
+    }
+}
