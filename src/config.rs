@@ -121,6 +121,10 @@ pub struct StoreConfig {
     /// latest committed work a crash can take back. Offsets are stored with
     /// the state, so that work is replayed from Kafka, not lost.
     pub flush_every_ms: u64,
+    /// Flush (fsync) sled after every committed batch, so a commit is
+    /// durable before the next batch is fetched. Off: durable at the next
+    /// background flush; a crash then replays up to `flush_every_ms` of work.
+    pub flush_on_commit: bool,
 }
 
 impl Default for StoreConfig {
@@ -129,6 +133,7 @@ impl Default for StoreConfig {
             engine: "sled".into(),
             path: PathBuf::from("data/state"),
             flush_every_ms: 500,
+            flush_on_commit: true,
         }
     }
 }

@@ -171,6 +171,7 @@ impl Service {
             // committed offsets must not move past data whose state is gone:
             // each start replays from `kafka.auto_offset_reset`.
             commit_to_kafka: self.config.store.engine != "memory",
+            flush_on_commit: self.config.store.flush_on_commit,
             consumer: &consumer,
             publisher: &publisher,
             health: &self.health,
@@ -242,6 +243,7 @@ impl Service {
 
 struct Runner<'a> {
     commit_to_kafka: bool,
+    flush_on_commit: bool,
     consumer: &'a StreamConsumer<ConsumerCtx>,
     publisher: &'a Publisher,
     health: &'a Health,
@@ -327,6 +329,17 @@ impl Runner<'_> {
         }
         loop {
             match processor.commit(&batch) {
+                Ok(()) => break,
+                Err(e) => {
+                    if !self.backoff(&mut attempt, "store", &e).await {
+                        return false;
+                    }
+                }
+            }
+        }
+        // The commit point: durable before anything newer is fetched.
+        while self.flush_on_commit {
+            match processor.store.flush() {
                 Ok(()) => break,
                 Err(e) => {
                     if !self.backoff(&mut attempt, "store", &e).await {

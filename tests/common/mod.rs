@@ -41,7 +41,7 @@ pub enum Broker {
     Tansu {
         child: Child,
         addr: String,
-        _dir: tempfile::TempDir,
+        _dir: Option<tempfile::TempDir>,
     },
 }
 
@@ -87,8 +87,17 @@ impl Broker {
 
     /// Starts `tansu broker` with the in-memory engine on a free loopback port.
     pub fn tansu() -> Self {
-        let port = free_port();
         let dir = tempfile::tempdir().unwrap();
+        let mut b = Self::tansu_at(free_port(), dir.path(), "memory://tansu/");
+        if let Broker::Tansu { _dir, .. } = &mut b {
+            *_dir = Some(dir);
+        }
+        b
+    }
+
+    /// Starts `tansu broker` on `port` with a storage engine URL, in `dir`
+    /// (where a relative `sqlite://FILE` lives, so a restart keeps the data).
+    pub fn tansu_at(port: u16, dir: &Path, storage: &str) -> Self {
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(tansu_bin())
             .args([
@@ -98,9 +107,9 @@ impl Broker {
                 "--advertised-listener-url",
                 &url,
                 "--storage-engine",
-                "memory://tansu/",
+                storage,
             ])
-            .current_dir(dir.path())
+            .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -117,7 +126,7 @@ impl Broker {
         Broker::Tansu {
             child,
             addr,
-            _dir: dir,
+            _dir: None,
         }
     }
 
