@@ -338,13 +338,10 @@ impl Runner<'_> {
             }
         }
         // The commit point: durable before anything newer is fetched.
-        while self.flush_on_commit {
-            match processor.store.flush() {
-                Ok(()) => break,
-                Err(e) => {
-                    if !self.backoff(&mut attempt, "store", &e).await {
-                        return false;
-                    }
+        if self.flush_on_commit {
+            while let Err(e) = processor.store.flush() {
+                if !self.backoff(&mut attempt, "store", &e).await {
+                    return false;
                 }
             }
         }
