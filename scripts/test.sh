@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README gives it: installs the tansu broker if
 # missing (the integration tests start and stop their own brokers), checks
-# formatting and lints, then runs every test.
+# formatting and lints, then runs every test, the crash loop and a short
+# fuzzing run of the event decoders.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,3 +12,7 @@ export TANSU_BIN="$(scripts/tansu.sh bin)"
 cargo fmt --check
 cargo clippy --release --all-targets -- -D warnings
 cargo test --release --all-targets
+# The crash loop (about 4 minutes: 20 SIGKILLs against a real broker).
+cargo test --release --test crash_loop -- --ignored --nocapture
+# The decoders under libFuzzer for a minute.
+scripts/fuzz.sh 60
