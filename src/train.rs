@@ -630,42 +630,38 @@ pub fn evaluate(scores: &[f64], labels: &[bool], enter: Option<f64>) -> Evaluati
 /// An alert fires when a customer's score crosses the enter threshold, so
 /// the precision that matters is that of customers *at* the threshold, not
 /// of everyone above it (who include the near-certain). For a precision
-/// target the enter threshold is therefore the lowest score (in steps of
-/// 0.01, going down) above which the churn rate of customers scoring within
-/// 0.05 of it stays at or above the target; the exit threshold is found the
-/// same way for the target minus 0.1. For an alert budget, enter alerts that share of the validation
+/// target the enter threshold is therefore the lowest score at which the
+/// churn rate, fitted as a non-decreasing function of the score (isotonic
+/// regression), reaches the target; the exit threshold is found the same
+/// way for the target minus 0.1. For an alert budget, enter alerts that share of the validation
 /// population and exit 1.5 times it.
 pub fn choose_thresholds(scores: &[f64], labels: &[bool], target: ThresholdTarget) -> Thresholds {
     let idx = by_score_desc(scores);
     let n = idx.len();
     let score_at = |k: usize| scores[idx[k.min(n.saturating_sub(1))]];
-    // Churn rate of the customers scoring within BAND of t (None when too
-    // few score there to say).
-    const BAND: f64 = 0.05;
-    let min_rows = 30.min(n / 20).max(5);
-    let local = |t: f64| {
-        let (mut c, mut pos) = (0usize, 0usize);
-        for (s, l) in scores.iter().zip(labels) {
-            if (s - t).abs() <= BAND {
-                c += 1;
-                pos += usize::from(*l);
+    // The churn rate as a non-decreasing function of the score (isotonic
+    // regression by pool-adjacent-violators): blocks of (lowest score, rows,
+    // churned), ascending. Sparse stretches pool with their neighbours.
+    let mut blocks: Vec<(f64, usize, usize)> = Vec::new();
+    for i in idx.iter().rev() {
+        blocks.push((scores[*i], 1, usize::from(labels[*i])));
+        while blocks.len() >= 2 {
+            let (b, a) = (blocks[blocks.len() - 1], blocks[blocks.len() - 2]);
+            // Merge while the lower block's rate is not below the upper's.
+            if a.2 * b.1 < b.2 * a.1 {
+                break;
             }
+            blocks.pop();
+            let last = blocks.last_mut().expect("two blocks");
+            *last = (a.0.min(b.0), a.1 + b.1, a.2 + b.2);
         }
-        (c >= min_rows).then(|| pos as f64 / c as f64)
-    };
-    // Going down from 0.99 in steps of 0.01: the last threshold before the
-    // churn rate around it falls below p (thin stretches are skipped).
-    let grid: Vec<f64> = (1..100).rev().map(|i| i as f64 / 100.0).collect();
+    }
+    // The lowest score from which the fitted churn rate is at least p.
     let deepest = |p: f64| {
-        let mut last = None;
-        for t in &grid {
-            match local(*t) {
-                Some(r) if r < p => break,
-                Some(_) => last = Some(*t),
-                None => {}
-            }
-        }
-        last
+        blocks
+            .iter()
+            .find(|(_, n, c)| *c as f64 >= p * *n as f64)
+            .map(|b| b.0)
     };
     let (enter, exit, basis) = match target {
         ThresholdTarget::Precision(p) => match deepest(p) {
@@ -674,7 +670,7 @@ pub fn choose_thresholds(scores: &[f64], labels: &[bool], target: ThresholdTarge
                 (
                     enter,
                     exit,
-                    format!("customers scoring within {BAND} of the threshold churned at a rate >= {p} on the validation date; exit where that rate falls to {:.2}", p - 0.1),
+                    format!("lowest score whose churn rate (isotonic fit on the validation date) is >= {p}; exit where it falls to {:.2}", p - 0.1),
                 )
             }
             None => {
