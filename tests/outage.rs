@@ -1,12 +1,18 @@
-//! The broker stops for more than 30 s mid-stream and comes back with its
-//! data (tansu on SQLite): the service reports not ready meanwhile, then
-//! catches up with nothing lost or counted twice.
+//! Failing dependencies: the broker stops for more than 30 s mid-stream and
+//! comes back with its data (tansu on SQLite), or the disk refuses writes.
+//! The service reports not ready meanwhile, commits nothing past what it
+//! could not write, then catches up with nothing lost or counted twice.
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use churn_alert::event::Millis;
+use churn_alert::features::CustomerState;
+use churn_alert::store::{Commit, PartitionMeta, Store, StoreError};
 use common::*;
 
 /// Purchases of `c-0` .. `c-19`, `n` of them from `first`, one per
@@ -86,6 +92,140 @@ async fn broker_outage_waits_then_catches_up_exactly() {
     );
     for (c, (n, sum)) in &want {
         let s = customer(svc.store.as_ref(), c).unwrap();
+        assert_eq!(s.purchases, *n, "{c}: purchases");
+        assert!(
+            (s.gross - sum).abs() < 1e-9,
+            "{c}: spend {} vs {sum}",
+            s.gross
+        );
+    }
+    svc.stop().await;
+}
+
+/// A store whose writes fail while `failing` is set, like a full disk.
+struct FailingDisk {
+    inner: Arc<dyn Store>,
+    failing: Arc<AtomicBool>,
+}
+
+impl FailingDisk {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(StoreError::Io("No space left on device (injected)".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Store for FailingDisk {
+    fn meta(&self, p: i32) -> Result<Option<PartitionMeta>, StoreError> {
+        self.inner.meta(p)
+    }
+    fn get(&self, p: i32, c: &str) -> Result<Option<CustomerState>, StoreError> {
+        self.inner.get(p, c)
+    }
+    fn due(
+        &self,
+        p: i32,
+        up_to: Millis,
+        limit: usize,
+    ) -> Result<Vec<(Millis, String)>, StoreError> {
+        self.inner.due(p, up_to, limit)
+    }
+    fn commit(&self, p: i32, c: &Commit) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.commit(p, c)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.flush()
+    }
+    fn partitions(&self) -> Result<Vec<i32>, StoreError> {
+        self.inner.partitions()
+    }
+    fn customers(&self, p: i32) -> Result<Vec<(String, CustomerState)>, StoreError> {
+        self.inner.customers(p)
+    }
+    fn size_on_disk(&self) -> u64 {
+        self.inner.size_on_disk()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_disk_waits_unready_and_skips_nothing() {
+    let broker = Broker::mock();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = test_config(&broker, dir.path());
+    broker.create_topics(&cfg).await;
+    let mut service =
+        churn_alert::service::Service::with_model(cfg.clone(), test_model(&cfg)).unwrap();
+    let failing = Arc::new(AtomicBool::new(false));
+    let disk = service.store.clone();
+    service.store = Arc::new(FailingDisk {
+        inner: disk.clone(),
+        failing: failing.clone(),
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let admin = service.serve_admin(stop.clone()).await.unwrap();
+    let svc = Running::spawn(service, admin, stop);
+    let mut want = BTreeMap::new();
+    let (_, high) = produce(
+        &broker,
+        &cfg.kafka.input_topic,
+        &purchases(0, 100, &mut want),
+    )
+    .await;
+    svc.wait_committed(&high).await;
+    let offsets = |s: &dyn Store| -> Vec<i64> {
+        (0..PARTITIONS)
+            .map(|p| s.meta(p).unwrap().map_or(0, |m| m.next_offset))
+            .collect()
+    };
+    let before = offsets(disk.as_ref());
+
+    // The disk fills up: the next batch cannot be written.
+    failing.store(true, Ordering::SeqCst);
+    let (_, high) = produce(
+        &broker,
+        &cfg.kafka.input_topic,
+        &purchases(100, 100, &mut want),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while svc
+        .metric(
+            "churn_alert_dependency_failures_total",
+            "dependency=\"store\"",
+        )
+        .await
+        < 3.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the store failures were not retried"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, why) = svc.http_get("/readyz").await;
+    assert_eq!(status, 503, "{why}");
+    assert_eq!(svc.http_get("/healthz").await.0, 200);
+    assert_eq!(
+        offsets(disk.as_ref()),
+        before,
+        "nothing is committed past the failure"
+    );
+
+    // Space again: it resumes by itself and applies everything exactly once.
+    failing.store(false, Ordering::SeqCst);
+    svc.wait_committed(&high).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while svc.http_get("/readyz").await.0 != 200 {
+        assert!(Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (c, (n, sum)) in &want {
+        let s = customer(disk.as_ref(), c).unwrap();
         assert_eq!(s.purchases, *n, "{c}: purchases");
         assert!(
             (s.gross - sum).abs() < 1e-9,
