@@ -230,6 +230,38 @@ impl Metrics {
         String::from_utf8(buf).expect("the text format is UTF-8")
     }
 
+    /// The name of every metric family the service exports (histograms
+    /// also export `_bucket`, `_sum` and `_count` series).
+    pub fn names(&self) -> Vec<String> {
+        use prometheus::core::Collector;
+        let all: [&dyn Collector; 20] = [
+            &self.events_consumed,
+            &self.dlq,
+            &self.duplicates,
+            &self.batch_seconds,
+            &self.event_latency_seconds,
+            &self.scores,
+            &self.alerts,
+            &self.triggers,
+            &self.triggers_suppressed,
+            &self.alerts_cooldown,
+            &self.rescored_silent,
+            &self.consumer_lag,
+            &self.customers,
+            &self.partitions_owned,
+            &self.failures,
+            &self.ready,
+            &self.commits,
+            &self.offset_gaps,
+            &self.model_reloads,
+            &self.model_info,
+        ];
+        all.iter()
+            .flat_map(|c| c.desc())
+            .map(|d| d.fq_name.clone())
+            .collect()
+    }
+
     /// Sum of a counter vector over all labels (for summaries and tests).
     pub fn total(v: &IntCounterVec) -> u64 {
         let mut fams = Vec::new();

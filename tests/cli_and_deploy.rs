@@ -189,3 +189,86 @@ fn model_that_does_not_match_the_features_is_refused_at_start() {
     );
     assert!(!Path::new(&state).exists(), "refused before touching state");
 }
+
+/// Every `churn_alert_*` metric a query uses, histogram suffixes removed.
+fn metric_names_in(query: &str, histograms: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = query;
+    while let Some(i) = rest.find("churn_alert_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+            .unwrap_or(tail.len());
+        let mut name = tail[..end].to_string();
+        for suffix in ["_bucket", "_sum", "_count"] {
+            if let Some(base) = name.strip_suffix(suffix) {
+                if histograms.iter().any(|h| h == base) {
+                    name = base.to_string();
+                }
+            }
+        }
+        out.push(name);
+        rest = &tail[end..];
+    }
+    out
+}
+
+#[test]
+fn dashboard_and_alert_rules_query_metrics_the_service_exports() {
+    let metrics = churn_alert::metrics::Metrics::new();
+    let exported = metrics.names();
+    let histograms: Vec<String> = [
+        "churn_alert_batch_duration_seconds",
+        "churn_alert_processing_latency_seconds",
+        "churn_alert_score",
+    ]
+    .map(String::from)
+    .to_vec();
+    for h in &histograms {
+        assert!(exported.contains(h), "{h} is not exported");
+    }
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/grafana/churn-alert-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let mut queries: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().clone())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    assert!(queries.len() >= 10, "{} dashboard queries", queries.len());
+    let rules = yaml("deploy/prometheus-rules.yml");
+    let rules = rules["groups"][0]["rules"].as_sequence().unwrap().clone();
+    let names: Vec<&str> = rules.iter().map(|r| r["alert"].as_str().unwrap()).collect();
+    for want in [
+        "ChurnAlertConsumerLagGrowing",
+        "ChurnAlertDeadLetterRateHigh",
+        "ChurnAlertNoEvents",
+        "ChurnAlertAlertRateAnomaly",
+        "ChurnAlertModelReloadFailed",
+    ] {
+        assert!(names.contains(&want), "no alert rule {want}");
+    }
+    queries.extend(
+        rules
+            .iter()
+            .map(|r| r["expr"].as_str().unwrap().to_string()),
+    );
+    for q in &queries {
+        let used = metric_names_in(q, &histograms);
+        assert!(!used.is_empty(), "query uses no churn-alert metric: {q}");
+        for m in used {
+            assert!(
+                exported.contains(&m),
+                "{m} (in `{q}`) is not a metric the service exports"
+            );
+        }
+    }
+    // Prometheus in compose loads the rules.
+    let prom = yaml("deploy/prometheus.yml");
+    let rule_file = prom["rule_files"][0].as_str().unwrap();
+    let compose = std::fs::read_to_string(root().join("deploy/docker-compose.yml")).unwrap();
+    assert!(compose.contains(&format!("./prometheus-rules.yml:{rule_file}:ro")));
+}
