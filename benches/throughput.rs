@@ -267,6 +267,14 @@ fn main() {
         "    the same, background flush only:   {:>10.0} events/s (store.flush_on_commit = false)",
         lazy
     );
+    // Small batches (a quiet live stream): one fsync per 50 events.
+    let few = &msgs[..msgs.len().min(if full { 100_000 } else { 5_000 })];
+    let (small, _, _) = bench_sled(few, &cfg, &model, 50, ClockMode::Wall, true);
+    let (small_lazy, _, _) = bench_sled(few, &cfg, &model, 50, ClockMode::Wall, false);
+    println!(
+        "    batches of 50, flushed / not:      {small:>10.0} / {small_lazy:.0} events/s ({} events)",
+        few.len()
+    );
     let (replay, rescored, writes) = bench_sled(&msgs, &cfg, &model, 2000, ClockMode::Event, true);
     println!(
         "    the same replayed in event time:   {:>10.0} events/s (+{rescored} silent re-scores, {writes} state writes)",

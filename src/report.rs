@@ -220,6 +220,23 @@ fn metrics_row(name: &str, e: &Evaluation) -> String {
     )
 }
 
+/// One calibration curve: observed churn rate against mean predicted score
+/// per non-empty bin.
+fn calibration_series(who: &str, color: &'static str, e: &Evaluation) -> Series {
+    Series {
+        name: format!("{who} (error {:.3})", e.calibration_error),
+        color,
+        points: e
+            .calibration
+            .iter()
+            .filter(|b| b.count > 0)
+            .map(|b| (b.mean_predicted, b.observed_rate))
+            .collect(),
+        dashed: false,
+        markers: true,
+    }
+}
+
 /// Writes `<stem>.report.md` and three SVGs into `dir`; returns their paths.
 pub fn write(dir: &Path, stem: &str, r: &ReportInput) -> std::io::Result<Vec<PathBuf>> {
     let t = r.trained;
@@ -248,19 +265,7 @@ pub fn write(dir: &Path, stem: &str, r: &ReportInput) -> std::io::Result<Vec<Pat
             dashed: true,
             markers: false,
         },
-        Series {
-            name: format!("model (error {:.3})", t.test.calibration_error),
-            color: "#1f5fbf",
-            points: t
-                .test
-                .calibration
-                .iter()
-                .filter(|b| b.count > 0)
-                .map(|b| (b.mean_predicted, b.observed_rate))
-                .collect(),
-            dashed: false,
-            markers: true,
-        },
+        calibration_series("model", "#1f5fbf", &t.test),
     ];
     if let Some((oe, os)) = r.oracle {
         roc.insert(
@@ -273,18 +278,7 @@ pub fn write(dir: &Path, stem: &str, r: &ReportInput) -> std::io::Result<Vec<Pat
                 markers: false,
             },
         );
-        cal.push(Series {
-            name: format!("oracle (error {:.3})", oe.calibration_error),
-            color: "#d9822b",
-            points: oe
-                .calibration
-                .iter()
-                .filter(|b| b.count > 0)
-                .map(|b| (b.mean_predicted, b.observed_rate))
-                .collect(),
-            dashed: false,
-            markers: true,
-        });
+        cal.push(calibration_series("oracle", "#d9822b", oe));
     }
     let held = format!("held out: {}", date(t.test_date));
     let churned = distribution(&t.test_scores, &t.test_labels, true);

@@ -36,6 +36,39 @@ fn purchases(first: usize, n: usize, want: &mut BTreeMap<String, (u32, f64)>) ->
         .collect()
 }
 
+/// Produces [`purchases`] to the input topic; returns the high watermarks.
+async fn produce_purchases(
+    broker: &Broker,
+    cfg: &churn_alert::config::Config,
+    first: usize,
+    n: usize,
+    want: &mut BTreeMap<String, (u32, f64)>,
+) -> BTreeMap<i32, i64> {
+    let msgs = purchases(first, n, want);
+    produce(broker, &cfg.kafka.input_topic, &msgs).await.1
+}
+
+async fn wait_ready_again(svc: &Running) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while svc.http_get("/readyz").await.0 != 200 {
+        assert!(Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every customer's purchase count and spend equal what was produced.
+fn assert_totals(store: &dyn Store, want: &BTreeMap<String, (u32, f64)>) {
+    for (c, (n, sum)) in want {
+        let s = customer(store, c).unwrap();
+        assert_eq!(s.purchases, *n, "{c}: purchases");
+        assert!(
+            (s.gross - sum).abs() < 1e-9,
+            "{c}: spend {} vs {sum}",
+            s.gross
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_outage_waits_then_catches_up_exactly() {
     let dir = tempfile::tempdir().unwrap();
@@ -47,12 +80,7 @@ async fn broker_outage_waits_then_catches_up_exactly() {
     let svc = start(&cfg).await;
     let mut want = BTreeMap::new();
 
-    let (_, high) = produce(
-        &broker,
-        &cfg.kafka.input_topic,
-        &purchases(0, 300, &mut want),
-    )
-    .await;
+    let high = produce_purchases(&broker, &cfg, 0, 300, &mut want).await;
     svc.wait_committed(&high).await;
     assert_eq!(svc.http_get("/readyz").await.0, 200);
 
@@ -74,31 +102,14 @@ async fn broker_outage_waits_then_catches_up_exactly() {
 
     // Back on the same port with the same data; the rest of the stream.
     let broker = Broker::tansu_at(port, dir.path(), storage);
-    let (_, high) = produce(
-        &broker,
-        &cfg.kafka.input_topic,
-        &purchases(300, 300, &mut want),
-    )
-    .await;
+    let high = produce_purchases(&broker, &cfg, 300, 300, &mut want).await;
     svc.wait_committed(&high).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while svc.http_get("/readyz").await.0 != 200 {
-        assert!(Instant::now() < deadline, "never ready again");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_ready_again(&svc).await;
     assert_eq!(
         svc.metric("churn_alert_events_consumed_total", "").await,
         600.0
     );
-    for (c, (n, sum)) in &want {
-        let s = customer(svc.store.as_ref(), c).unwrap();
-        assert_eq!(s.purchases, *n, "{c}: purchases");
-        assert!(
-            (s.gross - sum).abs() < 1e-9,
-            "{c}: spend {} vs {sum}",
-            s.gross
-        );
-    }
+    assert_totals(svc.store.as_ref(), &want);
     svc.stop().await;
 }
 
@@ -170,12 +181,7 @@ async fn failing_disk_waits_unready_and_skips_nothing() {
     let admin = service.serve_admin(stop.clone()).await.unwrap();
     let svc = Running::spawn(service, admin, stop);
     let mut want = BTreeMap::new();
-    let (_, high) = produce(
-        &broker,
-        &cfg.kafka.input_topic,
-        &purchases(0, 100, &mut want),
-    )
-    .await;
+    let high = produce_purchases(&broker, &cfg, 0, 100, &mut want).await;
     svc.wait_committed(&high).await;
     let offsets = |s: &dyn Store| -> Vec<i64> {
         (0..PARTITIONS)
@@ -186,12 +192,7 @@ async fn failing_disk_waits_unready_and_skips_nothing() {
 
     // The disk fills up: the next batch cannot be written.
     failing.store(true, Ordering::SeqCst);
-    let (_, high) = produce(
-        &broker,
-        &cfg.kafka.input_topic,
-        &purchases(100, 100, &mut want),
-    )
-    .await;
+    let high = produce_purchases(&broker, &cfg, 100, 100, &mut want).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while svc
         .metric(
@@ -219,19 +220,7 @@ async fn failing_disk_waits_unready_and_skips_nothing() {
     // Space again: it resumes by itself and applies everything exactly once.
     failing.store(false, Ordering::SeqCst);
     svc.wait_committed(&high).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while svc.http_get("/readyz").await.0 != 200 {
-        assert!(Instant::now() < deadline, "never ready again");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    for (c, (n, sum)) in &want {
-        let s = customer(disk.as_ref(), c).unwrap();
-        assert_eq!(s.purchases, *n, "{c}: purchases");
-        assert!(
-            (s.gross - sum).abs() < 1e-9,
-            "{c}: spend {} vs {sum}",
-            s.gross
-        );
-    }
+    wait_ready_again(&svc).await;
+    assert_totals(disk.as_ref(), &want);
     svc.stop().await;
 }
