@@ -14,7 +14,8 @@ use crate::decode::Validator;
 use crate::event::{Millis, DAY_MS};
 use crate::features::FeatureSpec;
 use crate::model::ModelFile;
-use crate::policy::{CampaignRule, Policy, Tier};
+use crate::policy::{CampaignRule, ContactRules, Holdout, Policy, Tier};
+use crate::segments::{RfmBounds, Segmenter};
 
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "CHURN_ALERT__";
@@ -51,6 +52,7 @@ pub struct Config {
     pub validation: ValidationConfig,
     pub model: ModelConfig,
     pub policy: PolicyConfig,
+    pub segments: SegmentsConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
 }
@@ -76,6 +78,9 @@ pub struct KafkaConfig {
     pub triggers_topic: String,
     /// Dead-letter topic for messages that cannot be used.
     pub dlq_topic: String,
+    /// Topic alert outcomes (retained or churned, treated or holdout) are
+    /// published to (keyed by customer id).
+    pub outcomes_topic: String,
     /// Most messages processed in one batch (one state write per customer per batch).
     pub batch_max_messages: usize,
     /// Longest wait, in milliseconds, to fill a batch once its first message arrived.
@@ -98,6 +103,7 @@ impl Default for KafkaConfig {
             alerts_topic: "churn-alerts".into(),
             triggers_topic: "retention-triggers".into(),
             dlq_topic: "customer-events-dlq".into(),
+            outcomes_topic: "churn-outcomes".into(),
             batch_max_messages: 2000,
             batch_linger_ms: 50,
             auto_offset_reset: "earliest".into(),
@@ -257,7 +263,59 @@ pub struct PolicyConfig {
     /// Risk tiers, highest first; the last should start at 0.
     pub tiers: Vec<Tier>,
     /// Campaign rules; the first that matches an alert is triggered.
+    /// Every combination of tier, segment, value band, lifecycle stage,
+    /// consent and channel preference must be matched by some rule.
     pub campaigns: Vec<CampaignRule>,
+    /// Cooldown, cap and quiet hours of triggers.
+    pub contact: ContactRules,
+    /// Control group that gets no triggers.
+    pub holdout: Holdout,
+    /// Days after an alert at which its outcome (retained or churned) is
+    /// published.
+    pub outcome_window_days: f64,
+}
+
+/// RFM scores, segments, lifecycle stages and lifetime value.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SegmentsConfig {
+    /// RFM cut points; when absent, the model's (learned by `train`), else
+    /// built-in defaults.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rfm: Option<RfmBounds>,
+    /// A customer first seen less than this many days ago is `new`.
+    pub new_days: f64,
+    /// No engagement for this many days: `churned`; coming back after such
+    /// a silence: `reactivated`.
+    pub churned_after_days: f64,
+    /// How long a customer stays `reactivated` after coming back.
+    pub reactivated_days: f64,
+    /// Expected customer lifetime in years for CLV; when absent, the
+    /// model's (1 / annual churn rate in training), else 3.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_lifetime_years: Option<f64>,
+    /// Subtracted from CLV, base currency.
+    pub acquisition_cost: f64,
+    /// Share of revenue that is margin (0–1].
+    pub margin: f64,
+    /// CLV at which the `medium` and `high` value bands start.
+    pub value_bands: [f64; 2],
+}
+
+impl Default for SegmentsConfig {
+    fn default() -> Self {
+        let d = Segmenter::default();
+        Self {
+            rfm: None,
+            new_days: 30.0,
+            churned_after_days: 60.0,
+            reactivated_days: 30.0,
+            expected_lifetime_years: None,
+            acquisition_cost: d.acquisition_cost,
+            margin: d.margin,
+            value_bands: d.value_bands,
+        }
+    }
 }
 
 impl Default for PolicyConfig {
@@ -266,16 +324,26 @@ impl Default for PolicyConfig {
             name: name.into(),
             min_probability: min,
         };
-        let rule =
-            |tier: Option<&str>, min_value: Option<f64>, id: &str, channel: &str, offer: &str| {
-                CampaignRule {
-                    tier: tier.map(Into::into),
-                    min_customer_value: min_value,
-                    campaign_id: id.into(),
-                    channel: channel.into(),
-                    offer: Some(offer.into()),
+        let rule = |tier: &str, band: &str, pref: &str, id: &str, channel: &str, offer: &str| {
+            let list = |v: &str| {
+                if v.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![v.to_string()]
                 }
             };
+            CampaignRule {
+                tiers: list(tier),
+                segments: Vec::new(),
+                value_bands: list(band),
+                lifecycle: Vec::new(),
+                consent: Some(channel != "none"),
+                channel_preference: list(pref),
+                campaign_id: id.into(),
+                channel: channel.into(),
+                offer: (!offer.is_empty()).then(|| offer.into()),
+            }
+        };
         Self {
             enter_threshold: None,
             exit_threshold: None,
@@ -290,34 +358,50 @@ impl Default for PolicyConfig {
             ],
             campaigns: vec![
                 rule(
-                    Some("critical"),
-                    Some(500.0),
+                    "critical",
+                    "high",
+                    "",
                     "vip-account-manager-call",
                     "call",
                     "personal call and loyalty credit",
                 ),
                 rule(
-                    Some("critical"),
-                    None,
+                    "critical",
+                    "",
+                    "",
                     "winback-discount-20",
                     "email",
                     "20% off the next order",
                 ),
                 rule(
-                    Some("high"),
-                    None,
+                    "high",
+                    "",
+                    "sms",
+                    "winback-sms-10",
+                    "sms",
+                    "10% off the next order",
+                ),
+                rule(
+                    "high",
+                    "",
+                    "",
                     "winback-discount-10",
                     "email",
                     "10% off the next order",
                 ),
                 rule(
-                    None,
-                    None,
+                    "",
+                    "",
+                    "",
                     "reengagement-nudge",
                     "in_app",
                     "what's new since your last visit",
                 ),
+                rule("", "", "", "no-contact", "none", ""),
             ],
+            contact: ContactRules::default(),
+            holdout: Holdout::default(),
+            outcome_window_days: 30.0,
         }
     }
 }
@@ -417,6 +501,7 @@ impl Config {
             ("kafka.alerts_topic", &k.alerts_topic),
             ("kafka.triggers_topic", &k.triggers_topic),
             ("kafka.dlq_topic", &k.dlq_topic),
+            ("kafka.outcomes_topic", &k.outcomes_topic),
         ] {
             if v.trim().is_empty() {
                 return Err(key_err(key, "must not be empty"));
@@ -552,21 +637,76 @@ impl Config {
                 ));
             }
         }
-        for (i, r) in p.campaigns.iter().enumerate() {
-            if let Some(t) = &r.tier {
-                if !p.tiers.iter().any(|x| &x.name == t) {
-                    return Err(key_err(
-                        &format!("policy.campaigns[{i}].tier"),
-                        format!("no tier named {t:?}"),
-                    ));
-                }
+        crate::policy::check_rules(&p.campaigns, &p.tiers)
+            .map_err(|(at, why)| key_err(&format!("policy.campaigns{at}"), why))?;
+        let c = &p.contact;
+        for (key, x) in [
+            ("policy.contact.cooldown_days", c.cooldown_days),
+            ("policy.contact.period_days", c.period_days),
+            ("policy.outcome_window_days", p.outcome_window_days),
+        ] {
+            if !(x.is_finite() && x >= 0.0) {
+                return Err(key_err(key, format!("must be >= 0, got {x}")));
             }
-            if !["email", "sms", "call", "in_app"].contains(&r.channel.as_str()) {
-                return Err(key_err(
-                    &format!("policy.campaigns[{i}].channel"),
-                    format!("must be email, sms, call or in_app, got {:?}", r.channel),
-                ));
+        }
+        if !(c.quiet_hours.is_empty() || c.quiet_hours.len() == 2)
+            || c.quiet_hours.iter().any(|h| *h > 23)
+        {
+            return Err(key_err(
+                "policy.contact.quiet_hours",
+                format!(
+                    "must be [start, end] in hours 0-23, or [] for none; got {:?}",
+                    c.quiet_hours
+                ),
+            ));
+        }
+        if c.default_timezone.parse::<chrono_tz::Tz>().is_err() {
+            return Err(key_err(
+                "policy.contact.default_timezone",
+                format!(
+                    "not an IANA time zone name like Europe/Berlin: {:?}",
+                    c.default_timezone
+                ),
+            ));
+        }
+        if !(0.0..=0.5).contains(&p.holdout.share) {
+            return Err(key_err(
+                "policy.holdout.share",
+                format!("must be between 0 and 0.5, got {}", p.holdout.share),
+            ));
+        }
+        let g = &self.segments;
+        if let Some(rfm) = &g.rfm {
+            rfm.check().map_err(|why| {
+                let (field, msg) = why.split_once(": ").unwrap_or(("", &why));
+                key_err(&format!("segments.rfm.{field}"), msg)
+            })?;
+        }
+        for (key, x) in [
+            ("segments.new_days", g.new_days),
+            ("segments.churned_after_days", g.churned_after_days),
+            ("segments.reactivated_days", g.reactivated_days),
+            ("segments.acquisition_cost", g.acquisition_cost),
+            (
+                "segments.expected_lifetime_years",
+                g.expected_lifetime_years.unwrap_or(1.0),
+            ),
+        ] {
+            if !(x.is_finite() && x >= 0.0) {
+                return Err(key_err(key, format!("must be >= 0, got {x}")));
             }
+        }
+        if !(g.margin > 0.0 && g.margin <= 1.0) {
+            return Err(key_err(
+                "segments.margin",
+                format!("must be in (0, 1], got {}", g.margin),
+            ));
+        }
+        if g.value_bands.iter().any(|x| !x.is_finite()) || g.value_bands[0] > g.value_bands[1] {
+            return Err(key_err(
+                "segments.value_bands",
+                format!("must be ascending, got {:?}", g.value_bands),
+            ));
         }
         if self.admin.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(key_err(
@@ -588,11 +728,13 @@ impl Config {
 
     /// The feature spec these settings define.
     pub fn feature_spec(&self) -> FeatureSpec {
-        FeatureSpec::new(
+        let mut spec = FeatureSpec::new(
             &self.features.half_lives_days,
             &self.features.activity_names,
             days_ms(self.features.dedup_window_days),
-        )
+        );
+        spec.return_gap_ms = days_ms(self.segments.churned_after_days);
+        spec
     }
 
     /// The validator these settings define.
@@ -639,12 +781,40 @@ impl Config {
                     .map(|t| (t.enter, t.exit))
             })
             .unwrap_or((DEFAULT_ENTER, DEFAULT_EXIT));
+        let learned = model.and_then(|m| m.segments.as_ref());
+        let g = &self.segments;
+        let segments = Segmenter {
+            rfm: g
+                .rfm
+                .clone()
+                .or_else(|| learned.map(|l| l.rfm.clone()))
+                .unwrap_or_default(),
+            new_ms: days_ms(g.new_days),
+            churned_after_ms: days_ms(g.churned_after_days),
+            reactivated_ms: days_ms(g.reactivated_days),
+            expected_lifetime_years: g
+                .expected_lifetime_years
+                .or_else(|| learned.map(|l| l.expected_lifetime_years))
+                .unwrap_or(Segmenter::default().expected_lifetime_years),
+            acquisition_cost: g.acquisition_cost,
+            margin: g.margin,
+            value_bands: g.value_bands,
+        };
         Policy {
             enter,
             exit,
             cooldown_ms: days_ms(p.cooldown_days),
             tiers: p.tiers.clone(),
             campaigns: p.campaigns.clone(),
+            contact: p.contact.clone(),
+            default_tz: p
+                .contact
+                .default_timezone
+                .parse()
+                .unwrap_or(chrono_tz::Tz::UTC),
+            holdout: p.holdout.clone(),
+            outcome_window_ms: days_ms(p.outcome_window_days),
+            segments,
             rescore_interval_ms: (p.rescore_interval_hours * 3_600_000.0) as Millis,
             rescore_stop_after_ms: days_ms(p.rescore_stop_after_days),
             top_reasons: p.top_reasons,
@@ -735,6 +905,7 @@ mod tests {
                 exit: 0.3,
                 basis: String::new(),
             }),
+            segments: None,
             training: None,
         };
         let c = Config::default();

@@ -333,14 +333,20 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     println!(
         "  triggers published   {} (no trigger: {})",
         summary.triggers,
-        ["no_consent", "unsubscribed", "no_matching_campaign"]
-            .iter()
-            .map(|r| format!(
-                "{r}={}",
-                metrics.triggers_suppressed.with_label_values(&[r]).get()
-            ))
-            .collect::<Vec<_>>()
-            .join(", ")
+        [
+            "no_consent",
+            "no_contact_rule",
+            "contact_cooldown",
+            "contact_cap",
+            "holdout"
+        ]
+        .iter()
+        .map(|r| format!(
+            "{r}={}",
+            metrics.triggers_suppressed.with_label_values(&[r]).get()
+        ))
+        .collect::<Vec<_>>()
+        .join(", ")
     );
     println!(
         "  alerts with consent  {} of {}",

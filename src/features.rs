@@ -56,6 +56,9 @@ pub struct FeatureSpec {
     pub activity_names: Vec<String>,
     /// Event-time span within which duplicate event ids are recognised.
     pub dedup_window_ms: Millis,
+    /// A silence at least this long, ended by engagement, is a return
+    /// (`returned_at`; lifecycle stage `reactivated`).
+    pub return_gap_ms: Millis,
     lambdas: Vec<f64>,
     names: Vec<String>,
 }
@@ -81,6 +84,7 @@ impl FeatureSpec {
             half_lives_days,
             activity_names,
             dedup_window_ms,
+            return_gap_ms: 60 * DAY_MS,
             lambdas,
             names: Vec::new(),
         };
@@ -285,6 +289,14 @@ impl FeatureSpec {
         }
         s.last_seen = s.last_seen.max(t);
         if e.kind.is_engagement() {
+            if let Some(prev) = s
+                .last_engaged
+                .or((s.first_seen < t).then_some(s.first_seen))
+            {
+                if t - prev >= self.return_gap_ms {
+                    s.returned_at = Some(s.returned_at.map_or(t, |r| r.max(t)));
+                }
+            }
             s.last_engaged = Some(s.last_engaged.map_or(t, |l| l.max(t)));
         }
         for (k, v) in &e.attributes {
@@ -472,6 +484,44 @@ pub struct CustomerState {
     pub alert: AlertState,
     /// When this customer is next re-scored if nothing arrives.
     pub next_due: Option<Millis>,
+    /// Latest engagement that ended a silence of at least the spec's
+    /// `return_gap_ms` (in event order; a late event filling the gap does
+    /// not undo it).
+    pub returned_at: Option<Millis>,
+    /// Campaign contacts, held triggers and alerts awaiting an outcome.
+    pub contact: ContactState,
+}
+
+/// What the campaign side remembers about a customer.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct ContactState {
+    /// Event times of triggers published, oldest first (kept for the cap
+    /// period).
+    pub sent: Vec<Millis>,
+    /// A trigger held back by quiet hours, published at `release_at`.
+    pub held: Option<HeldTrigger>,
+    /// The latest alert, until its outcome is published.
+    pub awaiting: Option<Awaiting>,
+}
+
+/// A trigger waiting for the customer's quiet hours to end.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct HeldTrigger {
+    pub release_at: Millis,
+    /// The trigger as it will be published (JSON).
+    pub trigger: String,
+}
+
+/// An alert whose outcome is due at `due`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Awaiting {
+    pub alert_id: String,
+    pub alerted_at: Millis,
+    pub due: Millis,
+    /// The campaign chosen (also for holdout customers, who do not get it).
+    pub campaign_id: Option<String>,
+    /// `treated`, `holdout` or `not_contacted` (suppressed or no rule).
+    pub group: String,
 }
 
 /// Result of the de-duplication check.

@@ -273,6 +273,7 @@ pub struct Publisher {
     pub producer: FutureProducer,
     pub alerts_topic: String,
     pub triggers_topic: String,
+    pub outcomes_topic: String,
     pub dlq_topic: String,
 }
 
@@ -281,6 +282,7 @@ impl Publisher {
         match k {
             OutKind::Alert => &self.alerts_topic,
             OutKind::Trigger => &self.triggers_topic,
+            OutKind::Outcome => &self.outcomes_topic,
             OutKind::DeadLetter => &self.dlq_topic,
         }
     }
@@ -296,9 +298,10 @@ impl Publisher {
                     value: Some(v.as_slice()),
                 });
             }
-            let mut rec = FutureRecord::to(self.topic(r.kind))
-                .payload(&r.payload)
-                .headers(headers);
+            let mut rec = FutureRecord::<[u8], [u8]>::to(self.topic(r.kind)).headers(headers);
+            if !r.payload.is_empty() || r.kind == OutKind::DeadLetter {
+                rec = rec.payload(&r.payload);
+            }
             if let Some(k) = &r.key {
                 rec = rec.key(k);
             }

@@ -31,6 +31,7 @@ pub mod policy;
 pub mod processor;
 pub mod reload;
 pub mod report;
+pub mod segments;
 pub mod service;
 pub mod simulate;
 pub mod store;

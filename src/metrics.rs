@@ -25,6 +25,10 @@ pub struct Metrics {
     pub alerts: IntCounterVec,
     pub triggers: IntCounterVec,
     pub triggers_suppressed: IntCounterVec,
+    pub triggers_held: IntCounter,
+    pub outcomes: IntCounterVec,
+    pub policy_reloads: IntCounterVec,
+    pub erasures: IntCounter,
     pub alerts_cooldown: IntCounter,
     pub rescored_silent: IntCounter,
     pub consumer_lag: IntGaugeVec,
@@ -141,6 +145,28 @@ impl Metrics {
                 "Alerts that got no trigger, by reason.",
                 &["reason"],
             ),
+            triggers_held: counter(
+                &r,
+                "churn_alert_triggers_held_total",
+                "Triggers held back until the customer's quiet hours end.",
+            ),
+            outcomes: counter_vec(
+                &r,
+                "churn_alert_outcomes_total",
+                "Alert outcomes by campaign, group (treated, holdout, not_contacted) and outcome (retained, churned): retention of treated vs holdout is the campaign's uplift.",
+                &["campaign", "group", "outcome"],
+            ),
+            policy_reloads: counter_vec(
+                &r,
+                "churn_alert_policy_reloads_total",
+                "Policy reloads by result (ok, error).",
+                &["result"],
+            ),
+            erasures: counter(
+                &r,
+                "churn_alert_erasures_total",
+                "Customers erased (erasure events and DELETE /customers/{id}).",
+            ),
             alerts_cooldown: counter(
                 &r,
                 "churn_alert_alerts_cooldown_total",
@@ -212,7 +238,17 @@ impl Metrics {
         for result in ["ok", "error"] {
             m.model_reloads.with_label_values(&[result]);
         }
-        for reason in ["no_consent", "unsubscribed", "no_matching_campaign"] {
+        for result in ["ok", "error"] {
+            m.policy_reloads.with_label_values(&[result]);
+        }
+        for reason in [
+            "no_consent",
+            "no_contact_rule",
+            "contact_cooldown",
+            "contact_cap",
+            "holdout",
+            "recovered_while_held",
+        ] {
             m.triggers_suppressed.with_label_values(&[reason]);
         }
         for d in ["kafka_produce", "kafka_consume", "store"] {
@@ -234,7 +270,7 @@ impl Metrics {
     /// also export `_bucket`, `_sum` and `_count` series).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let all: [&dyn Collector; 20] = [
+        let all: [&dyn Collector; 24] = [
             &self.events_consumed,
             &self.dlq,
             &self.duplicates,
@@ -244,6 +280,10 @@ impl Metrics {
             &self.alerts,
             &self.triggers,
             &self.triggers_suppressed,
+            &self.triggers_held,
+            &self.outcomes,
+            &self.policy_reloads,
+            &self.erasures,
             &self.alerts_cooldown,
             &self.rescored_silent,
             &self.consumer_lag,

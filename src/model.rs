@@ -46,6 +46,9 @@ pub struct ModelFile {
     /// Alert thresholds chosen by `train`; used when the config sets none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thresholds: Option<Thresholds>,
+    /// RFM cut points and expected lifetime learned by `train`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<crate::segments::Learned>,
     /// How the model was made: training window, data hash, metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<serde_json::Value>,
@@ -265,6 +268,7 @@ pub(crate) mod tests {
                 weights: vec![1.0],
                 intercept: 0.0,
                 thresholds: None,
+                segments: None,
                 training: None,
             },
             spec,
@@ -285,6 +289,7 @@ pub(crate) mod tests {
             weights: vec![1.5, -2.0],
             intercept: -1.0,
             thresholds: None,
+            segments: None,
             training: None,
         }
     }

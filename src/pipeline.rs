@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{rfc3339, stable_hash, Event, EventKind, Millis};
-use crate::features::{CustomerState, FeatureSpec, Seen};
+use crate::event::{rfc3339, stable_hash, Event, EventKind, Millis, DAY_MS};
+use crate::features::{Awaiting, CustomerState, FeatureSpec, HeldTrigger, Seen};
 use crate::model::{Model, Reason, Score};
-use crate::policy::{Decision, Policy};
+use crate::policy::{after_quiet_hours, Case, Decision, Policy};
+use crate::segments::{Profile, Rfm};
 
 /// A churn alert as published on the alerts topic (JSON).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -35,6 +36,17 @@ pub struct Alert {
     pub customer_value: f64,
     /// Whether the customer may receive marketing.
     pub marketing_consent: bool,
+    /// RFM scores 1–5.
+    pub rfm: Rfm,
+    pub segment: String,
+    pub lifecycle: String,
+    /// Estimated lifetime value, base currency.
+    pub clv: f64,
+    pub value_band: String,
+    /// The campaign the rules chose (`no-contact` style rules included).
+    pub campaign_id: Option<String>,
+    /// In the control group: no trigger is sent, the outcome is tracked.
+    pub holdout: bool,
     /// Every feature value at `as_of`.
     pub features: BTreeMap<String, f64>,
 }
@@ -53,7 +65,33 @@ pub struct Trigger {
     pub risk_tier: String,
     pub probability: f64,
     pub customer_value: f64,
+    pub segment: String,
+    pub lifecycle: String,
+    pub clv: f64,
+    pub value_band: String,
+    /// Event time of the alert (RFC 3339).
     pub as_of: String,
+    /// When the trigger was released, if quiet hours held it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<String>,
+}
+
+/// Whether an alerted customer stayed, published on the outcomes topic
+/// `policy.outcome_window_days` after the alert (event time).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct OutcomeRecord {
+    /// Deterministic, derived from the alert id.
+    pub outcome_id: String,
+    pub alert_id: String,
+    pub customer_id: String,
+    /// `retained` (purchase, session or activity after the alert) or
+    /// `churned`.
+    pub outcome: String,
+    /// `treated`, `holdout` or `not_contacted`.
+    pub group: String,
+    pub campaign_id: Option<String>,
+    pub alerted_at: String,
+    pub decided_at: String,
 }
 
 /// What happened to an event.
@@ -77,8 +115,12 @@ pub struct Output {
     pub probability: Option<f64>,
     pub alert: Option<Alert>,
     pub trigger: Option<Trigger>,
-    /// Why an alert got no trigger (`no_consent`, `unsubscribed`, ...).
+    /// Why an alert got no trigger (`no_consent`, `holdout`, ...).
     pub suppressed: Option<&'static str>,
+    /// The trigger was held back by quiet hours.
+    pub held: bool,
+    /// An alert's outcome came due.
+    pub decided: Option<OutcomeRecord>,
     /// An alert was due but held back by the cooldown.
     pub cooldown: bool,
 }
@@ -91,6 +133,8 @@ impl Output {
             alert: None,
             trigger: None,
             suppressed: None,
+            held: false,
+            decided: None,
             cooldown: false,
         }
     }
@@ -210,9 +254,82 @@ fn score(
     let mut out = Output::bare(Outcome::Applied);
     out.probability = Some(p);
     out.cooldown = decision == Decision::Cooldown;
-    if decision != Decision::Alert {
-        return out;
+    if let Some(a) = s.contact.awaiting.as_ref().filter(|a| a.due <= now) {
+        out.decided = Some(outcome_of(s, customer_id, a, now));
+        s.contact.awaiting = None;
     }
+    if let Some(h) = s.contact.held.take() {
+        if h.release_at > now {
+            s.contact.held = Some(h);
+        } else if s.alert.active && s.has_marketing_consent() {
+            let mut t: Trigger = serde_json::from_str(&h.trigger).expect("held triggers are ours");
+            t.released_at = Some(rfc3339(now));
+            out.trigger = Some(t);
+        } else {
+            out.suppressed = Some(if s.alert.active {
+                "no_consent"
+            } else {
+                "recovered_while_held"
+            });
+        }
+    }
+    if decision == Decision::Alert {
+        alert(
+            s,
+            customer_id,
+            now,
+            p,
+            sc.reasons,
+            x,
+            model,
+            policy,
+            spec,
+            cause,
+            &mut out,
+        );
+    }
+    // Held triggers and outcomes wake the customer even when silence alone
+    // would not.
+    let wake = [
+        s.contact.held.as_ref().map(|h| h.release_at),
+        s.contact.awaiting.as_ref().map(|a| a.due),
+    ];
+    for t in wake.into_iter().flatten() {
+        s.next_due = Some(s.next_due.map_or(t, |d| d.min(t)));
+    }
+    out
+}
+
+fn outcome_of(s: &CustomerState, customer_id: &str, a: &Awaiting, now: Millis) -> OutcomeRecord {
+    let back = s.last_engaged.is_some_and(|t| t > a.alerted_at);
+    OutcomeRecord {
+        outcome_id: format!("{:016x}", stable_hash(&[a.alert_id.as_bytes(), b"outcome"])),
+        alert_id: a.alert_id.clone(),
+        customer_id: customer_id.to_string(),
+        outcome: if back { "retained" } else { "churned" }.into(),
+        group: a.group.clone(),
+        campaign_id: a.campaign_id.clone(),
+        alerted_at: rfc3339(a.alerted_at),
+        decided_at: rfc3339(now),
+    }
+}
+
+/// Builds the alert, picks the campaign and applies holdout and the contact
+/// rules.
+#[allow(clippy::too_many_arguments)]
+fn alert(
+    s: &mut CustomerState,
+    customer_id: &str,
+    now: Millis,
+    p: f64,
+    reasons: Vec<crate::model::Reason>,
+    x: Vec<f64>,
+    model: &Model,
+    policy: &Policy,
+    spec: &FeatureSpec,
+    cause: &str,
+    out: &mut Output,
+) {
     let alert_id = format!(
         "{:016x}",
         stable_hash(&[
@@ -221,11 +338,73 @@ fn score(
             &s.alert.count.to_be_bytes(),
         ])
     );
+    // An earlier alert still awaiting its outcome is decided now.
+    if let Some(a) = s.contact.awaiting.take() {
+        out.decided = Some(outcome_of(s, customer_id, &a, now));
+    }
+    s.contact.held = None;
     let tier = policy.tier(p).to_string();
     let value = s.gross - s.refunded;
     let as_of = rfc3339(now);
-    out.trigger = match policy.campaign(&tier, s) {
-        Ok(rule) => Some(Trigger {
+    let profile: Profile = policy.segments.profile(s, now);
+    let consent = s.has_marketing_consent();
+    let case = Case {
+        tier: &tier,
+        segment: &profile.segment,
+        value_band: &profile.value_band,
+        lifecycle: &profile.lifecycle,
+        consent,
+        channel_preference: policy.channel_preference(s),
+    };
+    let rule = policy.rule_for(&case);
+    let holdout = policy.holdout.contains(customer_id);
+    let c = &policy.contact;
+    let period_ms = (c.period_days * DAY_MS as f64) as Millis;
+    let cooldown_ms = (c.cooldown_days * DAY_MS as f64) as Millis;
+    s.contact
+        .sent
+        .retain(|t| now - *t < period_ms.max(cooldown_ms));
+    let blocked = if !consent {
+        Some("no_consent")
+    } else if rule.is_none_or(|r| r.channel == "none") {
+        Some("no_contact_rule")
+    } else if s.contact.sent.last().is_some_and(|t| now - t < cooldown_ms) {
+        Some("contact_cooldown")
+    } else if s
+        .contact
+        .sent
+        .iter()
+        .filter(|t| now - **t < period_ms)
+        .count()
+        >= c.max_triggers
+    {
+        Some("contact_cap")
+    } else if holdout {
+        Some("holdout")
+    } else {
+        None
+    };
+    let group = match blocked {
+        None => "treated",
+        Some("holdout") => "holdout",
+        Some(_) => "not_contacted",
+    };
+    if matches!(group, "treated" | "holdout") {
+        // Holdout customers use up their contact budget as if they had been
+        // contacted, so caps shape both groups alike.
+        s.contact.sent.push(now);
+    }
+    let campaign_id = rule.map(|r| r.campaign_id.clone());
+    s.contact.awaiting = Some(Awaiting {
+        alert_id: alert_id.clone(),
+        alerted_at: now,
+        due: now + policy.outcome_window_ms,
+        campaign_id: campaign_id.clone(),
+        group: group.into(),
+    });
+    out.suppressed = blocked;
+    if let (None, Some(rule)) = (blocked, rule) {
+        let trigger = Trigger {
             trigger_id: format!("{:016x}", stable_hash(&[alert_id.as_bytes(), b"trigger"])),
             alert_id: alert_id.clone(),
             customer_id: customer_id.to_string(),
@@ -235,28 +414,45 @@ fn score(
             risk_tier: tier.clone(),
             probability: p,
             customer_value: value,
+            segment: profile.segment.clone(),
+            lifecycle: profile.lifecycle.clone(),
+            clv: profile.clv,
+            value_band: profile.value_band.clone(),
             as_of: as_of.clone(),
-        }),
-        Err(why) => {
-            out.suppressed = Some(why);
-            None
+            released_at: None,
+        };
+        let release_at = after_quiet_hours(now, &c.quiet_hours, policy.timezone(s));
+        if release_at > now {
+            out.held = true;
+            s.contact.held = Some(HeldTrigger {
+                release_at,
+                trigger: serde_json::to_string(&trigger).expect("triggers serialise"),
+            });
+        } else {
+            out.trigger = Some(trigger);
         }
-    };
+    }
     out.alert = Some(Alert {
         alert_id,
         customer_id: customer_id.to_string(),
         probability: p,
         risk_tier: tier,
         model_version: model.version().to_string(),
-        reasons: sc.reasons,
+        reasons,
         as_of,
         as_of_ms: now,
         cause: cause.to_string(),
         customer_value: value,
-        marketing_consent: s.has_marketing_consent(),
+        marketing_consent: consent,
+        rfm: profile.rfm,
+        segment: profile.segment,
+        lifecycle: profile.lifecycle,
+        clv: profile.clv,
+        value_band: profile.value_band,
+        campaign_id,
+        holdout,
         features: spec.names().iter().cloned().zip(x).collect(),
     });
-    out
 }
 
 /// Longest a silent customer goes without a re-score, in re-score intervals.
@@ -479,6 +675,142 @@ mod tests {
         let (_, out) = rescore(s.unwrap(), "c-1", T0 + 12 * DAY_MS, &m, &policy, &spec);
         let t = out.trigger.expect("consenting customer gets a trigger");
         assert_eq!(t.alert_id, out.alert.unwrap().alert_id);
-        assert_eq!(t.campaign_id, "winback-email");
+        assert_eq!(t.campaign_id, "reengagement-nudge");
+    }
+
+    /// Runs customer `c-1` (consenting) day by day to `days`: sessions on
+    /// `session_days`, a silent re-score every day in between. Returns
+    /// every output with its day.
+    fn run(policy: &Policy, session_days: &[i64], days: i64) -> Vec<(i64, Output)> {
+        let spec = spec();
+        let m = model(&spec);
+        let consent = ev("k", "c-1", 0, EventKind::Consent { marketing: true });
+        let (mut s, _) = step(None, &consent, T0, &m, policy, &spec);
+        let mut outs = Vec::new();
+        for day in 0..=days {
+            let now = T0 + day * DAY_MS;
+            let (next, out) = if session_days.contains(&day) {
+                let e = session(&format!("s{day}"), day);
+                step(s, &e, now, &m, policy, &spec)
+            } else {
+                let (st, out) = rescore(s.unwrap(), "c-1", now, &m, policy, &spec);
+                (Some(st), out)
+            };
+            s = next;
+            outs.push((day, out));
+        }
+        outs
+    }
+
+    fn days_with(outs: &[(i64, Output)], f: impl Fn(&Output) -> bool) -> Vec<i64> {
+        outs.iter().filter(|(_, o)| f(o)).map(|(d, _)| *d).collect()
+    }
+
+    #[test]
+    fn contact_cooldown_and_cap_limit_triggers_not_alerts() {
+        let mut policy = crate::policy::tests::policy();
+        policy.cooldown_ms = 5 * DAY_MS;
+        policy.contact.cooldown_days = 30.0;
+        policy.contact.max_triggers = 2;
+        policy.contact.period_days = 100.0;
+        // Silent spells of 12 days after each session: an alert each time.
+        let sessions = [0, 20, 40, 60, 80];
+        let outs = run(&policy, &sessions, 95);
+        let alerts = days_with(&outs, |o| o.alert.is_some());
+        assert_eq!(alerts, vec![12, 32, 52, 72, 92]);
+        assert_eq!(days_with(&outs, |o| o.trigger.is_some()), vec![12, 52]);
+        let why = |day| outs[day as usize].1.suppressed;
+        assert_eq!(why(32), Some("contact_cooldown"), "20 days after a trigger");
+        assert_eq!(why(72), Some("contact_cooldown"));
+        assert_eq!(why(92), Some("contact_cap"), "two in 100 days already");
+    }
+
+    #[test]
+    fn holdout_customers_are_alerted_without_a_trigger_and_tracked() {
+        let mut policy = crate::policy::tests::policy();
+        policy.holdout.share = 0.5;
+        let held = policy.holdout.contains("c-1");
+        policy.holdout.share = if held { 0.5 } else { 0.0 };
+        let in_group = policy.holdout.contains("c-1");
+        // Comes back on day 20, after the day-12 alert, and stays.
+        let outs = run(&policy, &[0, 20, 25, 30, 35, 40, 45, 50], 50);
+        let alert = outs[12].1.alert.clone().expect("alert on day 12");
+        assert_eq!(alert.holdout, in_group);
+        assert_eq!(alert.campaign_id.as_deref(), Some("reengagement-nudge"));
+        assert_eq!(outs[12].1.trigger.is_some(), !in_group);
+        let decided = days_with(&outs, |o| o.decided.is_some());
+        assert_eq!(decided, vec![42], "30 days after the alert");
+        let o = outs[42].1.decided.clone().unwrap();
+        assert_eq!(o.alert_id, alert.alert_id);
+        assert_eq!(o.outcome, "retained");
+        assert_eq!(o.group, if in_group { "holdout" } else { "treated" });
+        assert_eq!(o.campaign_id.as_deref(), Some("reengagement-nudge"));
+    }
+
+    #[test]
+    fn outcome_is_churned_when_the_customer_stays_away() {
+        let policy = crate::policy::tests::policy();
+        let outs = run(&policy, &[0], 45);
+        let o = outs[42].1.decided.clone().expect("outcome on day 42");
+        assert_eq!(
+            (o.outcome.as_str(), o.group.as_str()),
+            ("churned", "treated")
+        );
+        // The outcome wakes a silent customer on its day.
+        let spec = spec();
+        let m = model(&spec);
+        let consent = ev("k", "c-1", 0, EventKind::Consent { marketing: true });
+        let (s, _) = step(None, &consent, T0, &m, &policy, &spec);
+        let (s, out) = rescore(s.unwrap(), "c-1", T0 + 12 * DAY_MS, &m, &policy, &spec);
+        assert!(out.alert.is_some());
+        assert!(s.next_due.unwrap() <= T0 + 42 * DAY_MS);
+    }
+
+    #[test]
+    fn quiet_hours_hold_a_trigger_until_local_morning() {
+        let mut policy = crate::policy::tests::policy();
+        policy.contact.quiet_hours = vec![21, 8];
+        let spec = spec();
+        let m = model(&spec);
+        // T0 is 22:13 UTC: quiet for a customer in UTC.
+        let consent = ev("k", "c-1", 0, EventKind::Consent { marketing: true });
+        let (s, _) = step(None, &consent, T0, &m, &policy, &spec);
+        let (s, out) = rescore(s.unwrap(), "c-1", T0 + 12 * DAY_MS, &m, &policy, &spec);
+        assert!(out.alert.is_some() && out.held && out.trigger.is_none());
+        let release = s.next_due.unwrap();
+        let hour = (release % DAY_MS) / 3_600_000;
+        assert_eq!((hour, release % 3_600_000), (8, 0), "08:00 UTC");
+        assert!(release - (T0 + 12 * DAY_MS) < 10 * 3_600_000);
+        let (s, out) = rescore(s, "c-1", release, &m, &policy, &spec);
+        let t = out.trigger.expect("released in the morning");
+        assert_eq!(t.alert_id, out_alert_id(&policy, &spec, &m));
+        assert_eq!(t.released_at.as_deref(), Some(rfc3339(release).as_str()));
+        assert!(s.contact.held.is_none());
+        // A customer in Los Angeles (14:13 local) gets it at once.
+        let mut e = ev("k", "c-1", 0, EventKind::Consent { marketing: true });
+        e.attributes
+            .insert("timezone".into(), "America/Los_Angeles".into());
+        let (s, _) = step(None, &e, T0, &m, &policy, &spec);
+        let (_, out) = rescore(s.unwrap(), "c-1", T0 + 12 * DAY_MS, &m, &policy, &spec);
+        assert!(out.trigger.is_some() && !out.held);
+    }
+
+    fn out_alert_id(policy: &Policy, spec: &FeatureSpec, m: &Model) -> String {
+        let consent = ev("k", "c-1", 0, EventKind::Consent { marketing: true });
+        let (s, _) = step(None, &consent, T0, m, policy, spec);
+        let (_, out) = rescore(s.unwrap(), "c-1", T0 + 12 * DAY_MS, m, policy, spec);
+        out.alert.unwrap().alert_id
+    }
+
+    #[test]
+    fn alerts_carry_segment_lifecycle_and_value() {
+        let policy = crate::policy::tests::policy();
+        let outs = run(&policy, &[0], 13);
+        let a = outs[12].1.alert.clone().unwrap();
+        assert_eq!(a.lifecycle, "at_risk");
+        assert_eq!(a.segment, "lost", "never bought");
+        assert_eq!((a.clv, a.value_band.as_str()), (0.0, "low"));
+        let t = outs[12].1.trigger.clone().unwrap();
+        assert_eq!((t.segment, t.lifecycle), (a.segment, a.lifecycle));
     }
 }

@@ -51,6 +51,8 @@ pub struct OutRecord {
     pub kind: OutKind,
     /// The customer id; for a dead letter, the original key (if any).
     pub key: Option<Vec<u8>>,
+    /// Empty for an alert, trigger or outcome: a tombstone (null value)
+    /// for the key, published on erasure.
     pub payload: Vec<u8>,
     pub headers: Vec<(String, Vec<u8>)>,
 }
@@ -60,6 +62,7 @@ pub struct OutRecord {
 pub enum OutKind {
     Alert,
     Trigger,
+    Outcome,
     DeadLetter,
 }
 
@@ -313,7 +316,25 @@ impl Processor {
                 records.push(self.dead_letter(m, &rej));
                 return Ok(());
             }
-            Outcome::Erased | Outcome::Applied => {}
+            Outcome::Erased => {
+                // Audit without personal data: where the request came from.
+                tracing::info!(
+                    target: "audit",
+                    partition = m.partition,
+                    offset = m.offset,
+                    "customer erased: state removed, tombstones published"
+                );
+                self.metrics.erasures.inc();
+                for kind in [OutKind::Alert, OutKind::Trigger, OutKind::Outcome] {
+                    records.push(OutRecord {
+                        kind,
+                        key: Some(event.customer_id.clone().into_bytes()),
+                        payload: Vec::new(),
+                        headers: vec![("erasure".into(), b"true".to_vec())],
+                    });
+                }
+            }
+            Outcome::Applied => {}
         }
         meta.watermark = meta.watermark.max(event.occurred_at);
         self.metrics
@@ -405,6 +426,28 @@ impl Processor {
                 headers: vec![
                     ("content-type".into(), b"application/json".to_vec()),
                     ("alert-id".into(), t.alert_id.clone().into_bytes()),
+                ],
+            });
+        }
+        if out.held {
+            self.metrics.triggers_held.inc();
+        }
+        if let Some(o) = &out.decided {
+            self.metrics
+                .outcomes
+                .with_label_values(&[
+                    o.campaign_id.as_deref().unwrap_or("none"),
+                    &o.group,
+                    &o.outcome,
+                ])
+                .inc();
+            records.push(OutRecord {
+                kind: OutKind::Outcome,
+                key: Some(o.customer_id.clone().into_bytes()),
+                payload: serde_json::to_vec(o).expect("outcomes serialise"),
+                headers: vec![
+                    ("content-type".into(), b"application/json".to_vec()),
+                    ("alert-id".into(), o.alert_id.clone().into_bytes()),
                 ],
             });
         }

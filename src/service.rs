@@ -128,6 +128,7 @@ impl Service {
             producer: kafka::producer(&cfg)?,
             alerts_topic: cfg.alerts_topic.clone(),
             triggers_topic: cfg.triggers_topic.clone(),
+            outcomes_topic: cfg.outcomes_topic.clone(),
             dlq_topic: cfg.dlq_topic.clone(),
         };
         let clock = if self.config.clock.mode == "event" {

@@ -807,6 +807,7 @@ pub fn fit(
                 weights: fitted.params().iter().map(|w| sign * w).collect(),
                 intercept: sign * fitted.intercept(),
                 thresholds: None,
+                segments: None,
                 training: None,
             })
         };
@@ -855,10 +856,57 @@ pub fn fit(
         alpha_scores,
         model: {
             model.thresholds = Some(thresholds);
+            model.segments = Some(learn_segments(snaps, spec, &train, valid_d - 1, cfg));
             model
         },
     };
     Ok(t)
+}
+
+/// RFM quintile cut points of the population on the latest training date,
+/// and the expected lifetime from the training churn rate: with a share
+/// `p` churning within the horizon `h`, the annual churn rate is
+/// 1 − (1 − p)^(365/h) and the expected lifetime its inverse (0.25 to 50
+/// years).
+fn learn_segments(
+    snaps: &Snapshots,
+    spec: &FeatureSpec,
+    train: &[usize],
+    date: u8,
+    cfg: &TrainConfig,
+) -> crate::segments::Learned {
+    use crate::segments::{quintile_cuts, Learned, RfmBounds};
+    let col = |name: &str| spec.names().iter().position(|n| n == name);
+    let (rec, cnt, mon) = (
+        col("purchase_recency_days"),
+        col("purchase_count_log"),
+        col("monetary_log"),
+    );
+    let (mut r, mut f, mut m) = (Vec::new(), Vec::new(), Vec::new());
+    for i in train.iter().filter(|i| snaps.rows[**i].0 == date) {
+        let row = snaps.row(*i);
+        let get = |c: Option<usize>| c.map_or(0.0, |c| f64::from(row[c]));
+        let purchases = get(cnt).exp_m1().round();
+        if purchases >= 1.0 {
+            r.push(get(rec));
+        }
+        f.push(purchases);
+        m.push(get(mon).exp_m1());
+    }
+    let round = |c: [f64; 4]| c.map(|x| (x * 100.0).round() / 100.0);
+    let positives = train.iter().filter(|i| snaps.rows[**i].2).count();
+    let p = positives as f64 / train.len().max(1) as f64;
+    let h_days = cfg.horizon_ms as f64 / crate::event::DAY_MS as f64;
+    let annual = 1.0 - (1.0 - p).powf(365.0 / h_days.max(1.0));
+    Learned {
+        rfm: RfmBounds {
+            recency_days: round(quintile_cuts(&mut r)),
+            frequency: round(quintile_cuts(&mut f)),
+            monetary: round(quintile_cuts(&mut m)),
+        },
+        expected_lifetime_years: ((1.0 / annual.max(1e-9)).clamp(0.25, 50.0) * 100.0).round()
+            / 100.0,
+    }
 }
 
 #[cfg(test)]

@@ -80,7 +80,8 @@ pub trait Store: Send + Sync + 'static {
 const _: Option<&dyn Store> = None;
 
 /// State encoding version, the first byte of every stored state.
-const STATE_VERSION: u8 = 1;
+/// Version 1 lacked the trailing `returned_at` and `contact` fields.
+const STATE_VERSION: u8 = 2;
 
 /// Encodes a customer state for storage (version byte + bincode).
 pub fn encode_state(s: &CustomerState) -> Vec<u8> {
@@ -92,12 +93,25 @@ pub fn encode_state(s: &CustomerState) -> Vec<u8> {
 
 /// Decodes a stored customer state.
 pub fn decode_state(bytes: &[u8]) -> Result<CustomerState, StoreError> {
+    let corrupt = |e: bincode::Error| StoreError::Corrupt {
+        what: "customer state".into(),
+        message: e.to_string(),
+    };
     match bytes.split_first() {
-        Some((&STATE_VERSION, rest)) => {
-            bincode::deserialize(rest).map_err(|e| StoreError::Corrupt {
-                what: "customer state".into(),
-                message: e.to_string(),
-            })
+        Some((&STATE_VERSION, rest)) => bincode::deserialize(rest).map_err(corrupt),
+        Some((1, rest)) => {
+            // bincode writes fields back to back, so a version 1 state
+            // followed by the new fields' defaults is a version 2 state.
+            let mut v2 = rest.to_vec();
+            bincode::serialize_into(
+                &mut v2,
+                &(
+                    None::<crate::event::Millis>,
+                    crate::features::ContactState::default(),
+                ),
+            )
+            .expect("serialising to a Vec cannot fail");
+            bincode::deserialize(&v2).map_err(corrupt)
         }
         Some((v, _)) => Err(StoreError::Corrupt {
             what: "customer state".into(),
@@ -190,5 +204,20 @@ mod tests {
         let mut bad = encode_state(&s);
         bad[0] = 9;
         assert!(decode_state(&bad).is_err());
+    }
+
+    #[test]
+    fn version_1_states_still_load() {
+        let s = state(3);
+        let v2 = encode_state(&s);
+        let tail = bincode::serialize(&(
+            None::<crate::event::Millis>,
+            crate::features::ContactState::default(),
+        ))
+        .unwrap();
+        assert!(v2.ends_with(&tail));
+        let mut v1 = v2[..v2.len() - tail.len()].to_vec();
+        v1[0] = 1;
+        assert_eq!(decode_state(&v1).unwrap(), s);
     }
 }

@@ -206,6 +206,7 @@ pub fn test_model(cfg: &Config) -> Model {
             weights: vec![1.0, 0.5],
             intercept: 0.0,
             thresholds: None,
+            segments: None,
             training: None,
         },
         &cfg.feature_spec(),
@@ -222,6 +223,8 @@ pub fn test_config(broker: &Broker, dir: &Path) -> Config {
     c.store.path = dir.join("state");
     c.admin.listen = "127.0.0.1:0".into();
     c.validation.max_message_bytes = 2048;
+    c.policy.contact.quiet_hours.clear();
+    c.policy.holdout.share = 0.0;
     c
 }
 
