@@ -1,4 +1,9 @@
-//! The admin HTTP server: `/metrics`, `/healthz`, `/readyz`.
+//! The admin HTTP server: `/metrics`, `/healthz`, `/readyz`, and the
+//! operator's view: `GET /customers/{id}`, `DELETE /customers/{id}`,
+//! `GET /model`, `POST /model/reload`, `GET /policy`, `POST /policy/reload`.
+//!
+//! Mutating endpoints need `Authorization: Bearer <admin.token>`; with no
+//! token configured they answer 403 (disabled), never open.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,15 +53,39 @@ impl Health {
 struct AppState {
     metrics: Metrics,
     health: Arc<Health>,
+    control: Arc<crate::control::Control>,
 }
 
 /// The admin routes.
-pub fn router(metrics: Metrics, health: Arc<Health>) -> Router {
+pub fn router(
+    metrics: Metrics,
+    health: Arc<Health>,
+    control: Arc<crate::control::Control>,
+) -> Router {
+    use crate::control as c;
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready_handler))
-        .with_state(AppState { metrics, health })
+        .route(
+            "/customers/{id}",
+            get(c::get_customer).delete(c::delete_customer),
+        )
+        .route("/model", get(c::get_model))
+        .route("/model/reload", axum::routing::post(c::reload_model))
+        .route("/policy", get(c::get_policy))
+        .route("/policy/reload", axum::routing::post(c::reload_policy))
+        .with_state(AppState {
+            metrics,
+            health,
+            control,
+        })
+}
+
+impl axum::extract::FromRef<AppState> for Arc<crate::control::Control> {
+    fn from_ref(s: &AppState) -> Self {
+        s.control.clone()
+    }
 }
 
 async fn metrics_handler(
@@ -92,11 +121,12 @@ pub async fn serve(
     listen: &str,
     metrics: Metrics,
     health: Arc<Health>,
+    control: Arc<crate::control::Control>,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let app = router(metrics, health);
+    let app = router(metrics, health, control);
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

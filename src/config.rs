@@ -55,6 +55,9 @@ pub struct Config {
     pub segments: SegmentsConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    /// The file this was loaded from (re-read by `POST /policy/reload`).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// Kafka connection, topics and batching.
@@ -410,14 +413,22 @@ impl Default for PolicyConfig {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
-    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    /// Address of `/metrics`, `/healthz`, `/readyz` and the operator
+    /// endpoints.
     pub listen: String,
+    /// Bearer token for the mutating endpoints (`DELETE /customers/{id}`,
+    /// `POST /model/reload`, `POST /policy/reload`), at least 16
+    /// characters; best set by `CHURN_ALERT__ADMIN__TOKEN`. Unset: those
+    /// endpoints are disabled (403).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9898".into(),
+            token: None,
         }
     }
 }
@@ -481,13 +492,14 @@ impl Config {
         for (k, v) in overrides {
             apply_env(&mut table, &k, &v)?;
         }
-        let cfg: Config =
+        let mut cfg: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let path = e.path().to_string();
                 let msg = e.into_inner().to_string();
                 key_err(&path, msg.lines().next().unwrap_or_default())
             })?;
         cfg.validate()?;
+        cfg.source = path.map(Path::to_path_buf);
         Ok(cfg)
     }
 
@@ -715,6 +727,17 @@ impl Config {
                     "must be an address like 127.0.0.1:9898, got {:?}",
                     self.admin.listen
                 ),
+            ));
+        }
+        if self
+            .admin
+            .token
+            .as_ref()
+            .is_some_and(|t| t.chars().count() < 16)
+        {
+            return Err(key_err(
+                "admin.token",
+                "must be at least 16 characters (or unset to disable mutating endpoints)",
             ));
         }
         if !["text", "json"].contains(&self.log.format.as_str()) {

@@ -169,6 +169,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         &config.kafka.input_topic,
         &config.kafka.alerts_topic,
         &config.kafka.triggers_topic,
+        &config.kafka.outcomes_topic,
         &config.kafka.dlq_topic,
     ] {
         cluster.create_topic(t, opts.partitions, 1)?;
@@ -334,6 +335,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         "  triggers published   {} (no trigger: {})",
         summary.triggers,
         [
+            "unsubscribed",
             "no_consent",
             "no_contact_rule",
             "contact_cooldown",

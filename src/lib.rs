@@ -19,6 +19,7 @@
 pub mod admin;
 pub mod commands;
 pub mod config;
+pub mod control;
 pub mod decode;
 pub mod demo;
 pub mod event;

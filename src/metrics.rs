@@ -242,6 +242,7 @@ impl Metrics {
             m.policy_reloads.with_label_values(&[result]);
         }
         for reason in [
+            "unsubscribed",
             "no_consent",
             "no_contact_rule",
             "contact_cooldown",

@@ -101,10 +101,31 @@ impl Model {
             path: p.clone(),
             source,
         })?;
-        let file: ModelFile = serde_json::from_str(&text).map_err(|e| ModelError::Parse {
-            path: p.clone(),
-            message: e.to_string(),
+        let de = &mut serde_json::Deserializer::from_str(&text);
+        let file: ModelFile = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            let broken = e.inner().is_syntax() || e.inner().is_eof();
+            let message = e.into_inner().to_string();
+            if broken || field == "." {
+                ModelError::Parse {
+                    path: p.clone(),
+                    message,
+                }
+            } else {
+                ModelError::Field {
+                    path: p.clone(),
+                    field,
+                    message,
+                }
+            }
         })?;
+        if let Some(l) = &file.segments {
+            l.rfm.check().map_err(|m| ModelError::Field {
+                path: p.clone(),
+                field: "segments.rfm".into(),
+                message: m,
+            })?;
+        }
         Self::new(file, spec).map_err(|(field, message)| ModelError::Field {
             path: p,
             field,

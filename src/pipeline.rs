@@ -364,7 +364,9 @@ fn alert(
     s.contact
         .sent
         .retain(|t| now - *t < period_ms.max(cooldown_ms));
-    let blocked = if !consent {
+    let blocked = if s.is_unsubscribed() {
+        Some("unsubscribed")
+    } else if !consent {
         Some("no_consent")
     } else if rule.is_none_or(|r| r.channel == "none") {
         Some("no_contact_rule")

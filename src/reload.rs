@@ -39,6 +39,8 @@ pub struct ModelWatcher {
     pub metrics: Metrics,
     /// Zero: only on SIGHUP.
     pub every: Duration,
+    /// Reload requests (`POST /model/reload`), like SIGHUP.
+    pub requests: Arc<tokio::sync::Notify>,
 }
 
 impl ModelWatcher {
@@ -80,6 +82,7 @@ impl ModelWatcher {
                     _ = shutdown.cancelled() => return,
                     _ = poll => false,
                     _ = hup_recv => true,
+                    _ = self.requests.notified() => true,
                 };
                 let now = signature(&self.path);
                 if !forced && now == seen {

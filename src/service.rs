@@ -53,6 +53,8 @@ pub struct Service {
     pub store: Arc<dyn Store>,
     pub metrics: Metrics,
     pub health: Arc<Health>,
+    /// What the admin server's operator endpoints work with.
+    pub control: Arc<crate::control::Control>,
 }
 
 /// Opens the configured store.
@@ -77,12 +79,21 @@ impl Service {
     /// Like [`Service::new`] with a model already in hand.
     pub fn with_model(config: Config, model: Model) -> Result<Self, StartError> {
         let store = open_store(&config)?;
+        let model = Arc::new(model);
+        let metrics = Metrics::new();
+        let control = Arc::new(crate::control::Control::new(
+            config.clone(),
+            store.clone(),
+            metrics.clone(),
+            model.clone(),
+        ));
         Ok(Self {
             config,
-            model: Arc::new(model),
+            model,
             store,
-            metrics: Metrics::new(),
+            metrics,
             health: Arc::new(Health::default()),
+            control,
         })
     }
 
@@ -95,6 +106,7 @@ impl Service {
             &self.config.admin.listen,
             self.metrics.clone(),
             self.health.clone(),
+            self.control.clone(),
             shutdown,
         )
         .await
@@ -102,7 +114,7 @@ impl Service {
             addr: self.config.admin.listen.clone(),
             source,
         })?;
-        tracing::info!(%addr, "admin server listening (/metrics, /healthz, /readyz)");
+        tracing::info!(%addr, "admin server listening (/metrics, /healthz, /readyz, /customers, /model, /policy)");
         Ok(addr)
     }
 
@@ -131,6 +143,9 @@ impl Service {
             outcomes_topic: cfg.outcomes_topic.clone(),
             dlq_topic: cfg.dlq_topic.clone(),
         };
+        *self.control.producer.lock().expect("not poisoned") =
+            Some((publisher.producer.clone(), cfg.input_topic.clone()));
+        let mut config = self.config.clone();
         let clock = if self.config.clock.mode == "event" {
             ClockMode::Event
         } else {
@@ -161,6 +176,7 @@ impl Service {
             spec: self.config.feature_spec(),
             metrics: self.metrics.clone(),
             every: Duration::from_secs_f64(self.config.model.reload_check_seconds),
+            requests: self.control.model_reload.clone(),
         }
         .spawn(self.model.clone(), shutdown.clone());
         let mut tick =
@@ -181,10 +197,22 @@ impl Service {
             shutdown: &shutdown,
         };
         loop {
-            if models.has_changed().unwrap_or(false) {
+            let new_policy = self.control.take_pending_policy();
+            if let Some(new) = &new_policy {
+                config.policy = new.policy.clone();
+                config.segments = new.segments.clone();
+            }
+            if new_policy.is_some() || models.has_changed().unwrap_or(false) {
                 let m = models.borrow_and_update().clone();
-                processor.policy = self.config.policy_for(Some(m.file()));
-                processor.model = m;
+                processor.policy = config.policy_for(Some(m.file()));
+                processor.model = m.clone();
+                self.control.set_current(m, processor.policy.clone());
+                if new_policy.is_some() {
+                    tracing::info!(
+                        rules = processor.policy.campaigns.len(),
+                        "policy reloaded; it applies from this batch on"
+                    );
+                }
             }
             let first = tokio::select! {
                 biased;

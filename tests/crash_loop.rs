@@ -42,6 +42,7 @@ fn outputs(cfg: &mut Config, run: &str) {
     cfg.kafka.alerts_topic = format!("{run}-alerts");
     cfg.kafka.triggers_topic = format!("{run}-triggers");
     cfg.kafka.dlq_topic = format!("{run}-dlq");
+    cfg.kafka.outcomes_topic = format!("{run}-outcomes");
 }
 
 fn spawn(cfg: &Config, port: u16, log: &std::path::Path) -> Child {

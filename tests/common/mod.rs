@@ -153,6 +153,7 @@ impl Broker {
             &k.input_topic,
             &k.alerts_topic,
             &k.triggers_topic,
+            &k.outcomes_topic,
             &k.dlq_topic,
         ];
         match self {
@@ -315,11 +316,25 @@ impl Running {
 /// GET `path` from an HTTP server on `addr`: (status, body), or `None`
 /// when it does not answer.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    http(addr, "GET", path, None).await
+}
+
+/// `method` `path` with an optional bearer token: (status, body).
+pub async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    s.write_all(
+        format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.ok()?;
     let status = buf.split_whitespace().nth(1)?.parse().ok()?;

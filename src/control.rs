@@ -1,0 +1,352 @@
+//! The operator's side of the admin server: one customer's view, erasure,
+//! and the model and policy in use with their reloads.
+//!
+//! The service loop owns the processor; it publishes the model and policy
+//! it uses here and picks up reload requests between batches, so an HTTP
+//! request never changes state in the middle of a batch. Erasure is queued
+//! as an `erasure` event on the input topic, keyed by the customer: it
+//! reaches the instance that owns the customer's partition, in order with
+//! the customer's other events, and goes through the same exactly-once path
+//! (state removed, tombstones published, offsets committed together).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::event::{rfc3339, stable_hash, wall_now, Millis};
+use crate::features::{CustomerState, FeatureSpec};
+use crate::metrics::Metrics;
+use crate::model::Model;
+use crate::policy::Policy;
+use crate::store::Store;
+
+/// Shared between the service loop and the admin server.
+pub struct Control {
+    /// The config file, re-read by `POST /policy/reload` (None: defaults
+    /// and environment only).
+    pub config_path: Option<PathBuf>,
+    /// The config the service started with.
+    pub config: Config,
+    pub spec: FeatureSpec,
+    pub store: Arc<dyn Store>,
+    pub metrics: Metrics,
+    /// Model and policy in use, as the service last applied them.
+    pub current: RwLock<(Arc<Model>, Policy)>,
+    /// `POST /model/reload` wakes the model watcher.
+    pub model_reload: Arc<Notify>,
+    /// A policy accepted by `POST /policy/reload`, applied between batches.
+    pub pending_policy: Mutex<Option<Config>>,
+    /// Producer and input topic for erasure events (set once running).
+    pub producer: Mutex<Option<(FutureProducer, String)>>,
+}
+
+type Reply = (StatusCode, Json<Value>);
+
+fn reply(status: StatusCode, body: Value) -> Reply {
+    (status, Json(body))
+}
+
+impl Control {
+    pub fn new(config: Config, store: Arc<dyn Store>, metrics: Metrics, model: Arc<Model>) -> Self {
+        let policy = config.policy_for(Some(model.file()));
+        Self {
+            spec: config.feature_spec(),
+            config_path: config.source.clone(),
+            config,
+            store,
+            metrics,
+            current: RwLock::new((model, policy)),
+            model_reload: Arc::new(Notify::new()),
+            pending_policy: Mutex::new(None),
+            producer: Mutex::new(None),
+        }
+    }
+
+    /// Records what the service now uses.
+    pub fn set_current(&self, model: Arc<Model>, policy: Policy) {
+        *self.current.write().expect("not poisoned") = (model, policy);
+    }
+
+    /// A policy waiting to be applied, if any.
+    pub fn take_pending_policy(&self) -> Option<Config> {
+        self.pending_policy.lock().expect("not poisoned").take()
+    }
+
+    /// Checks the bearer token of a mutating request.
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), Reply> {
+        let Some(token) = self.config.admin.token.as_deref() else {
+            return Err(reply(
+                StatusCode::FORBIDDEN,
+                json!({"error": "disabled: set admin.token to enable mutating endpoints"}),
+            ));
+        };
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Compare every byte, so timing does not tell how much matched.
+        let same = given.len() == token.len()
+            && given
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if same {
+            Ok(())
+        } else {
+            Err(reply(
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "missing or wrong bearer token"}),
+            ))
+        }
+    }
+
+    /// The partition and state of a customer held on this instance.
+    fn find(&self, id: &str) -> Result<Option<(i32, CustomerState)>, String> {
+        let parts = self.store.partitions().map_err(|e| e.to_string())?;
+        for p in parts {
+            if let Some(s) = self.store.get(p, id).map_err(|e| e.to_string())? {
+                return Ok(Some((p, s)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The operator's view of one customer as of `now`.
+    pub fn customer_view(&self, id: &str, p: i32, s: &CustomerState, now: Millis) -> Value {
+        let (model, policy) = self.current.read().expect("not poisoned").clone();
+        let (x, sc) =
+            crate::pipeline::features_and_score(s, now, &model, policy.top_reasons, &self.spec);
+        let profile = policy.segments.profile(s, now);
+        let time = |t: Option<Millis>| t.map(rfc3339);
+        let features: serde_json::Map<String, Value> = self
+            .spec
+            .names()
+            .iter()
+            .cloned()
+            .zip(x.into_iter().map(Value::from))
+            .collect();
+        json!({
+            "customer_id": id,
+            "partition": p,
+            "as_of": rfc3339(now),
+            "model_version": model.version(),
+            "probability": sc.probability,
+            "risk_tier": policy.tier(sc.probability),
+            "reasons": sc.reasons,
+            "rfm": profile.rfm,
+            "segment": profile.segment,
+            "lifecycle": profile.lifecycle,
+            "clv": profile.clv,
+            "value_band": profile.value_band,
+            "holdout": policy.holdout.contains(id),
+            "marketing_consent": s.has_marketing_consent(),
+            "alert": {
+                "active": s.alert.active,
+                "alerts_published": s.alert.count,
+                "last_alert_at": time(s.alert.last_alert_at),
+                "last_probability": s.alert.last_probability,
+                "last_scored_at": time(Some(s.alert.last_scored_at).filter(|t| *t > 0)),
+            },
+            "contact": {
+                "triggers_sent_at": s.contact.sent.iter().map(|t| rfc3339(*t)).collect::<Vec<_>>(),
+                "held_until": time(s.contact.held.as_ref().map(|h| h.release_at)),
+                "awaiting_outcome": s.contact.awaiting.as_ref().map(|a| json!({
+                    "alert_id": a.alert_id,
+                    "group": a.group,
+                    "campaign_id": a.campaign_id,
+                    "due": rfc3339(a.due),
+                })),
+            },
+            "last_events": {
+                "first_seen": time(Some(s.first_seen)),
+                "last_seen": time(Some(s.last_seen)),
+                "last_engaged": time(s.last_engaged),
+                "last_purchase": time(s.last_purchase),
+                "returned_at": time(s.returned_at),
+            },
+            "totals": {
+                "purchases": s.purchases,
+                "net_spend": s.gross - s.refunded,
+                "refunds": s.refunds,
+                "tickets": s.tickets,
+                "complaints": s.complaints,
+                "payment_failures": s.payment_failures,
+            },
+            "features": features,
+            "next_rescore": time(s.next_due),
+        })
+    }
+}
+
+/// `GET /customers/{id}`
+pub async fn get_customer(State(c): State<Arc<Control>>, Path(id): Path<String>) -> Reply {
+    let found = match c.find(&id) {
+        Ok(f) => f,
+        Err(e) => return reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e})),
+    };
+    let Some((p, s)) = found else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            json!({"error": "no state for this customer on this instance"}),
+        );
+    };
+    // In event time the customer is seen as of the partition's watermark.
+    let now = if c.config.clock.mode == "event" {
+        c.store
+            .meta(p)
+            .ok()
+            .flatten()
+            .map_or(s.last_seen, |m| m.watermark.max(s.last_seen))
+    } else {
+        wall_now()
+    };
+    reply(StatusCode::OK, c.customer_view(&id, p, &s, now))
+}
+
+/// `DELETE /customers/{id}`: queues an erasure event for the customer.
+pub async fn delete_customer(
+    State(c): State<Arc<Control>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Reply {
+    if let Err(r) = c.authorize(&headers) {
+        return r;
+    }
+    let Some((producer, topic)) = c.producer.lock().expect("not poisoned").clone() else {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "not connected to Kafka yet"}),
+        );
+    };
+    let now = wall_now();
+    let event_id = format!(
+        "erasure-{:016x}",
+        stable_hash(&[id.as_bytes(), &now.to_be_bytes()])
+    );
+    let event = json!({
+        "event_id": event_id,
+        "customer_id": id,
+        "type": "erasure",
+        "occurred_at": rfc3339(now),
+    })
+    .to_string();
+    let record = FutureRecord::to(&topic).key(id.as_bytes()).payload(&event);
+    match producer
+        .send(record, std::time::Duration::from_secs(10))
+        .await
+    {
+        Ok(_) => {
+            // Audit without personal data: the request's event id only.
+            tracing::info!(target: "audit", %event_id, "erasure requested over HTTP");
+            reply(
+                StatusCode::ACCEPTED,
+                json!({
+                    "event_id": event_id,
+                    "status": "queued: the customer's state is removed and tombstones are published on the alerts, triggers and outcomes topics when the owning instance processes it",
+                }),
+            )
+        }
+        Err((e, _)) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": format!("could not queue the erasure: {e}")}),
+        ),
+    }
+}
+
+/// `GET /model`
+pub async fn get_model(State(c): State<Arc<Control>>) -> Reply {
+    let (model, policy) = c.current.read().expect("not poisoned").clone();
+    let f = model.file();
+    reply(
+        StatusCode::OK,
+        json!({
+            "version": f.version,
+            "path": c.config.model.path,
+            "features": f.features,
+            "thresholds_in_use": {"enter": policy.enter, "exit": policy.exit},
+            "thresholds_in_file": f.thresholds,
+            "segments": f.segments,
+            "training": f.training,
+        }),
+    )
+}
+
+/// `POST /model/reload`: validates the file now and has the watcher apply
+/// it from the next batch.
+pub async fn reload_model(State(c): State<Arc<Control>>, headers: HeaderMap) -> Reply {
+    if let Err(r) = c.authorize(&headers) {
+        return r;
+    }
+    match Model::load(&c.config.model.path, &c.spec) {
+        Ok(m) => {
+            c.model_reload.notify_one();
+            reply(
+                StatusCode::OK,
+                json!({"version": m.version(), "status": "accepted; scores from the next batch on"}),
+            )
+        }
+        Err(e) => {
+            c.metrics.model_reloads.with_label_values(&["error"]).inc();
+            reply(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"error": e.to_string(), "status": "refused; the previous model stays in use"}),
+            )
+        }
+    }
+}
+
+/// `GET /policy`
+pub async fn get_policy(State(c): State<Arc<Control>>) -> Reply {
+    let (_, p) = c.current.read().expect("not poisoned").clone();
+    reply(
+        StatusCode::OK,
+        json!({
+            "enter_threshold": p.enter,
+            "exit_threshold": p.exit,
+            "tiers": p.tiers,
+            "campaigns": p.campaigns,
+            "contact": p.contact,
+            "holdout": p.holdout,
+            "outcome_window_days": p.outcome_window_ms as f64 / crate::event::DAY_MS as f64,
+            "rfm": p.segments.rfm,
+            "expected_lifetime_years": p.segments.expected_lifetime_years,
+        }),
+    )
+}
+
+/// `POST /policy/reload`: re-reads the config file; a valid `[policy]` and
+/// `[segments]` apply from the next batch, an invalid file is refused
+/// naming the key and the policy in use stays.
+pub async fn reload_policy(State(c): State<Arc<Control>>, headers: HeaderMap) -> Reply {
+    if let Err(r) = c.authorize(&headers) {
+        return r;
+    }
+    match Config::load(c.config_path.as_deref()) {
+        Ok(new) => {
+            c.metrics.policy_reloads.with_label_values(&["ok"]).inc();
+            let rules = new.policy.campaigns.len();
+            *c.pending_policy.lock().expect("not poisoned") = Some(new);
+            reply(
+                StatusCode::OK,
+                json!({"status": "accepted; applies from the next batch", "campaign_rules": rules}),
+            )
+        }
+        Err(e) => {
+            c.metrics.policy_reloads.with_label_values(&["error"]).inc();
+            tracing::error!(error = %e, "policy reload refused; the policy in use stays");
+            reply(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"error": e.to_string(), "status": "refused; the policy in use stays"}),
+            )
+        }
+    }
+}
