@@ -247,6 +247,43 @@ impl Simulator {
     /// event time; late and duplicate events as configured). Includes the
     /// initial profile events of customers who joined before the window on
     /// the first day.
+    /// A retention campaign reaches customer `id`: with probability
+    /// `effect` (a stable draw per customer and campaign) it wins them
+    /// back: the fade stops and recent complaints, payment failures, a low
+    /// NPS and a price rise are forgiven, so the customer is as engaged as
+    /// before. Customers who already left are not reached. Returns whether
+    /// the customer was won back. This is the known effect that outcome
+    /// tracking must measure.
+    pub fn treat(&mut self, id: &str, campaign: &str, effect: f64) -> bool {
+        let Some(c) = self
+            .customers
+            .iter_mut()
+            .find(|c| c.id == id)
+            .filter(|c| c.churn_day.is_none())
+        else {
+            return false;
+        };
+        let draw = crate::event::stable_hash(&[id.as_bytes(), campaign.as_bytes(), b"treat"])
+            as f64
+            / u64::MAX as f64;
+        if draw >= effect {
+            return false;
+        }
+        c.fade = None;
+        c.recent_complaints = 0.0;
+        c.recent_failures = 0.0;
+        c.nps_low = false;
+        c.price_rise = false;
+        true
+    }
+
+    /// Whether customer `id` has joined and not churned (ground truth).
+    pub fn is_active(&self, id: &str) -> bool {
+        self.customers
+            .iter()
+            .any(|c| c.id == id && c.churn_day.is_none() && c.join_day < self.day)
+    }
+
     pub fn next_day(&mut self) -> Vec<SimEvent> {
         let mut out = Vec::new();
         let mut delayed = Vec::new();
