@@ -456,6 +456,14 @@ pub fn write(dir: &Path, stem: &str, r: &ReportInput) -> std::io::Result<Vec<Pat
             "\nThe service alerts when a score crosses the enter threshold, once per crossing (with a cooldown), so a new alert can expect the churn rate *at* the threshold (last column); everyone above it on a date includes the near-certain and churns more. The config's `policy.enter_threshold` and `policy.exit_threshold`, when set, override these."
         );
     }
+    if let Some(g) = &t.model.segments {
+        let _ = writeln!(md, "\n## Segments and value\n");
+        let _ = writeln!(
+            md,
+            "RFM quintile cut points on the latest training date (scores 1–5; the service uses them unless `segments.rfm` is configured):\n\n| dimension | cut points |\n|---|---|\n| recency (days since last purchase; fewer is better) | {:?} |\n| frequency (purchases) | {:?} |\n| monetary (net spend) | {:?} |\n\nExpected customer lifetime for CLV: {} years (1 / annual churn rate of the training population; `segments.expected_lifetime_years` overrides it).",
+            g.rfm.recency_days, g.rfm.frequency, g.rfm.monetary, g.expected_lifetime_years
+        );
+    }
     let d = &t.test.top_decile;
     let _ = writeln!(
         md,

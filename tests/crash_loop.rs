@@ -62,6 +62,10 @@ fn spawn(cfg: &Config, port: u16, log: &std::path::Path) -> Child {
             &cfg.kafka.triggers_topic,
         )
         .env("CHURN_ALERT__KAFKA__DLQ_TOPIC", &cfg.kafka.dlq_topic)
+        .env(
+            "CHURN_ALERT__KAFKA__OUTCOMES_TOPIC",
+            &cfg.kafka.outcomes_topic,
+        )
         .env("CHURN_ALERT__STORE__PATH", &cfg.store.path)
         .env("CHURN_ALERT__CLOCK__MODE", "event")
         .env("CHURN_ALERT__ADMIN__LISTEN", format!("127.0.0.1:{port}"))
@@ -285,6 +289,33 @@ async fn sigkill_loop_leaves_state_exact_and_loses_no_alert() {
         .filter(|id| !clean_alerts.iter().any(|c| c == *id))
         .count();
     assert_eq!(unknown, 0, "alerts the clean run did not raise");
+    // Holdout membership is the same on every process and restart: each
+    // published copy says what the clean run said, and what the hash says.
+    let groups = |topic: &str| -> Vec<(String, bool, String)> {
+        read_all(&broker, topic)
+            .iter()
+            .map(|r| {
+                let a = r.json();
+                (
+                    a["alert_id"].as_str().unwrap().to_string(),
+                    a["holdout"].as_bool().unwrap(),
+                    a["customer_id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let clean_groups: HashMap<String, bool> = groups(&clean.kafka.alerts_topic)
+        .into_iter()
+        .map(|(id, h, _)| (id, h))
+        .collect();
+    let holdout = churn_alert::policy::Holdout::default();
+    let mut held_out = 0;
+    for (id, h, customer) in groups(&crash.kafka.alerts_topic) {
+        assert_eq!(clean_groups[&id], h, "{id}: holdout differs between runs");
+        assert_eq!(holdout.contains(&customer), h, "{customer}");
+        held_out += usize::from(h);
+    }
+    assert!(held_out > 0, "the default 10% holdout drew nobody");
     let duplicated: usize = counts.values().map(|n| n - 1).sum();
     eprintln!(
         "crash loop: {KILLS} SIGKILLs, {} events, {} customers, 0 state mismatches, {} alerts, {} redelivered copies",

@@ -87,6 +87,18 @@ fn simulate_train_and_score_from_the_command_line() {
         0.0 < th.exit && th.exit < th.enter && th.enter < 1.0,
         "{th:?}"
     );
+    // Segments learned from the population: quintile cuts that split it.
+    let seg = file.segments.as_ref().expect("segments learned");
+    seg.rfm.check().unwrap();
+    assert!(seg.rfm.frequency[0] < seg.rfm.frequency[3], "{seg:?}");
+    assert!(seg.rfm.monetary[0] < seg.rfm.monetary[3], "{seg:?}");
+    assert!(seg.rfm.recency_days[0] < seg.rfm.recency_days[3], "{seg:?}");
+    assert!(
+        (0.25..=50.0).contains(&seg.expected_lifetime_years),
+        "{seg:?}"
+    );
+    let policy = cfg.policy_for(Some(&file));
+    assert_eq!(policy.segments.rfm, seg.rfm, "the service uses them");
     let training = &m["training"];
     assert_eq!(training["data"]["sha256"].as_str().unwrap().len(), 64);
     assert_eq!(training["test_date"], "2026-06-03T00:00:00.000Z");
