@@ -498,6 +498,10 @@ impl Config {
                 let msg = e.into_inner().to_string();
                 key_err(&path, msg.lines().next().unwrap_or_default())
             })?;
+        // An empty token (e.g. an unset variable in compose) is no token.
+        if cfg.admin.token.as_deref() == Some("") {
+            cfg.admin.token = None;
+        }
         cfg.validate()?;
         cfg.source = path.map(Path::to_path_buf);
         Ok(cfg)

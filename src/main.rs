@@ -149,6 +149,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "defaults"
                 }
             );
+            let c = &policy.contact;
+            println!(
+                "policy: {} campaign rules cover every case; holdout {:.0}% ({:?}); triggers at most {} per {} days, {} days apart, quiet hours {:?} ({} by default); outcomes after {} days; mutating admin endpoints {}",
+                policy.campaigns.len(),
+                policy.holdout.share * 100.0,
+                policy.holdout.experiment,
+                c.max_triggers,
+                c.period_days,
+                c.cooldown_days,
+                c.quiet_hours,
+                c.default_timezone,
+                config.policy.outcome_window_days,
+                if config.admin.token.is_some() { "enabled (token set)" } else { "disabled (no admin.token)" }
+            );
         }
         Command::Demo(opts) => {
             churn_alert::demo::run(opts, shutdown_on_signals()).await?;

@@ -65,8 +65,12 @@ fn kubernetes_manifests_match_the_config_and_the_binary() {
         .iter()
         .map(|e| {
             // Values taken from the pod name get a sample StatefulSet pod name.
+            // and values from a secret a sample secret.
             let value = match e["value"].as_str() {
                 Some(v) => v.to_string(),
+                None if e["valueFrom"]["secretKeyRef"].is_mapping() => {
+                    "a-sample-admin-token-0123456789".to_string()
+                }
                 None => {
                     assert_eq!(e["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
                     "churn-alert-0".to_string()
