@@ -350,6 +350,21 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         .collect::<Vec<_>>()
         .join(", ")
     );
+    let outcome = |group: &str, outcome: &str| -> u64 {
+        let labels: Vec<(&str, &str)> = [("group", group), ("outcome", outcome)]
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        crate::metrics::Metrics::total_where(&metrics.outcomes, &labels)
+    };
+    println!(
+        "  outcomes published   {} (retained: treated {} of {}, holdout {} of {}; no campaign effect is simulated)",
+        outcome("", ""),
+        outcome("treated", "retained"),
+        outcome("treated", ""),
+        outcome("holdout", "retained"),
+        outcome("holdout", ""),
+    );
     println!(
         "  alerts with consent  {} of {}",
         alerts.iter().filter(|a| a.marketing_consent).count(),

@@ -305,10 +305,23 @@ impl Metrics {
 
     /// Sum of a counter vector over all labels (for summaries and tests).
     pub fn total(v: &IntCounterVec) -> u64 {
+        Self::total_where(v, &[])
+    }
+
+    /// Sum of a counter vector over the label sets that have every
+    /// `(name, value)` given.
+    pub fn total_where(v: &IntCounterVec, labels: &[(&str, &str)]) -> u64 {
         let mut fams = Vec::new();
         fams.extend(prometheus::core::Collector::collect(v));
         fams.iter()
             .flat_map(|f| f.get_metric())
+            .filter(|m| {
+                labels.iter().all(|(k, v)| {
+                    m.get_label()
+                        .iter()
+                        .any(|l| l.name() == *k && l.value() == *v)
+                })
+            })
             .map(|m| m.get_counter().get_value() as u64)
             .sum()
     }
