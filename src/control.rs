@@ -159,6 +159,15 @@ impl Control {
             "contact": {
                 "triggers_sent_at": s.contact.sent.iter().map(|t| rfc3339(*t)).collect::<Vec<_>>(),
                 "held_until": time(s.contact.held.as_ref().map(|h| h.release_at)),
+                "alert_history": s.contact.history.iter().map(|h| json!({
+                    "alert_id": h.alert_id,
+                    "at": rfc3339(h.at),
+                    "probability": h.probability,
+                    "risk_tier": h.risk_tier,
+                    "campaign_id": h.campaign_id,
+                    "group": h.group,
+                    "outcome": h.outcome,
+                })).collect::<Vec<_>>(),
                 "awaiting_outcome": s.contact.awaiting.as_ref().map(|a| json!({
                     "alert_id": a.alert_id,
                     "group": a.group,

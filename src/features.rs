@@ -502,6 +502,25 @@ pub struct ContactState {
     pub held: Option<HeldTrigger>,
     /// The latest alert, until its outcome is published.
     pub awaiting: Option<Awaiting>,
+    /// The latest alerts, newest last (at most [`ALERT_HISTORY`]).
+    pub history: Vec<PastAlert>,
+}
+
+/// How many past alerts a customer's state keeps.
+pub const ALERT_HISTORY: usize = 10;
+
+/// One past alert, for the operator's view.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PastAlert {
+    pub alert_id: String,
+    pub at: Millis,
+    pub probability: f64,
+    pub risk_tier: String,
+    pub campaign_id: Option<String>,
+    /// `treated`, `holdout` or `not_contacted`.
+    pub group: String,
+    /// `retained` or `churned` once decided.
+    pub outcome: Option<String>,
 }
 
 /// A trigger waiting for the customer's quiet hours to end.

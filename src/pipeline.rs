@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{rfc3339, stable_hash, Event, EventKind, Millis, DAY_MS};
-use crate::features::{Awaiting, CustomerState, FeatureSpec, HeldTrigger, Seen};
+use crate::features::{
+    Awaiting, CustomerState, FeatureSpec, HeldTrigger, PastAlert, Seen, ALERT_HISTORY,
+};
 use crate::model::{Model, Reason, Score};
 use crate::policy::{after_quiet_hours, Case, Decision, Policy};
 use crate::segments::{Profile, Rfm};
@@ -254,9 +256,8 @@ fn score(
     let mut out = Output::bare(Outcome::Applied);
     out.probability = Some(p);
     out.cooldown = decision == Decision::Cooldown;
-    if let Some(a) = s.contact.awaiting.as_ref().filter(|a| a.due <= now) {
-        out.decided = Some(outcome_of(s, customer_id, a, now));
-        s.contact.awaiting = None;
+    if s.contact.awaiting.as_ref().is_some_and(|a| a.due <= now) {
+        out.decided = decide_outcome(s, customer_id, now);
     }
     if let Some(h) = s.contact.held.take() {
         if h.release_at > now {
@@ -300,6 +301,22 @@ fn score(
     out
 }
 
+/// Decides the outcome of the alert awaiting one, and notes it in the
+/// alert history.
+fn decide_outcome(s: &mut CustomerState, customer_id: &str, now: Millis) -> Option<OutcomeRecord> {
+    let a = s.contact.awaiting.take()?;
+    let o = outcome_of(s, customer_id, &a, now);
+    if let Some(h) = s
+        .contact
+        .history
+        .iter_mut()
+        .find(|h| h.alert_id == a.alert_id)
+    {
+        h.outcome = Some(o.outcome.clone());
+    }
+    Some(o)
+}
+
 fn outcome_of(s: &CustomerState, customer_id: &str, a: &Awaiting, now: Millis) -> OutcomeRecord {
     let back = s.last_engaged.is_some_and(|t| t > a.alerted_at);
     OutcomeRecord {
@@ -339,8 +356,8 @@ fn alert(
         ])
     );
     // An earlier alert still awaiting its outcome is decided now.
-    if let Some(a) = s.contact.awaiting.take() {
-        out.decided = Some(outcome_of(s, customer_id, &a, now));
+    if s.contact.awaiting.is_some() {
+        out.decided = decide_outcome(s, customer_id, now);
     }
     s.contact.held = None;
     let tier = policy.tier(p).to_string();
@@ -403,6 +420,18 @@ fn alert(
         due: now + policy.outcome_window_ms,
         campaign_id: campaign_id.clone(),
         group: group.into(),
+    });
+    if s.contact.history.len() >= ALERT_HISTORY {
+        s.contact.history.remove(0);
+    }
+    s.contact.history.push(PastAlert {
+        alert_id: alert_id.clone(),
+        at: now,
+        probability: p,
+        risk_tier: tier.clone(),
+        campaign_id: campaign_id.clone(),
+        group: group.into(),
+        outcome: None,
     });
     out.suppressed = blocked;
     if let (None, Some(rule)) = (blocked, rule) {
@@ -746,6 +775,26 @@ mod tests {
         assert_eq!(o.alert_id, alert.alert_id);
         assert_eq!(o.outcome, "retained");
         assert_eq!(o.group, if in_group { "holdout" } else { "treated" });
+        let spec = spec();
+        let m = model(&spec);
+        let mut s = None;
+        for (day, e) in [(0, "k"), (0, "s0")] {
+            let e = if e == "k" {
+                ev("k", "c-1", day, EventKind::Consent { marketing: true })
+            } else {
+                session(e, day)
+            };
+            s = step(s, &e, T0, &m, &policy, &spec).0;
+        }
+        let (s, _) = rescore(s.unwrap(), "c-1", T0 + 12 * DAY_MS, &m, &policy, &spec);
+        assert_eq!(s.contact.history.len(), 1);
+        assert_eq!(s.contact.history[0].outcome, None);
+        let (s, _) = rescore(s, "c-1", T0 + 42 * DAY_MS, &m, &policy, &spec);
+        let h = &s.contact.history[0];
+        assert_eq!(
+            (h.outcome.as_deref(), h.group.as_str()),
+            (Some("churned"), o.group.as_str())
+        );
         assert_eq!(o.campaign_id.as_deref(), Some("reengagement-nudge"));
     }
 

@@ -444,6 +444,66 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn each_match_field_selects() {
+        let p = policy();
+        let rule = |id: &str| CampaignRule {
+            campaign_id: id.into(),
+            ..p.campaigns[4].clone()
+        };
+        let rules = [
+            CampaignRule {
+                lifecycle: vec!["churned".into()],
+                ..rule("winback-letter")
+            },
+            CampaignRule {
+                segments: vec!["champions".into()],
+                ..rule("thanks")
+            },
+            CampaignRule {
+                channel_preference: vec!["sms".into()],
+                ..rule("sms")
+            },
+            rule("default"),
+        ];
+        let pick = |c: Case| {
+            rules
+                .iter()
+                .find(|r| r.matches(&c))
+                .unwrap()
+                .campaign_id
+                .clone()
+        };
+        let base = case("high", "low", true, "email");
+        assert_eq!(pick(base.clone()), "default");
+        assert_eq!(
+            pick(Case {
+                lifecycle: "churned",
+                ..base.clone()
+            }),
+            "winback-letter"
+        );
+        assert_eq!(
+            pick(Case {
+                segment: "champions",
+                ..base.clone()
+            }),
+            "thanks"
+        );
+        assert_eq!(
+            pick(Case {
+                channel_preference: "sms",
+                ..base.clone()
+            }),
+            "sms"
+        );
+        // Consent: the consenting rules do not take a customer without it.
+        assert!(!rules[3].matches(&Case {
+            consent: false,
+            ..base
+        }));
+    }
+
+    #[test]
     fn a_rule_set_with_a_gap_is_refused_naming_the_case() {
         let p = policy();
         // Without the final no-contact rule, customers without consent

@@ -101,7 +101,11 @@ async fn run_to_end(cfg: &Config, high: &BTreeMap<i32, i64>) -> BTreeMap<String,
 async fn sigkill_loop_leaves_state_exact_and_loses_no_alert() {
     let broker = Broker::tansu();
     let dir = tempfile::tempdir().unwrap();
-    let base = test_config(&broker, dir.path());
+    let mut base = test_config(&broker, dir.path());
+    // The killed process is configured by its environment only (default
+    // policy: quiet hours, a 10% holdout); the clean run must match it.
+    base.policy = Config::default().policy;
+    base.validation = Config::default().validation;
     let mut clean = base.clone();
     outputs(&mut clean, "clean");
     clean.store.path = dir.path().join("clean");

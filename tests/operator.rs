@@ -81,7 +81,12 @@ async fn customer_view_erasure_and_control_endpoints() {
     assert!(v["reasons"][0]["feature"] == "recency_days", "{v}");
     assert!(v["features"]["recency_days"].as_f64().unwrap() > 27.0);
     assert_eq!(v["last_events"]["last_purchase"], at(12.0));
-    assert!(v["contact"]["awaiting_outcome"]["alert_id"].is_string());
+    let awaiting = &v["contact"]["awaiting_outcome"];
+    assert!(awaiting["alert_id"].is_string());
+    let history = v["contact"]["alert_history"].as_array().unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["alert_id"], awaiting["alert_id"]);
+    assert!(history[0]["outcome"].is_null(), "not decided yet");
     let (status, _) = call(&svc, "GET", "/customers/nobody", None).await;
     assert_eq!(status, 404);
 
