@@ -66,6 +66,24 @@ pub enum OutKind {
     DeadLetter,
 }
 
+/// An output keyed by customer id, as JSON with its `alert-id` header.
+fn json_record(
+    kind: OutKind,
+    customer_id: &str,
+    alert_id: &str,
+    body: &impl serde::Serialize,
+) -> OutRecord {
+    OutRecord {
+        kind,
+        key: Some(customer_id.as_bytes().to_vec()),
+        payload: serde_json::to_vec(body).expect("outputs serialise"),
+        headers: vec![
+            ("content-type".into(), b"application/json".to_vec()),
+            ("alert-id".into(), alert_id.as_bytes().to_vec()),
+        ],
+    }
+}
+
 /// What one batch produced, before anything is published or written.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -404,30 +422,19 @@ impl Processor {
         }
         if let Some(a) = &out.alert {
             self.metrics.alerts.with_label_values(&[&a.risk_tier]).inc();
-            records.push(OutRecord {
-                kind: OutKind::Alert,
-                key: Some(a.customer_id.clone().into_bytes()),
-                payload: serde_json::to_vec(a).expect("alerts serialise"),
-                headers: vec![
-                    ("content-type".into(), b"application/json".to_vec()),
-                    ("alert-id".into(), a.alert_id.clone().into_bytes()),
-                ],
-            });
+            records.push(json_record(OutKind::Alert, &a.customer_id, &a.alert_id, a));
         }
         if let Some(t) = &out.trigger {
             self.metrics
                 .triggers
                 .with_label_values(&[&t.campaign_id])
                 .inc();
-            records.push(OutRecord {
-                kind: OutKind::Trigger,
-                key: Some(t.customer_id.clone().into_bytes()),
-                payload: serde_json::to_vec(t).expect("triggers serialise"),
-                headers: vec![
-                    ("content-type".into(), b"application/json".to_vec()),
-                    ("alert-id".into(), t.alert_id.clone().into_bytes()),
-                ],
-            });
+            records.push(json_record(
+                OutKind::Trigger,
+                &t.customer_id,
+                &t.alert_id,
+                t,
+            ));
         }
         if out.held {
             self.metrics.triggers_held.inc();
@@ -441,15 +448,12 @@ impl Processor {
                     &o.outcome,
                 ])
                 .inc();
-            records.push(OutRecord {
-                kind: OutKind::Outcome,
-                key: Some(o.customer_id.clone().into_bytes()),
-                payload: serde_json::to_vec(o).expect("outcomes serialise"),
-                headers: vec![
-                    ("content-type".into(), b"application/json".to_vec()),
-                    ("alert-id".into(), o.alert_id.clone().into_bytes()),
-                ],
-            });
+            records.push(json_record(
+                OutKind::Outcome,
+                &o.customer_id,
+                &o.alert_id,
+                o,
+            ));
         }
         if let Some(why) = out.suppressed {
             self.metrics
