@@ -272,6 +272,20 @@ fn score(
             } else {
                 "recovered_while_held"
             });
+            // Never sent: the alert's outcome counts it as not contacted,
+            // and it uses up no contact budget.
+            let alert_id = serde_json::from_str::<Trigger>(&h.trigger)
+                .expect("held triggers are ours")
+                .alert_id;
+            let c = &mut s.contact;
+            if let Some(a) = c.awaiting.as_mut().filter(|a| a.alert_id == alert_id) {
+                a.group = "not_contacted".into();
+                let at = a.alerted_at;
+                c.sent.retain(|t| *t != at);
+            }
+            if let Some(h) = c.history.iter_mut().find(|h| h.alert_id == alert_id) {
+                h.group = "not_contacted".into();
+            }
         }
     }
     if decision == Decision::Alert {
@@ -837,6 +851,27 @@ mod tests {
         assert_eq!(t.alert_id, out_alert_id(&policy, &spec, &m));
         assert_eq!(t.released_at.as_deref(), Some(rfc3339(release).as_str()));
         assert!(s.contact.held.is_none());
+        // Back before the morning: the held trigger is dropped and the
+        // alert counts as not contacted.
+        let (s, _) = step(
+            {
+                let consent = ev("k", "c-1", 0, EventKind::Consent { marketing: true });
+                let (s, _) = step(None, &consent, T0, &m, &policy, &spec);
+                Some(rescore(s.unwrap(), "c-1", T0 + 12 * DAY_MS, &m, &policy, &spec).0)
+            },
+            &session("back", 12),
+            T0 + 12 * DAY_MS + 3_600_000,
+            &m,
+            &policy,
+            &spec,
+        );
+        let s = s.unwrap();
+        assert!(!s.alert.active, "the session brought the score down");
+        let (s, out) = rescore(s, "c-1", release, &m, &policy, &spec);
+        assert_eq!(out.suppressed, Some("recovered_while_held"));
+        assert!(out.trigger.is_none() && s.contact.held.is_none());
+        assert_eq!(s.contact.awaiting.as_ref().unwrap().group, "not_contacted");
+        assert!(s.contact.sent.is_empty());
         // A customer in Los Angeles (14:13 local) gets it at once.
         let mut e = ev("k", "c-1", 0, EventKind::Consent { marketing: true });
         e.attributes
