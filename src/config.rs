@@ -1011,4 +1011,44 @@ mod tests {
             Err(ConfigError::Syntax { .. })
         ));
     }
+
+    #[test]
+    fn policy_segment_and_token_values_are_refused_by_key() {
+        let key = |toml: &str, env: &[(&str, &str)]| match load(toml, env) {
+            Err(ConfigError::Key { key, .. }) => key,
+            other => panic!("{toml}: {other:?}"),
+        };
+        assert_eq!(
+            key("[policy.contact]\nquiet_hours = [25, 3]\n", &[]),
+            "policy.contact.quiet_hours"
+        );
+        assert_eq!(
+            key(
+                "[policy.contact]\ndefault_timezone = \"Mars/Olympus\"\n",
+                &[]
+            ),
+            "policy.contact.default_timezone"
+        );
+        assert_eq!(
+            key("[policy.holdout]\nshare = 0.9\n", &[]),
+            "policy.holdout.share"
+        );
+        assert_eq!(key("[segments]\nmargin = 0\n", &[]), "segments.margin");
+        assert_eq!(
+            key(
+                "[segments.rfm]\nrecency_days = [1, 2, 3, 4]\nfrequency = [5, 1, 2, 3]\nmonetary = [1, 2, 3, 4]\n",
+                &[]
+            ),
+            "segments.rfm.frequency"
+        );
+        assert_eq!(
+            key("", &[("CHURN_ALERT__ADMIN__TOKEN", "short")]),
+            "admin.token"
+        );
+        // An empty token (an unset variable in compose) means none.
+        let c = load("", &[("CHURN_ALERT__ADMIN__TOKEN", "")]).unwrap();
+        assert_eq!(c.admin.token, None);
+        let c = load("", &[("CHURN_ALERT__ADMIN__TOKEN", "0123456789abcdef")]).unwrap();
+        assert_eq!(c.admin.token.as_deref(), Some("0123456789abcdef"));
+    }
 }
