@@ -36,6 +36,7 @@ pub mod segments;
 pub mod service;
 pub mod simulate;
 pub mod store;
+pub mod topics;
 pub mod train;
 
 /// Code generated from `proto/churn/v1/events.proto`.

@@ -39,6 +39,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("kafka client: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Topic(#[from] crate::topics::TopicError),
     #[error("admin server cannot listen on {addr}: {source}")]
     Admin {
         addr: String,
@@ -122,6 +124,9 @@ impl Service {
     /// writes state and offsets, flushes and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartError> {
         let cfg = self.config.kafka.clone();
+        if crate::topics::ensure(&cfg, &shutdown).await? == crate::topics::Checked::Stopped {
+            return Ok(());
+        }
         let ctx = ConsumerCtx {
             store: self.store.clone(),
             health: self.health.clone(),

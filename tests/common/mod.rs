@@ -149,13 +149,18 @@ impl Broker {
     /// Creates the service's topics with `PARTITIONS` partitions.
     pub async fn create_topics(&self, cfg: &Config) {
         let k = &cfg.kafka;
-        let topics = [
+        self.create(&[
             &k.input_topic,
             &k.alerts_topic,
             &k.triggers_topic,
             &k.outcomes_topic,
             &k.dlq_topic,
-        ];
+        ])
+        .await;
+    }
+
+    /// Creates `topics` with `PARTITIONS` partitions.
+    pub async fn create(&self, topics: &[&String]) {
         match self {
             Broker::Mock(c) => {
                 for t in topics {
