@@ -299,7 +299,11 @@ impl Processor {
             ClockMode::Event => meta.watermark.max(event.occurred_at),
         };
         let slot = self.slot(m.partition, slots, &event.customer_id)?;
-        if self.clock == ClockMode::Event {
+        // An erasure carries the time it was requested, not an event time
+        // of the stream: it neither scores the customer first nor moves the
+        // partition's event-time clock.
+        let erasure = matches!(event.kind, crate::event::EventKind::Erasure);
+        if self.clock == ClockMode::Event && !erasure {
             // Silent spells before this event are scored first, as of their
             // due times, so the event does not leak into them.
             self.catch_up(
@@ -354,7 +358,9 @@ impl Processor {
             }
             Outcome::Applied => {}
         }
-        meta.watermark = meta.watermark.max(event.occurred_at);
+        if !erasure {
+            meta.watermark = meta.watermark.max(event.occurred_at);
+        }
         self.metrics
             .events_consumed
             .with_label_values(&[event.kind.type_name()])

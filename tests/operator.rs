@@ -181,6 +181,15 @@ async fn customer_view_erasure_and_control_endpoints() {
         );
     }
     assert_eq!(svc.metric("churn_alert_erasures_total", "").await, 1.0);
+    // The erasure (stamped with today's wall time) did not move event time:
+    // nobody else was re-scored into the present and alerted.
+    let mut alerted: Vec<String> = read_all(&broker, &cfg.kafka.alerts_topic)
+        .iter()
+        .filter(|r| !r.payload.is_empty())
+        .map(|r| r.json()["customer_id"].as_str().unwrap().to_string())
+        .collect();
+    alerted.sort();
+    assert_eq!(alerted, ["c-1", "c-2"], "only c-1 and c-2 went silent");
     assert_eq!(call(&svc, "GET", "/customers/c-2", None).await.0, 200);
     let k = &cfg.kafka;
     for topic in [&k.alerts_topic, &k.triggers_topic, &k.outcomes_topic] {
