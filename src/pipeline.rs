@@ -259,11 +259,9 @@ fn score(
     if s.contact.awaiting.as_ref().is_some_and(|a| a.due <= now) {
         out.decided = decide_outcome(s, customer_id, now);
     }
-    if let Some(h) = s.contact.held.take() {
-        if h.release_at > now {
-            s.contact.held = Some(h);
-        } else if s.alert.active && s.has_marketing_consent() {
-            let mut t: Trigger = serde_json::from_str(&h.trigger).expect("held triggers are ours");
+    if let Some(h) = s.contact.held.take_if(|h| h.release_at <= now) {
+        let mut t: Trigger = serde_json::from_str(&h.trigger).expect("held triggers are ours");
+        if s.alert.active && s.has_marketing_consent() {
             t.released_at = Some(rfc3339(now));
             out.trigger = Some(t);
         } else {
@@ -274,16 +272,13 @@ fn score(
             });
             // Never sent: the alert's outcome counts it as not contacted,
             // and it uses up no contact budget.
-            let alert_id = serde_json::from_str::<Trigger>(&h.trigger)
-                .expect("held triggers are ours")
-                .alert_id;
             let c = &mut s.contact;
-            if let Some(a) = c.awaiting.as_mut().filter(|a| a.alert_id == alert_id) {
+            if let Some(a) = c.awaiting.as_mut().filter(|a| a.alert_id == t.alert_id) {
                 a.group = "not_contacted".into();
                 let at = a.alerted_at;
-                c.sent.retain(|t| *t != at);
+                c.sent.retain(|x| *x != at);
             }
-            if let Some(h) = c.history.iter_mut().find(|h| h.alert_id == alert_id) {
+            if let Some(h) = c.history.iter_mut().find(|h| h.alert_id == t.alert_id) {
                 h.group = "not_contacted".into();
             }
         }
