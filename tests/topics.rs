@@ -21,6 +21,13 @@ fn partitions(broker: &Broker, topic: &str) -> Option<usize> {
         .map(|t| t.partitions().len())
 }
 
+/// Produces one event and waits until the service committed it.
+async fn one_event_committed(broker: &Broker, cfg: &churn_alert::config::Config, svc: &Running) {
+    let event = event("c-1", "e1", 0.0, "session", "");
+    let (_, high) = produce(broker, &cfg.kafka.input_topic, &[event]).await;
+    svc.wait_committed(&high).await;
+}
+
 async fn missing_outputs_are_created(broker: Broker) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = test_config(&broker, dir.path());
@@ -38,13 +45,7 @@ async fn missing_outputs_are_created(broker: Broker) {
     broker.create(&[&cfg.kafka.input_topic]).await;
     assert_eq!(partitions(&broker, &cfg.kafka.alerts_topic), None);
     let svc = start(&cfg).await;
-    let (_, high) = produce(
-        &broker,
-        &cfg.kafka.input_topic,
-        &[event("c-1", "e1", 0.0, "session", "")],
-    )
-    .await;
-    svc.wait_committed(&high).await;
+    one_event_committed(&broker, &cfg, &svc).await;
     let k = &cfg.kafka;
     for t in [
         &k.alerts_topic,
@@ -116,12 +117,6 @@ async fn no_broker_at_start_waits_unready_then_runs() {
 
     let broker = Broker::tansu_at(port, dir.path(), "memory://tansu/");
     broker.create_topics(&cfg).await;
-    let (_, high) = produce(
-        &broker,
-        &cfg.kafka.input_topic,
-        &[event("c-1", "e1", 0.0, "session", "")],
-    )
-    .await;
-    svc.wait_committed(&high).await;
+    one_event_committed(&broker, &cfg, &svc).await;
     svc.stop().await;
 }
