@@ -146,6 +146,7 @@ fn bytes_per_customer(sample: &[CustomerState], n: usize) -> (f64, f64) {
             next_offset: i as i64,
             watermark: 0,
             customers: i as u64,
+            changelog_next: 0,
         };
         store.commit((i / 1000 % 8) as i32, &c).unwrap();
     }

@@ -26,6 +26,8 @@ pub struct Health {
     pub assigned: AtomicBool,
     /// The last publish and store commit succeeded.
     pub committing: AtomicBool,
+    /// An assigned partition is being restored from the changelog.
+    pub restoring: AtomicBool,
 }
 
 impl Health {
@@ -40,6 +42,9 @@ impl Health {
         }
         if !self.committing.load(Ordering::Relaxed) {
             why.push("cannot publish or commit (retrying)");
+        }
+        if self.restoring.load(Ordering::Relaxed) {
+            why.push("restoring partition state from the changelog");
         }
         if why.is_empty() {
             Ok(())

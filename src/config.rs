@@ -84,6 +84,20 @@ pub struct KafkaConfig {
     /// Topic alert outcomes (retained or churned, treated or holdout) are
     /// published to (keyed by customer id).
     pub outcomes_topic: String,
+    /// Compacted topic every state change is also written to (keyed by
+    /// customer id, one partition per input partition). An instance that
+    /// is given a partition whose local state is missing or older restores
+    /// it from here before processing that partition's events.
+    pub changelog_topic: String,
+    /// How upstream producers pick the input partition from the customer
+    /// id: `murmur2_random` (Java clients, Kafka Streams, Kafka Connect) or
+    /// `consistent_random` (librdkafka's default: CRC32). Used to find which
+    /// instance owns a customer and to key erasure events like the rest.
+    pub partitioner: String,
+    /// Local state of a partition this instance no longer owns is deleted
+    /// after this many seconds (kept meanwhile in case it comes back, e.g.
+    /// after a quick rebalance or restart).
+    pub release_unowned_after_seconds: u64,
     /// Most messages processed in one batch (one state write per customer per batch).
     pub batch_max_messages: usize,
     /// Longest wait, in milliseconds, to fill a batch once its first message arrived.
@@ -107,6 +121,9 @@ impl Default for KafkaConfig {
             triggers_topic: "retention-triggers".into(),
             dlq_topic: "customer-events-dlq".into(),
             outcomes_topic: "churn-outcomes".into(),
+            changelog_topic: "churn-alert-state-changelog".into(),
+            partitioner: "murmur2_random".into(),
+            release_unowned_after_seconds: 300,
             batch_max_messages: 2000,
             batch_linger_ms: 50,
             auto_offset_reset: "earliest".into(),
@@ -422,6 +439,12 @@ pub struct AdminConfig {
     /// endpoints are disabled (403).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// How the other instances reach this admin server, e.g.
+    /// `http://churn-alert-0.churn-alert:9898` (a StatefulSet pod's DNS
+    /// name). Shown to the group as this instance's client id, so that
+    /// `GET /customers/{id}` on any instance can name the owner's address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertised_url: Option<String>,
 }
 
 impl Default for AdminConfig {
@@ -429,6 +452,7 @@ impl Default for AdminConfig {
         Self {
             listen: "127.0.0.1:9898".into(),
             token: None,
+            advertised_url: None,
         }
     }
 }
@@ -518,6 +542,7 @@ impl Config {
             ("kafka.triggers_topic", &k.triggers_topic),
             ("kafka.dlq_topic", &k.dlq_topic),
             ("kafka.outcomes_topic", &k.outcomes_topic),
+            ("kafka.changelog_topic", &k.changelog_topic),
         ] {
             if v.trim().is_empty() {
                 return Err(key_err(key, "must not be empty"));
@@ -528,6 +553,32 @@ impl Config {
             .is_some_and(|i| i.trim().is_empty())
         {
             return Err(key_err("kafka.instance_id", "must not be empty when set"));
+        }
+        if crate::partitioner::Partitioner::parse(&k.partitioner).is_none() {
+            return Err(key_err(
+                "kafka.partitioner",
+                format!(
+                    "must be murmur2_random or consistent_random, got {:?}",
+                    k.partitioner
+                ),
+            ));
+        }
+        if k.changelog_topic == k.input_topic {
+            return Err(key_err(
+                "kafka.changelog_topic",
+                "must not be the input topic",
+            ));
+        }
+        if self
+            .admin
+            .advertised_url
+            .as_deref()
+            .is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+        {
+            return Err(key_err(
+                "admin.advertised_url",
+                "must start with http:// or https://",
+            ));
         }
         if k.batch_max_messages == 0 {
             return Err(key_err("kafka.batch_max_messages", "must be at least 1"));

@@ -171,6 +171,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         &config.kafka.triggers_topic,
         &config.kafka.outcomes_topic,
         &config.kafka.dlq_topic,
+        &config.kafka.changelog_topic,
     ] {
         cluster.create_topic(t, opts.partitions, 1)?;
     }
@@ -204,6 +205,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         .set("bootstrap.servers", &brokers)
         .set("linger.ms", "20")
         .set("enable.idempotence", "true")
+        .set("partitioner", &config.kafka.partitioner)
         .create()?;
     let topic = config.kafka.input_topic.clone();
     let mut high = vec![0i64; opts.partitions as usize];

@@ -36,31 +36,56 @@ pub struct ConsumerCtx {
     /// `kafka.auto_offset_reset`). Kafka's committed offsets are never used
     /// to start: they may be ahead of state a crash took back.
     pub start_without_state: Offset,
-    /// Input partitions currently assigned.
-    pub owned: Mutex<BTreeSet<i32>>,
-    /// Partitions assigned since the loop last looked (their cached
-    /// metadata must be re-read).
-    pub newly_assigned: Mutex<BTreeSet<i32>>,
+    /// Assigned partitions start paused until their state was brought up to
+    /// date from the changelog (see [`crate::changelog`]).
+    pub restore_on_assign: bool,
+    /// The partitions and what happened to them since the loop last looked.
+    pub assignment: Mutex<Assignment>,
+}
+
+/// Input partitions held by this instance.
+#[derive(Debug, Default)]
+pub struct Assignment {
+    /// Assigned to this instance.
+    pub owned: BTreeSet<i32>,
+    /// Assigned, paused, waiting for their restore.
+    pub restoring: BTreeSet<i32>,
+    /// Assigned or revoked since the loop last looked: cached metadata and
+    /// messages in hand for them are stale.
+    pub changed: BTreeSet<i32>,
+    /// Counts assignments, so a restore started before the partition went
+    /// and came back is recognised as stale.
+    pub epoch: u64,
+}
+
+impl Assignment {
+    /// Owned and not restoring: the partitions to process.
+    pub fn active(&self) -> Vec<i32> {
+        self.owned.difference(&self.restoring).copied().collect()
+    }
 }
 
 impl ConsumerCtx {
-    fn set_owned(&self, f: impl FnOnce(&mut BTreeSet<i32>)) {
-        let mut owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut owned);
-        self.metrics.partitions_owned.set(owned.len() as i64);
+    /// Works on the assignment and updates health and metrics after.
+    pub fn with_assignment<T>(&self, f: impl FnOnce(&mut Assignment) -> T) -> T {
+        let mut a = self.assignment.lock().unwrap_or_else(|e| e.into_inner());
+        let out = f(&mut a);
+        self.metrics.partitions_owned.set(a.owned.len() as i64);
+        self.metrics
+            .partitions_restoring
+            .set(a.restoring.len() as i64);
         self.health
             .assigned
-            .store(!owned.is_empty(), Ordering::Relaxed);
+            .store(!a.owned.is_empty(), Ordering::Relaxed);
+        self.health
+            .restoring
+            .store(!a.restoring.is_empty(), Ordering::Relaxed);
+        out
     }
 
-    /// The assigned input partitions.
-    pub fn owned(&self) -> Vec<i32> {
-        self.owned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .copied()
-            .collect()
+    /// The assigned input partitions that are not restoring.
+    pub fn active(&self) -> Vec<i32> {
+        self.with_assignment(|a| a.active())
     }
 }
 
@@ -114,7 +139,10 @@ impl ClientContext for ConsumerCtx {
 
 impl ConsumerContext for ConsumerCtx {
     /// On assignment, each input partition starts at the offset stored with
-    /// its state (Kafka's committed offset is only used when there is none).
+    /// its state (Kafka's committed offset is never used), paused until the
+    /// service loop has restored it from the changelog. On revoke, the loop
+    /// has committed every batch it took from these partitions (the callback
+    /// runs between batches) and drops any messages in hand for them.
     fn rebalance(
         &self,
         base: &BaseConsumer<Self>,
@@ -122,17 +150,16 @@ impl ConsumerContext for ConsumerCtx {
         tpl: &mut TopicPartitionList,
     ) {
         let cooperative = matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let ours: Vec<i32> = tpl
+            .elements()
+            .iter()
+            .filter(|e| e.topic() == self.topic)
+            .map(|e| e.partition())
+            .collect();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let parts: Vec<(String, i32)> = tpl
-                    .elements()
-                    .iter()
-                    .map(|e| (e.topic().to_string(), e.partition()))
-                    .collect();
-                for (topic, p) in &parts {
-                    if topic != &self.topic {
-                        continue;
-                    }
+                self.metrics.rebalances.with_label_values(&["assigned"]).inc();
+                for p in &ours {
                     let start = match self.store.meta(*p) {
                         Ok(Some(meta)) => Offset::Offset(meta.next_offset),
                         Ok(None) => self.start_without_state,
@@ -143,7 +170,7 @@ impl ConsumerContext for ConsumerCtx {
                             Offset::Beginning
                         }
                     };
-                    if let Err(e) = tpl.set_partition_offset(topic, *p, start) {
+                    if let Err(e) = tpl.set_partition_offset(&self.topic, *p, start) {
                         tracing::error!(partition = p, error = %e, "cannot set the start offset");
                     }
                 }
@@ -155,26 +182,37 @@ impl ConsumerContext for ConsumerCtx {
                 if let Err(e) = res {
                     tracing::error!(error = %e, "assign failed");
                 }
-                let ps: Vec<i32> = parts
-                    .iter()
-                    .filter(|(t, _)| t == &self.topic)
-                    .map(|(_, p)| *p)
-                    .collect();
-                tracing::info!(partitions = ?ps, "partitions assigned");
-                self.newly_assigned
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend(ps.iter().copied());
-                self.set_owned(|o| {
-                    if !cooperative {
-                        o.clear();
+                if self.restore_on_assign && !ours.is_empty() {
+                    let mut paused = TopicPartitionList::new();
+                    for p in &ours {
+                        paused.add_partition(&self.topic, *p);
                     }
-                    o.extend(ps);
+                    if let Err(e) = base.pause(&paused) {
+                        tracing::error!(error = %e, "cannot pause partitions for their restore");
+                    }
+                }
+                tracing::info!(partitions = ?ours, "partitions assigned");
+                self.with_assignment(|a| {
+                    a.epoch += 1;
+                    if !cooperative {
+                        a.changed.extend(a.owned.iter().copied());
+                        a.owned.clear();
+                        a.restoring.clear();
+                    }
+                    a.owned.extend(ours.iter().copied());
+                    a.changed.extend(ours.iter().copied());
+                    if self.restore_on_assign {
+                        a.restoring.extend(ours.iter().copied());
+                    }
                 });
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                let ps: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-                tracing::info!(partitions = ?ps, "partitions revoked");
+                let lost = base.assignment_lost();
+                self.metrics
+                    .rebalances
+                    .with_label_values(&[if lost { "lost" } else { "revoked" }])
+                    .inc();
+                tracing::info!(partitions = ?ours, lost, "partitions revoked");
                 let res = if cooperative {
                     base.incremental_unassign(tpl)
                 } else {
@@ -183,20 +221,27 @@ impl ConsumerContext for ConsumerCtx {
                 if let Err(e) = res {
                     tracing::error!(error = %e, "unassign failed");
                 }
-                self.set_owned(|o| {
-                    if cooperative {
-                        for p in ps {
-                            o.remove(&p);
-                        }
+                self.with_assignment(|a| {
+                    let gone: Vec<i32> = if cooperative {
+                        ours.clone()
                     } else {
-                        o.clear();
+                        a.owned.iter().copied().collect()
+                    };
+                    for p in gone {
+                        a.owned.remove(&p);
+                        a.restoring.remove(&p);
+                        a.changed.insert(p);
                     }
                 });
             }
             other => {
                 tracing::error!(error = ?other, "rebalance error");
                 let _ = base.unassign();
-                self.set_owned(|o| o.clear());
+                self.with_assignment(|a| {
+                    a.changed.extend(a.owned.iter().copied());
+                    a.owned.clear();
+                    a.restoring.clear();
+                });
             }
         }
     }
@@ -217,6 +262,7 @@ fn client_config(
 /// Creates the input consumer (manual offsets, statistics for lag).
 pub fn consumer(
     cfg: &KafkaConfig,
+    advertised_url: Option<&str>,
     ctx: ConsumerCtx,
 ) -> Result<StreamConsumer<ConsumerCtx>, KafkaError> {
     let mut c = client_config(&cfg.brokers, &BTreeMap::new());
@@ -230,6 +276,11 @@ pub fn consumer(
     if let Some(id) = &cfg.instance_id {
         c.set("group.instance.id", id);
     }
+    if let Some(url) = advertised_url {
+        // Shown to the group (DescribeGroups), so that every instance can
+        // name the owner of a partition by its admin address.
+        c.set("client.id", url);
+    }
     for (k, v) in &cfg.consumer_properties {
         c.set(k, v);
     }
@@ -242,6 +293,9 @@ pub fn consumer(
 pub fn producer(cfg: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
     let mut c = client_config(&cfg.brokers, &BTreeMap::new());
     c.set("enable.idempotence", "true")
+        // Keyed outputs and erasure events land where upstream producers
+        // put the same customer.
+        .set("partitioner", &cfg.partitioner)
         .set("linger.ms", "5")
         .set("message.timeout.ms", "30000");
     for (k, v) in &cfg.producer_properties {
@@ -275,6 +329,7 @@ pub struct Publisher {
     pub triggers_topic: String,
     pub outcomes_topic: String,
     pub dlq_topic: String,
+    pub changelog_topic: String,
 }
 
 impl Publisher {
@@ -284,12 +339,17 @@ impl Publisher {
             OutKind::Trigger => &self.triggers_topic,
             OutKind::Outcome => &self.outcomes_topic,
             OutKind::DeadLetter => &self.dlq_topic,
+            OutKind::Changelog => &self.changelog_topic,
         }
     }
 
-    /// Sends all records and awaits their delivery; returns the records that
-    /// failed (to be retried by the caller) with the first error.
-    pub async fn publish(&self, records: &[OutRecord]) -> Result<(), (Vec<OutRecord>, KafkaError)> {
+    /// Sends all records and awaits their delivery; returns where each was
+    /// written (partition, offset), or the records that failed (to be
+    /// retried by the caller) with the first error.
+    pub async fn publish(
+        &self,
+        records: &[OutRecord],
+    ) -> Result<Vec<(i32, i64)>, (Vec<OutRecord>, KafkaError)> {
         let sends = records.iter().map(|r| {
             let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
             for (k, v) in &r.headers {
@@ -305,19 +365,26 @@ impl Publisher {
             if let Some(k) = &r.key {
                 rec = rec.key(k);
             }
+            if let Some(p) = r.partition {
+                rec = rec.partition(p);
+            }
             self.producer.send(rec, Duration::from_secs(5))
         });
         let results = futures::future::join_all(sends).await;
         let mut failed = Vec::new();
         let mut first = None;
+        let mut written = Vec::with_capacity(records.len());
         for (r, res) in records.iter().zip(results) {
-            if let Err((e, _)) = res {
-                first.get_or_insert(e);
-                failed.push(r.clone());
+            match res {
+                Ok(d) => written.push((d.partition, d.offset)),
+                Err((e, _)) => {
+                    first.get_or_insert(e);
+                    failed.push(r.clone());
+                }
             }
         }
         match first {
-            None => Ok(()),
+            None => Ok(written),
             Some(e) => Err((failed, e)),
         }
     }

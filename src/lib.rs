@@ -12,11 +12,15 @@
 //! - [`pipeline`]: the pure `step` and `rescore` functions.
 //! - [`processor`]: batches of messages → outputs and per-partition commits.
 //! - [`store`]: per-partition state storage (sled, memory), offsets with state.
+//! - [`changelog`]: the compacted changelog every state change is written
+//!   to, and the restore of a partition from it on assignment.
+//! - [`partitioner`]: which input partition a customer id belongs to.
 //! - [`train`], [`report`], [`commands`]: fitting and evaluating the model
 //!   from event history, its report, and the `train` and `score` commands.
 //! - [`simulate`]: the seeded population generator with ground truth.
 
 pub mod admin;
+pub mod changelog;
 pub mod commands;
 pub mod config;
 pub mod control;
@@ -27,6 +31,7 @@ pub mod features;
 pub mod kafka;
 pub mod metrics;
 pub mod model;
+pub mod partitioner;
 pub mod pipeline;
 pub mod policy;
 pub mod processor;

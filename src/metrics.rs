@@ -34,6 +34,11 @@ pub struct Metrics {
     pub consumer_lag: IntGaugeVec,
     pub customers: IntGaugeVec,
     pub partitions_owned: IntGauge,
+    pub partitions_restoring: IntGauge,
+    pub rebalances: IntCounterVec,
+    pub restore_records: IntCounter,
+    pub restore_seconds: Histogram,
+    pub partitions_released: IntCounter,
     pub failures: IntCounterVec,
     pub ready: IntGauge,
     pub commits: IntCounter,
@@ -194,6 +199,33 @@ impl Metrics {
                 "churn_alert_partitions_owned",
                 "Input partitions assigned to this instance.",
             ),
+            partitions_restoring: gauge(
+                &r,
+                "churn_alert_partitions_restoring",
+                "Assigned input partitions whose state is being restored from the changelog (not processed meanwhile; the instance reports not ready).",
+            ),
+            rebalances: counter_vec(
+                &r,
+                "churn_alert_rebalances_total",
+                "Consumer group rebalance events: assigned, revoked, lost (revoked without a clean hand-over).",
+                &["kind"],
+            ),
+            restore_records: counter(
+                &r,
+                "churn_alert_restore_records_total",
+                "Changelog records read while restoring partitions.",
+            ),
+            restore_seconds: histogram(
+                &r,
+                "churn_alert_restore_seconds",
+                "Time to bring one assigned partition's state up to date from the changelog (0 when local state was current).",
+                prometheus::exponential_buckets(0.01, 2.0, 16).expect("valid buckets"),
+            ),
+            partitions_released: counter(
+                &r,
+                "churn_alert_partitions_released_total",
+                "Local partition state deleted after the partition stayed with another instance for kafka.release_unowned_after_seconds.",
+            ),
             failures: counter_vec(
                 &r,
                 "churn_alert_dependency_failures_total",
@@ -252,7 +284,10 @@ impl Metrics {
         ] {
             m.triggers_suppressed.with_label_values(&[reason]);
         }
-        for d in ["kafka_produce", "kafka_consume", "store"] {
+        for kind in ["assigned", "revoked", "lost"] {
+            m.rebalances.with_label_values(&[kind]);
+        }
+        for d in ["kafka_produce", "kafka_consume", "store", "changelog"] {
             m.failures.with_label_values(&[d]);
         }
         m
@@ -271,7 +306,7 @@ impl Metrics {
     /// also export `_bucket`, `_sum` and `_count` series).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let all: [&dyn Collector; 24] = [
+        let all: [&dyn Collector; 29] = [
             &self.events_consumed,
             &self.dlq,
             &self.duplicates,
@@ -290,6 +325,11 @@ impl Metrics {
             &self.consumer_lag,
             &self.customers,
             &self.partitions_owned,
+            &self.partitions_restoring,
+            &self.rebalances,
+            &self.restore_records,
+            &self.restore_seconds,
+            &self.partitions_released,
             &self.failures,
             &self.ready,
             &self.commits,

@@ -55,6 +55,9 @@ pub struct OutRecord {
     /// for the key, published on erasure.
     pub payload: Vec<u8>,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The partition to write to (changelog records: the input partition);
+    /// `None`: the producer's partitioner picks by key.
+    pub partition: Option<i32>,
 }
 
 /// Which topic a record goes to.
@@ -64,6 +67,8 @@ pub enum OutKind {
     Trigger,
     Outcome,
     DeadLetter,
+    /// The state changelog (see [`crate::changelog`]).
+    Changelog,
 }
 
 /// An output keyed by customer id, as JSON with its `alert-id` header.
@@ -81,6 +86,7 @@ fn json_record(
             ("content-type".into(), b"application/json".to_vec()),
             ("alert-id".into(), alert_id.as_bytes().to_vec()),
         ],
+        partition: None,
     }
 }
 
@@ -353,6 +359,7 @@ impl Processor {
                         key: Some(event.customer_id.clone().into_bytes()),
                         payload: Vec::new(),
                         headers: vec![("erasure".into(), b"true".to_vec())],
+                        partition: None,
                     });
                 }
             }
@@ -501,6 +508,7 @@ impl Processor {
             key: m.key.clone(),
             payload: m.payload.clone().unwrap_or_default(),
             headers,
+            partition: None,
         }
     }
 

@@ -11,7 +11,8 @@
 //! A failing dependency (broker, disk) stops the loop at the step that failed;
 //! it retries with backoff, reports not ready, and never skips data.
 
-use std::sync::atomic::Ordering;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,13 +21,14 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Health;
-use crate::config::{Config, ConfigError};
+use crate::changelog::{RestoreError, Restored};
+use crate::config::{Config, ConfigError, KafkaConfig};
 use crate::event::wall_now;
 use crate::kafka::{self, ConsumerCtx, Publisher};
 use crate::metrics::Metrics;
 use crate::model::{Model, ModelError};
-use crate::processor::{Batch, ClockMode, InMessage, Processor};
-use crate::store::{MemStore, SledStore, Store, StoreError};
+use crate::processor::{Batch, ClockMode, InMessage, OutRecord, Processor};
+use crate::store::{MemStore, PartitionMeta, SledStore, Store, StoreError};
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -137,16 +139,17 @@ impl Service {
             } else {
                 rdkafka::topic_partition_list::Offset::Beginning
             },
-            owned: Default::default(),
-            newly_assigned: Default::default(),
+            restore_on_assign: true,
+            assignment: Default::default(),
         };
-        let consumer = kafka::consumer(&cfg, ctx)?;
+        let consumer = kafka::consumer(&cfg, self.config.admin.advertised_url.as_deref(), ctx)?;
         let publisher = Publisher {
             producer: kafka::producer(&cfg)?,
             alerts_topic: cfg.alerts_topic.clone(),
             triggers_topic: cfg.triggers_topic.clone(),
             outcomes_topic: cfg.outcomes_topic.clone(),
             dlq_topic: cfg.dlq_topic.clone(),
+            changelog_topic: cfg.changelog_topic.clone(),
         };
         *self.control.producer.lock().expect("not poisoned") =
             Some((publisher.producer.clone(), cfg.input_topic.clone()));
@@ -200,6 +203,11 @@ impl Service {
             metrics: &self.metrics,
             topic: &cfg.input_topic,
             shutdown: &shutdown,
+            kafka: &cfg,
+            store: self.store.clone(),
+            restores: HashMap::new(),
+            unowned_since: HashMap::new(),
+            release_after: Duration::from_secs(cfg.release_unowned_after_seconds),
         };
         loop {
             let new_policy = self.control.take_pending_policy();
@@ -223,11 +231,10 @@ impl Service {
                 biased;
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {
-                    if clock == ClockMode::Wall {
-                        runner.forget_reassigned(&mut processor);
-                        if !runner.handle(&mut processor, None).await {
-                            break;
-                        }
+                    runner.follow_assignment(&mut processor);
+                    runner.release_unowned(&mut processor);
+                    if clock == ClockMode::Wall && !runner.handle(&mut processor, None).await {
+                        break;
                     }
                     continue;
                 }
@@ -260,11 +267,20 @@ impl Service {
                     Err(_) => break,
                 }
             }
-            runner.forget_reassigned(&mut processor);
+            // Messages of partitions assigned or revoked while this batch
+            // was gathered are dropped: their owner (maybe this instance
+            // again, after its restore) fetches them from the stored offset.
+            let stale = runner.follow_assignment(&mut processor);
+            let active = runner.consumer.context().active();
+            msgs.retain(|m| !stale.contains(&m.partition) && active.contains(&m.partition));
+            if msgs.is_empty() {
+                continue;
+            }
             if !runner.handle(&mut processor, Some(msgs)).await {
                 break;
             }
         }
+        runner.cancel_restores();
         tracing::info!("stopping: flushing state");
         if let Err(e) = self.store.flush() {
             tracing::error!(error = %e, "final flush failed; the next start replays from the last durable commit");
@@ -284,22 +300,175 @@ struct Runner<'a> {
     metrics: &'a Metrics,
     topic: &'a str,
     shutdown: &'a CancellationToken,
+    kafka: &'a KafkaConfig,
+    store: Arc<dyn Store>,
+    /// Restores under way, by partition.
+    restores: HashMap<i32, RestoreTask>,
+    /// Partitions with local state that this instance does not own, and
+    /// since when.
+    unowned_since: HashMap<i32, std::time::Instant>,
+    release_after: Duration,
+}
+
+/// A partition being brought up to date on a blocking thread.
+struct RestoreTask {
+    epoch: u64,
+    cancel: Arc<AtomicBool>,
+    handle: tokio::task::JoinHandle<Result<Restored, RestoreError>>,
+    /// Not before this instant (a retry after a failed attempt).
+    started: std::time::Instant,
 }
 
 impl Runner<'_> {
-    fn forget_reassigned(&self, processor: &mut Processor) {
-        let fresh: Vec<i32> = std::mem::take(
-            &mut *self
-                .consumer
-                .context()
-                .newly_assigned
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        )
-        .into_iter()
-        .collect();
-        for p in fresh {
-            processor.forget(p);
+    /// Takes in what rebalances changed: cached metadata of those
+    /// partitions is forgotten, restores of partitions that went are
+    /// cancelled, newly assigned partitions start restoring, and finished
+    /// restores resume their partitions. Returns the changed partitions.
+    fn follow_assignment(&mut self, processor: &mut Processor) -> BTreeSet<i32> {
+        let ctx = self.consumer.context();
+        let (changed, restoring, epoch) = ctx.with_assignment(|a| {
+            (std::mem::take(&mut a.changed), a.restoring.clone(), a.epoch)
+        });
+        for p in &changed {
+            processor.forget(*p);
+            if let Some(t) = self.restores.remove(p) {
+                t.cancel.store(true, Ordering::Relaxed);
+            }
+        }
+        for p in restoring {
+            if !self.restores.contains_key(&p) {
+                self.start_restore(p, epoch, Duration::ZERO);
+            }
+        }
+        self.finish_restores(processor);
+        changed
+    }
+
+    fn start_restore(&mut self, p: i32, epoch: u64, delay: Duration) {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (cfg, store, metrics, c) = (
+            self.kafka.clone(),
+            self.store.clone(),
+            self.metrics.clone(),
+            cancel.clone(),
+        );
+        let handle = tokio::task::spawn_blocking(move || {
+            std::thread::sleep(delay);
+            crate::changelog::restore(&cfg, p, store.as_ref(), &metrics, &c)
+        });
+        self.restores.insert(
+            p,
+            RestoreTask {
+                epoch,
+                cancel,
+                handle,
+                started: std::time::Instant::now(),
+            },
+        );
+    }
+
+    fn finish_restores(&mut self, processor: &mut Processor) {
+        let done: Vec<i32> = self
+            .restores
+            .iter()
+            .filter(|(_, t)| t.handle.is_finished())
+            .map(|(p, _)| *p)
+            .collect();
+        let ctx = self.consumer.context();
+        for p in done {
+            let t = self.restores.remove(&p).expect("listed above");
+            let result = futures::FutureExt::now_or_never(t.handle)
+                .expect("finished")
+                .unwrap_or_else(|e| Err(RestoreError::Store(StoreError::Io(e.to_string()))));
+            let current = ctx.with_assignment(|a| a.restoring.contains(&p) && a.epoch == t.epoch);
+            if !current {
+                continue; // revoked or reassigned meanwhile
+            }
+            match result {
+                Ok(r) => {
+                    processor.forget(p);
+                    self.metrics.restore_seconds.observe(r.seconds);
+                    tracing::info!(
+                        partition = p,
+                        plan = ?r.plan,
+                        records = r.records,
+                        customers = r.meta.map_or(0, |m| m.customers),
+                        seconds = r.seconds,
+                        "partition state is up to date"
+                    );
+                    let mut tpl = TopicPartitionList::new();
+                    tpl.add_partition(self.topic, p);
+                    if let Some(m) = r.meta {
+                        self.metrics
+                            .customers
+                            .with_label_values(&[&p.to_string()])
+                            .set(m.customers as i64);
+                        // Where the restored state continues (the offset the
+                        // partition was assigned at was the local one).
+                        if let Err(e) = self.consumer.seek(
+                            self.topic,
+                            p,
+                            Offset::Offset(m.next_offset),
+                            Duration::from_secs(5),
+                        ) {
+                            // Still correct: offsets the state holds are skipped.
+                            tracing::warn!(partition = p, error = %e, "seek after restore failed");
+                        }
+                    }
+                    if let Err(e) = self.consumer.resume(&tpl) {
+                        tracing::error!(partition = p, error = %e, "cannot resume partition");
+                    }
+                    ctx.with_assignment(|a| a.restoring.remove(&p));
+                }
+                Err(e) => {
+                    self.metrics
+                        .failures
+                        .with_label_values(&["changelog"])
+                        .inc();
+                    let wait = Duration::from_secs(2).saturating_sub(t.started.elapsed());
+                    tracing::warn!(partition = p, error = %e, "restore failed; retrying (the partition stays paused)");
+                    self.start_restore(p, t.epoch, wait);
+                }
+            }
+        }
+    }
+
+    fn cancel_restores(&mut self) {
+        for (_, t) in self.restores.drain() {
+            t.cancel.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Deletes local state of partitions another instance has owned for
+    /// `kafka.release_unowned_after_seconds`.
+    fn release_unowned(&mut self, processor: &mut Processor) {
+        let Ok(local) = processor.store.partitions() else {
+            return;
+        };
+        let held: BTreeSet<i32> = self
+            .consumer
+            .context()
+            .with_assignment(|a| a.owned.union(&a.restoring).copied().collect());
+        let now = std::time::Instant::now();
+        self.unowned_since
+            .retain(|p, _| local.contains(p) && !held.contains(p));
+        for p in local.into_iter().filter(|p| !held.contains(p)) {
+            let since = *self.unowned_since.entry(p).or_insert(now);
+            if now.duration_since(since) >= self.release_after {
+                match processor.store.drop_partition(p) {
+                    Ok(()) => {
+                        processor.forget(p);
+                        self.unowned_since.remove(&p);
+                        self.metrics.partitions_released.inc();
+                        self.metrics
+                            .customers
+                            .with_label_values(&[&p.to_string()])
+                            .set(0);
+                        tracing::info!(partition = p, "released local state of a partition owned elsewhere");
+                    }
+                    Err(e) => tracing::warn!(partition = p, error = %e, "cannot release partition state"),
+                }
+            }
         }
     }
 
@@ -321,6 +490,33 @@ impl Runner<'_> {
         }
     }
 
+    /// Publishes records until every one is delivered; where each went, or
+    /// `None` if the service is stopping first.
+    async fn deliver(
+        &self,
+        records: Vec<OutRecord>,
+        attempt: &mut u32,
+    ) -> Option<Vec<(i32, i64)>> {
+        let mut pending = records;
+        let mut written = Vec::with_capacity(pending.len());
+        while !pending.is_empty() {
+            match self.publisher.publish(&pending).await {
+                Ok(w) => {
+                    written.extend(w);
+                    break;
+                }
+                Err((again, e)) => {
+                    // Only the records that failed are sent again.
+                    if !self.backoff(attempt, "kafka_produce", &e).await {
+                        return None;
+                    }
+                    pending = again;
+                }
+            }
+        }
+        Some(written)
+    }
+
     /// Processes one batch (or a sweep when `msgs` is `None`) through to its
     /// commit. Returns false when stopped before the batch was committed (it
     /// is then replayed on the next start).
@@ -330,7 +526,7 @@ impl Runner<'_> {
         let batch: Batch = loop {
             let res = match &msgs {
                 Some(m) => processor.process(m, wall_now()),
-                None => processor.sweep_only(&self.consumer.context().owned(), wall_now()),
+                None => processor.sweep_only(&self.consumer.context().active(), wall_now()),
             };
             match res {
                 Ok(b) => break b,
@@ -344,21 +540,34 @@ impl Runner<'_> {
         if batch.commits.is_empty() && batch.records.is_empty() {
             return true;
         }
-        // Only the records that failed are copied for the next attempt.
-        let mut failed: Option<Vec<_>> = None;
-        loop {
-            let pending = failed.as_deref().unwrap_or(&batch.records);
-            if pending.is_empty() {
-                break;
+        let mut batch = batch;
+        // 1. Outputs and the changelog's state records; 2. once those are
+        // delivered, one meta record per partition closing its batch (see
+        // `crate::changelog`); 3. the local commit, which records where the
+        // changelog now ends.
+        let mut first = std::mem::take(&mut batch.records);
+        let mut metas = Vec::new();
+        for (p, c) in &batch.commits {
+            let before = processor.meta(*p).unwrap_or_default();
+            let moved = PartitionMeta {
+                changelog_next: before.changelog_next,
+                ..c.meta
+            } != before;
+            if c.states.is_empty() && !moved {
+                continue; // nothing new for the changelog
             }
-            match self.publisher.publish(pending).await {
-                Ok(()) => break,
-                Err((again, e)) => {
-                    failed = Some(again);
-                    if !self.backoff(&mut attempt, "kafka_produce", &e).await {
-                        return false;
-                    }
-                }
+            first.extend(crate::changelog::state_records(*p, c));
+            metas.push(crate::changelog::meta_record(*p, &c.meta));
+        }
+        if self.deliver(first, &mut attempt).await.is_none() {
+            return false;
+        }
+        let Some(written) = self.deliver(metas, &mut attempt).await else {
+            return false;
+        };
+        for (p, offset) in written {
+            if let Some(c) = batch.commits.get_mut(&p) {
+                c.meta.changelog_next = offset + 1;
             }
         }
         loop {

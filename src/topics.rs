@@ -1,7 +1,9 @@
 //! The topics the service needs, checked at start: the input topic must
 //! exist (its partition count is the unit of scale and is the user's
-//! choice); missing output topics are created with the input's partition
-//! count and a replication factor of up to 3. While the brokers cannot be
+//! choice); missing output topics and the state changelog (compacted) are
+//! created with the input's partition count and a replication factor of up
+//! to 3. A changelog whose partition count differs from the input's stops
+//! the start. While the brokers cannot be
 //! reached the service waits, not ready; a missing input topic or a topic
 //! that cannot be created stops the start, naming the key and the topic.
 
@@ -85,11 +87,25 @@ pub async fn ensure(
             message: "does not exist: create it, keyed by customer id, with as many partitions as instances may ever share the work".into(),
         });
     };
+    // Changelog partition p holds input partition p's state.
+    if let Some(&n) = topics.get(&cfg.changelog_topic) {
+        if n != partitions {
+            return Err(TopicError {
+                key: "kafka.changelog_topic".into(),
+                topic: cfg.changelog_topic.clone(),
+                message: format!(
+                    "has {n} partitions but the input topic {:?} has {partitions}: they must match (partition p of the changelog holds input partition p's state); delete the changelog (the next start recreates it from local state as it changes) or add partitions to match",
+                    cfg.input_topic
+                ),
+            });
+        }
+    }
     let wanted = [
         ("kafka.alerts_topic", &cfg.alerts_topic),
         ("kafka.triggers_topic", &cfg.triggers_topic),
         ("kafka.outcomes_topic", &cfg.outcomes_topic),
         ("kafka.dlq_topic", &cfg.dlq_topic),
+        ("kafka.changelog_topic", &cfg.changelog_topic),
     ];
     let missing: Vec<(&str, &String)> = wanted
         .into_iter()
@@ -101,7 +117,16 @@ pub async fn ensure(
     let replication = brokers.clamp(1, 3) as i32;
     let new: Vec<NewTopic> = missing
         .iter()
-        .map(|(_, t)| NewTopic::new(t, partitions as i32, TopicReplication::Fixed(replication)))
+        .map(|(key, t)| {
+            let topic = NewTopic::new(t, partitions as i32, TopicReplication::Fixed(replication));
+            if *key == "kafka.changelog_topic" {
+                // Only the latest state of each customer is kept; erased
+                // customers' tombstones go after a day.
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
         .collect();
     let fail = |key: &str, topic: &str, message: String| TopicError {
         key: key.into(),
@@ -127,7 +152,7 @@ pub async fn ensure(
     for ((key, topic), r) in missing.iter().zip(results) {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {
-                tracing::info!(%topic, partitions, replication, "created missing output topic");
+                tracing::info!(%topic, partitions, replication, "created missing topic");
             }
             Err((_, code)) => {
                 return Err(fail(

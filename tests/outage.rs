@@ -155,6 +155,10 @@ impl Store for FailingDisk {
     fn partitions(&self) -> Result<Vec<i32>, StoreError> {
         self.inner.partitions()
     }
+    fn drop_partition(&self, p: i32) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.drop_partition(p)
+    }
     fn customers(&self, p: i32) -> Result<Vec<(String, CustomerState)>, StoreError> {
         self.inner.customers(p)
     }

@@ -38,6 +38,7 @@ async fn missing_outputs_are_created(broker: Broker) {
         &mut cfg.kafka.triggers_topic,
         &mut cfg.kafka.outcomes_topic,
         &mut cfg.kafka.dlq_topic,
+        &mut cfg.kafka.changelog_topic,
     ] {
         *t = format!("{t}-{run}");
     }
@@ -52,6 +53,7 @@ async fn missing_outputs_are_created(broker: Broker) {
         &k.triggers_topic,
         &k.outcomes_topic,
         &k.dlq_topic,
+        &k.changelog_topic,
     ] {
         assert_eq!(partitions(&broker, t), Some(PARTITIONS as usize), "{t}");
     }
@@ -119,4 +121,26 @@ async fn no_broker_at_start_waits_unready_then_runs() {
     broker.create_topics(&cfg).await;
     one_event_committed(&broker, &cfg, &svc).await;
     svc.stop().await;
+}
+
+/// Changelog partition p holds input partition p's state: a changelog
+/// with another partition count is refused, naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changelog_with_another_partition_count_stops_the_start() {
+    let broker = Broker::mock();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = test_config(&broker, dir.path());
+    let Broker::Mock(cluster) = &broker else {
+        unreachable!()
+    };
+    let k = &cfg.kafka;
+    for t in [&k.input_topic, &k.alerts_topic, &k.triggers_topic, &k.outcomes_topic, &k.dlq_topic] {
+        cluster.create_topic(t, PARTITIONS, 1).unwrap();
+    }
+    cluster.create_topic(&k.changelog_topic, PARTITIONS + 1, 1).unwrap();
+    let err = start_error(&cfg).await;
+    assert!(
+        err.contains("kafka.changelog_topic") && err.contains("must match"),
+        "{err}"
+    );
 }

@@ -84,6 +84,14 @@ impl Store for MemStore {
         Ok(v)
     }
 
+    fn drop_partition(&self, partition: i32) -> Result<(), StoreError> {
+        self.parts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&partition);
+        Ok(())
+    }
+
     fn customers(&self, partition: i32) -> Result<Vec<(String, CustomerState)>, StoreError> {
         Ok(self.with(partition, |p| {
             let mut v: Vec<_> = p

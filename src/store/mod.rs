@@ -36,6 +36,35 @@ pub struct PartitionMeta {
     pub watermark: Millis,
     /// Customers held in this partition.
     pub customers: u64,
+    /// The changelog offset after the last record this state reflects
+    /// (0: nothing written to the changelog yet). A changelog whose end is
+    /// beyond it holds newer state for this partition.
+    pub changelog_next: i64,
+}
+
+/// Encodes partition metadata for storage.
+pub fn encode_meta(m: &PartitionMeta) -> Vec<u8> {
+    bincode::serialize(m).expect("serialising to a Vec cannot fail")
+}
+
+/// Decodes stored partition metadata; metadata written before the
+/// changelog existed (three fields) reads with `changelog_next` 0.
+pub fn decode_meta(bytes: &[u8], partition: i32) -> Result<PartitionMeta, StoreError> {
+    let corrupt = |e: bincode::Error| StoreError::Corrupt {
+        what: format!("partition {partition} metadata"),
+        message: e.to_string(),
+    };
+    if bytes.len() == 24 {
+        let (next_offset, watermark, customers): (i64, Millis, u64) =
+            bincode::deserialize(bytes).map_err(corrupt)?;
+        return Ok(PartitionMeta {
+            next_offset,
+            watermark,
+            customers,
+            changelog_next: 0,
+        });
+    }
+    bincode::deserialize(bytes).map_err(corrupt)
 }
 
 /// Everything one batch changed in one partition, applied atomically.
@@ -70,6 +99,8 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
     /// Partitions that have state.
     fn partitions(&self) -> Result<Vec<i32>, StoreError>;
+    /// Removes everything held for a partition (state, due index, metadata).
+    fn drop_partition(&self, partition: i32) -> Result<(), StoreError>;
     /// Every customer of a partition (for inspection and tests).
     fn customers(&self, partition: i32) -> Result<Vec<(String, CustomerState)>, StoreError>;
     /// Bytes the store occupies on disk (0 in memory).
@@ -148,6 +179,7 @@ mod tests {
                 next_offset: 10,
                 watermark: 7,
                 customers: 2,
+                changelog_next: 4,
             },
         };
         store.commit(3, &c).unwrap();
@@ -165,10 +197,12 @@ mod tests {
                 next_offset: 11,
                 watermark: 8,
                 customers: 1,
+                changelog_next: 6,
             },
         };
         store.commit(3, &c2).unwrap();
         store.flush().unwrap();
+        assert_eq!(store.meta(3).unwrap().unwrap(), c2.meta);
         assert_eq!(store.get(3, "b").unwrap(), None);
         assert_eq!(
             store.due(3, 1000, 10).unwrap(),
@@ -178,6 +212,23 @@ mod tests {
         let all = store.customers(3).unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].0, "a");
+        // A second partition, then one dropped: nothing of it is left.
+        store.commit(5, &c).unwrap();
+        store.drop_partition(3).unwrap();
+        assert_eq!(store.partitions().unwrap(), vec![5]);
+        assert_eq!(store.meta(3).unwrap(), None);
+        assert_eq!(store.get(3, "a").unwrap(), None);
+        assert!(store.due(3, i64::MAX, 10).unwrap().is_empty());
+        assert_eq!(store.get(5, "a").unwrap().unwrap().purchases, 1);
+    }
+
+    #[test]
+    fn metadata_from_before_the_changelog_still_loads() {
+        let old = bincode::serialize(&(11i64, 8i64, 1u64)).unwrap();
+        let m = decode_meta(&old, 0).unwrap();
+        assert_eq!((m.next_offset, m.watermark, m.customers, m.changelog_next), (11, 8, 1, 0));
+        let new = PartitionMeta { changelog_next: 9, ..m };
+        assert_eq!(decode_meta(&encode_meta(&new), 0).unwrap(), new);
     }
 
     #[test]
@@ -193,8 +244,9 @@ mod tests {
             scenario(&s);
         }
         let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(s.meta(3).unwrap().unwrap().next_offset, 11);
-        assert_eq!(s.get(3, "a").unwrap().unwrap().purchases, 1);
+        assert_eq!(s.meta(5).unwrap().unwrap().next_offset, 10);
+        assert_eq!(s.get(5, "a").unwrap().unwrap().purchases, 1);
+        assert_eq!(s.meta(3).unwrap(), None, "dropped partitions stay dropped");
     }
 
     #[test]

@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use super::{decode_state, encode_state, Commit, PartitionMeta, Store, StoreError};
+use super::{
+    decode_meta, decode_state, encode_meta, encode_state, Commit, PartitionMeta, Store, StoreError,
+};
 use crate::event::Millis;
 use crate::features::CustomerState;
 
@@ -98,12 +100,7 @@ impl Store for SledStore {
     fn meta(&self, partition: i32) -> Result<Option<PartitionMeta>, StoreError> {
         match self.tree(partition)?.get(META_KEY).map_err(io)? {
             None => Ok(None),
-            Some(v) => bincode::deserialize(&v)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt {
-                    what: format!("partition {partition} metadata"),
-                    message: e.to_string(),
-                }),
+            Some(v) => decode_meta(&v, partition).map(Some),
         }
     }
 
@@ -156,10 +153,7 @@ impl Store for SledStore {
         for (t, id) in &c.due_add {
             b.insert(due_key(*t, id), &[] as &[u8]);
         }
-        b.insert(
-            META_KEY,
-            bincode::serialize(&c.meta).expect("serialising to a Vec cannot fail"),
-        );
+        b.insert(META_KEY, encode_meta(&c.meta));
         tree.apply_batch(b).map_err(io)
     }
 
@@ -183,6 +177,17 @@ impl Store for SledStore {
             .collect();
         v.sort();
         Ok(v)
+    }
+
+    fn drop_partition(&self, partition: i32) -> Result<(), StoreError> {
+        self.trees
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&partition);
+        self.db
+            .drop_tree(format!("{TREE_PREFIX}{partition}"))
+            .map(|_| ())
+            .map_err(io)
     }
 
     fn customers(&self, partition: i32) -> Result<Vec<(String, CustomerState)>, StoreError> {

@@ -135,6 +135,8 @@ impl Broker {
         ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
             .set("enable.idempotence", "true")
+            // As the service's default `kafka.partitioner` expects.
+            .set("partitioner", "murmur2_random")
             .create()
             .unwrap()
     }
@@ -155,6 +157,7 @@ impl Broker {
             &k.triggers_topic,
             &k.outcomes_topic,
             &k.dlq_topic,
+            &k.changelog_topic,
         ])
         .await;
     }

@@ -1,0 +1,427 @@
+//! The state changelog: every committed state change is also written to a
+//! compacted Kafka topic, so a partition's state can follow the partition to
+//! another instance.
+//!
+//! Layout: changelog partition `p` holds input partition `p`'s state.
+//! - A state record: key = customer id, value = the stored state encoding
+//!   (version byte + bincode); a tombstone (null value) when the customer
+//!   was erased.
+//! - A meta record, written after each batch's state records were
+//!   delivered: key = [`META_KEY`] (a single space, never a customer id),
+//!   header `churn-alert-record: meta`, value = the partition's metadata
+//!   (next input offset, watermark, customers) as JSON.
+//!
+//! A batch's state records are delivered before its meta record is sent,
+//! and both before the local commit, so a meta record always closes a
+//! complete batch. A restore applies records in those units: records after
+//! the last meta record (a batch cut short by a crash) are left out; the
+//! input from the meta record's offset is processed again and writes them
+//! anew.
+//!
+//! On assignment ([`plan`]): local state that has seen the whole changelog
+//! is reused as it is; local state that is older catches up from its own
+//! changelog position; an empty disk restores from the start.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Headers;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::Message;
+
+use crate::config::KafkaConfig;
+use crate::features::CustomerState;
+use crate::metrics::Metrics;
+use crate::processor::{OutKind, OutRecord};
+use crate::store::{decode_state, encode_state, Commit, PartitionMeta, Store, StoreError};
+
+/// Key of the meta records: whitespace only, which no customer id can be.
+pub const META_KEY: &[u8] = b" ";
+/// Header naming the record kind (`state` or `meta`).
+pub const KIND_HEADER: &str = "churn-alert-record";
+
+/// The state records of one partition's commit.
+pub fn state_records(partition: i32, commit: &Commit) -> Vec<OutRecord> {
+    commit
+        .states
+        .iter()
+        .map(|(id, s)| OutRecord {
+            kind: OutKind::Changelog,
+            key: Some(id.clone().into_bytes()),
+            payload: s.as_ref().map(encode_state).unwrap_or_default(),
+            headers: vec![(KIND_HEADER.into(), b"state".to_vec())],
+            partition: Some(partition),
+        })
+        .collect()
+}
+
+/// The meta record closing one partition's batch.
+pub fn meta_record(partition: i32, meta: &PartitionMeta) -> OutRecord {
+    OutRecord {
+        kind: OutKind::Changelog,
+        key: Some(META_KEY.to_vec()),
+        payload: serde_json::to_vec(&PartitionMeta {
+            changelog_next: 0,
+            ..*meta
+        })
+        .expect("metadata serialises"),
+        headers: vec![(KIND_HEADER.into(), b"meta".to_vec())],
+        partition: Some(partition),
+    }
+}
+
+/// What to do with a newly assigned partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Local state has seen the whole changelog: use it as it is.
+    Reuse,
+    /// Local state is older: apply the changelog from this offset on.
+    CatchUp(i64),
+    /// No usable local state: drop what is there and restore from this
+    /// offset (the changelog's start).
+    Full(i64),
+}
+
+/// Decides how to bring a partition up to date, from the local metadata
+/// and the changelog partition's low and high watermarks.
+pub fn plan(local: Option<PartitionMeta>, low: i64, high: i64) -> Plan {
+    match local {
+        None => Plan::Full(low),
+        Some(m) if m.changelog_next >= high => Plan::Reuse,
+        // Written before the changelog existed, or the changelog lost its
+        // start (deleted records): local state cannot be matched to it.
+        Some(m) if m.changelog_next == 0 || m.changelog_next < low => Plan::Full(low),
+        Some(m) => Plan::CatchUp(m.changelog_next),
+    }
+}
+
+/// Applies changelog records to the store, one batch (closed by a meta
+/// record) at a time.
+pub struct Applier<'a> {
+    store: &'a dyn Store,
+    partition: i32,
+    pending: HashMap<String, Option<CustomerState>>,
+    /// Records read (state and meta).
+    pub records: u64,
+    /// Batches applied.
+    pub batches: u64,
+}
+
+impl<'a> Applier<'a> {
+    pub fn new(store: &'a dyn Store, partition: i32) -> Self {
+        Self {
+            store,
+            partition,
+            pending: HashMap::new(),
+            records: 0,
+            batches: 0,
+        }
+    }
+
+    /// Takes one record; a meta record commits the batch it closes.
+    pub fn push(
+        &mut self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        is_meta: bool,
+        offset: i64,
+    ) -> Result<(), StoreError> {
+        self.records += 1;
+        if is_meta || key == META_KEY {
+            let meta: PartitionMeta = match value.map(serde_json::from_slice) {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    return Err(StoreError::Corrupt {
+                        what: format!("changelog meta record at offset {offset}"),
+                        message: e.to_string(),
+                    })
+                }
+                None => return Ok(()),
+            };
+            return self.commit(PartitionMeta {
+                changelog_next: offset + 1,
+                ..meta
+            });
+        }
+        let id = String::from_utf8_lossy(key).into_owned();
+        let state = match value {
+            Some(v) if !v.is_empty() => Some(decode_state(v)?),
+            _ => None,
+        };
+        self.pending.insert(id, state);
+        Ok(())
+    }
+
+    /// State records read after the last meta record (not applied).
+    pub fn unclosed(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn commit(&mut self, meta: PartitionMeta) -> Result<(), StoreError> {
+        let mut c = Commit {
+            meta,
+            ..Default::default()
+        };
+        for (id, new) in self.pending.drain() {
+            let old_due = self
+                .store
+                .get(self.partition, &id)?
+                .and_then(|s| s.next_due);
+            let new_due = new.as_ref().and_then(|s| s.next_due);
+            if old_due != new_due {
+                if let Some(t) = old_due {
+                    c.due_remove.push((t, id.clone()));
+                }
+                if let Some(t) = new_due {
+                    c.due_add.push((t, id.clone()));
+                }
+            }
+            c.states.push((id, new));
+        }
+        c.states.sort_by(|a, b| a.0.cmp(&b.0));
+        self.store.commit(self.partition, &c)?;
+        self.batches += 1;
+        Ok(())
+    }
+}
+
+/// Why a restore did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("changelog: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("changelog partition {partition}: no progress for {seconds} s at offset {at} of {high}")]
+    Stalled {
+        partition: i32,
+        at: i64,
+        high: i64,
+        seconds: u64,
+    },
+    #[error("restore cancelled (partition revoked)")]
+    Cancelled,
+}
+
+/// How a partition was brought up to date.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Restored {
+    pub plan: Plan,
+    /// Changelog records read.
+    pub records: u64,
+    /// The partition's metadata afterwards (`None`: no state anywhere).
+    pub meta: Option<PartitionMeta>,
+    pub seconds: f64,
+}
+
+fn restore_consumer(cfg: &KafkaConfig) -> Result<BaseConsumer, KafkaError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers);
+    for (k, v) in &cfg.consumer_properties {
+        c.set(k, v);
+    }
+    // Assigned by hand, never committed: the group id only names the client.
+    c.set("group.id", format!("{}-restore", cfg.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest");
+    c.create()
+}
+
+/// Brings one partition's local state up to date with the changelog
+/// (blocking; run it on a blocking thread). `cancel` stops it between
+/// records, leaving whole batches applied.
+pub fn restore(
+    cfg: &KafkaConfig,
+    partition: i32,
+    store: &dyn Store,
+    metrics: &Metrics,
+    cancel: &AtomicBool,
+) -> Result<Restored, RestoreError> {
+    let started = Instant::now();
+    let topic = &cfg.changelog_topic;
+    let consumer = restore_consumer(cfg)?;
+    let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+    let local = store.meta(partition)?;
+    let plan = plan(local, low, high);
+    let from = match plan {
+        Plan::Reuse => {
+            return Ok(Restored {
+                plan,
+                records: 0,
+                meta: local,
+                seconds: started.elapsed().as_secs_f64(),
+            })
+        }
+        Plan::CatchUp(from) => from,
+        Plan::Full(from) => {
+            if local.is_some() {
+                store.drop_partition(partition)?;
+            }
+            from
+        }
+    };
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(from))?;
+    consumer.assign(&tpl)?;
+    let mut applier = Applier::new(store, partition);
+    let mut next = from;
+    let mut last_progress = Instant::now();
+    const STALL: Duration = Duration::from_secs(60);
+    while next < high {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(RestoreError::Cancelled);
+        }
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                let is_meta = m
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == KIND_HEADER))
+                    .is_some_and(|h| h.value == Some(b"meta".as_slice()));
+                applier.push(m.key().unwrap_or_default(), m.payload(), is_meta, m.offset())?;
+                metrics.restore_records.inc();
+                next = m.offset() + 1;
+                last_progress = Instant::now();
+            }
+            // End of the partition as the broker sees it now.
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => {
+                metrics.failures.with_label_values(&["changelog"]).inc();
+                tracing::warn!(partition, error = %e, "changelog read failed; retrying");
+            }
+            None => {}
+        }
+        if last_progress.elapsed() > STALL {
+            return Err(RestoreError::Stalled {
+                partition,
+                at: next,
+                high,
+                seconds: STALL.as_secs(),
+            });
+        }
+    }
+    if applier.unclosed() > 0 {
+        tracing::info!(
+            partition,
+            records = applier.unclosed(),
+            "changelog ends with a batch that was never committed; its input is processed again"
+        );
+    }
+    Ok(Restored {
+        plan,
+        records: applier.records,
+        meta: store.meta(partition)?,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemStore;
+
+    fn meta(next_offset: i64, customers: u64, changelog_next: i64) -> PartitionMeta {
+        PartitionMeta {
+            next_offset,
+            watermark: 100,
+            customers,
+            changelog_next,
+        }
+    }
+
+    #[test]
+    fn plan_reuses_current_state_and_catches_up_older() {
+        assert_eq!(plan(None, 0, 0), Plan::Full(0));
+        assert_eq!(plan(None, 0, 50), Plan::Full(0));
+        assert_eq!(plan(Some(meta(9, 1, 50)), 0, 50), Plan::Reuse);
+        assert_eq!(plan(Some(meta(9, 1, 30)), 0, 50), Plan::CatchUp(30));
+        // Local ahead of a changelog that was recreated: keep local.
+        assert_eq!(plan(Some(meta(9, 1, 80)), 0, 50), Plan::Reuse);
+        // From before the changelog, or its start was deleted.
+        assert_eq!(plan(Some(meta(9, 1, 0)), 0, 50), Plan::Full(0));
+        assert_eq!(plan(Some(meta(9, 1, 10)), 20, 50), Plan::Full(20));
+    }
+
+    fn state(purchases: u32, due: i64) -> CustomerState {
+        CustomerState {
+            purchases,
+            next_due: Some(due),
+            ..Default::default()
+        }
+    }
+
+    /// Writes commits as the service would and returns the changelog.
+    fn changelog(commits: &[Commit]) -> Vec<OutRecord> {
+        let mut log = Vec::new();
+        for c in commits {
+            log.extend(state_records(0, c));
+            log.push(meta_record(0, &c.meta));
+        }
+        log
+    }
+
+    fn replay(store: &dyn Store, log: &[OutRecord], from: usize) -> usize {
+        let mut a = Applier::new(store, 0);
+        for (off, r) in log.iter().enumerate().skip(from) {
+            let is_meta = r.headers.iter().any(|(k, v)| k == KIND_HEADER && v == b"meta");
+            let value = (!r.payload.is_empty()).then_some(r.payload.as_slice());
+            a.push(r.key.as_deref().unwrap(), value, is_meta, off as i64)
+                .unwrap();
+        }
+        a.unclosed()
+    }
+
+    #[test]
+    fn restore_rebuilds_state_due_index_and_offsets_in_whole_batches() {
+        let c1 = Commit {
+            states: vec![("a".into(), Some(state(1, 50))), ("b".into(), Some(state(2, 60)))],
+            meta: meta(10, 2, 0),
+            ..Default::default()
+        };
+        let c2 = Commit {
+            states: vec![("a".into(), Some(state(3, 90))), ("b".into(), None)],
+            meta: meta(20, 1, 0),
+            ..Default::default()
+        };
+        // A batch cut short by a crash: state records, no meta record.
+        let cut = Commit {
+            states: vec![("a".into(), Some(state(99, 1)))],
+            ..Default::default()
+        };
+        let mut log = changelog(&[c1, c2]);
+        log.extend(state_records(0, &cut));
+        let store = MemStore::default();
+        assert_eq!(replay(&store, &log, 0), 1, "the cut batch is left out");
+        assert_eq!(store.get(0, "a").unwrap().unwrap().purchases, 3);
+        assert_eq!(store.get(0, "b").unwrap(), None, "tombstone applied");
+        assert_eq!(store.due(0, i64::MAX, 10).unwrap(), vec![(90, "a".to_string())]);
+        let m = store.meta(0).unwrap().unwrap();
+        assert_eq!((m.next_offset, m.customers, m.changelog_next), (20, 1, 6));
+
+        // Processing resumes at input offset 20: the cut batch's input is
+        // processed again and rewrites "a", then a new customer arrives.
+        // Catching up from the local position gives what a full restore
+        // gives.
+        let c3 = Commit {
+            states: vec![("a".into(), Some(state(4, 95))), ("c".into(), Some(state(1, 70)))],
+            meta: meta(30, 2, 0),
+            ..Default::default()
+        };
+        log.extend(changelog(&[c3]));
+        let at = m.changelog_next as usize;
+        assert_eq!(plan(Some(m), 0, log.len() as i64), Plan::CatchUp(at as i64));
+        assert_eq!(replay(&store, &log, at), 0);
+        let full = MemStore::default();
+        replay(&full, &log, 0);
+        assert_eq!(store.customers(0).unwrap(), full.customers(0).unwrap());
+        assert_eq!(store.due(0, i64::MAX, 10).unwrap(), full.due(0, i64::MAX, 10).unwrap());
+        assert_eq!(store.meta(0).unwrap(), full.meta(0).unwrap());
+        assert_eq!(full.get(0, "a").unwrap().unwrap().purchases, 4);
+        assert_eq!(full.meta(0).unwrap().unwrap().next_offset, 30);
+    }
+}

@@ -1,0 +1,91 @@
+//! Which input partition a customer id is produced to, computed the way
+//! upstream producers compute it, so any instance can tell which partition
+//! (and so which instance) holds a customer, and erasure events land on
+//! the same partition as the customer's other events.
+
+/// A key partitioner of Kafka's clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partitioner {
+    /// Java's default (and Kafka Streams', Kafka Connect's): murmur2 of the
+    /// key, sign bit cleared, modulo the partition count.
+    Murmur2,
+    /// librdkafka's default: CRC-32 of the key modulo the partition count.
+    Crc32,
+}
+
+impl Partitioner {
+    /// From the librdkafka `partitioner` names (`murmur2_random`,
+    /// `murmur2`, `consistent_random`, `consistent`).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "murmur2_random" | "murmur2" => Some(Self::Murmur2),
+            "consistent_random" | "consistent" => Some(Self::Crc32),
+            _ => None,
+        }
+    }
+
+    /// The partition of `key` among `partitions` (at least 1).
+    pub fn partition(self, key: &[u8], partitions: usize) -> i32 {
+        let n = partitions.max(1) as u32;
+        let h = match self {
+            Self::Murmur2 => murmur2(key) & 0x7fff_ffff,
+            Self::Crc32 => crc32fast::hash(key),
+        };
+        (h % n) as i32
+    }
+}
+
+/// Kafka's murmur2 (seed 0x9747b28c), as in the Java client's
+/// `Utils.murmur2`.
+pub fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        if rest.len() >= 3 {
+            h ^= u32::from(rest[2]) << 16;
+        }
+        if rest.len() >= 2 {
+            h ^= u32::from(rest[1]) << 8;
+        }
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_and_partitions_stay_in_range() {
+        assert_eq!(Partitioner::parse("murmur2_random"), Some(Partitioner::Murmur2));
+        assert_eq!(Partitioner::parse("consistent_random"), Some(Partitioner::Crc32));
+        assert_eq!(Partitioner::parse("random"), None);
+        for p in [Partitioner::Murmur2, Partitioner::Crc32] {
+            let mut seen = [0u32; 7];
+            for i in 0..7000 {
+                let k = format!("c-{i}");
+                let part = p.partition(k.as_bytes(), 7);
+                assert_eq!(part, p.partition(k.as_bytes(), 7), "stable");
+                seen[part as usize] += 1;
+            }
+            // Spread over every partition, roughly evenly.
+            assert!(seen.iter().all(|&n| (800..1200).contains(&n)), "{p:?}: {seen:?}");
+        }
+    }
+}
