@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
@@ -45,6 +46,8 @@ pub struct Control {
     pub pending_policy: Mutex<Option<Config>>,
     /// Producer and input topic for erasure events (set once running).
     pub producer: Mutex<Option<(FutureProducer, String)>>,
+    /// The input partitions this instance holds (shared with the consumer).
+    pub assignment: Arc<Mutex<crate::kafka::Assignment>>,
 }
 
 type Reply = (StatusCode, Json<Value>);
@@ -66,6 +69,7 @@ impl Control {
             model_reload: Arc::new(Notify::new()),
             pending_policy: Mutex::new(None),
             producer: Mutex::new(None),
+            assignment: Arc::default(),
         }
     }
 
@@ -109,10 +113,16 @@ impl Control {
         }
     }
 
-    /// The partition and state of a customer held on this instance.
+    /// The partition and state of a customer held on this instance (only
+    /// partitions it owns and has restored: state left from partitions that
+    /// moved away is not current).
     fn find(&self, id: &str) -> Result<Option<(i32, CustomerState)>, String> {
-        let parts = self.store.partitions().map_err(|e| e.to_string())?;
-        for p in parts {
+        let active = self
+            .assignment
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .active();
+        for p in active {
             if let Some(s) = self.store.get(p, id).map_err(|e| e.to_string())? {
                 return Ok(Some((p, s)));
             }
@@ -196,17 +206,15 @@ impl Control {
     }
 }
 
-/// `GET /customers/{id}`
-pub async fn get_customer(State(c): State<Arc<Control>>, Path(id): Path<String>) -> Reply {
+/// `GET /customers/{id}`: the view on the owning instance; elsewhere the
+/// owner (see [`elsewhere`]).
+pub async fn get_customer(State(c): State<Arc<Control>>, Path(id): Path<String>) -> Response {
     let found = match c.find(&id) {
         Ok(f) => f,
-        Err(e) => return reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e})),
+        Err(e) => return reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e})).into_response(),
     };
     let Some((p, s)) = found else {
-        return reply(
-            StatusCode::NOT_FOUND,
-            json!({"error": "no state for this customer on this instance"}),
-        );
+        return elsewhere(&c, &id).await;
     };
     // In event time the customer is seen as of the partition's watermark.
     let now = if c.config.clock.mode == "event" {
@@ -218,7 +226,77 @@ pub async fn get_customer(State(c): State<Arc<Control>>, Path(id): Path<String>)
     } else {
         wall_now()
     };
-    reply(StatusCode::OK, c.customer_view(&id, p, &s, now))
+    reply(StatusCode::OK, c.customer_view(&id, p, &s, now)).into_response()
+}
+
+/// The answer for a customer this instance does not hold: which partition
+/// the customer's events go to and, when another instance owns it, that
+/// instance (a redirect to its admin address when it advertises one).
+async fn elsewhere(c: &Control, id: &str) -> Response {
+    let (k, key) = (c.config.kafka.clone(), id.as_bytes().to_vec());
+    let found = tokio::task::spawn_blocking(move || crate::owner::locate(&k, &key)).await;
+    let located = match found {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => {
+            return reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": format!("not held here, and the owner cannot be looked up: {e}")}),
+            )
+            .into_response()
+        }
+        Err(e) => {
+            return reply(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": e.to_string()}))
+                .into_response()
+        }
+    };
+    let p = located.partition;
+    let (owned, restoring) = {
+        let a = c.assignment.lock().unwrap_or_else(|e| e.into_inner());
+        (a.owned.contains(&p), a.restoring.contains(&p))
+    };
+    if restoring {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "this instance owns the customer's partition and is restoring it; try again shortly", "partition": p}),
+        )
+        .into_response();
+    }
+    if owned {
+        return reply(
+            StatusCode::NOT_FOUND,
+            json!({"error": "unknown customer: no state in its partition, which this instance owns", "partition": p}),
+        )
+        .into_response();
+    }
+    let owner = located.owner.as_ref().map(|o| {
+        json!({"member_id": o.member_id, "client_id": o.client_id, "host": o.host, "admin_url": o.admin_url})
+    });
+    let body = json!({
+        "error": "held by another instance",
+        "partition": p,
+        "owner": owner,
+    });
+    match located.owner.and_then(|o| o.admin_url) {
+        Some(url) => {
+            let location = format!("{}/customers/{}", url.trim_end_matches('/'), percent_encode(id));
+            let mut r = (StatusCode::TEMPORARY_REDIRECT, Json(body)).into_response();
+            if let Ok(v) = axum::http::HeaderValue::from_str(&location) {
+                r.headers_mut().insert(axum::http::header::LOCATION, v);
+            }
+            r
+        }
+        None => reply(StatusCode::NOT_FOUND, body).into_response(),
+    }
+}
+
+/// Encodes a customer id for a URL path segment.
+fn percent_encode(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// `DELETE /customers/{id}`: queues an erasure event for the customer.

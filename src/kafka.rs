@@ -39,8 +39,9 @@ pub struct ConsumerCtx {
     /// Assigned partitions start paused until their state was brought up to
     /// date from the changelog (see [`crate::changelog`]).
     pub restore_on_assign: bool,
-    /// The partitions and what happened to them since the loop last looked.
-    pub assignment: Mutex<Assignment>,
+    /// The partitions and what happened to them since the loop last looked
+    /// (shared with the operator endpoints).
+    pub assignment: Arc<Mutex<Assignment>>,
 }
 
 /// Input partitions held by this instance.

@@ -14,7 +14,8 @@
 //! - [`store`]: per-partition state storage (sled, memory), offsets with state.
 //! - [`changelog`]: the compacted changelog every state change is written
 //!   to, and the restore of a partition from it on assignment.
-//! - [`partitioner`]: which input partition a customer id belongs to.
+//! - [`partitioner`]: which input partition a customer id belongs to;
+//!   [`owner`]: which group member holds it.
 //! - [`train`], [`report`], [`commands`]: fitting and evaluating the model
 //!   from event history, its report, and the `train` and `score` commands.
 //! - [`simulate`]: the seeded population generator with ground truth.
@@ -31,6 +32,7 @@ pub mod features;
 pub mod kafka;
 pub mod metrics;
 pub mod model;
+pub mod owner;
 pub mod partitioner;
 pub mod pipeline;
 pub mod policy;

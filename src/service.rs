@@ -140,7 +140,7 @@ impl Service {
                 rdkafka::topic_partition_list::Offset::Beginning
             },
             restore_on_assign: true,
-            assignment: Default::default(),
+            assignment: self.control.assignment.clone(),
         };
         let consumer = kafka::consumer(&cfg, self.config.admin.advertised_url.as_deref(), ctx)?;
         let publisher = Publisher {

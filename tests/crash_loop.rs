@@ -43,6 +43,7 @@ fn outputs(cfg: &mut Config, run: &str) {
     cfg.kafka.triggers_topic = format!("{run}-triggers");
     cfg.kafka.dlq_topic = format!("{run}-dlq");
     cfg.kafka.outcomes_topic = format!("{run}-outcomes");
+    cfg.kafka.changelog_topic = format!("{run}-changelog");
 }
 
 fn spawn(cfg: &Config, port: u16, log: &std::path::Path) -> Child {
@@ -65,6 +66,10 @@ fn spawn(cfg: &Config, port: u16, log: &std::path::Path) -> Child {
         .env(
             "CHURN_ALERT__KAFKA__OUTCOMES_TOPIC",
             &cfg.kafka.outcomes_topic,
+        )
+        .env(
+            "CHURN_ALERT__KAFKA__CHANGELOG_TOPIC",
+            &cfg.kafka.changelog_topic,
         )
         .env("CHURN_ALERT__STORE__PATH", &cfg.store.path)
         .env("CHURN_ALERT__CLOCK__MODE", "event")

@@ -318,9 +318,10 @@ async fn restart_keeps_state(broker: Broker) {
 }
 
 /// Kafka's committed offsets are for lag only: an instance whose state is
-/// gone (new disk, or a crash before sled's first flush) rebuilds it from the
-/// start of the topic instead of resuming where the group had committed.
-async fn lost_state_is_rebuilt_from_the_start(broker: Broker) {
+/// gone (new disk, or a crash before sled's first flush) restores it from
+/// the state changelog and continues at the offset stored there, instead of
+/// resuming where the group had committed or reading the input again.
+async fn lost_state_is_restored_from_the_changelog(broker: Broker) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = test_config(&broker, dir.path());
     broker.create_topics(&cfg).await;
@@ -347,9 +348,24 @@ async fn lost_state_is_rebuilt_from_the_start(broker: Broker) {
     let svc = start(&cfg).await;
     svc.wait_committed(&high).await;
     for c in 0..3 {
-        let s = customer(svc.store.as_ref(), &format!("c-{c}")).expect("state rebuilt");
-        assert_eq!(s.purchases, 4, "c-{c}: every event applied again");
+        let s = customer(svc.store.as_ref(), &format!("c-{c}")).expect("state restored");
+        assert_eq!(s.purchases, 4, "c-{c}: every event counted once");
     }
+    // Ready once every partition is restored and resumed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while svc.http_get("/readyz").await.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", svc.http_get("/readyz").await);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(svc.metric("churn_alert_partitions_restoring", "").await, 0.0);
+    // Three customers' states and at least one meta record were read.
+    assert!(svc.metric("churn_alert_restore_records_total", "").await >= 4.0);
+    assert_eq!(svc.metric("churn_alert_restore_seconds_count", "").await, 3.0);
+    assert_eq!(
+        svc.metric("churn_alert_events_consumed_total", "").await,
+        0.0,
+        "no input was read again"
+    );
     svc.stop().await;
 }
 
@@ -378,5 +394,5 @@ on_both_brokers!(
     bad_input_is_dead_lettered_and_the_service_keeps_going,
     silent_customers_are_alerted_and_triggers_respect_consent,
     restart_keeps_state,
-    lost_state_is_rebuilt_from_the_start
+    lost_state_is_restored_from_the_changelog
 );
