@@ -3,6 +3,8 @@
 //!   (b) the batch processor with sled state (decode, step, one write per
 //!       customer per batch, offsets in the same batch),
 //!   (c) end to end through a real tansu broker, state committed,
+//!   (d) restoring a partition's state from the changelog on a real tansu
+//!       broker into an empty sled store (customers per second),
 //! and the bytes of sled state per customer for 1M customers.
 //!
 //! `cargo bench --bench throughput` prints the figures (tansu must be
@@ -221,6 +223,60 @@ async fn bench_broker(events: &[SimEvent], cfg_base: &Config, model: &Model) -> 
     )
 }
 
+/// Writes `n` customers' states to changelog partition 0 as the service
+/// does (batches of 2,000 states, each closed by a meta record), then times
+/// a full restore into an empty sled store. Returns (seconds, records).
+async fn bench_restore(broker: &common::Broker, sample: &[CustomerState], n: usize) -> (f64, u64) {
+    let mut cfg = Config::default();
+    cfg.kafka.brokers = broker.bootstrap();
+    cfg.kafka.changelog_topic = format!("restore-bench-{n}");
+    broker.create_with(&[&cfg.kafka.changelog_topic], 1).await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("linger.ms", "20")
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    let mut i = 0;
+    while i < n {
+        let mut c = Commit::default();
+        for j in i..(i + 2000).min(n) {
+            c.states
+                .push((format!("c-{j:08}"), Some(sample[j % sample.len()].clone())));
+        }
+        i += c.states.len();
+        c.meta = PartitionMeta {
+            next_offset: i as i64,
+            watermark: 0,
+            customers: i as u64,
+            changelog_next: 0,
+        };
+        let mut records = churn_alert::changelog::state_records(0, &c);
+        records.push(churn_alert::changelog::meta_record(0, &c.meta, None));
+        let sends = records.iter().map(|r| {
+            let mut rec = rdkafka::producer::FutureRecord::<[u8], [u8]>::to(&cfg.kafka.changelog_topic)
+                .partition(0)
+                .key(r.key.as_deref().unwrap());
+            if !r.payload.is_empty() {
+                rec = rec.payload(&r.payload);
+            }
+            producer.send(rec, Duration::from_secs(30))
+        });
+        for r in futures::future::join_all(sends).await {
+            r.map_err(|(e, _)| e).unwrap();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let metrics = Metrics::new();
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let r = churn_alert::changelog::restore(&cfg.kafka, 0, &store, &metrics, &cancel).unwrap();
+    let m = r.meta.unwrap();
+    assert_eq!(m.customers as usize, n);
+    assert_eq!(store.customers(0).unwrap().len(), n);
+    (r.seconds, r.records)
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let cfg = Config::default();
@@ -303,7 +359,20 @@ fn main() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let (total, steady) = rt.block_on(bench_broker(&sim, &cfg, &model));
         println!("(c) end to end via tansu, committed:   {:>10.0} events/s ({steady:.0}/s after the consumer group joined)", total);
+        let broker = common::Broker::tansu();
+        for n in [100_000, 400_000] {
+            let (secs, records) = rt.block_on(bench_restore(&broker, &sample, n));
+            println!(
+                "(d) restore from the changelog (tansu): {n} customers ({records} records) in {secs:.2} s = {:.0} customers/s, {:.2} s per 100k",
+                n as f64 / secs,
+                secs / n as f64 * 100_000.0
+            );
+        }
     } else {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let broker = common::Broker::mock();
+        let (secs, _) = rt.block_on(bench_restore(&broker, &sample, 5_000));
+        println!("(d) restore smoke pass (mock cluster): 5000 customers in {secs:.2} s");
         assert!(a > 0.0 && b > 0.0 && disk > 0.0);
         println!("(c) skipped in the smoke pass; run `cargo bench --bench throughput`");
     }

@@ -59,14 +59,31 @@ pub fn state_records(partition: i32, commit: &Commit) -> Vec<OutRecord> {
         .collect()
 }
 
-/// The meta record closing one partition's batch.
-pub fn meta_record(partition: i32, meta: &PartitionMeta) -> OutRecord {
+/// The value of a meta record.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+pub struct MetaValue {
+    #[serde(flatten)]
+    pub meta: PartitionMeta,
+    /// The admin address of the instance that wrote it (its
+    /// `admin.advertised_url`): the partition's owner, as far as the
+    /// changelog knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// The meta record closing one partition's batch (also written, with the
+/// partition's current metadata, when an instance takes a partition over,
+/// so the changelog names the new owner at once).
+pub fn meta_record(partition: i32, meta: &PartitionMeta, owner: Option<&str>) -> OutRecord {
     OutRecord {
         kind: OutKind::Changelog,
         key: Some(META_KEY.to_vec()),
-        payload: serde_json::to_vec(&PartitionMeta {
-            changelog_next: 0,
-            ..*meta
+        payload: serde_json::to_vec(&MetaValue {
+            meta: PartitionMeta {
+                changelog_next: 0,
+                ..*meta
+            },
+            owner: owner.map(str::to_string),
         })
         .expect("metadata serialises"),
         headers: vec![(KIND_HEADER.into(), b"meta".to_vec())],
@@ -132,8 +149,8 @@ impl<'a> Applier<'a> {
     ) -> Result<(), StoreError> {
         self.records += 1;
         if is_meta || key == META_KEY {
-            let meta: PartitionMeta = match value.map(serde_json::from_slice) {
-                Some(Ok(m)) => m,
+            let meta: PartitionMeta = match value.map(serde_json::from_slice::<MetaValue>) {
+                Some(Ok(m)) => m.meta,
                 Some(Err(e)) => {
                     return Err(StoreError::Corrupt {
                         what: format!("changelog meta record at offset {offset}"),
@@ -187,6 +204,47 @@ impl<'a> Applier<'a> {
         self.batches += 1;
         Ok(())
     }
+}
+
+/// Reads the newest meta record of a changelog partition from its tail
+/// (blocking): the partition's metadata and owner as last written.
+pub fn last_meta(cfg: &KafkaConfig, partition: i32) -> Result<Option<MetaValue>, KafkaError> {
+    let consumer = restore_consumer(cfg)?;
+    let topic = &cfg.changelog_topic;
+    let timeout = Duration::from_secs(5);
+    let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
+    // Each batch ends with its meta record; a batch cut short by a crash
+    // leaves state records after it, so look back a little further.
+    for back in [1, 4096] {
+        let from = (high - back).max(low);
+        if from >= high {
+            return Ok(None);
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(from))?;
+        consumer.assign(&tpl)?;
+        let deadline = Instant::now() + timeout;
+        let mut found = None;
+        while Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    if m.key() == Some(META_KEY) {
+                        found = m.payload().and_then(|v| serde_json::from_slice(v).ok());
+                    }
+                    if m.offset() + 1 >= high {
+                        break;
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => return Err(e),
+                None => {}
+            }
+        }
+        if found.is_some() || from == low {
+            return Ok(found);
+        }
+    }
+    Ok(None)
 }
 
 /// Why a restore did not finish.
@@ -360,7 +418,7 @@ mod tests {
         let mut log = Vec::new();
         for c in commits {
             log.extend(state_records(0, c));
-            log.push(meta_record(0, &c.meta));
+            log.push(meta_record(0, &c.meta, Some("http://a:1")));
         }
         log
     }

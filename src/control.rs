@@ -268,15 +268,12 @@ async fn elsewhere(c: &Control, id: &str) -> Response {
         )
         .into_response();
     }
-    let owner = located.owner.as_ref().map(|o| {
-        json!({"member_id": o.member_id, "client_id": o.client_id, "host": o.host, "admin_url": o.admin_url})
-    });
     let body = json!({
         "error": "held by another instance",
         "partition": p,
-        "owner": owner,
+        "owner": {"admin_url": located.owner},
     });
-    match located.owner.and_then(|o| o.admin_url) {
+    match located.owner {
         Some(url) => {
             let location = format!("{}/customers/{}", url.trim_end_matches('/'), percent_encode(id));
             let mut r = (StatusCode::TEMPORARY_REDIRECT, Json(body)).into_response();

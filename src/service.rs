@@ -205,6 +205,7 @@ impl Service {
             shutdown: &shutdown,
             kafka: &cfg,
             store: self.store.clone(),
+            owner: self.config.admin.advertised_url.clone(),
             restores: HashMap::new(),
             unowned_since: HashMap::new(),
             release_after: Duration::from_secs(cfg.release_unowned_after_seconds),
@@ -227,11 +228,17 @@ impl Service {
                     );
                 }
             }
+            let restoring = !runner.restores.is_empty();
             let first = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                // Resume restored partitions promptly.
+                _ = tokio::time::sleep(Duration::from_millis(20)), if restoring => {
+                    runner.follow_assignment(&mut processor).await;
+                    continue;
+                }
                 _ = tick.tick() => {
-                    runner.follow_assignment(&mut processor);
+                    runner.follow_assignment(&mut processor).await;
                     runner.release_unowned(&mut processor);
                     if clock == ClockMode::Wall && !runner.handle(&mut processor, None).await {
                         break;
@@ -270,7 +277,7 @@ impl Service {
             // Messages of partitions assigned or revoked while this batch
             // was gathered are dropped: their owner (maybe this instance
             // again, after its restore) fetches them from the stored offset.
-            let stale = runner.follow_assignment(&mut processor);
+            let stale = runner.follow_assignment(&mut processor).await;
             let active = runner.consumer.context().active();
             msgs.retain(|m| !stale.contains(&m.partition) && active.contains(&m.partition));
             if msgs.is_empty() {
@@ -302,6 +309,8 @@ struct Runner<'a> {
     shutdown: &'a CancellationToken,
     kafka: &'a KafkaConfig,
     store: Arc<dyn Store>,
+    /// This instance's `admin.advertised_url`, written into meta records.
+    owner: Option<String>,
     /// Restores under way, by partition.
     restores: HashMap<i32, RestoreTask>,
     /// Partitions with local state that this instance does not own, and
@@ -324,7 +333,7 @@ impl Runner<'_> {
     /// partitions is forgotten, restores of partitions that went are
     /// cancelled, newly assigned partitions start restoring, and finished
     /// restores resume their partitions. Returns the changed partitions.
-    fn follow_assignment(&mut self, processor: &mut Processor) -> BTreeSet<i32> {
+    async fn follow_assignment(&mut self, processor: &mut Processor) -> BTreeSet<i32> {
         let ctx = self.consumer.context();
         let (changed, restoring, epoch) = ctx.with_assignment(|a| {
             (std::mem::take(&mut a.changed), a.restoring.clone(), a.epoch)
@@ -340,7 +349,7 @@ impl Runner<'_> {
                 self.start_restore(p, epoch, Duration::ZERO);
             }
         }
-        self.finish_restores(processor);
+        self.finish_restores(processor).await;
         changed
     }
 
@@ -367,7 +376,7 @@ impl Runner<'_> {
         );
     }
 
-    fn finish_restores(&mut self, processor: &mut Processor) {
+    async fn finish_restores(&mut self, processor: &mut Processor) {
         let done: Vec<i32> = self
             .restores
             .iter()
@@ -413,6 +422,14 @@ impl Runner<'_> {
                         ) {
                             // Still correct: offsets the state holds are skipped.
                             tracing::warn!(partition = p, error = %e, "seek after restore failed");
+                        }
+                    }
+                    // Name the new owner in the changelog at once (for the
+                    // owner lookup); it changes no state.
+                    if let (Some(m), Some(_)) = (r.meta, &self.owner) {
+                        let claim = crate::changelog::meta_record(p, &m, self.owner.as_deref());
+                        if let Err((_, e)) = self.publisher.publish(&[claim]).await {
+                            tracing::warn!(partition = p, error = %e, "cannot name this instance as the owner in the changelog");
                         }
                     }
                     if let Err(e) = self.consumer.resume(&tpl) {
@@ -557,7 +574,7 @@ impl Runner<'_> {
                 continue; // nothing new for the changelog
             }
             first.extend(crate::changelog::state_records(*p, c));
-            metas.push(crate::changelog::meta_record(*p, &c.meta));
+            metas.push(crate::changelog::meta_record(*p, &c.meta, self.owner.as_deref()));
         }
         if self.deliver(first, &mut attempt).await.is_none() {
             return false;

@@ -120,6 +120,41 @@ fn kubernetes_manifests_match_the_config_and_the_binary() {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
+/// The autoscaling example scales this StatefulSet on the lag of the
+/// group and topic the deploy config consumes, never beyond the partitions
+/// compose creates.
+#[test]
+fn autoscaling_example_targets_the_statefulset_and_its_consumer_group() {
+    let cfg = churn_alert::config::Config::load_with_env(
+        Some(&root().join("deploy/config/churn-alert.toml")),
+        Vec::new(),
+    )
+    .unwrap();
+    let sts = yaml("deploy/k8s/statefulset.yaml");
+    let keda = yaml("deploy/k8s/autoscaling/keda-scaledobject.yaml");
+    assert_eq!(keda["spec"]["scaleTargetRef"]["kind"], "StatefulSet");
+    assert_eq!(keda["spec"]["scaleTargetRef"]["name"], sts["metadata"]["name"]);
+    let t = &keda["spec"]["triggers"][0];
+    assert_eq!(t["type"], "kafka");
+    assert_eq!(t["metadata"]["consumerGroup"], cfg.kafka.group_id.as_str());
+    assert_eq!(t["metadata"]["topic"], cfg.kafka.input_topic.as_str());
+    assert_eq!(t["metadata"]["bootstrapServers"], cfg.kafka.brokers.as_str());
+    let compose = std::fs::read_to_string(root().join("deploy/docker-compose.yml")).unwrap();
+    let partitions: u64 = compose
+        .split("--partitions ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let max = keda["spec"]["maxReplicaCount"].as_u64().unwrap();
+    assert!(max <= partitions, "{max} replicas for {partitions} partitions");
+    assert!(sts["spec"]["replicas"].as_u64().unwrap() <= max);
+    assert_eq!(sts["spec"]["podManagementPolicy"], "Parallel");
+    assert!(compose.contains(&format!("--topic {} ", cfg.kafka.changelog_topic)));
+    assert!(compose.contains("cleanup.policy=compact"));
+}
+
 #[test]
 fn compose_mounts_the_same_config() {
     let compose = yaml("deploy/docker-compose.yml");

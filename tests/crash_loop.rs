@@ -7,99 +7,15 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use churn_alert::config::Config;
-use churn_alert::features::CustomerState;
-use churn_alert::model::Model;
-use churn_alert::service::Service;
 use churn_alert::simulate::{SimConfig, Simulator};
 use churn_alert::store::{SledStore, Store};
 use common::*;
 use rand::{Rng, SeedableRng};
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::FutureProducer;
 
 const KILLS: usize = 20;
-
-fn shipped_model(cfg: &Config) -> Model {
-    Model::load(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/churn-model.json"),
-        &cfg.feature_spec(),
-    )
-    .unwrap()
-}
-
-fn states(store: &dyn Store) -> BTreeMap<String, CustomerState> {
-    (0..PARTITIONS)
-        .flat_map(|p| store.customers(p).unwrap())
-        .collect()
-}
-
-fn outputs(cfg: &mut Config, run: &str) {
-    cfg.kafka.group_id = format!("{run}-group");
-    cfg.kafka.alerts_topic = format!("{run}-alerts");
-    cfg.kafka.triggers_topic = format!("{run}-triggers");
-    cfg.kafka.dlq_topic = format!("{run}-dlq");
-    cfg.kafka.outcomes_topic = format!("{run}-outcomes");
-    cfg.kafka.changelog_topic = format!("{run}-changelog");
-}
-
-fn spawn(cfg: &Config, port: u16, log: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_churn-alert"))
-        .arg("run")
-        .env(
-            "CHURN_ALERT__KAFKA__INSTANCE_ID",
-            cfg.kafka.instance_id.as_deref().unwrap_or_default(),
-        )
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("CHURN_ALERT_CONFIG")
-        .env("CHURN_ALERT__KAFKA__BROKERS", &cfg.kafka.brokers)
-        .env("CHURN_ALERT__KAFKA__GROUP_ID", &cfg.kafka.group_id)
-        .env("CHURN_ALERT__KAFKA__ALERTS_TOPIC", &cfg.kafka.alerts_topic)
-        .env(
-            "CHURN_ALERT__KAFKA__TRIGGERS_TOPIC",
-            &cfg.kafka.triggers_topic,
-        )
-        .env("CHURN_ALERT__KAFKA__DLQ_TOPIC", &cfg.kafka.dlq_topic)
-        .env(
-            "CHURN_ALERT__KAFKA__OUTCOMES_TOPIC",
-            &cfg.kafka.outcomes_topic,
-        )
-        .env(
-            "CHURN_ALERT__KAFKA__CHANGELOG_TOPIC",
-            &cfg.kafka.changelog_topic,
-        )
-        .env("CHURN_ALERT__STORE__PATH", &cfg.store.path)
-        .env("CHURN_ALERT__CLOCK__MODE", "event")
-        .env("CHURN_ALERT__ADMIN__LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn,churn_alert=info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
-}
-
-async fn run_to_end(cfg: &Config, high: &BTreeMap<i32, i64>) -> BTreeMap<String, CustomerState> {
-    let service = Service::with_model(cfg.clone(), shipped_model(cfg)).unwrap();
-    let store = service.store.clone();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(service.run(stop.clone()));
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !high
-        .iter()
-        .all(|(p, h)| store.meta(*p).unwrap().is_some_and(|m| m.next_offset >= *h))
-    {
-        assert!(Instant::now() < deadline, "run did not finish");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    stop.cancel();
-    task.await.unwrap().unwrap();
-    let s = states(store.as_ref());
-    drop(store);
-    s
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "about 4 minutes; scripts/test.sh runs it with --ignored"]
@@ -112,10 +28,10 @@ async fn sigkill_loop_leaves_state_exact_and_loses_no_alert() {
     base.policy = Config::default().policy;
     base.validation = Config::default().validation;
     let mut clean = base.clone();
-    outputs(&mut clean, "clean");
+    own_topics(&mut clean, "clean");
     clean.store.path = dir.path().join("clean");
     let mut crash = base.clone();
-    outputs(&mut crash, "crash");
+    own_topics(&mut crash, "crash");
     crash.store.path = dir.path().join("crash");
     broker.create_topics(&clean).await;
     broker.create_topics(&crash).await;
@@ -132,18 +48,7 @@ async fn sigkill_loop_leaves_state_exact_and_loses_no_alert() {
     assert!(events.len() >= 200_000, "{} events", events.len());
     let customers: HashSet<&str> = events.iter().map(|e| e.customer_id.as_str()).collect();
     assert!(customers.len() >= 4900);
-    // One record per batch: tansu 0.6 answers a fetch from an offset inside
-    // a record batch with the next batch, skipping the rest of the one that
-    // holds the offset (Apache Kafka returns the containing batch). A restart
-    // resumes mid-stream at whatever offset the state holds, so every offset
-    // must start a batch for this broker to deliver it.
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("linger.ms", "0")
-        .set("batch.num.messages", "1")
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
+    let producer = one_record_batches(&broker);
     let mut high = BTreeMap::new();
     let mut chunks = events.chunks(events.len() / (KILLS + 1) + 1);
 
@@ -166,7 +71,7 @@ async fn sigkill_loop_leaves_state_exact_and_loses_no_alert() {
         .await;
         let started = Instant::now();
         let log = dir.path().join(format!("crash-{}.log", recovery.len()));
-        let mut child = spawn(&crash, port, &log);
+        let mut child = spawn_service(&crash, port, &log);
         let mut attempt = Instant::now();
         while !matches!(http_get(admin, "/readyz").await, Some((200, _))) {
             assert!(
@@ -190,7 +95,7 @@ async fn sigkill_loop_leaves_state_exact_and_loses_no_alert() {
                 stuck += 1;
                 child.kill().unwrap();
                 child.wait().unwrap();
-                child = spawn(&crash, port, &log);
+                child = spawn_service(&crash, port, &log);
                 attempt = Instant::now();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -228,10 +133,10 @@ async fn sigkill_loop_leaves_state_exact_and_loses_no_alert() {
         progress.windows(2).any(|w| w[1] > w[0]),
         "work was committed between kills"
     );
-    let got = run_to_end(&crash, &high).await;
+    let got = run_to_end(&crash, &high, PARTITIONS).await;
 
     // The reference: one clean, uninterrupted run over the same stream.
-    let expected = run_to_end(&clean, &high).await;
+    let expected = run_to_end(&clean, &high, PARTITIONS).await;
 
     // Every customer's state is exactly that of the clean run.
     let mismatched: Vec<&String> = expected

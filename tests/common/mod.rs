@@ -164,10 +164,15 @@ impl Broker {
 
     /// Creates `topics` with `PARTITIONS` partitions.
     pub async fn create(&self, topics: &[&String]) {
+        self.create_with(topics, PARTITIONS).await
+    }
+
+    /// Creates `topics` with `partitions` partitions.
+    pub async fn create_with(&self, topics: &[&String], partitions: i32) {
         match self {
             Broker::Mock(c) => {
                 for t in topics {
-                    c.create_topic(t, PARTITIONS, 1).unwrap();
+                    c.create_topic(t, partitions, 1).unwrap();
                 }
             }
             Broker::Tansu { addr, .. } => {
@@ -177,7 +182,7 @@ impl Broker {
                     .unwrap();
                 let new: Vec<NewTopic> = topics
                     .iter()
-                    .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
+                    .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
                     .collect();
                 for r in admin
                     .create_topics(&new, &AdminOptions::new())
@@ -481,6 +486,11 @@ impl Record {
 /// watermark is not used: tansu 0.6 reports it as the last record batch's
 /// base offset + 1, short of the end when records were batched.)
 pub fn read_all(broker: &Broker, topic: &str) -> Vec<Record> {
+    read_all_of(broker, topic, PARTITIONS)
+}
+
+/// [`read_all`] for a topic of `partitions` partitions.
+pub fn read_all_of(broker: &Broker, topic: &str, partitions: i32) -> Vec<Record> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
         .set("group.id", format!("reader-{}", free_port()))
@@ -488,7 +498,7 @@ pub fn read_all(broker: &Broker, topic: &str) -> Vec<Record> {
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
+    for p in 0..partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning)
             .unwrap();
     }
@@ -530,4 +540,106 @@ pub fn read_all(broker: &Broker, topic: &str) -> Vec<Record> {
 /// The committed state of one customer (searching all partitions).
 pub fn customer(store: &dyn Store, id: &str) -> Option<churn_alert::features::CustomerState> {
     (0..PARTITIONS).find_map(|p| store.get(p, id).unwrap())
+}
+
+/// Gives a run its own consumer group and output and changelog topics, so
+/// runs on one broker do not see each other.
+pub fn own_topics(cfg: &mut Config, run: &str) {
+    cfg.kafka.group_id = format!("{run}-group");
+    cfg.kafka.alerts_topic = format!("{run}-alerts");
+    cfg.kafka.triggers_topic = format!("{run}-triggers");
+    cfg.kafka.dlq_topic = format!("{run}-dlq");
+    cfg.kafka.outcomes_topic = format!("{run}-outcomes");
+    cfg.kafka.changelog_topic = format!("{run}-changelog");
+}
+
+/// Starts the real `churn-alert run` process, configured by its
+/// environment only (default policy), in event time, with its admin server
+/// on `port`; its log goes to `log`.
+pub fn spawn_service(cfg: &Config, port: u16, log: &Path) -> Child {
+    let k = &cfg.kafka;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_churn-alert"));
+    c.arg("run")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("CHURN_ALERT_CONFIG")
+        .env("CHURN_ALERT__KAFKA__BROKERS", &k.brokers)
+        .env("CHURN_ALERT__KAFKA__GROUP_ID", &k.group_id)
+        .env("CHURN_ALERT__KAFKA__INPUT_TOPIC", &k.input_topic)
+        .env("CHURN_ALERT__KAFKA__ALERTS_TOPIC", &k.alerts_topic)
+        .env("CHURN_ALERT__KAFKA__TRIGGERS_TOPIC", &k.triggers_topic)
+        .env("CHURN_ALERT__KAFKA__DLQ_TOPIC", &k.dlq_topic)
+        .env("CHURN_ALERT__KAFKA__OUTCOMES_TOPIC", &k.outcomes_topic)
+        .env("CHURN_ALERT__KAFKA__CHANGELOG_TOPIC", &k.changelog_topic)
+        .env("CHURN_ALERT__STORE__PATH", &cfg.store.path)
+        .env("CHURN_ALERT__CLOCK__MODE", "event")
+        .env("CHURN_ALERT__ADMIN__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn,churn_alert=info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    if let Some(id) = &k.instance_id {
+        c.env("CHURN_ALERT__KAFKA__INSTANCE_ID", id);
+    }
+    if let Some(url) = &cfg.admin.advertised_url {
+        c.env("CHURN_ALERT__ADMIN__ADVERTISED_URL", url);
+    }
+    c.spawn().unwrap()
+}
+
+/// The shipped model, as the real process loads it.
+pub fn shipped_model(cfg: &Config) -> Model {
+    Model::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("models/churn-model.json"),
+        &cfg.feature_spec(),
+    )
+    .unwrap()
+}
+
+/// Every customer's state in partitions `0..partitions` of a store.
+pub fn states(
+    store: &dyn Store,
+    partitions: i32,
+) -> BTreeMap<String, churn_alert::features::CustomerState> {
+    (0..partitions)
+        .flat_map(|p| store.customers(p).unwrap())
+        .collect()
+}
+
+/// Runs the service in this process until every partition's state reaches
+/// `high`; returns the final states.
+pub async fn run_to_end(
+    cfg: &Config,
+    high: &BTreeMap<i32, i64>,
+    partitions: i32,
+) -> BTreeMap<String, churn_alert::features::CustomerState> {
+    let service = Service::with_model(cfg.clone(), shipped_model(cfg)).unwrap();
+    let store = service.store.clone();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(service.run(stop.clone()));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !high
+        .iter()
+        .all(|(p, h)| store.meta(*p).unwrap().is_some_and(|m| m.next_offset >= *h))
+    {
+        assert!(Instant::now() < deadline, "run did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let s = states(store.as_ref(), partitions);
+    drop(store);
+    s
+}
+
+/// A producer that sends each record in a batch of its own (tansu 0.6
+/// answers a fetch from an offset inside a record batch with the next
+/// batch, so every offset a consumer may resume at must start a batch).
+pub fn one_record_batches(broker: &Broker) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("linger.ms", "0")
+        .set("batch.num.messages", "1")
+        .set("enable.idempotence", "true")
+        .set("partitioner", "murmur2_random")
+        .create()
+        .unwrap()
 }

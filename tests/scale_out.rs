@@ -1,0 +1,400 @@
+//! Scale-out: three instances share the input through the consumer group;
+//! one is killed (SIGKILL) mid-stream and its partitions move; a fourth with
+//! an empty disk joins and restores its partitions from the changelog. At
+//! the end the union of the owners' state equals one uninterrupted run over
+//! the same events, and every alert of that run was published.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use churn_alert::config::Config;
+use churn_alert::simulate::{SimConfig, Simulator};
+use churn_alert::store::{SledStore, Store};
+use common::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::FutureRecord;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
+
+const PARTS: i32 = 6;
+
+struct Instance {
+    name: &'static str,
+    cfg: Config,
+    port: u16,
+    child: Option<Child>,
+    log: std::path::PathBuf,
+}
+
+impl Instance {
+    /// Starts an instance with its own empty directory; `member` is its
+    /// static group id.
+    fn start(base: &Config, name: &'static str, member: &str, dir: &std::path::Path) -> Self {
+        let mut cfg = base.clone();
+        cfg.kafka.instance_id = Some(format!("scale-{member}"));
+        cfg.store.path = dir.join(name);
+        let port = free_port();
+        cfg.admin.advertised_url = Some(format!("http://127.0.0.1:{port}"));
+        let log = dir.join(format!("{name}.log"));
+        let child = Some(spawn_service(&cfg, port, &log));
+        Self {
+            name,
+            cfg,
+            port,
+            child,
+            log,
+        }
+    }
+
+    fn admin(&self) -> std::net::SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+
+    /// The log, without terminal colours.
+    fn log(&self) -> String {
+        let raw = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(ch) = chars.next() {
+            if ch == '\x1b' {
+                for c in chars.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                out.push(ch);
+            }
+        }
+        out
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        let (_, body) = http_get(self.admin(), "/metrics").await.unwrap_or_default();
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.split_whitespace().next() == Some(name))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn signal(&mut self, sig: &str) {
+        let child = self.child.as_mut().unwrap();
+        let _ = std::process::Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status();
+        child.wait().unwrap();
+        self.child = None;
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The group's committed offsets (committed after each state commit).
+fn committed(broker: &Broker, cfg: &Config) -> BTreeMap<i32, i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", &cfg.kafka.group_id)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTS {
+        tpl.add_partition(&cfg.kafka.input_topic, p);
+    }
+    let Ok(got) = c.committed_offsets(tpl, Duration::from_secs(5)) else {
+        return BTreeMap::new();
+    };
+    got.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn wait_ready(i: &Instance, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !matches!(http_get(i.admin(), "/readyz").await, Some((200, _))) {
+        assert!(
+            Instant::now() < deadline,
+            "{} not ready; its log:\n{}",
+            i.name,
+            i.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until each live instance owns partitions and together they own
+/// all of them, none restoring.
+async fn wait_all_owned(live: &[&Instance], within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut owned = 0.0;
+        let mut restoring = 0.0;
+        for i in live {
+            owned += i.metric("churn_alert_partitions_owned").await;
+            restoring += i.metric("churn_alert_partitions_restoring").await;
+        }
+        if owned == f64::from(PARTS) && restoring == 0.0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "partitions owned {owned}, restoring {restoring}; logs:\n{}",
+            live.iter()
+                .map(|i| format!("--- {}\n{}", i.name, i.log()))
+                .collect::<String>()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "about 3 minutes; scripts/test.sh runs it with --ignored"]
+async fn three_instances_lose_one_gain_an_empty_one_and_match_a_single_run() {
+    let broker = Broker::tansu();
+    let dir = tempfile::tempdir().unwrap();
+    let mut base = test_config(&broker, dir.path());
+    base.policy = Config::default().policy;
+    base.validation = Config::default().validation;
+    let mut clean = base.clone();
+    own_topics(&mut clean, "single");
+    clean.store.path = dir.path().join("single");
+    let mut scale = base.clone();
+    own_topics(&mut scale, "scale");
+    for cfg in [&clean, &scale] {
+        let k = &cfg.kafka;
+        broker
+            .create_with(
+                &[
+                    &k.input_topic,
+                    &k.alerts_topic,
+                    &k.triggers_topic,
+                    &k.outcomes_topic,
+                    &k.dlq_topic,
+                    &k.changelog_topic,
+                ],
+                PARTS,
+            )
+            .await;
+    }
+
+    let mut sim = Simulator::new(SimConfig::new(3000, 40, 23));
+    let mut events = Vec::new();
+    while !sim.done() {
+        events.extend(sim.next_day());
+    }
+    let customers: HashSet<&str> = events.iter().map(|e| e.customer_id.as_str()).collect();
+    eprintln!("{} events, {} customers", events.len(), customers.len());
+    let producer = one_record_batches(&broker);
+    let mut high = BTreeMap::new();
+    let quarter = events.len() / 4 + 1;
+    let mut chunks = events.chunks(quarter);
+
+    // Three instances, static members as in the StatefulSet.
+    let mut a = Instance::start(&scale, "a", "a", dir.path());
+    let mut b = Instance::start(&scale, "b", "b", dir.path());
+    let mut c = Instance::start(&scale, "c", "c", dir.path());
+    for i in [&a, &b, &c] {
+        wait_ready(i, Duration::from_secs(120)).await;
+    }
+    wait_all_owned(&[&a, &b, &c], Duration::from_secs(120)).await;
+    produce_events(&producer, &scale.kafka.input_topic, chunks.next().unwrap(), &mut high).await;
+
+    // Any instance answers for any customer: the owner with the view, the
+    // others with a redirect to the owner's advertised admin address.
+    let probe = events[0].customer_id.clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut views = Vec::new();
+        let mut redirects = Vec::new();
+        for i in [&a, &b, &c] {
+            let (status, body) = http_get(i.admin(), &format!("/customers/{probe}")).await.unwrap();
+            match status {
+                200 => views.push(i.cfg.admin.advertised_url.clone().unwrap()),
+                307 => redirects.push(body),
+                _ => {}
+            }
+        }
+        if views.len() == 1 && redirects.len() == 2 {
+            for r in &redirects {
+                let v: serde_json::Value = serde_json::from_str(r).unwrap();
+                assert_eq!(v["owner"]["admin_url"], views[0].as_str(), "{r}");
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "owner lookup: views from {views:?}, redirects {redirects:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Mid-stream, b is killed (SIGKILL), and a new instance d with an
+    // empty disk joins; the rebalance its join causes gives it partitions,
+    // which it restores from the changelog.
+    let second = chunks.next().unwrap();
+    let (head, tail) = second.split_at(second.len() / 2);
+    produce_events(&producer, &scale.kafka.input_topic, head, &mut high).await;
+    b.signal("-KILL");
+    produce_events(&producer, &scale.kafka.input_topic, tail, &mut high).await;
+    let d = Instance::start(&scale, "d", "d", dir.path());
+    wait_ready(&d, Duration::from_secs(120)).await;
+    produce_events(&producer, &scale.kafka.input_topic, chunks.next().unwrap(), &mut high).await;
+    // tansu 0.6 never expires the dead static member's session (Apache
+    // Kafka does after `session.timeout.ms` and hands its partitions to the
+    // live members), so b's partitions stay with the dead member until a
+    // member with its identity returns: b comes back on a new, empty disk
+    // (a pod rescheduled without its volume) and restores them.
+    let moved = Instant::now();
+    let b2 = Instance::start(&scale, "b2", "b", dir.path());
+    wait_all_owned(&[&a, &c, &d, &b2], Duration::from_secs(180)).await;
+    eprintln!(
+        "all partitions owned and restored {:?} after b's replacement started",
+        moved.elapsed()
+    );
+    assert!(d.metric("churn_alert_partitions_owned").await >= 1.0);
+    assert!(b2.metric("churn_alert_partitions_owned").await >= 1.0);
+    let mut restored_records = 0.0;
+    let mut restore_seconds = 0.0;
+    for i in [&d, &b2] {
+        let r = i.metric("churn_alert_restore_records_total").await;
+        assert!(r > 0.0, "{} restored nothing:\n{}", i.name, i.log());
+        restored_records += r;
+        restore_seconds += i.metric("churn_alert_restore_seconds_sum").await;
+    }
+    for chunk in chunks {
+        produce_events(&producer, &scale.kafka.input_topic, chunk, &mut high).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let done = committed(&broker, &scale);
+        if high.iter().all(|(p, h)| done.get(p).is_some_and(|o| o >= h)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "committed {done:?} of {high:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut a_rebalances = a.metric("churn_alert_rebalances_total").await;
+    a_rebalances += c.metric("churn_alert_rebalances_total").await;
+    assert!(a_rebalances >= 4.0, "rebalances seen: {a_rebalances}");
+    let restore_log: Vec<String> = [&d, &b2]
+        .iter()
+        .flat_map(|i| {
+            i.log()
+                .lines()
+                .filter(|l| l.contains("partition state is up to date") && l.contains("Full"))
+                .map(|l| format!("{}: {l}", i.name))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let (mut d, mut b2) = (d, b2);
+    for i in [&mut a, &mut c, &mut d, &mut b2] {
+        i.signal("-TERM");
+    }
+
+    // The union of the owners' state: per partition, the store that got
+    // furthest (the current owner; the killed one's store is behind).
+    let stores: Vec<(&str, SledStore)> = [&a, &b, &c, &d, &b2]
+        .iter()
+        .map(|i| (i.name, SledStore::open(&i.cfg.store.path).unwrap()))
+        .collect();
+    let mut got = BTreeMap::new();
+    let mut owners = Vec::new();
+    for p in 0..PARTS {
+        let (name, best) = stores
+            .iter()
+            .max_by_key(|(_, s)| s.meta(p).unwrap().map_or(-1, |m| m.next_offset))
+            .unwrap();
+        assert!(
+            best.meta(p).unwrap().unwrap().next_offset >= high[&p],
+            "partition {p} incomplete"
+        );
+        owners.push(format!("{p}:{name}"));
+        got.extend(best.customers(p).unwrap());
+    }
+    drop(stores);
+    eprintln!("final owners: {owners:?}");
+
+    let expected = run_to_end(&clean, &high, PARTS).await;
+    assert_eq!(got.len(), expected.len(), "customers in state");
+    let mismatched: Vec<&String> = expected
+        .keys()
+        .filter(|id| got.get(*id) != expected.get(*id))
+        .collect();
+    assert!(
+        mismatched.is_empty(),
+        "{} customers differ, e.g. {:?}",
+        mismatched.len(),
+        &mismatched[..mismatched.len().min(5)]
+    );
+
+    // Every alert of the single run was published at least once.
+    let ids = |topic: &str| -> HashSet<String> {
+        read_all_of(&broker, topic, PARTS)
+            .iter()
+            .map(|r| r.headers["alert-id"].clone())
+            .collect()
+    };
+    let single = ids(&clean.kafka.alerts_topic);
+    let scaled = ids(&scale.kafka.alerts_topic);
+    assert!(!single.is_empty());
+    let missing = single.difference(&scaled).count();
+    assert_eq!(missing, 0, "alerts of the single run never published");
+    assert_eq!(scaled.difference(&single).count(), 0, "alerts the single run did not raise");
+
+    let restored_customers: f64 = restore_log
+        .iter()
+        .filter_map(|l| l.split("customers=").nth(1)?.split_whitespace().next()?.parse::<f64>().ok())
+        .sum();
+    eprintln!(
+        "scale-out: {} events, {} customers, 0 state mismatches, {} alerts; the empty instance restored {restored_customers} customers ({restored_records} changelog records) in {restore_seconds:.3} s = {:.2} s per 100k customers",
+        events.len(),
+        expected.len(),
+        single.len(),
+        restore_seconds / restored_customers.max(1.0) * 100_000.0
+    );
+    for l in restore_log {
+        eprintln!("  {l}");
+    }
+}
+
+/// The key partitioners match librdkafka's, so the owner lookup finds the
+/// partition upstream producers write a customer to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioners_match_librdkafka() {
+    let broker = Broker::mock();
+    let topic = "partitioner-check".to_string();
+    broker.create_with(&[&topic], 7).await;
+    for (name, ours) in [
+        ("murmur2_random", churn_alert::partitioner::Partitioner::Murmur2),
+        ("consistent_random", churn_alert::partitioner::Partitioner::Crc32),
+    ] {
+        let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .set("partitioner", name)
+            .create()
+            .unwrap();
+        for i in 0..200 {
+            let key = format!("customer-{i}-{}", "x".repeat(i % 7));
+            let d = producer
+                .send(FutureRecord::to(&topic).key(&key).payload("{}"), Duration::from_secs(5))
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap();
+            assert_eq!(d.partition, ours.partition(key.as_bytes(), 7), "{name} {key}");
+        }
+    }
+}
