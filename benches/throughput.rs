@@ -254,9 +254,10 @@ async fn bench_restore(broker: &common::Broker, sample: &[CustomerState], n: usi
         let mut records = churn_alert::changelog::state_records(0, &c);
         records.push(churn_alert::changelog::meta_record(0, &c.meta, None));
         let sends = records.iter().map(|r| {
-            let mut rec = rdkafka::producer::FutureRecord::<[u8], [u8]>::to(&cfg.kafka.changelog_topic)
-                .partition(0)
-                .key(r.key.as_deref().unwrap());
+            let mut rec =
+                rdkafka::producer::FutureRecord::<[u8], [u8]>::to(&cfg.kafka.changelog_topic)
+                    .partition(0)
+                    .key(r.key.as_deref().unwrap());
             if !r.payload.is_empty() {
                 rec = rec.payload(&r.payload);
             }

@@ -254,7 +254,9 @@ pub enum RestoreError {
     Kafka(#[from] KafkaError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("changelog partition {partition}: no progress for {seconds} s at offset {at} of {high}")]
+    #[error(
+        "changelog partition {partition}: no progress for {seconds} s at offset {at} of {high}"
+    )]
     Stalled {
         partition: i32,
         at: i64,
@@ -341,7 +343,12 @@ pub fn restore(
                     .headers()
                     .and_then(|h| h.iter().find(|h| h.key == KIND_HEADER))
                     .is_some_and(|h| h.value == Some(b"meta".as_slice()));
-                applier.push(m.key().unwrap_or_default(), m.payload(), is_meta, m.offset())?;
+                applier.push(
+                    m.key().unwrap_or_default(),
+                    m.payload(),
+                    is_meta,
+                    m.offset(),
+                )?;
                 metrics.restore_records.inc();
                 next = m.offset() + 1;
                 last_progress = Instant::now();
@@ -426,7 +433,10 @@ mod tests {
     fn replay(store: &dyn Store, log: &[OutRecord], from: usize) -> usize {
         let mut a = Applier::new(store, 0);
         for (off, r) in log.iter().enumerate().skip(from) {
-            let is_meta = r.headers.iter().any(|(k, v)| k == KIND_HEADER && v == b"meta");
+            let is_meta = r
+                .headers
+                .iter()
+                .any(|(k, v)| k == KIND_HEADER && v == b"meta");
             let value = (!r.payload.is_empty()).then_some(r.payload.as_slice());
             a.push(r.key.as_deref().unwrap(), value, is_meta, off as i64)
                 .unwrap();
@@ -437,7 +447,10 @@ mod tests {
     #[test]
     fn restore_rebuilds_state_due_index_and_offsets_in_whole_batches() {
         let c1 = Commit {
-            states: vec![("a".into(), Some(state(1, 50))), ("b".into(), Some(state(2, 60)))],
+            states: vec![
+                ("a".into(), Some(state(1, 50))),
+                ("b".into(), Some(state(2, 60))),
+            ],
             meta: meta(10, 2, 0),
             ..Default::default()
         };
@@ -457,7 +470,10 @@ mod tests {
         assert_eq!(replay(&store, &log, 0), 1, "the cut batch is left out");
         assert_eq!(store.get(0, "a").unwrap().unwrap().purchases, 3);
         assert_eq!(store.get(0, "b").unwrap(), None, "tombstone applied");
-        assert_eq!(store.due(0, i64::MAX, 10).unwrap(), vec![(90, "a".to_string())]);
+        assert_eq!(
+            store.due(0, i64::MAX, 10).unwrap(),
+            vec![(90, "a".to_string())]
+        );
         let m = store.meta(0).unwrap().unwrap();
         assert_eq!((m.next_offset, m.customers, m.changelog_next), (20, 1, 6));
 
@@ -466,7 +482,10 @@ mod tests {
         // Catching up from the local position gives what a full restore
         // gives.
         let c3 = Commit {
-            states: vec![("a".into(), Some(state(4, 95))), ("c".into(), Some(state(1, 70)))],
+            states: vec![
+                ("a".into(), Some(state(4, 95))),
+                ("c".into(), Some(state(1, 70))),
+            ],
             meta: meta(30, 2, 0),
             ..Default::default()
         };
@@ -477,7 +496,10 @@ mod tests {
         let full = MemStore::default();
         replay(&full, &log, 0);
         assert_eq!(store.customers(0).unwrap(), full.customers(0).unwrap());
-        assert_eq!(store.due(0, i64::MAX, 10).unwrap(), full.due(0, i64::MAX, 10).unwrap());
+        assert_eq!(
+            store.due(0, i64::MAX, 10).unwrap(),
+            full.due(0, i64::MAX, 10).unwrap()
+        );
         assert_eq!(store.meta(0).unwrap(), full.meta(0).unwrap());
         assert_eq!(full.get(0, "a").unwrap().unwrap().purchases, 4);
         assert_eq!(full.meta(0).unwrap().unwrap().next_offset, 30);

@@ -211,7 +211,9 @@ impl Control {
 pub async fn get_customer(State(c): State<Arc<Control>>, Path(id): Path<String>) -> Response {
     let found = match c.find(&id) {
         Ok(f) => f,
-        Err(e) => return reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e})).into_response(),
+        Err(e) => {
+            return reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e})).into_response()
+        }
     };
     let Some((p, s)) = found else {
         return elsewhere(&c, &id).await;
@@ -235,20 +237,22 @@ pub async fn get_customer(State(c): State<Arc<Control>>, Path(id): Path<String>)
 async fn elsewhere(c: &Control, id: &str) -> Response {
     let (k, key) = (c.config.kafka.clone(), id.as_bytes().to_vec());
     let found = tokio::task::spawn_blocking(move || crate::owner::locate(&k, &key)).await;
-    let located = match found {
-        Ok(Ok(l)) => l,
-        Ok(Err(e)) => {
-            return reply(
+    let located =
+        match found {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => return reply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"error": format!("not held here, and the owner cannot be looked up: {e}")}),
             )
-            .into_response()
-        }
-        Err(e) => {
-            return reply(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": e.to_string()}))
+            .into_response(),
+            Err(e) => {
+                return reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"error": e.to_string()}),
+                )
                 .into_response()
-        }
-    };
+            }
+        };
     let p = located.partition;
     let (owned, restoring) = {
         let a = c.assignment.lock().unwrap_or_else(|e| e.into_inner());
@@ -275,7 +279,11 @@ async fn elsewhere(c: &Control, id: &str) -> Response {
     });
     match located.owner {
         Some(url) => {
-            let location = format!("{}/customers/{}", url.trim_end_matches('/'), percent_encode(id));
+            let location = format!(
+                "{}/customers/{}",
+                url.trim_end_matches('/'),
+                percent_encode(id)
+            );
             let mut r = (StatusCode::TEMPORARY_REDIRECT, Json(body)).into_response();
             if let Ok(v) = axum::http::HeaderValue::from_str(&location) {
                 r.headers_mut().insert(axum::http::header::LOCATION, v);
@@ -290,7 +298,9 @@ async fn elsewhere(c: &Control, id: &str) -> Response {
 fn percent_encode(id: &str) -> String {
     id.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

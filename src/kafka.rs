@@ -159,7 +159,10 @@ impl ConsumerContext for ConsumerCtx {
             .collect();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                self.metrics.rebalances.with_label_values(&["assigned"]).inc();
+                self.metrics
+                    .rebalances
+                    .with_label_values(&["assigned"])
+                    .inc();
                 for p in &ours {
                     let start = match self.store.meta(*p) {
                         Ok(Some(meta)) => Offset::Offset(meta.next_offset),

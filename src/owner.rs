@@ -39,7 +39,10 @@ pub fn locate(cfg: &KafkaConfig, key: &[u8]) -> Result<Located, String> {
         .find(|t| t.name() == cfg.input_topic)
         .map_or(0, |t| t.partitions().len());
     if partitions == 0 {
-        return Err(format!("input topic {:?} has no partitions", cfg.input_topic));
+        return Err(format!(
+            "input topic {:?} has no partitions",
+            cfg.input_topic
+        ));
     }
     let partitioner = Partitioner::parse(&cfg.partitioner).unwrap_or(Partitioner::Murmur2);
     let partition = partitioner.partition(key, partitions);

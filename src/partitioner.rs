@@ -73,8 +73,14 @@ mod tests {
 
     #[test]
     fn names_parse_and_partitions_stay_in_range() {
-        assert_eq!(Partitioner::parse("murmur2_random"), Some(Partitioner::Murmur2));
-        assert_eq!(Partitioner::parse("consistent_random"), Some(Partitioner::Crc32));
+        assert_eq!(
+            Partitioner::parse("murmur2_random"),
+            Some(Partitioner::Murmur2)
+        );
+        assert_eq!(
+            Partitioner::parse("consistent_random"),
+            Some(Partitioner::Crc32)
+        );
         assert_eq!(Partitioner::parse("random"), None);
         for p in [Partitioner::Murmur2, Partitioner::Crc32] {
             let mut seen = [0u32; 7];
@@ -85,7 +91,10 @@ mod tests {
                 seen[part as usize] += 1;
             }
             // Spread over every partition, roughly evenly.
-            assert!(seen.iter().all(|&n| (800..1200).contains(&n)), "{p:?}: {seen:?}");
+            assert!(
+                seen.iter().all(|&n| (800..1200).contains(&n)),
+                "{p:?}: {seen:?}"
+            );
         }
     }
 }

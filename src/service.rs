@@ -335,9 +335,8 @@ impl Runner<'_> {
     /// restores resume their partitions. Returns the changed partitions.
     async fn follow_assignment(&mut self, processor: &mut Processor) -> BTreeSet<i32> {
         let ctx = self.consumer.context();
-        let (changed, restoring, epoch) = ctx.with_assignment(|a| {
-            (std::mem::take(&mut a.changed), a.restoring.clone(), a.epoch)
-        });
+        let (changed, restoring, epoch) =
+            ctx.with_assignment(|a| (std::mem::take(&mut a.changed), a.restoring.clone(), a.epoch));
         for p in &changed {
             processor.forget(*p);
             if let Some(t) = self.restores.remove(p) {
@@ -481,9 +480,14 @@ impl Runner<'_> {
                             .customers
                             .with_label_values(&[&p.to_string()])
                             .set(0);
-                        tracing::info!(partition = p, "released local state of a partition owned elsewhere");
+                        tracing::info!(
+                            partition = p,
+                            "released local state of a partition owned elsewhere"
+                        );
                     }
-                    Err(e) => tracing::warn!(partition = p, error = %e, "cannot release partition state"),
+                    Err(e) => {
+                        tracing::warn!(partition = p, error = %e, "cannot release partition state")
+                    }
                 }
             }
         }
@@ -509,11 +513,7 @@ impl Runner<'_> {
 
     /// Publishes records until every one is delivered; where each went, or
     /// `None` if the service is stopping first.
-    async fn deliver(
-        &self,
-        records: Vec<OutRecord>,
-        attempt: &mut u32,
-    ) -> Option<Vec<(i32, i64)>> {
+    async fn deliver(&self, records: Vec<OutRecord>, attempt: &mut u32) -> Option<Vec<(i32, i64)>> {
         let mut pending = records;
         let mut written = Vec::with_capacity(pending.len());
         while !pending.is_empty() {
@@ -574,7 +574,11 @@ impl Runner<'_> {
                 continue; // nothing new for the changelog
             }
             first.extend(crate::changelog::state_records(*p, c));
-            metas.push(crate::changelog::meta_record(*p, &c.meta, self.owner.as_deref()));
+            metas.push(crate::changelog::meta_record(
+                *p,
+                &c.meta,
+                self.owner.as_deref(),
+            ));
         }
         if self.deliver(first, &mut attempt).await.is_none() {
             return false;

@@ -133,12 +133,18 @@ fn autoscaling_example_targets_the_statefulset_and_its_consumer_group() {
     let sts = yaml("deploy/k8s/statefulset.yaml");
     let keda = yaml("deploy/k8s/autoscaling/keda-scaledobject.yaml");
     assert_eq!(keda["spec"]["scaleTargetRef"]["kind"], "StatefulSet");
-    assert_eq!(keda["spec"]["scaleTargetRef"]["name"], sts["metadata"]["name"]);
+    assert_eq!(
+        keda["spec"]["scaleTargetRef"]["name"],
+        sts["metadata"]["name"]
+    );
     let t = &keda["spec"]["triggers"][0];
     assert_eq!(t["type"], "kafka");
     assert_eq!(t["metadata"]["consumerGroup"], cfg.kafka.group_id.as_str());
     assert_eq!(t["metadata"]["topic"], cfg.kafka.input_topic.as_str());
-    assert_eq!(t["metadata"]["bootstrapServers"], cfg.kafka.brokers.as_str());
+    assert_eq!(
+        t["metadata"]["bootstrapServers"],
+        cfg.kafka.brokers.as_str()
+    );
     let compose = std::fs::read_to_string(root().join("deploy/docker-compose.yml")).unwrap();
     let partitions: u64 = compose
         .split("--partitions ")
@@ -148,7 +154,10 @@ fn autoscaling_example_targets_the_statefulset_and_its_consumer_group() {
         .parse()
         .unwrap();
     let max = keda["spec"]["maxReplicaCount"].as_u64().unwrap();
-    assert!(max <= partitions, "{max} replicas for {partitions} partitions");
+    assert!(
+        max <= partitions,
+        "{max} replicas for {partitions} partitions"
+    );
     assert!(sts["spec"]["replicas"].as_u64().unwrap() <= max);
     assert_eq!(sts["spec"]["podManagementPolicy"], "Parallel");
     assert!(compose.contains(&format!("--topic {} ", cfg.kafka.changelog_topic)));

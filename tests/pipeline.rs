@@ -354,13 +354,23 @@ async fn lost_state_is_restored_from_the_changelog(broker: Broker) {
     // Ready once every partition is restored and resumed.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while svc.http_get("/readyz").await.0 != 200 {
-        assert!(std::time::Instant::now() < deadline, "{:?}", svc.http_get("/readyz").await);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            svc.http_get("/readyz").await
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(svc.metric("churn_alert_partitions_restoring", "").await, 0.0);
+    assert_eq!(
+        svc.metric("churn_alert_partitions_restoring", "").await,
+        0.0
+    );
     // Three customers' states and at least one meta record were read.
     assert!(svc.metric("churn_alert_restore_records_total", "").await >= 4.0);
-    assert_eq!(svc.metric("churn_alert_restore_seconds_count", "").await, 3.0);
+    assert_eq!(
+        svc.metric("churn_alert_restore_seconds_count", "").await,
+        3.0
+    );
     assert_eq!(
         svc.metric("churn_alert_events_consumed_total", "").await,
         0.0,

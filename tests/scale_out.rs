@@ -76,7 +76,10 @@ impl Instance {
         let (_, body) = http_get(self.admin(), "/metrics").await.unwrap_or_default();
         body.lines()
             .filter(|l| !l.starts_with('#'))
-            .filter(|l| l.split_whitespace().next() == Some(name))
+            .filter(|l| {
+                let series = l.split_whitespace().next().unwrap_or_default();
+                series == name || series.starts_with(&format!("{name}{{"))
+            })
             .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
             .sum()
     }
@@ -136,28 +139,40 @@ async fn wait_ready(i: &Instance, within: Duration) {
     }
 }
 
-/// Waits until each live instance owns partitions and together they own
-/// all of them, none restoring.
-async fn wait_all_owned(live: &[&Instance], within: Duration) {
+/// Whether, within `within`, each live instance owns partitions and
+/// together they own all of them, none restoring.
+async fn all_owned(live: &[&Instance], within: Duration) -> bool {
     let deadline = Instant::now() + within;
     loop {
-        let mut owned = 0.0;
+        let mut owned = Vec::new();
         let mut restoring = 0.0;
         for i in live {
-            owned += i.metric("churn_alert_partitions_owned").await;
+            owned.push(i.metric("churn_alert_partitions_owned").await);
             restoring += i.metric("churn_alert_partitions_restoring").await;
         }
-        if owned == f64::from(PARTS) && restoring == 0.0 {
-            return;
+        if owned.iter().sum::<f64>() == f64::from(PARTS)
+            && owned.iter().all(|n| *n >= 1.0)
+            && restoring == 0.0
+        {
+            return true;
         }
-        assert!(
-            Instant::now() < deadline,
-            "partitions owned {owned}, restoring {restoring}; logs:\n{}",
+        if Instant::now() >= deadline {
+            eprintln!("partitions owned {owned:?}, restoring {restoring}");
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Like [`all_owned`], failing with the instances' logs.
+async fn wait_all_owned(live: &[&Instance], within: Duration) {
+    if !all_owned(live, within).await {
+        panic!(
+            "partitions not shared; logs:\n{}",
             live.iter()
                 .map(|i| format!("--- {}\n{}", i.name, i.log()))
                 .collect::<String>()
         );
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -204,14 +219,20 @@ async fn three_instances_lose_one_gain_an_empty_one_and_match_a_single_run() {
     let mut chunks = events.chunks(quarter);
 
     // Three instances, static members as in the StatefulSet.
-    let mut a = Instance::start(&scale, "a", "a", dir.path());
+    let a = Instance::start(&scale, "a", "a", dir.path());
     let mut b = Instance::start(&scale, "b", "b", dir.path());
-    let mut c = Instance::start(&scale, "c", "c", dir.path());
+    let c = Instance::start(&scale, "c", "c", dir.path());
     for i in [&a, &b, &c] {
         wait_ready(i, Duration::from_secs(120)).await;
     }
     wait_all_owned(&[&a, &b, &c], Duration::from_secs(120)).await;
-    produce_events(&producer, &scale.kafka.input_topic, chunks.next().unwrap(), &mut high).await;
+    produce_events(
+        &producer,
+        &scale.kafka.input_topic,
+        chunks.next().unwrap(),
+        &mut high,
+    )
+    .await;
 
     // Any instance answers for any customer: the owner with the view, the
     // others with a redirect to the owner's advertised admin address.
@@ -221,7 +242,9 @@ async fn three_instances_lose_one_gain_an_empty_one_and_match_a_single_run() {
         let mut views = Vec::new();
         let mut redirects = Vec::new();
         for i in [&a, &b, &c] {
-            let (status, body) = http_get(i.admin(), &format!("/customers/{probe}")).await.unwrap();
+            let (status, body) = http_get(i.admin(), &format!("/customers/{probe}"))
+                .await
+                .unwrap();
             match status {
                 200 => views.push(i.cfg.admin.advertised_url.clone().unwrap()),
                 307 => redirects.push(body),
@@ -242,38 +265,70 @@ async fn three_instances_lose_one_gain_an_empty_one_and_match_a_single_run() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
-    // Mid-stream, b is killed (SIGKILL), and a new instance d with an
-    // empty disk joins; the rebalance its join causes gives it partitions,
-    // which it restores from the changelog.
+    // Mid-stream, b is killed (SIGKILL). With Apache Kafka its partitions
+    // would move to a and c when its session expires; tansu 0.6 never
+    // expires a dead member's session and holds every later rebalance for
+    // it, so here they move to b's replacement: a new process with b's
+    // static identity and an empty disk (a pod rescheduled without its
+    // volume), which must restore them from the changelog.
     let second = chunks.next().unwrap();
     let (head, tail) = second.split_at(second.len() / 2);
     produce_events(&producer, &scale.kafka.input_topic, head, &mut high).await;
     b.signal("-KILL");
     produce_events(&producer, &scale.kafka.input_topic, tail, &mut high).await;
-    let d = Instance::start(&scale, "d", "d", dir.path());
-    wait_ready(&d, Duration::from_secs(120)).await;
-    produce_events(&producer, &scale.kafka.input_topic, chunks.next().unwrap(), &mut high).await;
-    // tansu 0.6 never expires the dead static member's session (Apache
-    // Kafka does after `session.timeout.ms` and hands its partitions to the
-    // live members), so b's partitions stay with the dead member until a
-    // member with its identity returns: b comes back on a new, empty disk
-    // (a pod rescheduled without its volume) and restores them.
     let moved = Instant::now();
-    let b2 = Instance::start(&scale, "b2", "b", dir.path());
-    wait_all_owned(&[&a, &c, &d, &b2], Duration::from_secs(180)).await;
+    let mut b2 = Instance::start(&scale, "b2", "b", dir.path());
+    // tansu now and then leaves a returning static member unassigned for
+    // minutes (see tests/crash_loop.rs); such a start is killed and retried.
+    let mut attempts = 1;
+    while !all_owned(&[&a, &c, &b2], Duration::from_secs(60)).await {
+        assert!(
+            attempts < 3,
+            "b's replacement never got its partitions:\n{}",
+            b2.log()
+        );
+        b2.signal("-KILL");
+        std::fs::remove_dir_all(&b2.cfg.store.path).ok();
+        b2 = Instance::start(&scale, "b2", "b", dir.path());
+        attempts += 1;
+    }
     eprintln!(
-        "all partitions owned and restored {:?} after b's replacement started",
+        "the killed instance's partitions were restored by its empty-disk replacement {:?} after it started ({attempts} start(s))",
         moved.elapsed()
     );
-    assert!(d.metric("churn_alert_partitions_owned").await >= 1.0);
-    assert!(b2.metric("churn_alert_partitions_owned").await >= 1.0);
+    produce_events(
+        &producer,
+        &scale.kafka.input_topic,
+        chunks.next().unwrap(),
+        &mut high,
+    )
+    .await;
+
+    // A new instance d with an empty disk joins; the rebalance gives it
+    // partitions, which it restores from the changelog.
+    let joined = Instant::now();
+    let d = Instance::start(&scale, "d", "d", dir.path());
+    let live = vec![a, c, b2, d];
+    let refs: Vec<&Instance> = live.iter().collect();
+    wait_all_owned(&refs, Duration::from_secs(180)).await;
+    eprintln!(
+        "the new instance was given and restored its partitions {:?} after it started",
+        joined.elapsed()
+    );
+    let mut live = live;
     let mut restored_records = 0.0;
     let mut restore_seconds = 0.0;
-    for i in [&d, &b2] {
-        let r = i.metric("churn_alert_restore_records_total").await;
-        assert!(r > 0.0, "{} restored nothing:\n{}", i.name, i.log());
-        restored_records += r;
+    for i in &live {
+        restored_records += i.metric("churn_alert_restore_records_total").await;
         restore_seconds += i.metric("churn_alert_restore_seconds_sum").await;
+    }
+    for i in &live[2..] {
+        assert!(
+            i.metric("churn_alert_restore_records_total").await > 0.0,
+            "the empty-disk instance {} restored nothing:\n{}",
+            i.name,
+            i.log()
+        );
     }
     for chunk in chunks {
         produce_events(&producer, &scale.kafka.input_topic, chunk, &mut high).await;
@@ -281,34 +336,41 @@ async fn three_instances_lose_one_gain_an_empty_one_and_match_a_single_run() {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let done = committed(&broker, &scale);
-        if high.iter().all(|(p, h)| done.get(p).is_some_and(|o| o >= h)) {
+        if high
+            .iter()
+            .all(|(p, h)| done.get(p).is_some_and(|o| o >= h))
+        {
             break;
         }
         assert!(Instant::now() < deadline, "committed {done:?} of {high:?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let mut a_rebalances = a.metric("churn_alert_rebalances_total").await;
-    a_rebalances += c.metric("churn_alert_rebalances_total").await;
-    assert!(a_rebalances >= 4.0, "rebalances seen: {a_rebalances}");
-    let restore_log: Vec<String> = [&d, &b2]
+    // a and c saw the joins: assigned at start, then revoked and assigned
+    // again at least once.
+    for i in &live[..2] {
+        let r = i.metric("churn_alert_rebalances_total").await;
+        assert!(r >= 3.0, "{} saw {r} rebalance events", i.name);
+    }
+    let restore_log: Vec<String> = live
         .iter()
         .flat_map(|i| {
             i.log()
                 .lines()
                 .filter(|l| l.contains("partition state is up to date") && l.contains("Full"))
+                .filter(|l| !l.contains("records=0"))
                 .map(|l| format!("{}: {l}", i.name))
                 .collect::<Vec<_>>()
         })
         .collect();
-    let (mut d, mut b2) = (d, b2);
-    for i in [&mut a, &mut c, &mut d, &mut b2] {
+    for i in live.iter_mut() {
         i.signal("-TERM");
     }
 
     // The union of the owners' state: per partition, the store that got
     // furthest (the current owner; the killed one's store is behind).
-    let stores: Vec<(&str, SledStore)> = [&a, &b, &c, &d, &b2]
+    let stores: Vec<(&str, SledStore)> = live
         .iter()
+        .chain([&b])
         .map(|i| (i.name, SledStore::open(&i.cfg.store.path).unwrap()))
         .collect();
     let mut got = BTreeMap::new();
@@ -353,18 +415,38 @@ async fn three_instances_lose_one_gain_an_empty_one_and_match_a_single_run() {
     assert!(!single.is_empty());
     let missing = single.difference(&scaled).count();
     assert_eq!(missing, 0, "alerts of the single run never published");
-    assert_eq!(scaled.difference(&single).count(), 0, "alerts the single run did not raise");
+    assert_eq!(
+        scaled.difference(&single).count(),
+        0,
+        "alerts the single run did not raise"
+    );
 
-    let restored_customers: f64 = restore_log
-        .iter()
-        .filter_map(|l| l.split("customers=").nth(1)?.split_whitespace().next()?.parse::<f64>().ok())
-        .sum();
+    // Restores of partitions from scratch (empty disk), from their log lines.
+    let field = |l: &str, key: &str| -> f64 {
+        l.split(&format!(" {key}="))
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (mut customers, mut records, mut seconds) = (0.0, 0.0, 0.0);
+    for l in &restore_log {
+        customers += field(l, "customers");
+        records += field(l, "records");
+        seconds += field(l, "seconds");
+    }
     eprintln!(
-        "scale-out: {} events, {} customers, 0 state mismatches, {} alerts; the empty instance restored {restored_customers} customers ({restored_records} changelog records) in {restore_seconds:.3} s = {:.2} s per 100k customers",
+        "scale-out: {} events, {} customers, 0 state mismatches, {} alerts",
         events.len(),
         expected.len(),
-        single.len(),
-        restore_seconds / restored_customers.max(1.0) * 100_000.0
+        single.len()
+    );
+    eprintln!(
+        "restores from scratch: {} partitions, {customers} customers, {records} changelog records in {seconds:.3} s ({:.0} records/s, {:.2} s per 100k customers at {:.1} records per customer); all restores: {restored_records} records, {restore_seconds:.3} s",
+        restore_log.len(),
+        records / seconds.max(1e-9),
+        seconds / customers.max(1.0) * 100_000.0,
+        records / customers.max(1.0)
     );
     for l in restore_log {
         eprintln!("  {l}");
@@ -379,8 +461,14 @@ async fn partitioners_match_librdkafka() {
     let topic = "partitioner-check".to_string();
     broker.create_with(&[&topic], 7).await;
     for (name, ours) in [
-        ("murmur2_random", churn_alert::partitioner::Partitioner::Murmur2),
-        ("consistent_random", churn_alert::partitioner::Partitioner::Crc32),
+        (
+            "murmur2_random",
+            churn_alert::partitioner::Partitioner::Murmur2,
+        ),
+        (
+            "consistent_random",
+            churn_alert::partitioner::Partitioner::Crc32,
+        ),
     ] {
         let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", broker.bootstrap())
@@ -390,11 +478,18 @@ async fn partitioners_match_librdkafka() {
         for i in 0..200 {
             let key = format!("customer-{i}-{}", "x".repeat(i % 7));
             let d = producer
-                .send(FutureRecord::to(&topic).key(&key).payload("{}"), Duration::from_secs(5))
+                .send(
+                    FutureRecord::to(&topic).key(&key).payload("{}"),
+                    Duration::from_secs(5),
+                )
                 .await
                 .map_err(|(e, _)| e)
                 .unwrap();
-            assert_eq!(d.partition, ours.partition(key.as_bytes(), 7), "{name} {key}");
+            assert_eq!(
+                d.partition,
+                ours.partition(key.as_bytes(), 7),
+                "{name} {key}"
+            );
         }
     }
 }

@@ -134,10 +134,18 @@ async fn a_changelog_with_another_partition_count_stops_the_start() {
         unreachable!()
     };
     let k = &cfg.kafka;
-    for t in [&k.input_topic, &k.alerts_topic, &k.triggers_topic, &k.outcomes_topic, &k.dlq_topic] {
+    for t in [
+        &k.input_topic,
+        &k.alerts_topic,
+        &k.triggers_topic,
+        &k.outcomes_topic,
+        &k.dlq_topic,
+    ] {
         cluster.create_topic(t, PARTITIONS, 1).unwrap();
     }
-    cluster.create_topic(&k.changelog_topic, PARTITIONS + 1, 1).unwrap();
+    cluster
+        .create_topic(&k.changelog_topic, PARTITIONS + 1, 1)
+        .unwrap();
     let err = start_error(&cfg).await;
     assert!(
         err.contains("kafka.changelog_topic") && err.contains("must match"),

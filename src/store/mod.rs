@@ -226,8 +226,14 @@ mod tests {
     fn metadata_from_before_the_changelog_still_loads() {
         let old = bincode::serialize(&(11i64, 8i64, 1u64)).unwrap();
         let m = decode_meta(&old, 0).unwrap();
-        assert_eq!((m.next_offset, m.watermark, m.customers, m.changelog_next), (11, 8, 1, 0));
-        let new = PartitionMeta { changelog_next: 9, ..m };
+        assert_eq!(
+            (m.next_offset, m.watermark, m.customers, m.changelog_next),
+            (11, 8, 1, 0)
+        );
+        let new = PartitionMeta {
+            changelog_next: 9,
+            ..m
+        };
         assert_eq!(decode_meta(&encode_meta(&new), 0).unwrap(), new);
     }
 
