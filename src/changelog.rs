@@ -96,6 +96,10 @@ pub fn meta_record(partition: i32, meta: &PartitionMeta, owner: Option<&str>) ->
 pub enum Plan {
     /// Local state has seen the whole changelog: use it as it is.
     Reuse,
+    /// Local state the changelog does not have (written before the
+    /// changelog existed, or the changelog was recreated): use it, and
+    /// write all of it to the changelog so other instances can restore it.
+    Seed,
     /// Local state is older: apply the changelog from this offset on.
     CatchUp(i64),
     /// No usable local state: drop what is there and restore from this
@@ -108,7 +112,10 @@ pub enum Plan {
 pub fn plan(local: Option<PartitionMeta>, low: i64, high: i64) -> Plan {
     match local {
         None => Plan::Full(low),
-        Some(m) if m.changelog_next >= high => Plan::Reuse,
+        // The changelog is behind what local state says it wrote, or empty
+        // while local state predates it: the changelog lost it or never had it.
+        Some(m) if m.changelog_next > high || (m.changelog_next == 0 && high == low) => Plan::Seed,
+        Some(m) if m.changelog_next == high => Plan::Reuse,
         // Written before the changelog existed, or the changelog lost its
         // start (deleted records): local state cannot be matched to it.
         Some(m) if m.changelog_next == 0 || m.changelog_next < low => Plan::Full(low),
@@ -310,7 +317,7 @@ pub fn restore(
     let local = store.meta(partition)?;
     let plan = plan(local, low, high);
     let from = match plan {
-        Plan::Reuse => {
+        Plan::Reuse | Plan::Seed => {
             return Ok(Restored {
                 plan,
                 records: 0,
@@ -405,9 +412,13 @@ mod tests {
         assert_eq!(plan(None, 0, 50), Plan::Full(0));
         assert_eq!(plan(Some(meta(9, 1, 50)), 0, 50), Plan::Reuse);
         assert_eq!(plan(Some(meta(9, 1, 30)), 0, 50), Plan::CatchUp(30));
-        // Local ahead of a changelog that was recreated: keep local.
-        assert_eq!(plan(Some(meta(9, 1, 80)), 0, 50), Plan::Reuse);
-        // From before the changelog, or its start was deleted.
+        // Local ahead of a changelog that was recreated, or local state
+        // from before the changelog existed: keep it and write it out.
+        assert_eq!(plan(Some(meta(9, 1, 80)), 0, 50), Plan::Seed);
+        assert_eq!(plan(Some(meta(9, 1, 0)), 0, 0), Plan::Seed);
+        assert_eq!(plan(Some(meta(9, 1, 0)), 7, 7), Plan::Seed);
+        // From before the changelog while the changelog has other data, or
+        // its start was deleted: the changelog wins.
         assert_eq!(plan(Some(meta(9, 1, 0)), 0, 50), Plan::Full(0));
         assert_eq!(plan(Some(meta(9, 1, 10)), 20, 50), Plan::Full(20));
     }

@@ -21,14 +21,14 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Health;
-use crate::changelog::{RestoreError, Restored};
+use crate::changelog::{Plan, RestoreError, Restored};
 use crate::config::{Config, ConfigError, KafkaConfig};
 use crate::event::wall_now;
 use crate::kafka::{self, ConsumerCtx, Publisher};
 use crate::metrics::Metrics;
 use crate::model::{Model, ModelError};
 use crate::processor::{Batch, ClockMode, InMessage, OutRecord, Processor};
-use crate::store::{MemStore, PartitionMeta, SledStore, Store, StoreError};
+use crate::store::{Commit, MemStore, PartitionMeta, SledStore, Store, StoreError};
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -423,6 +423,13 @@ impl Runner<'_> {
                             tracing::warn!(partition = p, error = %e, "seek after restore failed");
                         }
                     }
+                    if r.plan == Plan::Seed {
+                        if let Err(e) = self.seed(p).await {
+                            tracing::warn!(partition = p, error = %e, "cannot write local state to the changelog; retrying");
+                            self.start_restore(p, t.epoch, Duration::from_secs(2));
+                            continue;
+                        }
+                    }
                     // Name the new owner in the changelog at once (for the
                     // owner lookup); it changes no state.
                     if let (Some(m), Some(_)) = (r.meta, &self.owner) {
@@ -447,6 +454,54 @@ impl Runner<'_> {
                 }
             }
         }
+    }
+
+    /// Writes a partition's whole local state to the changelog (state the
+    /// changelog does not have, e.g. from before it existed), closed by a
+    /// meta record, and records where the changelog now ends.
+    async fn seed(&self, p: i32) -> Result<(), StoreError> {
+        let Some(meta) = self.store.meta(p)? else {
+            return Ok(());
+        };
+        let commit = Commit {
+            states: self
+                .store
+                .customers(p)?
+                .into_iter()
+                .map(|(id, s)| (id, Some(s)))
+                .collect(),
+            meta,
+            ..Default::default()
+        };
+        let mut attempt = 0;
+        let stopped = || StoreError::Io("stopping".into());
+        for chunk in crate::changelog::state_records(p, &commit).chunks(10_000) {
+            self.deliver(chunk.to_vec(), &mut attempt)
+                .await
+                .ok_or_else(stopped)?;
+        }
+        let closing = crate::changelog::meta_record(p, &meta, self.owner.as_deref());
+        let written = self
+            .deliver(vec![closing], &mut attempt)
+            .await
+            .ok_or_else(stopped)?;
+        let next = written.first().map_or(meta.changelog_next, |(_, o)| o + 1);
+        self.store.commit(
+            p,
+            &Commit {
+                meta: PartitionMeta {
+                    changelog_next: next,
+                    ..meta
+                },
+                ..Default::default()
+            },
+        )?;
+        tracing::info!(
+            partition = p,
+            customers = commit.states.len(),
+            "local state written to the changelog"
+        );
+        Ok(())
     }
 
     fn cancel_restores(&mut self) {

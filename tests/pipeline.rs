@@ -406,3 +406,65 @@ on_both_brokers!(
     restart_keeps_state,
     lost_state_is_restored_from_the_changelog
 );
+
+/// Local state from before the changelog existed (an upgrade): kept at the
+/// first start and written to the changelog, so an instance with an empty
+/// disk restores it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_from_before_the_changelog_is_written_to_it() {
+    let broker = Broker::mock();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = test_config(&broker, dir.path());
+    broker.create_topics(&cfg).await;
+    let msgs: Vec<Msg> = (0..9)
+        .map(|i| {
+            event(
+                &format!("c-{}", i % 3),
+                &format!("p{i}"),
+                i as f64 * 0.1,
+                "purchase",
+                r#""amount":1"#,
+            )
+        })
+        .collect();
+    let (_, high) = produce(&broker, &cfg.kafka.input_topic, &msgs).await;
+    // Another changelog topic for the first run: the real one stays empty,
+    // as it is for state written by a version without a changelog.
+    let mut old = cfg.clone();
+    old.kafka.changelog_topic = "elsewhere".into();
+    broker.create(&[&old.kafka.changelog_topic]).await;
+    let svc = start(&old).await;
+    svc.wait_committed(&high).await;
+    svc.stop().await;
+    let sled = churn_alert::store::SledStore::open(&cfg.store.path).unwrap();
+    let store: &dyn churn_alert::store::Store = &sled;
+    for p in 0..PARTITIONS {
+        if let Some(mut m) = store.meta(p).unwrap() {
+            m.changelog_next = 0; // as written before the changelog existed
+            let c = churn_alert::store::Commit {
+                meta: m,
+                ..Default::default()
+            };
+            store.commit(p, &c).unwrap();
+        }
+    }
+    drop(sled);
+
+    // First start with the changelog: local state is kept and written out.
+    let svc = start(&cfg).await;
+    svc.wait_ready().await;
+    svc.stop().await;
+    // An empty disk restores it from there.
+    std::fs::remove_dir_all(&cfg.store.path).unwrap();
+    let svc = start(&cfg).await;
+    svc.wait_ready().await;
+    for c in 0..3 {
+        let s = customer(svc.store.as_ref(), &format!("c-{c}")).expect("state restored");
+        assert_eq!(s.purchases, 3, "c-{c}");
+    }
+    assert_eq!(
+        svc.metric("churn_alert_events_consumed_total", "").await,
+        0.0
+    );
+    svc.stop().await;
+}

@@ -304,6 +304,20 @@ impl Running {
         }
     }
 
+    /// Waits until `/readyz` answers 200 (assigned, every partition
+    /// restored, committing).
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, why) = self.http_get("/readyz").await;
+            if status == 200 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not ready: {why}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// GET a path of the admin server: (status, body).
     pub async fn http_get(&self, path: &str) -> (u16, String) {
         http_get(self.admin, path)
