@@ -340,7 +340,11 @@ pub fn restore(
     let mut next = from;
     let mut last_progress = Instant::now();
     const STALL: Duration = Duration::from_secs(60);
-    while next < high {
+    // Read to the end the broker reports when it gets there (some brokers,
+    // tansu 0.6 among them, report a high watermark short of the last
+    // record batch's end), and at least to the watermark read above.
+    let mut reading = from < high;
+    while reading {
         if cancel.load(Ordering::Relaxed) {
             return Err(RestoreError::Cancelled);
         }
@@ -350,18 +354,13 @@ pub fn restore(
                     .headers()
                     .and_then(|h| h.iter().find(|h| h.key == KIND_HEADER))
                     .is_some_and(|h| h.value == Some(b"meta".as_slice()));
-                applier.push(
-                    m.key().unwrap_or_default(),
-                    m.payload(),
-                    is_meta,
-                    m.offset(),
-                )?;
+                applier.push(m.key().unwrap_or_default(), m.payload(), is_meta, m.offset())?;
                 metrics.restore_records.inc();
                 next = m.offset() + 1;
                 last_progress = Instant::now();
             }
-            // End of the partition as the broker sees it now.
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(KafkaError::PartitionEOF(_))) if next >= high => reading = false,
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) => {
                 metrics.failures.with_label_values(&["changelog"]).inc();
                 tracing::warn!(partition, error = %e, "changelog read failed; retrying");

@@ -206,6 +206,13 @@ async fn customer_view_erasure_and_control_endpoints() {
             Some("true")
         );
     }
+    // The state changelog forgets c-1 too (compaction drops the tombstone
+    // and everything before it), so no instance can restore c-1.
+    let last = read_all(&broker, &k.changelog_topic)
+        .into_iter()
+        .rfind(|r| r.key.as_deref() == Some(b"c-1".as_slice()))
+        .expect("c-1 in the changelog");
+    assert!(last.payload.is_empty(), "changelog: the last c-1 record is not a tombstone");
     let alerts = read_all(&broker, &k.alerts_topic);
     assert!(
         alerts
