@@ -354,7 +354,12 @@ pub fn restore(
                     .headers()
                     .and_then(|h| h.iter().find(|h| h.key == KIND_HEADER))
                     .is_some_and(|h| h.value == Some(b"meta".as_slice()));
-                applier.push(m.key().unwrap_or_default(), m.payload(), is_meta, m.offset())?;
+                applier.push(
+                    m.key().unwrap_or_default(),
+                    m.payload(),
+                    is_meta,
+                    m.offset(),
+                )?;
                 metrics.restore_records.inc();
                 next = m.offset() + 1;
                 last_progress = Instant::now();

@@ -192,9 +192,9 @@ impl Service {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let linger = Duration::from_millis(cfg.batch_linger_ms);
         let mut runner = Runner {
-            // With the memory engine nothing survives a restart, so Kafka's
-            // committed offsets must not move past data whose state is gone:
-            // each start replays from `kafka.auto_offset_reset`.
+            // Kafka's committed offsets are for lag only (starts use the
+            // stored or restored offsets); the memory engine keeps the old
+            // behaviour of not committing them.
             commit_to_kafka: self.config.store.engine != "memory",
             flush_on_commit: self.config.store.flush_on_commit,
             consumer: &consumer,

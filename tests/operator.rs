@@ -212,7 +212,10 @@ async fn customer_view_erasure_and_control_endpoints() {
         .into_iter()
         .rfind(|r| r.key.as_deref() == Some(b"c-1".as_slice()))
         .expect("c-1 in the changelog");
-    assert!(last.payload.is_empty(), "changelog: the last c-1 record is not a tombstone");
+    assert!(
+        last.payload.is_empty(),
+        "changelog: the last c-1 record is not a tombstone"
+    );
     let alerts = read_all(&broker, &k.alerts_topic);
     assert!(
         alerts
