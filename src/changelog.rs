@@ -315,7 +315,12 @@ pub fn restore(
     let consumer = restore_consumer(cfg)?;
     let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
     let local = store.meta(partition)?;
-    let plan = plan(local, low, high);
+    let mut plan = plan(local, low, high);
+    if matches!(plan, Plan::Full(_)) && local.is_some() && last_meta(cfg, partition)?.is_none() {
+        // The changelog holds no complete batch (e.g. writing local state
+        // to it was cut short): local state is all there is.
+        plan = Plan::Seed;
+    }
     let from = match plan {
         Plan::Reuse | Plan::Seed => {
             return Ok(Restored {

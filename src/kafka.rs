@@ -42,6 +42,9 @@ pub struct ConsumerCtx {
     /// The partitions and what happened to them since the loop last looked
     /// (shared with the operator endpoints).
     pub assignment: Arc<Mutex<Assignment>>,
+    /// Wakes the service loop when the assignment changed, so restores
+    /// start at once.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 /// Input partitions held by this instance.
@@ -71,6 +74,9 @@ impl ConsumerCtx {
     pub fn with_assignment<T>(&self, f: impl FnOnce(&mut Assignment) -> T) -> T {
         let mut a = self.assignment.lock().unwrap_or_else(|e| e.into_inner());
         let out = f(&mut a);
+        if !a.changed.is_empty() {
+            self.wake.notify_one();
+        }
         self.metrics.partitions_owned.set(a.owned.len() as i64);
         self.metrics
             .partitions_restoring

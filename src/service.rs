@@ -2,11 +2,14 @@
 //!
 //! Order of every batch, which gives exact state and at-least-once outputs:
 //! 1. process the messages (pure steps, state loaded from the store);
-//! 2. publish alerts, triggers and dead letters and wait for delivery;
-//! 3. write the state, due index and next offsets of each partition in one
-//!    atomic store commit;
+//! 2. publish alerts, triggers, dead letters and the changed states to the
+//!    changelog, and wait for delivery; then one meta record per partition
+//!    closing the batch in the changelog (see [`crate::changelog`]);
+//! 3. write the state, due index, next offsets and changelog position of
+//!    each partition in one atomic store commit;
 //! 4. commit the offsets to Kafka (for lag tracking only: on assignment the
-//!    consumer starts from the offsets in the store).
+//!    consumer starts from the offsets in the store, after bringing the
+//!    partition up to date from the changelog).
 //!
 //! A failing dependency (broker, disk) stops the loop at the step that failed;
 //! it retries with backoff, reports not ready, and never skips data.
@@ -141,7 +144,9 @@ impl Service {
             },
             restore_on_assign: true,
             assignment: self.control.assignment.clone(),
+            wake: Arc::default(),
         };
+        let wake = ctx.wake.clone();
         let consumer = kafka::consumer(&cfg, self.config.admin.advertised_url.as_deref(), ctx)?;
         let publisher = Publisher {
             producer: kafka::producer(&cfg)?,
@@ -232,7 +237,12 @@ impl Service {
             let first = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                // Resume restored partitions promptly.
+                // Start restores as soon as partitions are assigned, and
+                // resume restored partitions promptly.
+                _ = wake.notified() => {
+                    runner.follow_assignment(&mut processor).await;
+                    continue;
+                }
                 _ = tokio::time::sleep(Duration::from_millis(20)), if restoring => {
                     runner.follow_assignment(&mut processor).await;
                     continue;
