@@ -9,7 +9,6 @@ mod common;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use churn_alert::config::Config;
 use churn_alert::simulate::{SimConfig, Simulator};
 use churn_alert::store::{SledStore, Store};
 use common::*;
@@ -22,17 +21,11 @@ const KILLS: usize = 20;
 async fn sigkill_loop_leaves_state_exact_and_loses_no_alert() {
     let broker = Broker::tansu();
     let dir = tempfile::tempdir().unwrap();
-    let mut base = test_config(&broker, dir.path());
     // The killed process is configured by its environment only (default
     // policy: quiet hours, a 10% holdout); the clean run must match it.
-    base.policy = Config::default().policy;
-    base.validation = Config::default().validation;
-    let mut clean = base.clone();
-    own_topics(&mut clean, "clean");
-    clean.store.path = dir.path().join("clean");
-    let mut crash = base.clone();
-    own_topics(&mut crash, "crash");
-    crash.store.path = dir.path().join("crash");
+    let base = process_config(&broker, dir.path());
+    let clean = named_run(&base, "clean", dir.path());
+    let mut crash = named_run(&base, "crash", dir.path());
     broker.create_topics(&clean).await;
     broker.create_topics(&crash).await;
 

@@ -317,15 +317,9 @@ async fn restart_keeps_state(broker: Broker) {
     assert_eq!(read_all(&broker, &cfg.kafka.alerts_topic).len(), before);
 }
 
-/// Kafka's committed offsets are for lag only: an instance whose state is
-/// gone (new disk, or a crash before sled's first flush) restores it from
-/// the state changelog and continues at the offset stored there, instead of
-/// resuming where the group had committed or reading the input again.
-async fn lost_state_is_restored_from_the_changelog(broker: Broker) {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = test_config(&broker, dir.path());
-    broker.create_topics(&cfg).await;
-    let msgs: Vec<Msg> = (0..12)
+/// `n` purchases of 1 spread over customers c-0, c-1 and c-2.
+fn purchases(n: usize) -> Vec<Msg> {
+    (0..n)
         .map(|i| {
             event(
                 &format!("c-{}", i % 3),
@@ -335,7 +329,18 @@ async fn lost_state_is_restored_from_the_changelog(broker: Broker) {
                 r#""amount":1"#,
             )
         })
-        .collect();
+        .collect()
+}
+
+/// Kafka's committed offsets are for lag only: an instance whose state is
+/// gone (new disk, or a crash before sled's first flush) restores it from
+/// the state changelog and continues at the offset stored there, instead of
+/// resuming where the group had committed or reading the input again.
+async fn lost_state_is_restored_from_the_changelog(broker: Broker) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = test_config(&broker, dir.path());
+    broker.create_topics(&cfg).await;
+    let msgs = purchases(12);
     let svc = start(&cfg).await;
     let (_, high) = produce(&broker, &cfg.kafka.input_topic, &msgs).await;
     svc.wait_committed(&high).await;
@@ -416,17 +421,7 @@ async fn state_from_before_the_changelog_is_written_to_it() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = test_config(&broker, dir.path());
     broker.create_topics(&cfg).await;
-    let msgs: Vec<Msg> = (0..9)
-        .map(|i| {
-            event(
-                &format!("c-{}", i % 3),
-                &format!("p{i}"),
-                i as f64 * 0.1,
-                "purchase",
-                r#""amount":1"#,
-            )
-        })
-        .collect();
+    let msgs = purchases(9);
     let (_, high) = produce(&broker, &cfg.kafka.input_topic, &msgs).await;
     // Another changelog topic for the first run: the real one stays empty,
     // as it is for state written by a version without a changelog.

@@ -181,29 +181,11 @@ async fn wait_all_owned(live: &[&Instance], within: Duration) {
 async fn three_instances_lose_one_gain_an_empty_one_and_match_a_single_run() {
     let broker = Broker::tansu();
     let dir = tempfile::tempdir().unwrap();
-    let mut base = test_config(&broker, dir.path());
-    base.policy = Config::default().policy;
-    base.validation = Config::default().validation;
-    let mut clean = base.clone();
-    own_topics(&mut clean, "single");
-    clean.store.path = dir.path().join("single");
-    let mut scale = base.clone();
-    own_topics(&mut scale, "scale");
+    let base = process_config(&broker, dir.path());
+    let clean = named_run(&base, "single", dir.path());
+    let scale = named_run(&base, "scale", dir.path());
     for cfg in [&clean, &scale] {
-        let k = &cfg.kafka;
-        broker
-            .create_with(
-                &[
-                    &k.input_topic,
-                    &k.alerts_topic,
-                    &k.triggers_topic,
-                    &k.outcomes_topic,
-                    &k.dlq_topic,
-                    &k.changelog_topic,
-                ],
-                PARTS,
-            )
-            .await;
+        broker.create_topics_with(cfg, PARTS).await;
     }
 
     let mut sim = Simulator::new(SimConfig::new(3000, 40, 23));
@@ -226,13 +208,8 @@ async fn three_instances_lose_one_gain_an_empty_one_and_match_a_single_run() {
         wait_ready(i, Duration::from_secs(120)).await;
     }
     wait_all_owned(&[&a, &b, &c], Duration::from_secs(120)).await;
-    produce_events(
-        &producer,
-        &scale.kafka.input_topic,
-        chunks.next().unwrap(),
-        &mut high,
-    )
-    .await;
+    let input = &scale.kafka.input_topic;
+    produce_events(&producer, input, chunks.next().unwrap(), &mut high).await;
 
     // Any instance answers for any customer: the owner with the view, the
     // others with a redirect to the owner's advertised admin address.
@@ -298,13 +275,7 @@ async fn three_instances_lose_one_gain_an_empty_one_and_match_a_single_run() {
         "the killed instance's partitions were restored by its empty-disk replacement {:?} after it started ({attempts} start(s))",
         moved.elapsed()
     );
-    produce_events(
-        &producer,
-        &scale.kafka.input_topic,
-        chunks.next().unwrap(),
-        &mut high,
-    )
-    .await;
+    produce_events(&producer, input, chunks.next().unwrap(), &mut high).await;
 
     // A new instance d with an empty disk joins; the rebalance gives it
     // partitions, which it restores from the changelog.

@@ -150,15 +150,23 @@ impl Broker {
 
     /// Creates the service's topics with `PARTITIONS` partitions.
     pub async fn create_topics(&self, cfg: &Config) {
+        self.create_topics_with(cfg, PARTITIONS).await
+    }
+
+    /// Creates the service's topics with `partitions` partitions.
+    pub async fn create_topics_with(&self, cfg: &Config, partitions: i32) {
         let k = &cfg.kafka;
-        self.create(&[
-            &k.input_topic,
-            &k.alerts_topic,
-            &k.triggers_topic,
-            &k.outcomes_topic,
-            &k.dlq_topic,
-            &k.changelog_topic,
-        ])
+        self.create_with(
+            &[
+                &k.input_topic,
+                &k.alerts_topic,
+                &k.triggers_topic,
+                &k.outcomes_topic,
+                &k.dlq_topic,
+                &k.changelog_topic,
+            ],
+            partitions,
+        )
         .await;
     }
 
@@ -554,6 +562,24 @@ pub fn read_all_of(broker: &Broker, topic: &str, partitions: i32) -> Vec<Record>
 /// The committed state of one customer (searching all partitions).
 pub fn customer(store: &dyn Store, id: &str) -> Option<churn_alert::features::CustomerState> {
     (0..PARTITIONS).find_map(|p| store.get(p, id).unwrap())
+}
+
+/// The config of a real `churn-alert run` process started by
+/// [`spawn_service`] (default policy and validation: it is configured by
+/// its environment only), for runs that compare with it.
+pub fn process_config(broker: &Broker, dir: &Path) -> Config {
+    let mut c = test_config(broker, dir);
+    c.policy = Config::default().policy;
+    c.validation = Config::default().validation;
+    c
+}
+
+/// `base` as run `run`: its own group, topics and state directory.
+pub fn named_run(base: &Config, run: &str, dir: &Path) -> Config {
+    let mut c = base.clone();
+    own_topics(&mut c, run);
+    c.store.path = dir.join(run);
+    c
 }
 
 /// Gives a run its own consumer group and output and changelog topics, so
