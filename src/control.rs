@@ -272,12 +272,25 @@ async fn elsewhere(c: &Control, id: &str) -> Response {
         )
         .into_response();
     }
+    // The changelog still names this instance until the new owner has
+    // taken the partition over: no redirect to ourselves.
+    let named = located.owner.is_some();
+    let owner = located
+        .owner
+        .filter(|url| Some(url) != c.config.admin.advertised_url.as_ref());
+    if owner.is_none() && named {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "the customer's partition is moving to another instance; try again shortly", "partition": p}),
+        )
+        .into_response();
+    }
     let body = json!({
         "error": "held by another instance",
         "partition": p,
-        "owner": {"admin_url": located.owner},
+        "owner": {"admin_url": owner},
     });
-    match located.owner {
+    match owner {
         Some(url) => {
             let location = format!(
                 "{}/customers/{}",

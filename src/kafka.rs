@@ -36,9 +36,6 @@ pub struct ConsumerCtx {
     /// `kafka.auto_offset_reset`). Kafka's committed offsets are never used
     /// to start: they may be ahead of state a crash took back.
     pub start_without_state: Offset,
-    /// Assigned partitions start paused until their state was brought up to
-    /// date from the changelog (see [`crate::changelog`]).
-    pub restore_on_assign: bool,
     /// The partitions and what happened to them since the loop last looked
     /// (shared with the operator endpoints).
     pub assignment: Arc<Mutex<Assignment>>,
@@ -192,7 +189,9 @@ impl ConsumerContext for ConsumerCtx {
                 if let Err(e) = res {
                     tracing::error!(error = %e, "assign failed");
                 }
-                if self.restore_on_assign && !ours.is_empty() {
+                // Paused until the service loop has brought their state up
+                // to date from the changelog (see `crate::changelog`).
+                if !ours.is_empty() {
                     let mut paused = TopicPartitionList::new();
                     for p in &ours {
                         paused.add_partition(&self.topic, *p);
@@ -211,9 +210,7 @@ impl ConsumerContext for ConsumerCtx {
                     }
                     a.owned.extend(ours.iter().copied());
                     a.changed.extend(ours.iter().copied());
-                    if self.restore_on_assign {
-                        a.restoring.extend(ours.iter().copied());
-                    }
+                    a.restoring.extend(ours.iter().copied());
                 });
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {

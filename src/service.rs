@@ -142,7 +142,6 @@ impl Service {
             } else {
                 rdkafka::topic_partition_list::Offset::Beginning
             },
-            restore_on_assign: true,
             assignment: self.control.assignment.clone(),
             wake: Arc::default(),
         };
