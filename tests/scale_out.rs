@@ -74,14 +74,7 @@ impl Instance {
 
     async fn metric(&self, name: &str) -> f64 {
         let (_, body) = http_get(self.admin(), "/metrics").await.unwrap_or_default();
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter(|l| {
-                let series = l.split_whitespace().next().unwrap_or_default();
-                series == name || series.starts_with(&format!("{name}{{"))
-            })
-            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-            .sum()
+        metric_value(&body, name, "")
     }
 
     fn signal(&mut self, sig: &str) {

@@ -336,16 +336,21 @@ impl Running {
     /// A metric's value from /metrics (sum over label sets that contain `labels`).
     pub async fn metric(&self, name: &str, labels: &str) -> f64 {
         let (_, body) = self.http_get("/metrics").await;
-        body.lines()
-            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-            .filter(|l| {
-                let series = l.split_whitespace().next().unwrap();
-                series == name
-                    || (series.starts_with(&format!("{name}{{")) && series.contains(labels))
-            })
-            .map(|l| l.split_whitespace().last().unwrap().parse::<f64>().unwrap())
-            .sum()
+        metric_value(&body, name, labels)
     }
+}
+
+/// A metric's value in a Prometheus text exposition (sum over the label
+/// sets that contain `labels`).
+pub fn metric_value(body: &str, name: &str, labels: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| {
+            let series = l.split_whitespace().next().unwrap();
+            series == name || (series.starts_with(&format!("{name}{{")) && series.contains(labels))
+        })
+        .map(|l| l.split_whitespace().last().unwrap().parse::<f64>().unwrap())
+        .sum()
 }
 
 /// GET `path` from an HTTP server on `addr`: (status, body), or `None`
