@@ -4,14 +4,15 @@
 //! service's rules and replay them through the service's feature code.
 
 use std::collections::HashMap;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::event::{rfc3339, Event, Millis, DAY_MS};
+use crate::event::{rfc3339, Millis, DAY_MS};
+use crate::history::{read_sorted, HistoryArgs};
+use crate::model::Assessment;
 use crate::model::Model;
 use crate::pipeline::{ingest, score_at};
 use crate::train::{self, Label, ThresholdTarget, TrainConfig};
@@ -42,81 +43,33 @@ pub fn parse_days(s: &str) -> anyhow::Result<Millis> {
     Ok((n * DAY_MS as f64) as Millis)
 }
 
-/// What reading an event file found.
-#[derive(Debug, Default)]
-pub struct ReadSummary {
-    pub lines: u64,
-    pub used: u64,
-    pub refused: u64,
-    /// Refusals by reason code.
-    pub refused_by: HashMap<&'static str, u64>,
-    pub sha256: String,
-}
-
-/// Streams the events of a JSON-lines file (`-` for standard input) with
-/// `occurred_at <= until` into `f`, in file order. Invalid lines are counted
-/// by reason, not fatal.
-pub fn read_events(
-    path: &Path,
-    config: &Config,
-    until: Millis,
-    mut f: impl FnMut(Event, &ReadSummary),
-) -> anyhow::Result<ReadSummary> {
-    let v = config.validator();
-    let reader: Box<dyn BufRead> = if path == Path::new("-") {
-        Box::new(std::io::BufReader::new(std::io::stdin()))
-    } else {
-        Box::new(std::io::BufReader::with_capacity(
-            1 << 20,
-            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
-        ))
-    };
-    let mut sum = ReadSummary::default();
-    let mut hash = Sha256::new();
-    for line in reader.split(b'\n') {
-        let line = line.with_context(|| format!("reading {}", path.display()))?;
-        hash.update(&line);
-        hash.update(b"\n");
-        sum.lines += 1;
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match v.decode_line(&line, Millis::MAX / 2) {
-            Ok(e) if e.occurred_at <= until => {
-                sum.used += 1;
-                f(e, &sum);
-            }
-            Ok(_) => {}
-            Err(r) => {
-                sum.refused += 1;
-                *sum.refused_by.entry(r.code.as_str()).or_default() += 1;
-            }
-        }
-    }
-    sum.sha256 = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    Ok(sum)
-}
-
 /// Flags of `churn-alert train`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainOptions {
-    /// Event history, JSON lines of the event contract (`-` for stdin).
-    #[arg(long)]
-    pub events: PathBuf,
-    /// Training cut-off, YYYY-MM-DD: events after it are not read, and the
-    /// last observation date is as-of minus the horizon.
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    /// Training cut-off, YYYY-MM-DD: events after it are not read. The
+    /// last observation date is the latest whose label is known by then
+    /// (as-of minus the horizon, minus the churn gap for `onset`).
     #[arg(long)]
     pub as_of: String,
-    /// Label horizon, e.g. 90d.
-    #[arg(long, default_value = "90d")]
+    /// Label horizon, e.g. 30d: how far ahead the model looks.
+    #[arg(long, default_value = "30d")]
     pub horizon: String,
-    /// What counts as churn: `silence` (no purchase, session or activity
-    /// within the horizon) or `cancel` (a subscription cancel within it).
-    #[arg(long, default_value = "silence", value_parser = ["silence", "cancel"])]
+    /// What counts as churn: `onset` (the customer's churn onset, a silence
+    /// of at least --churn-gap or a cancel, falls within the horizon),
+    /// `silence` (no purchase, session or activity within the horizon) or
+    /// `cancel` (a subscription cancel within it).
+    #[arg(long, default_value = "onset", value_parser = ["onset", "silence", "cancel"])]
     pub label: String,
+    /// For `onset`: how long a silence (no purchase, session or activity)
+    /// must last to be churn. Customers silent this long are churned, not
+    /// scored.
+    #[arg(long, default_value = "30d")]
+    pub churn_gap: String,
     /// Number of observation dates (the latest is held out, the one before
     /// it validates, the rest train).
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 12)]
     pub snapshots: usize,
     /// Days between observation dates.
     #[arg(long, default_value = "14d")]
@@ -125,9 +78,9 @@ pub struct TrainOptions {
     /// span before the date.
     #[arg(long, default_value = "60d")]
     pub active_within: String,
-    /// Choose the enter threshold as the lowest with at least this
-    /// precision on the validation date.
-    #[arg(long, default_value_t = 0.8, conflicts_with = "alert_budget")]
+    /// Choose the enter threshold as the lowest whose customers churn at
+    /// least at this rate on the validation date.
+    #[arg(long, default_value_t = DEFAULT_TARGET_PRECISION, conflicts_with = "alert_budget")]
     pub target_precision: f64,
     /// Or: choose it so that this share of the population is alerted.
     #[arg(long)]
@@ -136,12 +89,46 @@ pub struct TrainOptions {
     /// to compare the model with the best possible score.
     #[arg(long)]
     pub oracle: Option<PathBuf>,
+    /// Ground truth (`truth.csv` of `simulate`: customer_id and churned_at
+    /// columns): also rank everyone still there on the held-out date by
+    /// churn within the horizon, model beside baselines and oracle.
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
     /// Model version (default churn-<as-of>).
     #[arg(long)]
     pub model_version: Option<String>,
     /// Where to write the model; the report and plots go beside it.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// The default precision target of the enter threshold.
+pub const DEFAULT_TARGET_PRECISION: f64 = 0.5;
+
+/// Reads a truth CSV (`customer_id` and `churned_at` columns, the latter
+/// RFC 3339 or empty): customer id -> churn time.
+pub fn read_truth(path: &Path) -> anyhow::Result<HashMap<String, Option<Millis>>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .with_context(|| format!("{}: no {name} column", path.display()))
+    };
+    let (id, at) = (col("customer_id")?, col("churned_at")?);
+    let mut out = HashMap::new();
+    for (i, line) in lines.enumerate() {
+        let f: Vec<&str> = line.split(',').collect();
+        let t = match f.get(at).copied().unwrap_or("") {
+            "" => None,
+            v => Some(parse_time(v).with_context(|| format!("{} line {}", path.display(), i + 2))?),
+        };
+        out.insert(f.get(id).copied().unwrap_or("").to_string(), t);
+    }
+    Ok(out)
 }
 
 /// Reads an oracle CSV: customer id -> the column for `label`.
@@ -152,7 +139,7 @@ fn read_oracle(path: &Path, label: Label, at: Millis) -> anyhow::Result<HashMap<
     let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
     let want = match label {
         Label::Silence => "p_silent_",
-        Label::Cancel => "p_churn_",
+        Label::Cancel | Label::Onset => "p_churn_",
     };
     let col = header
         .iter()
@@ -182,7 +169,8 @@ fn read_oracle(path: &Path, label: Label, at: Millis) -> anyhow::Result<HashMap<
 pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let as_of = parse_time(&opts.as_of)?;
-    let mut tc = TrainConfig::new(as_of, parse_days(&opts.horizon)?);
+    let spec = config.feature_spec();
+    let mut tc = TrainConfig::new(as_of, parse_days(&opts.horizon)?, &spec);
     anyhow::ensure!(
         (3..=64).contains(&opts.snapshots),
         "--snapshots must be 3 to 64 (train, validation and test dates at least)"
@@ -190,11 +178,8 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
     tc.snapshots = opts.snapshots;
     tc.snapshot_step_ms = parse_days(&opts.snapshot_step)?;
     tc.active_within_ms = parse_days(&opts.active_within)?;
-    tc.label = if opts.label == "cancel" {
-        Label::Cancel
-    } else {
-        Label::Silence
-    };
+    tc.churn_gap_ms = parse_days(&opts.churn_gap)?;
+    tc.label = Label::parse(&opts.label).expect("clap checks the value");
     tc.target = match opts.alert_budget {
         Some(b) => {
             anyhow::ensure!(b > 0.0 && b < 1.0, "--alert-budget must be between 0 and 1");
@@ -211,7 +196,6 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
     if let Some(v) = &opts.model_version {
         tc.version = v.clone();
     }
-    let spec = config.feature_spec();
     let dates = tc.observation_dates();
     eprintln!(
         "observation dates {} .. {} every {} days; label: churned = {}",
@@ -220,10 +204,10 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
         tc.snapshot_step_ms / DAY_MS,
         tc.label.describe()
     );
-    let mut replay = train::Replay::new(&spec, &tc);
+    let mut replay = train::Replay::new(&spec, &tc)?;
     let mut last_report = std::time::Instant::now();
     // Events after as-of are not read: labels end there.
-    let read = read_events(&opts.events, config, as_of - 1, |e, _| {
+    let read = read_sorted(&opts.history, config, as_of - 1, |e, _| {
         replay.push(e);
         if last_report.elapsed().as_secs() >= 10 {
             last_report = std::time::Instant::now();
@@ -241,13 +225,22 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
         }
     })?;
     eprintln!(
-        "read {} lines: {} events before as-of, {} refused by validation {:?}",
-        read.lines, read.used, read.refused, read.refused_by
+        "read {} lines in {} file(s): {} events before as-of, {} refused by validation {:?}{}",
+        read.lines,
+        read.files,
+        read.used,
+        read.refused,
+        read.refused_by,
+        if read.spilled_runs > 0 {
+            format!("; sorted on disk in {} runs", read.spilled_runs)
+        } else {
+            String::new()
+        }
     );
     anyhow::ensure!(
         read.used > 0,
         "{} has no valid events before {}: nothing to learn from",
-        opts.events.display(),
+        opts.history.describe(),
         &opts.as_of
     );
     let stats = replay.stats.clone();
@@ -264,9 +257,12 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
         t.alpha,
         started.elapsed().as_secs_f64()
     );
-    let oracle = match &opts.oracle {
-        Some(p) => {
-            let map = read_oracle(p, tc.label, t.test_date)?;
+    let oracle_map = match &opts.oracle {
+        Some(p) => Some(read_oracle(p, tc.label, t.test_date)?),
+        None => None,
+    };
+    let oracle = match (&opts.oracle, &oracle_map) {
+        (Some(p), Some(map)) => {
             let scores = t
                 .test_customers
                 .iter()
@@ -280,13 +276,24 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
             let enter = t.model.thresholds.as_ref().map(|th| th.enter);
             Some((train::evaluate(&scores, &t.test_labels, enter), scores))
         }
+        _ => None,
+    };
+    let truth = match &opts.truth {
+        Some(p) => Some(train::truth_evaluation(
+            &snaps,
+            &t,
+            &tc,
+            &read_truth(p)?,
+            oracle_map.as_ref(),
+        )?),
         None => None,
     };
     let mut model = t.model.clone();
+    // Nothing here depends on how the history was ordered or split into
+    // files: the same events give the same file.
     model.training = Some(serde_json::json!({
         "data": {
-            "file": opts.events.display().to_string(),
-            "sha256": read.sha256,
+            "sha256_sorted_events": read.sha256,
             "events": read.used,
             "refused": read.refused,
             "first_event": stats.first_event.map(rfc3339),
@@ -295,16 +302,20 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
         "as_of": rfc3339(as_of),
         "horizon_days": tc.horizon_ms as f64 / DAY_MS as f64,
         "label": tc.label.describe(),
+        "churn_gap_days": (tc.label == Label::Onset).then(|| tc.churn_gap_ms as f64 / DAY_MS as f64),
         "population": tc.label.population(),
         "observation_dates": t.dates.iter().map(|d| rfc3339(*d)).collect::<Vec<_>>(),
         "validation_date": rfc3339(t.dates[t.dates.len() - 2]),
         "test_date": rfc3339(t.test_date),
         "l2_alpha": t.alpha,
+        "held_at_zero": t.held_at_zero,
         "metrics": {
             "train": t.train,
             "validation": t.validation,
             "test": t.test,
+            "baselines_test": t.baselines.iter().map(|(n, e)| serde_json::json!({"name": n, "roc_auc": e.roc_auc, "pr_auc": e.pr_auc})).collect::<Vec<_>>(),
             "oracle_test": oracle.as_ref().map(|o| &o.0),
+            "truth_test": truth,
         },
     }));
     // Refuse to write a model the service would refuse.
@@ -328,18 +339,19 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
         dir,
         &stem,
         &crate::report::ReportInput {
-            events_file: &opts.events.display().to_string(),
+            events_file: &opts.history.describe(),
             sha256: &read.sha256,
             stats: &stats,
             cfg: &tc,
             trained: &t,
             oracle: oracle.as_ref().map(|(e, s)| (e, s.as_slice())),
+            truth: truth.as_ref(),
             model_file: &opts.out.display().to_string(),
         },
     )?;
     let th = t.model.thresholds.as_ref().expect("fit sets thresholds");
     println!(
-        "wrote {} ({}) and {}\n  held out {}: ROC AUC {:.4}, PR AUC {:.4}, Brier {:.4}, calibration error {:.4}, top-decile lift {:.2}{}\n  thresholds: enter {:.3}, exit {:.3} ({})\n  took {:.0} s",
+        "wrote {} ({}) and {}\n  held out {}: ROC AUC {:.4}, PR AUC {:.4}, Brier {:.4}, calibration error {:.4}, top-decile lift {:.2}\n  baselines on the same snapshots: {}{}{}\n  thresholds: enter {:.3}, exit {:.3} ({})\n  took {:.0} s",
         opts.out.display(),
         t.model.version,
         written[0].display(),
@@ -349,11 +361,30 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
         t.test.brier,
         t.test.calibration_error,
         t.test.top_decile.lift,
+        t.baselines
+            .iter()
+            .map(|(n, e)| format!("{n}: ROC AUC {:.4}", e.roc_auc))
+            .collect::<Vec<_>>()
+            .join("; "),
         oracle
             .as_ref()
             .map(|(o, _)| format!(
                 "\n  oracle on the same snapshots: ROC AUC {:.4}, PR AUC {:.4}, Brier {:.4}, calibration error {:.4}",
                 o.roc_auc, o.pr_auc, o.brier, o.calibration_error
+            ))
+            .unwrap_or_default(),
+        truth
+            .as_ref()
+            .map(|tr| format!(
+                "\n  truth, everyone still there on {} ({} customers, {:.3} churn within the horizon): {}",
+                tr.date,
+                tr.customers,
+                tr.churn_rate,
+                tr.scores
+                    .iter()
+                    .map(|(n, auc, _)| format!("{n} ROC AUC {auc:.4}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ))
             .unwrap_or_default(),
         th.enter,
@@ -367,9 +398,8 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
 /// Flags of `churn-alert score`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ScoreOptions {
-    /// Event history, JSON lines of the event contract (`-` for stdin).
-    #[arg(long)]
-    pub events: PathBuf,
+    #[command(flatten)]
+    pub history: HistoryArgs,
     /// Model file (default: `model.path` of the config).
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -383,7 +413,8 @@ pub struct ScoreOptions {
 }
 
 /// `churn-alert score`: every customer's probability at as-of, computed
-/// the way the service computes it.
+/// the way the service computes it; customers past churn onset are listed
+/// as churned, with their chance of coming back.
 pub fn score(opts: ScoreOptions, config: &Config) -> anyhow::Result<()> {
     let spec = config.feature_spec();
     let model_path = opts.model.clone().unwrap_or(config.model.path.clone());
@@ -392,7 +423,7 @@ pub fn score(opts: ScoreOptions, config: &Config) -> anyhow::Result<()> {
     let as_of = parse_time(&opts.as_of)?;
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut states = Vec::new();
-    let read = read_events(&opts.events, config, as_of, |e, _| {
+    let read = read_sorted(&opts.history, config, as_of, |e, _| {
         let i = *index.entry(e.customer_id.clone()).or_insert_with(|| {
             states.push((e.customer_id.clone(), None));
             states.len() - 1
@@ -411,33 +442,49 @@ pub fn score(opts: ScoreOptions, config: &Config) -> anyhow::Result<()> {
     };
     writeln!(
         out,
-        "customer_id,probability,risk_tier,above_enter_threshold,top_reasons"
+        "customer_id,probability,risk_tier,above_enter_threshold,top_reasons,status,silent_days,return_probability"
     )?;
-    let (mut n, mut above) = (0u64, 0u64);
+    let (mut n, mut above, mut churned) = (0u64, 0u64, 0u64);
     for (id, s) in &states {
         let Some(s) = s else { continue };
-        let sc = score_at(s, as_of, &model, policy.top_reasons, &spec);
-        let p = sc.probability;
-        let reasons: Vec<String> = sc
-            .reasons
-            .iter()
-            .map(|r| format!("{}={:+.3}", r.feature, r.contribution))
-            .collect();
-        writeln!(
-            out,
-            "{},{},{},{},{}",
-            csv_field(id),
-            p,
-            policy.tier(p),
-            p >= policy.enter,
-            reasons.join(";")
-        )?;
+        match score_at(s, as_of, &model, policy.top_reasons, &spec) {
+            Assessment::Scored(sc) => {
+                let p = sc.probability;
+                let reasons: Vec<String> = sc
+                    .reasons
+                    .iter()
+                    .map(|r| format!("{}={:+.3}", r.feature, r.contribution))
+                    .collect();
+                writeln!(
+                    out,
+                    "{},{},{},{},{},active,,",
+                    csv_field(id),
+                    p,
+                    policy.tier(p),
+                    p >= policy.enter,
+                    reasons.join(";")
+                )?;
+                above += u64::from(p >= policy.enter);
+            }
+            Assessment::Churned {
+                silent_days,
+                return_probability,
+            } => {
+                writeln!(
+                    out,
+                    "{},,churned,false,,churned,{:.2},{}",
+                    csv_field(id),
+                    silent_days,
+                    return_probability
+                )?;
+                churned += 1;
+            }
+        }
         n += 1;
-        above += u64::from(p >= policy.enter);
     }
     out.flush()?;
     eprintln!(
-        "scored {n} customers as of {} with model {} from {} events ({} refused); {above} at or above the enter threshold {:.3}",
+        "scored {n} customers as of {} with model {} from {} events ({} refused); {above} at or above the enter threshold {:.3}; {churned} past churn onset (churned)",
         rfc3339(as_of),
         model.version(),
         read.used,

@@ -984,6 +984,7 @@ mod tests {
                 basis: String::new(),
             }),
             segments: None,
+            population: None,
             training: None,
         };
         let c = Config::default();

@@ -133,8 +133,29 @@ impl Control {
     /// The operator's view of one customer as of `now`.
     pub fn customer_view(&self, id: &str, p: i32, s: &CustomerState, now: Millis) -> Value {
         let (model, policy) = self.current.read().expect("not poisoned").clone();
-        let (x, sc) =
+        let (x, assessment) =
             crate::pipeline::features_and_score(s, now, &model, policy.top_reasons, &self.spec);
+        let (status, probability, tier, reasons, silent, comeback) = match assessment {
+            crate::model::Assessment::Scored(sc) => (
+                "active",
+                Some(sc.probability),
+                policy.tier(sc.probability).to_string(),
+                sc.reasons,
+                None,
+                None,
+            ),
+            crate::model::Assessment::Churned {
+                silent_days,
+                return_probability,
+            } => (
+                "churned",
+                None,
+                "churned".to_string(),
+                Vec::new(),
+                Some(silent_days),
+                Some(return_probability),
+            ),
+        };
         let profile = policy.segments.profile(s, now);
         let time = |t: Option<Millis>| t.map(rfc3339);
         let features: serde_json::Map<String, Value> = self
@@ -149,9 +170,12 @@ impl Control {
             "partition": p,
             "as_of": rfc3339(now),
             "model_version": model.version(),
-            "probability": sc.probability,
-            "risk_tier": policy.tier(sc.probability),
-            "reasons": sc.reasons,
+            "status": status,
+            "probability": probability,
+            "risk_tier": tier,
+            "reasons": reasons,
+            "silent_days": silent,
+            "return_probability": comeback,
             "rfm": profile.rfm,
             "segment": profile.segment,
             "lifecycle": profile.lifecycle,

@@ -69,14 +69,16 @@ pub struct DemoSummary {
     pub triggers: u64,
     pub dlq: u64,
     pub duplicates: u64,
+    /// Churners of the last third (the part the model never saw).
     pub churners: usize,
-    pub churners_alerted_before: usize,
+    /// Of them, alerted at least 14 days before they churned.
+    pub churners_alerted_ahead_14d: usize,
     pub alerted_never_churned: usize,
     pub seconds: f64,
 }
 
 /// Shortest simulated history the demo can train on.
-pub const MIN_DAYS: u32 = 100;
+pub const MIN_DAYS: u32 = 150;
 
 /// Malformed messages mixed into the demo stream, one per reason.
 fn bad_messages(t: &str) -> Vec<(&'static str, Vec<u8>)> {
@@ -96,7 +98,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     let started = Instant::now();
     anyhow::ensure!(
         opts.days >= MIN_DAYS,
-        "--days {} is too short: the demo trains on the first two thirds of the history (30 days of warm-up, four weekly snapshots, a label horizon) and needs at least {MIN_DAYS} days",
+        "--days {} is too short: the demo trains on the first two thirds of the history (30 days of warm-up, three weekly snapshots, then the churn gap and the label horizon, each a sixth of the history up to 30 days) and needs at least {MIN_DAYS} days",
         opts.days
     );
     println!(
@@ -139,10 +141,13 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         })
         .collect();
     let days = i64::from(opts.days);
-    let mut tc = TrainConfig::new(end - days / 3 * DAY_MS, (days / 6).min(30) * DAY_MS);
+    let horizon = (days / 6).min(30) * DAY_MS;
+    let mut tc = TrainConfig::new(end - days / 3 * DAY_MS, horizon, &spec);
+    // Short histories: a shorter churn gap leaves room for observation dates.
+    tc.churn_gap_ms = horizon;
     tc.snapshot_step_ms = 7 * DAY_MS;
     tc.version = format!("demo-{}", &rfc3339(tc.as_of)[..10]);
-    let examples = build_examples(history, &spec, &tc);
+    let examples = build_examples(history, &spec, &tc)?;
     let trained = fit(&examples, &spec, &tc)?;
     let th = trained
         .model
@@ -292,16 +297,26 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     }
     let alerts = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
 
-    // 5. Summary against the ground truth.
+    // 5. Summary against the ground truth: how early the alerts came, for
+    // the churners of the part of the history the model never saw.
     let alerted: HashSet<&str> = alerts.iter().map(|a| a.customer_id.as_str()).collect();
-    let caught = churners
+    let unseen = (end - days / 3 * DAY_MS, end);
+    let active_then = events
         .iter()
-        .filter(|(id, t)| {
-            alerts
-                .iter()
-                .any(|a| &a.customer_id == *id && a.as_of_ms <= **t + 7 * DAY_MS)
-        })
-        .count();
+        .filter(|e| (unseen.0..unseen.1).contains(&e.at))
+        .map(|e| e.customer_id.as_str())
+        .collect::<HashSet<_>>()
+        .len();
+    let leads = crate::backtest::truth_figures(
+        &alerts
+            .iter()
+            .map(|a| (a.customer_id.clone(), a.as_of_ms))
+            .collect::<Vec<_>>(),
+        &churners,
+        unseen,
+        tc.horizon_ms,
+        active_then,
+    );
     let false_alarms = alerted
         .iter()
         .filter(|id| !churners.contains_key(**id))
@@ -314,8 +329,8 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         triggers: Metrics::total(&metrics.triggers),
         dlq: Metrics::total(&metrics.dlq),
         duplicates: metrics.duplicates.get(),
-        churners: churners.len(),
-        churners_alerted_before: caught,
+        churners: leads.churners,
+        churners_alerted_ahead_14d: (leads.ahead_14 * leads.churners as f64).round() as usize,
         alerted_never_churned: false_alarms,
         seconds: started.elapsed().as_secs_f64(),
     };
@@ -373,8 +388,21 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         alerts.len()
     );
     println!(
-        "  churners alerted     {} of {} no later than a week after their last activity",
-        summary.churners_alerted_before, summary.churners
+        "  early warning        last {} days (not seen in training): {} churners; first alert at least 7 / 14 / 30 days before churning: {:.0}% / {:.0}% / {:.0}%; median lead {}",
+        days / 3,
+        leads.churners,
+        leads.ahead_7 * 100.0,
+        leads.ahead_14 * 100.0,
+        leads.ahead_30 * 100.0,
+        leads.median_lead_days.map_or("none".into(), |d| format!("{d:.0} days"))
+    );
+    println!(
+        "  alerts then          {} ({:.0} per 1,000 customers per month): {:.0}% followed by churn within {} days, {:.0}% after the customer had churned",
+        leads.alerts,
+        leads.alerts_per_1000_per_month,
+        leads.precision * 100.0,
+        tc.horizon_ms / DAY_MS,
+        leads.too_late * 100.0
     );
     println!(
         "  alerted, not churned {} (by the end of the simulation)",

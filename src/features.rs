@@ -45,6 +45,23 @@ const MIN_RATE_SPAN_MS: Millis = 7 * DAY_MS;
 /// Added to rates before taking the trend's log ratio, in events per day.
 const TREND_EPSILON: f64 = 0.01;
 
+/// Days of engagement history kept as a bitmap (one bit per UTC day).
+pub const DAY_BITS: i64 = 128;
+
+/// Windows (days) of the `active_share_*` features: the share of days with
+/// engagement.
+pub const ACTIVE_WINDOWS: [i64; 3] = [7, 28, 112];
+
+/// Added to active-day shares before taking their log ratio.
+const SHARE_EPSILON: f64 = 0.02;
+
+/// Largest value of the plain ratios of recent to usual activity.
+const RATIO_CAP: f64 = 4.0;
+
+/// The behaviour that sums every engagement signal (sessions, purchases,
+/// activity).
+pub const ENGAGEMENT: &str = "engagement";
+
 /// Which features exist: fixed by the code plus the configured half-lives
 /// and activity names.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,7 +157,122 @@ impl FeatureSpec {
             .iter()
             .map(|s| s.to_string()),
         );
+        names.extend(
+            [
+                "recency_days_log",
+                "purchase_recency_days_log",
+                "tenure_days_log",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        names.extend(ACTIVE_WINDOWS.iter().map(|w| format!("active_share_{w}d")));
+        names.extend(
+            [
+                "active_share_change",
+                "active_share_ratio",
+                "active_share_recent_ratio",
+                "active_share_vs_life",
+                "silence_surprise",
+                "recency_vs_gap_log",
+                "plan_value_change",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        let mut signals = self.signal_names();
+        signals.push(ENGAGEMENT.to_string());
+        let nh = self.half_lives_days.len();
+        for signal in signals {
+            if let Some(long) = self.half_lives_days.last() {
+                names.push(format!("{signal}_rate_{}d_log", fmt_days(*long)));
+            }
+            for h in &self.half_lives_days[..nh.saturating_sub(1)] {
+                names.push(format!("{signal}_change_{}d", fmt_days(*h)));
+            }
+        }
+        for h in &self.half_lives_days[..nh.saturating_sub(1)] {
+            names.push(format!("{ENGAGEMENT}_ratio_{}d", fmt_days(*h)));
+        }
+        for h in &self.half_lives_days[..nh.saturating_sub(1)] {
+            names.push(format!("{ENGAGEMENT}_deviation_{}d", fmt_days(*h)));
+        }
+        names.push("active_days_deviation_14d".into());
+        for h in &self.half_lives_days[..nh.saturating_sub(1)] {
+            names.push(format!("{ENGAGEMENT}_vs_life_{}d", fmt_days(*h)));
+        }
         names
+    }
+
+    /// The features `train` fits by default: levels on log scales, changes
+    /// against the customer's own longer-run rates, and engagement against
+    /// the customer's own habits. Every other computed feature stays
+    /// available to model files that name it.
+    pub fn model_features(&self) -> Vec<String> {
+        let legacy_rate =
+            |n: &str| (n.contains("_rate_") && !n.ends_with("_log")) || n.ends_with("_trend");
+        self.names
+            .iter()
+            .filter(|n| {
+                !legacy_rate(n)
+                    && !matches!(
+                        n.as_str(),
+                        "recency_days" | "purchase_recency_days" | "tenure_days"
+                    )
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The behaviour a feature describes, so that the 7/30/90-day windows
+    /// and the changes of one behaviour make one reason: a signal name
+    /// (`sessions`, `activity_login`, `engagement`, ...), or `silence`,
+    /// `active_days`, `purchase_recency`, `tenure`, `spend`, `refunds`,
+    /// `subscription`, `nps`, `marketing`.
+    pub fn group_of<'a>(&self, name: &'a str) -> &'a str {
+        let signal = SIGNALS
+            .iter()
+            .copied()
+            .chain([ENGAGEMENT])
+            .map(str::to_string)
+            .chain(self.activity_names.iter().map(|n| format!("activity_{n}")))
+            .find(|s| {
+                name.strip_prefix(s.as_str())
+                    .is_some_and(|rest| rest.starts_with('_'))
+            });
+        if let Some(s) = signal {
+            return &name[..s.len()];
+        }
+        match name {
+            "recency_days" | "recency_days_log" | "silence_surprise" | "recency_vs_gap_log" => {
+                "silence"
+            }
+            n if n.starts_with("active_share_") || n.starts_with("active_days_") => "active_days",
+            n if n.starts_with("purchase_recency_days") => "purchase_recency",
+            n if n.starts_with("tenure_days") => "tenure",
+            "purchase_count_log" | "monetary_log" | "avg_order_value_log" => "spend",
+            "refund_share" => "refunds",
+            n if n.starts_with("subscription_") || n == "plan_value_change" => "subscription",
+            n if n.starts_with("nps_") => "nps",
+            "marketing_consent" | "unsubscribed" => "marketing",
+            n => n,
+        }
+    }
+
+    /// The direction in which a feature may move the churn risk, where the
+    /// meaning is not in doubt: more engagement (any window, any change
+    /// upwards) never raises it, a longer silence and more complaints,
+    /// tickets or failed payments never lower it. `train` holds fitted
+    /// weights to these signs, so reasons never read backwards.
+    pub fn expected_sign(&self, name: &str) -> Option<f64> {
+        match self.group_of(name) {
+            "silence" => Some(1.0),
+            "complaints" | "support_tickets" | "payment_failures" => Some(1.0),
+            "active_days" | "sessions" | "purchases" | "email_opens" | "email_clicks"
+            | "activity_other" | ENGAGEMENT => Some(-1.0),
+            g if g.starts_with("activity_") => Some(-1.0),
+            _ => None,
+        }
     }
 
     /// Feature values of `state` as of `now`, in [`FeatureSpec::names`] order.
@@ -222,6 +354,117 @@ impl FeatureSpec {
         out.push(f64::from(u8::from(nps.is_some_and(|n| n >= 9))));
         out.push(f64::from(u8::from(s.has_marketing_consent())));
         out.push(f64::from(u8::from(s.is_unsubscribed())));
+        // Engagement against the customer's own habits.
+        let recency = out[0];
+        out.push(recency.ln_1p());
+        out.push(out[1].ln_1p());
+        out.push(tenure.ln_1p());
+        let now_day = now.div_euclid(DAY_MS);
+        let lived_days = (now_day - s.first_seen.div_euclid(DAY_MS) + 1).max(1);
+        let mut shares = [0.0; ACTIVE_WINDOWS.len()];
+        for (share, w) in shares.iter_mut().zip(ACTIVE_WINDOWS) {
+            *share = s.active_days(now_day, w) as f64 / w.min(lived_days) as f64;
+            out.push(*share);
+        }
+        let (short, mid, long) = (shares[0], shares[1], shares[ACTIVE_WINDOWS.len() - 1]);
+        out.push(((mid + SHARE_EPSILON) / (long + SHARE_EPSILON)).ln());
+        // The same as plain ratios (churn risk rises about linearly as
+        // activity falls against its usual level), capped.
+        out.push(((mid + SHARE_EPSILON) / (long + SHARE_EPSILON)).min(RATIO_CAP));
+        out.push(((short + SHARE_EPSILON) / (mid + SHARE_EPSILON)).min(RATIO_CAP));
+        let engaged_span = s
+            .last_engaged
+            .zip(s.first_engaged)
+            .map_or(0, |(l, f)| l.div_euclid(DAY_MS) - f.div_euclid(DAY_MS) + 1);
+        let life = match s.first_engaged {
+            Some(f) if s.engaged_days > 0 => {
+                f64::from(s.engaged_days)
+                    / (now_day - f.div_euclid(DAY_MS) + 1)
+                        .max(engaged_span)
+                        .max(1) as f64
+            }
+            _ => 0.0,
+        };
+        out.push(((mid + SHARE_EPSILON) / (life + SHARE_EPSILON)).ln());
+        // How many active days the silence has cost, at the customer's own
+        // lifetime share of active days; and the silence against the
+        // customer's usual gap between active days.
+        let (span_days, habit) = match (s.first_engaged, s.last_engaged) {
+            (Some(f), Some(l)) if s.engaged_days > 0 => {
+                let span = (l.div_euclid(DAY_MS) - f.div_euclid(DAY_MS)) as f64;
+                (span, f64::from(s.engaged_days) / (span + 1.0))
+            }
+            _ => (0.0, 0.0),
+        };
+        out.push((recency * habit).ln_1p());
+        let usual_gap = if s.engaged_days > 1 {
+            span_days / f64::from(s.engaged_days - 1)
+        } else {
+            tenure
+        }
+        .max(1.0);
+        out.push((recency / usual_gap).ln_1p());
+        out.push(match (&s.plan_value, &s.plan_value_first) {
+            (Some(l), Some(f)) if f.value > 0.0 && l.value > 0.0 => (l.value / f.value).ln(),
+            _ => 0.0,
+        });
+        // Levels on a log scale and changes against the longest half-life,
+        // per signal and for all engagement together.
+        let nsig = SIGNALS.len() + self.activity_names.len();
+        let block = nh + usize::from(nh > 1);
+        let rate = |sig: usize, h: usize| out[7 + sig * block + h];
+        let engagement: Vec<f64> = (0..nh)
+            .map(|h| {
+                [SESSIONS, PURCHASES, ACTIVITY_OTHER]
+                    .into_iter()
+                    .chain(SIGNALS.len()..nsig)
+                    .map(|sig| rate(sig, h))
+                    .sum()
+            })
+            .collect();
+        let mut levels = Vec::with_capacity((nsig + 1) * nh);
+        for sig in 0..nsig {
+            levels.extend((0..nh).map(|h| rate(sig, h)));
+        }
+        levels.extend(engagement);
+        for rates in levels.chunks(nh.max(1)) {
+            if let Some(long) = rates.last() {
+                let long = long + TREND_EPSILON;
+                out.push(long.ln());
+                for r in &rates[..nh - 1] {
+                    out.push(((r + TREND_EPSILON) / long).ln());
+                }
+            }
+        }
+        if let Some(eng) = levels.rchunks(nh.max(1)).next() {
+            let long = eng[nh - 1] + TREND_EPSILON;
+            for r in &eng[..nh - 1] {
+                out.push(((r + TREND_EPSILON) / long).min(RATIO_CAP));
+            }
+            // The same change as a Poisson deviation: events in the short
+            // window against those the usual rate expects there, in
+            // standard deviations, so a change means as much for a quiet
+            // customer as for a busy one.
+            for (r, h) in eng[..nh - 1].iter().zip(&self.half_lives_days) {
+                let window = h / std::f64::consts::LN_2;
+                let (seen, expected) = (r * window, eng[nh - 1] * window);
+                out.push((seen - expected) / (expected + 1.0).sqrt());
+            }
+        }
+        // Recent engagement against the customer's lifetime average rate,
+        // which a fade under way has not yet pulled down much.
+        if let Some(eng) = levels.rchunks(nh.max(1)).next() {
+            let lived = (now - s.first_seen).max(MIN_RATE_SPAN_MS) as f64 / DAY_MS as f64;
+            let life = s.engagement_events / lived + TREND_EPSILON;
+            for r in &eng[..nh - 1] {
+                out.push(((r + TREND_EPSILON) / life).ln());
+            }
+        }
+        let expected = 14.0 * long;
+        out.push(
+            (f64::from(s.active_days(now_day, 14)) - expected)
+                / (expected * (1.0 - long) + 1.0).sqrt(),
+        );
         debug_assert_eq!(out.len(), self.names.len());
     }
 
@@ -298,6 +541,12 @@ impl FeatureSpec {
                 }
             }
             s.last_engaged = Some(s.last_engaged.map_or(t, |l| l.max(t)));
+            s.first_engaged = Some(s.first_engaged.map_or(t, |f| f.min(t)));
+            s.mark_active_day(t);
+            s.engagement_events += match &e.kind {
+                EventKind::Activity { count, .. } => *count as f64,
+                _ => 1.0,
+            };
         }
         for (k, v) in &e.attributes {
             set_latest_in(&mut s.attributes, k, v.clone(), t, tie);
@@ -348,6 +597,7 @@ impl FeatureSpec {
                 }
                 if let Some(v) = monthly_value {
                     set_latest(&mut s.plan_value, *v, t, tie);
+                    set_earliest(&mut s.plan_value_first, *v, t, tie);
                 }
             }
             EventKind::Survey { nps } => set_latest(&mut s.nps, *nps, t, tie),
@@ -400,6 +650,12 @@ fn set_latest<T>(slot: &mut Option<Latest<T>>, value: T, at: Millis, tie: u64) {
         Some(l) => (at, tie) > (l.at, l.tie),
     };
     if newer {
+        *slot = Some(Latest { value, at, tie });
+    }
+}
+
+fn set_earliest<T>(slot: &mut Option<Latest<T>>, value: T, at: Millis, tie: u64) {
+    if slot.as_ref().is_none_or(|l| (at, tie) < (l.at, l.tie)) {
         *slot = Some(Latest { value, at, tie });
     }
 }
@@ -490,6 +746,19 @@ pub struct CustomerState {
     pub returned_at: Option<Millis>,
     /// Campaign contacts, held triggers and alerts awaiting an outcome.
     pub contact: ContactState,
+    /// Earliest purchase, session or activity.
+    pub first_engaged: Option<Millis>,
+    /// Distinct UTC days with a purchase, session or activity.
+    pub engaged_days: u32,
+    /// Engaged days of the last [`DAY_BITS`] days: bit `i` is the day
+    /// `day_anchor - i`.
+    pub day_bits: u128,
+    /// UTC day index of bit 0: the newest engaged day.
+    pub day_anchor: i64,
+    /// The earliest monthly plan value (a rise since is a price rise).
+    pub plan_value_first: Option<Latest<f64>>,
+    /// Purchases, sessions and activity counts over the customer's life.
+    pub engagement_events: f64,
 }
 
 /// What the campaign side remembers about a customer.
@@ -555,6 +824,50 @@ pub enum Seen {
 }
 
 impl CustomerState {
+    /// Records engagement on the UTC day of `t`. The same in any order:
+    /// a day is counted once, and days older than [`DAY_BITS`] behind the
+    /// newest engaged day are never marked (events that old are refused as
+    /// too late long before).
+    fn mark_active_day(&mut self, t: Millis) {
+        let day = t.div_euclid(DAY_MS);
+        if self.day_bits == 0 || day > self.day_anchor {
+            let shift = if self.day_bits == 0 {
+                DAY_BITS
+            } else {
+                day - self.day_anchor
+            };
+            self.day_bits = if shift >= DAY_BITS {
+                0
+            } else {
+                self.day_bits << shift
+            };
+            self.day_anchor = day;
+        }
+        let i = self.day_anchor - day;
+        if i < DAY_BITS && self.day_bits & (1u128 << i) == 0 {
+            self.day_bits |= 1u128 << i;
+            self.engaged_days += 1;
+        }
+    }
+
+    /// Days with engagement in the `window` days ending with `today`.
+    pub fn active_days(&self, today: i64, window: i64) -> u32 {
+        // Bits for days in (today - window, today]: i in [anchor - today,
+        // anchor - today + window).
+        let lo = (self.day_anchor - today).clamp(0, DAY_BITS);
+        let hi = (self.day_anchor - today + window).clamp(0, DAY_BITS);
+        if hi <= lo {
+            return 0;
+        }
+        let span = hi - lo;
+        let mask = if span >= DAY_BITS {
+            u128::MAX
+        } else {
+            (1u128 << span) - 1
+        };
+        ((self.day_bits >> lo) & mask).count_ones()
+    }
+
     /// Whether the customer may receive marketing: explicit consent and not
     /// unsubscribed.
     pub fn has_marketing_consent(&self) -> bool {

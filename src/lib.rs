@@ -19,8 +19,13 @@
 //! - [`train`], [`report`], [`commands`]: fitting and evaluating the model
 //!   from event history, its report, and the `train` and `score` commands.
 //! - [`simulate`]: the seeded population generator with ground truth.
+//! - [`history`]: event histories in any order or split, read back sorted
+//!   by event time (external sort); [`onset`]: churn onsets read from the
+//!   data, for labels and backtests; [`backtest`]: the service's own
+//!   processing replayed over a history, with lead times.
 
 pub mod admin;
+pub mod backtest;
 pub mod changelog;
 pub mod commands;
 pub mod config;
@@ -29,9 +34,11 @@ pub mod decode;
 pub mod demo;
 pub mod event;
 pub mod features;
+pub mod history;
 pub mod kafka;
 pub mod metrics;
 pub mod model;
+pub mod onset;
 pub mod owner;
 pub mod partitioner;
 pub mod pipeline;

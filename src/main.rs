@@ -53,9 +53,14 @@ enum Command {
         /// oracle-DATE.csv. Repeatable.
         #[arg(long)]
         oracle_at: Vec<String>,
-        /// Horizon of the oracle's probabilities, e.g. 90d.
+        /// Horizon of the oracle's probabilities, e.g. 30d.
         #[arg(long, default_value = "90d")]
         oracle_horizon: String,
+        /// Also write every living customer's true probability of churning
+        /// within the oracle horizon at the start of every day, to
+        /// oracle-daily.csv (for `backtest --oracle`).
+        #[arg(long)]
+        oracle_daily: bool,
         /// Directory for events.jsonl, truth.csv and oracle files.
         #[arg(long)]
         out: PathBuf,
@@ -65,6 +70,9 @@ enum Command {
     Train(churn_alert::commands::TrainOptions),
     /// Score every customer in an event history as of a time, as the service would.
     Score(churn_alert::commands::ScoreOptions),
+    /// Replay an event history through the service's own processing and
+    /// report how early its alerts came before churn onset.
+    Backtest(churn_alert::backtest::BacktestOptions),
     /// Check the config (and the model it names) and exit.
     CheckConfig,
 }
@@ -176,6 +184,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             late,
             oracle_at,
             oracle_horizon,
+            oracle_daily,
             out,
         } => {
             let mut cfg = churn_alert::simulate::SimConfig::new(customers, days, seed);
@@ -204,7 +213,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .with_context(|| format!("creating {}", path.display()))?,
             );
             let (mut n, mut day) = (0u64, 0u32);
+            let mut daily = match oracle_daily {
+                true => {
+                    let p = out.join("oracle-daily.csv");
+                    let mut w = std::io::BufWriter::new(
+                        std::fs::File::create(&p)
+                            .with_context(|| format!("creating {}", p.display()))?,
+                    );
+                    writeln!(
+                        w,
+                        "customer_id,date,p_churn_{}d",
+                        sim.cfg.oracle_horizon_days
+                    )?;
+                    Some(w)
+                }
+                false => None,
+            };
             while !sim.done() {
+                if let Some(w) = daily
+                    .as_mut()
+                    .filter(|_| u32::try_from(sim.current_day()).is_ok_and(|d| d < days))
+                {
+                    let d = sim.current_day();
+                    let date = churn_alert::event::rfc3339(sim.day_start(d));
+                    for r in sim.oracle_rows(d).iter().filter(|r| !r.churned) {
+                        writeln!(w, "{},{},{:.5}", r.customer_id, &date[..10], r.p_churn)?;
+                    }
+                }
                 for e in sim.next_day() {
                     w.write_all(e.json.as_bytes())?;
                     w.write_all(b"\n")?;
@@ -216,6 +251,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             w.flush()?;
+            if let Some(mut d) = daily {
+                d.flush()?;
+                eprintln!("wrote the daily oracle to oracle-daily.csv");
+            }
             std::fs::write(out.join("truth.csv"), sim.truth_csv())?;
             for (at, rows) in &sim.oracles {
                 let name = format!("oracle-{}.csv", &churn_alert::event::rfc3339(*at)[..10]);
@@ -233,6 +272,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Train(opts) => churn_alert::commands::train(opts, &config)?,
         Command::Score(opts) => churn_alert::commands::score(opts, &config)?,
+        Command::Backtest(opts) => churn_alert::backtest::run(opts, &config)?,
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::features::FeatureSpec;
+use crate::features::{CustomerState, FeatureSpec};
 
 /// Why a model file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +49,93 @@ pub struct ModelFile {
     /// RFM cut points and expected lifetime learned by `train`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segments: Option<crate::segments::Learned>,
+    /// Who the model scores: customers past churn onset are churned, not
+    /// scored. Absent in models trained on the old silence label, which
+    /// score everyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub population: Option<Population>,
     /// How the model was made: training window, data hash, metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<serde_json::Value>,
+}
+
+/// The customers a model speaks for, and what it says of the others.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Population {
+    /// Silent this many days (no purchase, session or activity) and no
+    /// active subscription, or cancelled within this many days: past churn
+    /// onset. Such a customer is shown as churned, with the chance of
+    /// coming back, and is not alerted.
+    pub churned_after_days: f64,
+    /// Days ahead the probabilities look (the label's horizon).
+    pub horizon_days: f64,
+    /// The share of churned customers who came back within the horizon
+    /// in the training history, by length of silence, shortest first.
+    #[serde(default)]
+    pub return_rates: Vec<ReturnRate>,
+}
+
+/// How often churned customers came back, for one band of silence.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ReturnRate {
+    /// Silences of at least this many days (up to the next band's).
+    pub silent_days_from: f64,
+    /// Share that engaged again within the horizon.
+    pub rate: f64,
+    /// Training snapshots behind the share.
+    pub snapshots: u64,
+}
+
+impl Population {
+    /// Whether a customer is past churn onset as of `now` (and if so, the
+    /// days of silence): silent at least `churned_after_days` with no
+    /// active subscription, or a subscription cancelled less than
+    /// `churned_after_days` ago (a cancel is an onset; after that long the
+    /// silence rule decides).
+    pub fn past_onset(&self, s: &CustomerState, now: crate::event::Millis) -> Option<f64> {
+        use crate::features::SubStatus;
+        let silent = silent_days(s, now);
+        let gap = self.churned_after_days * crate::event::DAY_MS as f64;
+        let (subscribed, cancelled) = match &s.subscription {
+            Some(l) if l.value == SubStatus::Active => (true, false),
+            Some(l) => (false, l.at <= now && ((now - l.at) as f64) < gap),
+            None => (false, false),
+        };
+        ((silent >= self.churned_after_days && !subscribed) || cancelled).then_some(silent)
+    }
+
+    /// The chance that a customer silent `silent` days comes back within
+    /// the horizon.
+    pub fn return_probability(&self, silent: f64) -> f64 {
+        self.return_rates
+            .iter()
+            .rev()
+            .find(|r| silent >= r.silent_days_from)
+            .or(self.return_rates.first())
+            .map_or(0.0, |r| r.rate)
+    }
+}
+
+/// Days since the last purchase, session or activity (since first seen if
+/// none).
+pub fn silent_days(s: &CustomerState, now: crate::event::Millis) -> f64 {
+    let engaged = s.last_engaged.unwrap_or(s.first_seen);
+    (now - engaged).max(0) as f64 / crate::event::DAY_MS as f64
+}
+
+/// What the model says of one customer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Assessment {
+    /// In the model's population: the probability of churn onset within
+    /// the horizon, with reasons.
+    Scored(Score),
+    /// Past churn onset: not scored.
+    Churned {
+        /// Days since the last engagement.
+        silent_days: f64,
+        /// Chance of coming back within the horizon.
+        return_probability: f64,
+    },
 }
 
 /// Enter and exit thresholds for alerts, with how they were chosen.
@@ -66,14 +150,21 @@ pub struct Thresholds {
     pub basis: String,
 }
 
-/// One feature's part in a score.
+/// One behaviour's part in a score: every feature of one signal (its
+/// 7/30/90-day windows, level and changes) together.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Reason {
-    /// Feature name.
+    /// The behaviour (`sessions`, `silence`, `complaints`, ...; see
+    /// `FeatureSpec::group_of`).
     pub feature: String,
-    /// The customer's value of it.
+    /// The feature of that behaviour that pushed the score up most.
+    #[serde(default)]
+    pub top_feature: String,
+    /// The customer's value of `top_feature`.
     pub value: f64,
-    /// Its contribution to the log-odds (weight × standardised value).
+    /// The behaviour's contribution to the log-odds (sum over its features
+    /// of weight × standardised value): positive, since only behaviours
+    /// that raise this customer's risk are reasons.
     pub contribution: f64,
 }
 
@@ -91,6 +182,10 @@ pub struct Model {
     file: ModelFile,
     /// For each model feature, its index in the spec's feature vector.
     index: Vec<usize>,
+    /// For each model feature, the index of its behaviour in `groups`.
+    group: Vec<usize>,
+    /// Behaviour names (reasons), in first-seen order.
+    groups: Vec<String>,
 }
 
 impl Model {
@@ -209,7 +304,78 @@ impl Model {
         if file.version.trim().is_empty() {
             return Err(("version".into(), "must not be empty".into()));
         }
-        Ok(Self { file, index })
+        if let Some(p) = &file.population {
+            if !(p.churned_after_days.is_finite() && p.churned_after_days > 0.0) {
+                return Err((
+                    "population.churned_after_days".into(),
+                    format!(
+                        "must be a positive number of days, got {}",
+                        p.churned_after_days
+                    ),
+                ));
+            }
+            if !(p.horizon_days.is_finite() && p.horizon_days > 0.0) {
+                return Err((
+                    "population.horizon_days".into(),
+                    format!("must be a positive number of days, got {}", p.horizon_days),
+                ));
+            }
+            for (i, r) in p.return_rates.iter().enumerate() {
+                if !(0.0..=1.0).contains(&r.rate) {
+                    return Err((
+                        format!("population.return_rates[{i}].rate"),
+                        format!("must be a share between 0 and 1, got {}", r.rate),
+                    ));
+                }
+                if i > 0 && !(r.silent_days_from > p.return_rates[i - 1].silent_days_from) {
+                    return Err((
+                        format!("population.return_rates[{i}].silent_days_from"),
+                        "must be larger than the band before".into(),
+                    ));
+                }
+            }
+        }
+        let mut groups: Vec<String> = Vec::new();
+        let group = file
+            .features
+            .iter()
+            .map(|f| {
+                let g = spec.group_of(f);
+                match groups.iter().position(|x| x == g) {
+                    Some(i) => i,
+                    None => {
+                        groups.push(g.to_string());
+                        groups.len() - 1
+                    }
+                }
+            })
+            .collect();
+        Ok(Self {
+            file,
+            index,
+            group,
+            groups,
+        })
+    }
+
+    /// What the model says of a customer as of `now`: churned when past
+    /// onset (for models with a population), else scored.
+    pub fn assess(
+        &self,
+        s: &CustomerState,
+        x: &[f64],
+        now: crate::event::Millis,
+        top: usize,
+    ) -> Assessment {
+        if let Some(p) = &self.file.population {
+            if let Some(silent) = p.past_onset(s, now) {
+                return Assessment::Churned {
+                    silent_days: silent,
+                    return_probability: p.return_probability(silent),
+                };
+            }
+        }
+        Assessment::Scored(self.score(x, top))
     }
 
     /// The model's version string.
@@ -233,24 +399,37 @@ impl Model {
         sigmoid(self.file.intercept + z)
     }
 
-    /// Scores a feature vector (in spec order); keeps the `top` reasons.
+    /// Scores a feature vector (in spec order); keeps the `top` reasons:
+    /// the behaviours whose features together raise the score most.
     pub fn score(&self, x: &[f64], top: usize) -> Score {
         let f = &self.file;
         let mut z = f.intercept;
-        let mut up: Vec<(usize, f64)> = Vec::new();
+        // Per behaviour: total contribution, and its strongest feature.
+        let mut by_group = vec![(0.0f64, None::<(usize, f64)>); self.groups.len()];
         for k in 0..self.index.len() {
             let c = self.contribution(k, x);
             z += c;
-            if c > 0.0 {
-                up.push((k, c));
+            let g = &mut by_group[self.group[k]];
+            g.0 += c;
+            if g.1.is_none_or(|(_, best)| c > best) {
+                g.1 = Some((k, c));
             }
         }
-        up.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let mut up: Vec<(usize, f64, usize)> = by_group
+            .iter()
+            .enumerate()
+            .filter_map(|(g, (total, best))| {
+                let (k, _) = (*best)?;
+                (*total > 0.0).then_some((g, *total, k))
+            })
+            .collect();
+        up.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         let reasons = up
             .into_iter()
             .take(top)
-            .map(|(k, c)| Reason {
-                feature: f.features[k].clone(),
+            .map(|(g, c, k)| Reason {
+                feature: self.groups[g].clone(),
+                top_feature: f.features[k].clone(),
                 value: x[self.index[k]],
                 contribution: c,
             })
@@ -290,6 +469,7 @@ pub(crate) mod tests {
                 intercept: 0.0,
                 thresholds: None,
                 segments: None,
+                population: None,
                 training: None,
             },
             spec,
@@ -311,6 +491,7 @@ pub(crate) mod tests {
             intercept: -1.0,
             thresholds: None,
             segments: None,
+            population: None,
             training: None,
         }
     }
@@ -335,8 +516,10 @@ pub(crate) mod tests {
         let s = m.score(&x, 3);
         let z: f64 = -1.0 + 1.5 * (20.0 - 10.0) / 5.0 + -2.0 * (0.0 - 1.0) / 0.5;
         assert!((s.probability - 1.0 / (1.0 + (-z).exp())).abs() < 1e-12);
-        assert_eq!(s.reasons[0].feature, "sessions_rate_7d");
-        assert_eq!(s.reasons[1].feature, "recency_days");
+        assert_eq!(s.reasons[0].feature, "sessions");
+        assert_eq!(s.reasons[0].top_feature, "sessions_rate_7d");
+        assert_eq!(s.reasons[1].feature, "silence");
+        assert_eq!(s.reasons[1].top_feature, "recency_days");
         assert_eq!(s.reasons[1].value, 20.0);
     }
 
@@ -380,6 +563,123 @@ pub(crate) mod tests {
             Model::load(&p, &spec()),
             Err(ModelError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn a_behaviour_is_a_reason_only_when_its_windows_together_raise_the_risk() {
+        let spec = spec();
+        // The 7-day window alone pushes up, but with the 30-day one the
+        // sessions lower this customer's risk: not a reason.
+        let mut f = file();
+        f.features = vec![
+            "sessions_rate_7d".into(),
+            "sessions_rate_30d".into(),
+            "recency_days".into(),
+        ];
+        f.mean = vec![1.0, 1.0, 10.0];
+        f.scale = vec![1.0, 1.0, 5.0];
+        f.weights = vec![0.5, -2.0, 1.0];
+        let m = Model::new(f, &spec).unwrap();
+        let mut x = vec![0.0; spec.names().len()];
+        let at = |n: &str| spec.names().iter().position(|x| x == n).unwrap();
+        x[at("sessions_rate_7d")] = 3.0;
+        x[at("sessions_rate_30d")] = 3.0;
+        x[at("recency_days")] = 20.0;
+        let s = m.score(&x, 3);
+        assert_eq!(s.reasons.len(), 1, "{:?}", s.reasons);
+        assert_eq!(s.reasons[0].feature, "silence");
+        // Fewer sessions than usual in both windows: sessions are a reason,
+        // their total contribution shown, the window that pushed most named.
+        x[at("sessions_rate_7d")] = 0.0;
+        x[at("sessions_rate_30d")] = 0.0;
+        let s = m.score(&x, 3);
+        let r = s.reasons.iter().find(|r| r.feature == "sessions").unwrap();
+        assert_eq!(r.top_feature, "sessions_rate_30d");
+        assert!((r.contribution - (-0.5 + 2.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn customers_past_onset_are_churned_not_scored() {
+        use crate::event::{Millis, DAY_MS};
+        use crate::features::{Latest, SubStatus};
+        let spec = spec();
+        let mut f = file();
+        f.population = Some(Population {
+            churned_after_days: 30.0,
+            horizon_days: 30.0,
+            return_rates: vec![
+                ReturnRate {
+                    silent_days_from: 30.0,
+                    rate: 0.1,
+                    snapshots: 10,
+                },
+                ReturnRate {
+                    silent_days_from: 60.0,
+                    rate: 0.02,
+                    snapshots: 10,
+                },
+            ],
+        });
+        let m = Model::new(f, &spec).unwrap();
+        let t0: Millis = 1_700_000_000_000;
+        let s = CustomerState {
+            first_seen: t0,
+            last_seen: t0,
+            last_engaged: Some(t0),
+            ..Default::default()
+        };
+        let x = vec![0.0; spec.names().len()];
+        assert!(matches!(
+            m.assess(&s, &x, t0 + 29 * DAY_MS, 3),
+            Assessment::Scored(_)
+        ));
+        assert_eq!(
+            m.assess(&s, &x, t0 + 45 * DAY_MS, 3),
+            Assessment::Churned {
+                silent_days: 45.0,
+                return_probability: 0.1
+            }
+        );
+        assert!(matches!(
+            m.assess(&s, &x, t0 + 90 * DAY_MS, 3),
+            Assessment::Churned {
+                return_probability: 0.02,
+                ..
+            }
+        ));
+        // An active subscription keeps a silent customer in the population;
+        // a cancel puts an engaged one out of it for the churn gap.
+        let mut sub = s.clone();
+        sub.subscription = Some(Latest {
+            value: SubStatus::Active,
+            at: t0,
+            tie: 0,
+        });
+        assert!(matches!(
+            m.assess(&sub, &x, t0 + 45 * DAY_MS, 3),
+            Assessment::Scored(_)
+        ));
+        sub.subscription = Some(Latest {
+            value: SubStatus::Cancelled,
+            at: t0 + 40 * DAY_MS,
+            tie: 0,
+        });
+        sub.last_engaged = Some(t0 + 44 * DAY_MS);
+        assert!(matches!(
+            m.assess(&sub, &x, t0 + 45 * DAY_MS, 3),
+            Assessment::Churned { .. }
+        ));
+        assert!(matches!(
+            m.assess(&sub, &x, t0 + 71 * DAY_MS, 3),
+            Assessment::Scored(_)
+        ));
+        // A population that makes no sense is refused, naming the field.
+        let mut bad = m.file().clone();
+        bad.population.as_mut().unwrap().return_rates[1].rate = 1.5;
+        assert_eq!(
+            Model::new(bad, &spec).unwrap_err().0,
+            "population.return_rates[1].rate"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::event::{rfc3339, stable_hash, Event, EventKind, Millis, DAY_MS};
 use crate::features::{
     Awaiting, CustomerState, FeatureSpec, HeldTrigger, PastAlert, Seen, ALERT_HISTORY,
 };
-use crate::model::{Model, Reason, Score};
+use crate::model::{Assessment, Model, Reason};
 use crate::policy::{after_quiet_hours, Case, Decision, Policy};
 use crate::segments::{Profile, Rfm};
 
@@ -206,21 +206,22 @@ pub fn rescore(
     (s, out)
 }
 
-/// A customer's features at event time `now` and the model's score of
-/// them: exactly what the service computes whenever it scores.
+/// A customer's features at event time `now` and what the model says of
+/// them (a score, or churned when past onset): exactly what the service
+/// computes whenever it scores.
 pub fn features_and_score(
     s: &CustomerState,
     now: Millis,
     model: &Model,
     top_reasons: usize,
     spec: &FeatureSpec,
-) -> (Vec<f64>, Score) {
+) -> (Vec<f64>, Assessment) {
     let x = spec.extract(s, now);
-    let sc = model.score(&x, top_reasons);
-    (x, sc)
+    let a = model.assess(s, &x, now, top_reasons);
+    (x, a)
 }
 
-/// The model's score of a customer at event time `now` (see
+/// What the model says of a customer at event time `now` (see
 /// [`features_and_score`]); `score` and backtests use it.
 pub fn score_at(
     s: &CustomerState,
@@ -228,7 +229,7 @@ pub fn score_at(
     model: &Model,
     top_reasons: usize,
     spec: &FeatureSpec,
-) -> Score {
+) -> Assessment {
     features_and_score(s, now, model, top_reasons, spec).1
 }
 
@@ -241,20 +242,28 @@ fn score(
     spec: &FeatureSpec,
     cause: &str,
 ) -> Output {
-    let (x, sc) = features_and_score(s, now, model, policy.top_reasons, spec);
-    let p = sc.probability;
+    // A customer past churn onset is churned: not scored, not alerted, not
+    // re-scored until they engage again.
+    let (x, assessment) = features_and_score(s, now, model, policy.top_reasons, spec);
+    let sc = match assessment {
+        Assessment::Scored(sc) => Some(sc),
+        Assessment::Churned { .. } => None,
+    };
     let engaged = s.last_engaged.unwrap_or(s.first_seen);
-    s.next_due = if now - engaged >= policy.rescore_stop_after_ms {
+    s.next_due = if sc.is_none() || now - engaged >= policy.rescore_stop_after_ms {
         None
     } else {
         Some(now + policy.rescore_interval_ms)
     };
-    let decision = policy.decide(&mut s.alert, p, now);
+    let decision = match &sc {
+        Some(sc) => policy.decide(&mut s.alert, sc.probability, now),
+        None => Decision::Quiet,
+    };
     if cause == "silence" && s.next_due.is_some() {
         s.next_due = Some(next_wake(s, now, model, policy, spec));
     }
     let mut out = Output::bare(Outcome::Applied);
-    out.probability = Some(p);
+    out.probability = sc.as_ref().map(|sc| sc.probability);
     out.cooldown = decision == Decision::Cooldown;
     if s.contact.awaiting.as_ref().is_some_and(|a| a.due <= now) {
         out.decided = decide_outcome(s, customer_id, now);
@@ -283,12 +292,12 @@ fn score(
             }
         }
     }
-    if decision == Decision::Alert {
+    if let (Decision::Alert, Some(sc)) = (decision, sc) {
         alert(
             s,
             customer_id,
             now,
-            p,
+            sc.probability,
             sc.reasons,
             x,
             model,
@@ -517,7 +526,12 @@ fn next_wake(
     let mut x = Vec::with_capacity(spec.names().len());
     for k in 1..=MAX_SKIP_INTERVALS {
         let t = now + k * step;
-        if t - engaged >= policy.rescore_stop_after_ms {
+        let past_onset = model
+            .file()
+            .population
+            .as_ref()
+            .is_some_and(|p| p.past_onset(s, t).is_some());
+        if t - engaged >= policy.rescore_stop_after_ms || past_onset {
             return t;
         }
         spec.extract_into(s, t, &mut x);
@@ -592,7 +606,8 @@ mod tests {
         // 0.7 is crossed at recency 10 + 2·ln(7/3) ≈ 11.7 days → day 12.
         assert_eq!(a.as_of_ms, T0 + 12 * DAY_MS);
         assert_eq!(a.cause, "silence");
-        assert_eq!(a.reasons[0].feature, "recency_days");
+        assert_eq!(a.reasons[0].feature, "silence");
+        assert_eq!(a.reasons[0].top_feature, "recency_days");
         assert_eq!(a.reasons[0].value, 12.0);
         assert_eq!(a.model_version, "test-1");
         assert_eq!(a.features["recency_days"], 12.0);

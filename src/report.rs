@@ -39,8 +39,29 @@ pub fn chart(
     legend_top: bool,
     series: &[Series],
 ) -> String {
+    chart_range(
+        title,
+        x_label,
+        y_label,
+        (0.0, 1.0),
+        y_max,
+        legend_top,
+        series,
+    )
+}
+
+/// A line chart over `[x_min, x_max] x [0, y_max]`.
+pub fn chart_range(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    (x_min, x_max): (f64, f64),
+    y_max: f64,
+    legend_top: bool,
+    series: &[Series],
+) -> String {
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
-    let px = |x: f64| LEFT + x.clamp(0.0, 1.0) * pw;
+    let px = |x: f64| LEFT + ((x - x_min) / (x_max - x_min)).clamp(0.0, 1.0) * pw;
     let py = |y: f64| TOP + ph - (y / y_max).clamp(0.0, 1.0) * ph;
     let mut s = String::new();
     let _ = writeln!(
@@ -56,7 +77,8 @@ pub fn chart(
     );
     for k in 0..=10 {
         let f = k as f64 / 10.0;
-        let (x, y) = (px(f), py(f * y_max));
+        let xv = x_min + f * (x_max - x_min);
+        let (x, y) = (px(xv), py(f * y_max));
         let _ = writeln!(
             s,
             r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#e5e5e5"/><line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#e5e5e5"/>"##,
@@ -66,8 +88,9 @@ pub fn chart(
         if k % 2 == 0 {
             let _ = writeln!(
                 s,
-                r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{f:.1}</text><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+                r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
                 TOP + ph + 18.0,
+                fmt_tick(xv),
                 LEFT - 8.0,
                 y + 4.0,
                 fmt_tick(f * y_max)
@@ -167,7 +190,7 @@ pub fn chart(
 }
 
 fn fmt_tick(v: f64) -> String {
-    if v >= 10.0 {
+    if v.abs() >= 10.0 {
         format!("{v:.0}")
     } else {
         format!("{v:.2}")
@@ -203,6 +226,8 @@ pub struct ReportInput<'a> {
     pub trained: &'a Trained,
     /// Held-out figures and scores of the oracle, when one was given.
     pub oracle: Option<(&'a Evaluation, &'a [f64])>,
+    /// Everyone still there per a ground truth, when one was given.
+    pub truth: Option<&'a crate::train::TruthEvaluation>,
     pub model_file: &'a str,
 }
 
@@ -379,20 +404,26 @@ pub fn write(dir: &Path, stem: &str, r: &ReportInput) -> std::io::Result<Vec<Pat
     );
     let _ = writeln!(
         md,
-        "- Population at each date: {} (active within {} days).",
+        "- Population at each date: {} ({}).",
         cfg.label.population(),
-        cfg.active_within_ms / crate::event::DAY_MS
+        match cfg.label {
+            crate::train::Label::Onset =>
+                format!("churn gap {} days", cfg.churn_gap_ms / crate::event::DAY_MS),
+            _ => format!(
+                "active within {} days",
+                cfg.active_within_ms / crate::event::DAY_MS
+            ),
+        }
     );
     let n = t.dates.len();
     let list = |ds: &[i64]| ds.iter().map(|d| date(*d)).collect::<Vec<_>>().join(", ");
     let _ = writeln!(
         md,
-        "- Observation dates: training {}; validation {}; held-out test {}. {} snapshots in all; {} events arrived too late for a snapshot they precede; {} dates skipped for lack of warm-up.\n",
+        "- Observation dates: training {}; validation {}; held-out test {}. {} snapshots in all; {} dates skipped for lack of warm-up.\n",
         list(&t.dates[..n - 2]),
         date(t.dates[n - 2]),
         date(t.dates[n - 1]),
         st.snapshots_taken,
-        st.missed_snapshot,
         st.dates_skipped
     );
     let _ = writeln!(md, "## Fit\n");
@@ -431,6 +462,27 @@ pub fn write(dir: &Path, stem: &str, r: &ReportInput) -> std::io::Result<Vec<Pat
         md,
         "\nCalibration error: the mean, weighted by count, of |mean predicted − observed rate| over ten equal-width probability bins."
     );
+    let _ = writeln!(
+        md,
+        "\n### Plain baselines\n\nPlain L2 logistic regressions on the same training rows and label, judged on the same held-out snapshots: a model that does not beat them is not worth its features.\n\n| baseline | ROC AUC | PR AUC |\n|---|---|---|\n| **model** | {:.4} | {:.4} |",
+        t.test.roc_auc, t.test.pr_auc
+    );
+    for (name, e) in &t.baselines {
+        let _ = writeln!(md, "| {name} | {:.4} | {:.4} |", e.roc_auc, e.pr_auc);
+    }
+    if let Some(tr) = r.truth {
+        let _ = writeln!(
+            md,
+            "\n### Against the ground truth\n\nEveryone seen by {} and still there per the truth file ({} customers; {:.1}% churned within {} days), ranked by the chance of churning within the horizon: the model's probability, or for customers already past onset one minus their return rate; the baselines and the oracle score everyone.\n\n| ranking | ROC AUC | PR AUC |\n|---|---|---|",
+            tr.date,
+            tr.customers,
+            tr.churn_rate * 100.0,
+            cfg.horizon_ms / crate::event::DAY_MS
+        );
+        for (name, auc, pr) in &tr.scores {
+            let _ = writeln!(md, "| {name} | {auc:.4} | {pr:.4} |");
+        }
+    }
     let _ = writeln!(md, "\n## Thresholds\n");
     if let Some(th) = &t.model.thresholds {
         let _ = writeln!(
@@ -494,6 +546,27 @@ pub fn write(dir: &Path, stem: &str, r: &ReportInput) -> std::io::Result<Vec<Pat
     let _ = writeln!(md, "| feature | weight |\n|---|---|");
     for (f, v) in w.iter().take(12) {
         let _ = writeln!(md, "| {f} | {v:+.3} |");
+    }
+    if !t.held_at_zero.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nHeld at zero because their fitted weight came out against the sign their meaning gives them (so that no reason reads backwards): {}.",
+            t.held_at_zero.join(", ")
+        );
+    }
+    if let Some(p) = &t.model.population {
+        let _ = writeln!(
+            md,
+            "\n## Customers past onset\n\nCustomers silent {} days or more without an active subscription are churned: the service neither scores nor alerts them, and shows their chance of coming back within {} days, as found on the training dates:\n\n| silent at least (days) | came back | snapshots |\n|---|---|---|",
+            p.churned_after_days, p.horizon_days
+        );
+        for r in &p.return_rates {
+            let _ = writeln!(
+                md,
+                "| {} | {:.3} | {} |",
+                r.silent_days_from, r.rate, r.snapshots
+            );
+        }
     }
     let _ = writeln!(md, "\n## Plots\n");
     for (name, _) in &files {

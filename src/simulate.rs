@@ -238,6 +238,11 @@ impl Simulator {
         }
     }
 
+    /// Day index of the next day [`Self::next_day`] generates.
+    pub fn current_day(&self) -> i64 {
+        self.day
+    }
+
     /// Whether every day has been generated.
     pub fn done(&self) -> bool {
         self.day >= i64::from(self.cfg.days) && self.late.is_empty()

@@ -1,29 +1,41 @@
 //! Fitting the churn model from event history, through the same feature code
 //! that serves.
 //!
-//! **Replay.** Events are applied with [`crate::pipeline::ingest`], the
-//! function the service uses, in the order they are read. At each
-//! observation date every customer in the population gets a point-in-time
-//! snapshot of features: events after the date are held back until the
-//! snapshot is taken (events arriving more than `lateness` after the date
-//! are counted and miss it), so no snapshot sees its future.
+//! **Replay.** Events come in event-time order ([`crate::history`] sorts any
+//! history first) and are applied with [`crate::pipeline::ingest`], the
+//! function the service uses. At each observation date every customer in the
+//! population gets a point-in-time snapshot of features, taken before any
+//! later event is applied, so no snapshot sees its future.
 //!
-//! **Labels.** By default a snapshot is labelled churned when the customer
-//! has no purchase, session or activity event within the horizon after the
-//! date ([`Label::Silence`]); [`Label::Cancel`] labels a subscription cancel
-//! within the horizon instead.
+//! **Labels.** By default ([`Label::Onset`]) a snapshot is labelled churned
+//! when the customer's churn onset falls within the horizon: the silence
+//! under way at the date, or one that starts within the horizon, lasts at
+//! least the churn gap, or the subscription is cancelled ([`crate::onset`]).
+//! [`Label::Silence`] (no purchase, session or activity within the horizon)
+//! and [`Label::Cancel`] (a cancel within it) remain available.
 //!
-//! **Population.** For the silence label: every customer seen by the date
-//! who engaged within `active_within` before it. Customers already long gone
-//! are not "about to leave" and would only teach the model the obvious. For
-//! the cancel label: customers whose subscription is active at the date.
-//! Erased customers are left out entirely.
+//! **Population.** For the onset label: customers still there at the date,
+//! who engaged within the churn gap before it or have an active
+//! subscription. Those past onset are churned already: the model does not
+//! score them, and the share of them that came back within the horizon is
+//! stored with the model instead. For the silence label: every customer seen
+//! by the date who engaged within `active_within` before it; for the cancel
+//! label: customers whose subscription is active. Erased customers are left
+//! out entirely.
+//!
+//! **Fit.** A standardised L2 logistic regression (linfa-logistic) whose
+//! weights keep the signs the features' meanings give them
+//! ([`FeatureSpec::expected_sign`]): a weight fitted against its sign is
+//! held at zero and the rest refitted. Two plain baselines (recency,
+//! frequency, monetary; 28-day counts and tenure) are fitted on the same
+//! rows and reported beside it.
 //!
 //! **Split.** Observation dates are spaced `snapshot_step` apart and end at
-//! `as_of - horizon`, the last date whose labels are fully known. The latest
-//! date is the held-out test window; the one before it validates (it chooses
-//! the L2 strength and the alert thresholds); earlier dates train. Later
-//! dates always judge earlier ones.
+//! the last date whose labels are fully known (as-of minus the horizon, and
+//! minus the churn gap for the onset label). The latest date is the
+//! held-out test window; the one before it validates (it chooses the L2
+//! strength and the alert thresholds); earlier dates train. Later dates
+//! always judge earlier ones.
 
 use std::collections::HashMap;
 
@@ -51,6 +63,11 @@ pub enum TrainError {
 /// What "churned" means for a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Label {
+    /// Churn onset within the horizon: the customer's current silence, or
+    /// one that starts within the horizon, lasts at least the churn gap, or
+    /// the subscription is cancelled (see [`crate::onset`]). The default:
+    /// it asks who is about to leave while they are still there.
+    Onset,
     /// No purchase, session or activity event within the horizon.
     Silence,
     /// A subscription cancel within the horizon.
@@ -58,8 +75,18 @@ pub enum Label {
 }
 
 impl Label {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "onset" => Some(Label::Onset),
+            "silence" => Some(Label::Silence),
+            "cancel" => Some(Label::Cancel),
+            _ => None,
+        }
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
+            Label::Onset => "churn onset within the horizon: the silence under way, or one starting within the horizon, lasts at least the churn gap (no purchase, session or activity), or the subscription is cancelled",
             Label::Silence => "no purchase, session or activity event within the horizon",
             Label::Cancel => "a subscription cancel within the horizon",
         }
@@ -67,6 +94,7 @@ impl Label {
 
     pub fn population(self) -> &'static str {
         match self {
+            Label::Onset => "customers still there at the date: they engaged (purchase, session or activity) within the churn gap before it, or their subscription is active, and they did not cancel within the churn gap",
             Label::Silence => {
                 "customers seen by the date who engaged (purchase, session or activity) within the active-within span before it"
             }
@@ -76,7 +104,7 @@ impl Label {
 
     fn marks(self, kind: &EventKind) -> bool {
         match self {
-            Label::Silence => kind.is_engagement(),
+            Label::Silence | Label::Onset => kind.is_engagement(),
             Label::Cancel => matches!(
                 kind,
                 EventKind::Subscription {
@@ -100,7 +128,7 @@ pub enum ThresholdTarget {
 /// Training settings.
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
-    /// Last date whose labels are fully known is `as_of - horizon`.
+    /// The end of the history read: labels are known up to here.
     pub as_of: Millis,
     /// How far ahead the label looks.
     pub horizon_ms: Millis,
@@ -108,47 +136,118 @@ pub struct TrainConfig {
     pub snapshots: usize,
     /// Spacing of observation dates.
     pub snapshot_step_ms: Millis,
-    /// Population: engaged within this span before the observation date.
+    /// Population of the silence label: engaged within this span before
+    /// the observation date.
     pub active_within_ms: Millis,
+    /// The onset label: a silence this long is churn.
+    pub churn_gap_ms: Millis,
     /// Dates earlier than this after the first event are skipped (features
     /// need history to mean anything).
     pub warm_up_ms: Millis,
-    /// How long after an observation date events may still arrive for it.
-    pub lateness_ms: Millis,
     /// L2 strengths to try, per training row.
     pub alphas: Vec<f64>,
     /// Model version to write.
     pub version: String,
     pub label: Label,
     pub target: ThresholdTarget,
+    /// Features to fit, by name (default: the spec's model features).
+    pub features: Vec<String>,
 }
 
 impl TrainConfig {
-    pub fn new(as_of: Millis, horizon_ms: Millis) -> Self {
+    pub fn new(as_of: Millis, horizon_ms: Millis, spec: &FeatureSpec) -> Self {
         Self {
             as_of,
             horizon_ms,
-            snapshots: 6,
+            snapshots: 12,
             snapshot_step_ms: 14 * DAY_MS,
             active_within_ms: 60 * DAY_MS,
+            churn_gap_ms: 30 * DAY_MS,
             warm_up_ms: 30 * DAY_MS,
-            lateness_ms: 2 * DAY_MS,
             alphas: vec![1e-6, 1e-5, 1e-4, 1e-3],
             version: format!("churn-{}", &rfc3339(as_of)[..10]),
-            label: Label::Silence,
+            label: Label::Onset,
             target: ThresholdTarget::Precision(0.8),
+            features: spec.model_features(),
         }
     }
 
-    /// Observation dates, earliest first.
+    /// Observation dates, earliest first. The last is the latest date whose
+    /// label is fully known by as-of: as-of minus the horizon, and for the
+    /// onset label minus the churn gap too (a silence is churn only once it
+    /// has lasted the gap).
     pub fn observation_dates(&self) -> Vec<Millis> {
-        let last = self.as_of - self.horizon_ms;
+        let known = match self.label {
+            Label::Onset => self.horizon_ms + self.churn_gap_ms,
+            _ => self.horizon_ms,
+        };
+        let last = self.as_of - known;
         let mut v: Vec<Millis> = (0..self.snapshots)
             .map(|k| last - k as Millis * self.snapshot_step_ms)
             .collect();
         v.reverse();
         v
     }
+
+    /// The model's population for the onset label.
+    pub fn population(&self) -> Option<crate::model::Population> {
+        (self.label == Label::Onset).then(|| crate::model::Population {
+            churned_after_days: self.churn_gap_ms as f64 / DAY_MS as f64,
+            horizon_days: self.horizon_ms as f64 / DAY_MS as f64,
+            return_rates: Vec::new(),
+        })
+    }
+}
+
+/// Columns of the plain baselines: recency (days since the last purchase,
+/// or tenure without one), frequency (purchases), monetary (net spend);
+/// then 28-day counts of each event kind and tenure in days.
+pub const BASELINE_COLUMNS: [&str; 12] = [
+    "recency_days",
+    "frequency",
+    "monetary",
+    "sessions_28d",
+    "purchases_28d",
+    "activity_28d",
+    "email_opens_28d",
+    "email_clicks_28d",
+    "tickets_28d",
+    "complaints_28d",
+    "payment_failures_28d",
+    "tenure_days",
+];
+
+/// The two plain baselines, as column ranges of [`BASELINE_COLUMNS`].
+pub const BASELINES: [(&str, std::ops::Range<usize>); 2] = [
+    ("recency, frequency, monetary", 0..3),
+    ("28-day counts and tenure", 3..12),
+];
+
+/// Days of event counts the baselines look at.
+const COUNT_WINDOW_MS: Millis = 28 * DAY_MS;
+
+/// The count column of an event (index into the counts part of
+/// [`BASELINE_COLUMNS`]), if it is counted.
+fn count_kind(kind: &EventKind) -> Option<u8> {
+    Some(match kind {
+        EventKind::Session { .. } => 0,
+        EventKind::Purchase { .. } => 1,
+        EventKind::Activity { .. } => 2,
+        EventKind::Email {
+            action: crate::event::EmailAction::Open,
+            ..
+        } => 3,
+        EventKind::Email {
+            action: crate::event::EmailAction::Click,
+            ..
+        } => 4,
+        EventKind::SupportTicket { is_complaint, .. } => 5 + u8::from(*is_complaint),
+        EventKind::Subscription {
+            action: SubscriptionAction::PaymentFailed,
+            ..
+        } => 7,
+        _ => return None,
+    })
 }
 
 /// One customer during replay.
@@ -157,6 +256,11 @@ struct Customer {
     /// Bit `i`: a label event happened in `(date_i, date_i + horizon]`.
     marked: u64,
     erased: bool,
+    /// Onsets, for the onset label.
+    track: crate::onset::Track,
+    /// Counted events of the last 28 days: minutes since the epoch << 8 |
+    /// count kind (see [`count_kind`]).
+    recent: std::collections::VecDeque<u64>,
 }
 
 /// Counts for progress and the report.
@@ -165,15 +269,29 @@ pub struct ReplayStats {
     pub events: u64,
     pub first_event: Option<Millis>,
     pub last_event: Option<Millis>,
-    /// Events that arrived after the snapshot of a date they precede.
-    pub missed_snapshot: u64,
     pub snapshots_taken: usize,
     pub dates_skipped: usize,
+}
+
+/// A customer at an observation date who is outside the population
+/// (already past churn onset, for the onset label).
+#[derive(Debug, Clone)]
+pub struct Outside {
+    pub date: u8,
+    pub customer: u32,
+    /// Days since the last engagement at the date.
+    pub silent_days: f32,
+    /// Engaged again within the horizon.
+    pub returned: bool,
+    /// Baseline columns.
+    pub base: [f32; BASELINE_COLUMNS.len()],
 }
 
 /// Labelled point-in-time snapshots, features stored compactly.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshots {
+    /// Feature names of the columns of `x`.
+    pub names: Vec<String>,
     /// Feature count per row.
     pub width: usize,
     /// Observation dates that got snapshots, earliest first.
@@ -182,6 +300,13 @@ pub struct Snapshots {
     pub x: Vec<f32>,
     /// Per row: date index into `dates`, customer, label.
     pub rows: Vec<(u8, u32, bool)>,
+    /// Per row: the baseline columns, row-major.
+    pub base: Vec<f32>,
+    /// Per row: the last engagement at the date (the start of the silence
+    /// under way).
+    pub anchors: Vec<Millis>,
+    /// Customers outside the population at each date.
+    pub outside: Vec<Outside>,
     /// Customer ids by index.
     pub customers: Vec<String>,
 }
@@ -198,18 +323,24 @@ impl Snapshots {
     fn row(&self, i: usize) -> &[f32] {
         &self.x[i * self.width..(i + 1) * self.width]
     }
+
+    fn base_row(&self, i: usize) -> &[f32] {
+        let w = BASELINE_COLUMNS.len();
+        &self.base[i * w..(i + 1) * w]
+    }
 }
 
-/// Streams events through the feature code and takes the snapshots.
+/// Streams events, in event-time order, through the feature code and takes
+/// the snapshots.
 pub struct Replay<'a> {
     spec: &'a FeatureSpec,
     cfg: &'a TrainConfig,
     dates: Vec<Millis>,
+    /// Indices of `cfg.features` in the spec's feature vector.
+    columns: Vec<usize>,
     next: usize,
     index: HashMap<String, u32>,
     customers: Vec<Customer>,
-    held: Vec<Event>,
-    max_seen: Millis,
     out: Snapshots,
     taken: Vec<Millis>,
     /// Progress figures.
@@ -217,32 +348,50 @@ pub struct Replay<'a> {
 }
 
 impl<'a> Replay<'a> {
-    pub fn new(spec: &'a FeatureSpec, cfg: &'a TrainConfig) -> Self {
-        Self {
+    /// Fails when a feature to fit is not computed by the spec.
+    pub fn new(spec: &'a FeatureSpec, cfg: &'a TrainConfig) -> Result<Self, TrainError> {
+        let columns = cfg
+            .features
+            .iter()
+            .map(|f| {
+                spec.names().iter().position(|n| n == f).ok_or_else(|| {
+                    TrainError::NoData(format!("feature {f:?} is not computed by this service"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
             spec,
             cfg,
             dates: cfg.observation_dates(),
+            columns,
             next: 0,
             index: HashMap::new(),
             customers: Vec::new(),
-            held: Vec::new(),
-            max_seen: Millis::MIN,
             out: Snapshots {
-                width: spec.names().len(),
+                names: cfg.features.clone(),
+                width: cfg.features.len(),
                 ..Snapshots::default()
             },
             taken: Vec::new(),
             stats: ReplayStats::default(),
-        }
+        })
     }
 
-    /// Takes one event (any order).
+    /// Takes the next event; events must come in event-time order (see
+    /// [`crate::history`]), so that every snapshot sees exactly the events
+    /// up to its date.
     pub fn push(&mut self, e: Event) {
         let t = e.occurred_at;
+        debug_assert!(
+            self.stats.last_event.is_none_or(|l| t >= l),
+            "events in time order"
+        );
+        while self.dates.get(self.next).is_some_and(|d| t > *d) {
+            self.advance();
+        }
         self.stats.events += 1;
         self.stats.first_event = Some(self.stats.first_event.map_or(t, |f| f.min(t)));
         self.stats.last_event = Some(self.stats.last_event.map_or(t, |l| l.max(t)));
-        self.max_seen = self.max_seen.max(t);
         let idx = match self.index.get(&e.customer_id) {
             Some(i) => *i as usize,
             None => {
@@ -253,50 +402,43 @@ impl<'a> Replay<'a> {
                     state: None,
                     marked: 0,
                     erased: false,
+                    track: Default::default(),
+                    recent: Default::default(),
                 });
                 self.customers.len() - 1
             }
         };
+        let c = &mut self.customers[idx];
         if self.cfg.label.marks(&e.kind) {
-            let c = &mut self.customers[idx];
             for (i, d) in self.dates.iter().enumerate() {
                 if t > *d && t <= d + self.cfg.horizon_ms {
                     c.marked |= 1 << i;
                 }
             }
         }
-        match self.dates.get(self.next) {
-            Some(d) if t > *d => self.held.push(e),
-            Some(_) => {
-                if self.next > 0 && t <= self.dates[self.next - 1] {
-                    self.stats.missed_snapshot += 1;
-                }
-                self.apply(idx, &e)
+        c.track.push(&e, self.cfg.churn_gap_ms);
+        if let Some(k) = count_kind(&e.kind) {
+            let minutes = (t.max(0) / 60_000) as u64;
+            while c
+                .recent
+                .front()
+                .is_some_and(|r| ((r >> 8) as i64) * 60_000 <= t - COUNT_WINDOW_MS)
+            {
+                c.recent.pop_front();
             }
-            None => self.apply(idx, &e),
+            c.recent.push_back(minutes << 8 | u64::from(k));
         }
-        while self
-            .dates
-            .get(self.next)
-            .is_some_and(|d| self.max_seen > d + self.cfg.lateness_ms)
-        {
-            self.advance();
-        }
-    }
-
-    fn apply(&mut self, idx: usize, e: &Event) {
-        let c = &mut self.customers[idx];
         if c.erased {
             return;
         }
-        let (s, _) = ingest(c.state.take(), e, self.spec);
+        let (s, _) = ingest(c.state.take(), &e, self.spec);
         c.state = s;
         if c.state.is_none() {
             c.erased = true;
         }
     }
 
-    /// Takes the snapshot of the next date and releases held events.
+    /// Takes the snapshot of the next date.
     fn advance(&mut self) {
         let d = self.dates[self.next];
         let warm = self
@@ -309,28 +451,53 @@ impl<'a> Replay<'a> {
             self.stats.dates_skipped += 1;
         }
         self.next += 1;
-        let held = std::mem::take(&mut self.held);
-        for e in held {
-            match self.dates.get(self.next) {
-                Some(d) if e.occurred_at > *d => self.held.push(e),
-                _ => {
-                    let idx = self.index[&e.customer_id] as usize;
-                    self.apply(idx, &e);
-                }
+    }
+
+    fn baseline(c: &Customer, s: &CustomerState, d: Millis) -> [f32; BASELINE_COLUMNS.len()] {
+        let days = |ms: Millis| ms.max(0) as f64 / DAY_MS as f64;
+        let tenure = days(d - s.first_seen);
+        let mut b = [0f32; BASELINE_COLUMNS.len()];
+        b[0] = s.last_purchase.map_or(tenure, |t| days(d - t)) as f32;
+        b[1] = s.purchases as f32;
+        b[2] = (s.gross - s.refunded).max(0.0) as f32;
+        for r in &c.recent {
+            if ((r >> 8) as i64) * 60_000 > d - COUNT_WINDOW_MS {
+                b[3 + (r & 0xff) as usize] += 1.0;
             }
         }
+        b[11] = tenure as f32;
+        b
     }
 
     fn snapshot(&mut self, d: Millis) {
         let date_idx = self.taken.len() as u8;
         self.taken.push(d);
-        let mut buf = Vec::with_capacity(self.out.width);
+        let population = self.cfg.population();
+        let mut buf = Vec::with_capacity(self.spec.names().len());
         for (i, c) in self.customers.iter().enumerate() {
             let Some(s) = &c.state else { continue };
+            if s.first_seen > d {
+                continue;
+            }
             let in_population = match self.cfg.label {
+                Label::Onset => {
+                    let p = population.as_ref().expect("onset has a population");
+                    if let Some(silent) = p.past_onset(s, d) {
+                        self.out.outside.push(Outside {
+                            date: date_idx,
+                            customer: i as u32,
+                            silent_days: silent as f32,
+                            returned: false,
+                            base: Self::baseline(c, s, d),
+                        });
+                        false
+                    } else {
+                        true
+                    }
+                }
                 Label::Silence => {
                     let last = s.last_engaged.unwrap_or(s.first_seen);
-                    s.first_seen <= d && d - last <= self.cfg.active_within_ms
+                    d - last <= self.cfg.active_within_ms
                 }
                 Label::Cancel => s
                     .subscription
@@ -341,8 +508,14 @@ impl<'a> Replay<'a> {
                 continue;
             }
             self.spec.extract_into(s, d, &mut buf);
-            self.out.x.extend(buf.iter().map(|v| *v as f32));
-            // The label is filled in at the end, from `marked`.
+            self.out
+                .x
+                .extend(self.columns.iter().map(|j| buf[*j] as f32));
+            self.out.base.extend(Self::baseline(c, s, d));
+            self.out
+                .anchors
+                .push(s.last_engaged.unwrap_or(s.first_seen));
+            // The label is filled in at the end.
             self.out.rows.push((date_idx, i as u32, false));
             self.stats.snapshots_taken += 1;
         }
@@ -362,8 +535,20 @@ impl<'a> Replay<'a> {
             .map(|d| self.dates.iter().position(|x| x == d).expect("taken date"))
             .collect();
         let label = self.cfg.label;
+        let (h, gap, end) = (self.cfg.horizon_ms, self.cfg.churn_gap_ms, self.cfg.as_of);
+        let onsets: Vec<Vec<Millis>> = match label {
+            Label::Onset => self
+                .customers
+                .iter()
+                .map(|c| c.track.candidates(end, gap))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let w = BASELINE_COLUMNS.len();
         let mut keep = Vec::with_capacity(out.rows.len());
         let mut x = Vec::with_capacity(out.x.len());
+        let mut base = Vec::with_capacity(out.base.len());
+        let mut anchors = Vec::with_capacity(out.anchors.len());
         for (i, (date, cust, _)) in out.rows.iter().enumerate() {
             let c = &self.customers[*cust as usize];
             if c.erased {
@@ -371,29 +556,52 @@ impl<'a> Replay<'a> {
             }
             let marked = c.marked & (1 << bits[*date as usize]) != 0;
             let churned = match label {
+                Label::Onset => {
+                    let d = out.dates[*date as usize];
+                    crate::onset::first_from(&onsets[*cust as usize], out.anchors[i])
+                        .is_some_and(|o| o <= d + h)
+                }
                 Label::Silence => !marked,
                 Label::Cancel => marked,
             };
             keep.push((*date, *cust, churned));
             x.extend_from_slice(&out.x[i * out.width..(i + 1) * out.width]);
+            base.extend_from_slice(&out.base[i * w..(i + 1) * w]);
+            anchors.push(out.anchors[i]);
         }
         out.rows = keep;
         out.x = x;
+        out.base = base;
+        out.anchors = anchors;
+        let customers = &self.customers;
+        out.outside.retain_mut(|o| {
+            let c = &customers[o.customer as usize];
+            o.returned = c.marked & (1 << bits[o.date as usize]) != 0;
+            !c.erased
+        });
         out
     }
 }
 
-/// Replays `events` (any order) and builds labelled snapshots.
+/// Replays `events` and builds labelled snapshots; the events are sorted
+/// by event time first, as the offline commands read them.
 pub fn build_examples(
     events: impl IntoIterator<Item = Event>,
     spec: &FeatureSpec,
     cfg: &TrainConfig,
-) -> Snapshots {
-    let mut r = Replay::new(spec, cfg);
+) -> Result<Snapshots, TrainError> {
+    let mut events: Vec<Event> = events.into_iter().collect();
+    events.sort_by(|a, b| {
+        a.occurred_at
+            .cmp(&b.occurred_at)
+            .then_with(|| a.customer_id.cmp(&b.customer_id))
+            .then_with(|| a.event_id.cmp(&b.event_id))
+    });
+    let mut r = Replay::new(spec, cfg)?;
     for e in events {
         r.push(e);
     }
-    r.finish()
+    Ok(r.finish())
 }
 
 /// One bin of a calibration table.
@@ -706,18 +914,51 @@ pub struct Trained {
     pub train: Evaluation,
     pub validation: Evaluation,
     pub test: Evaluation,
+    /// The plain baselines ([`BASELINES`]) on the held-out date, fitted
+    /// on the same training rows and label.
+    pub baselines: Vec<(String, Evaluation)>,
+    /// Features whose fitted weight came out against its expected sign
+    /// ([`FeatureSpec::expected_sign`]), held at zero and refitted without.
+    pub held_at_zero: Vec<String>,
     /// Held-out date, its scores and labels (for plots and the oracle).
     pub test_date: Millis,
     pub test_scores: Vec<f64>,
     pub test_labels: Vec<bool>,
     pub test_customers: Vec<u32>,
     pub dates: Vec<Millis>,
+    /// The baselines as fitted: (columns, mean, scale, weights, intercept).
+    pub baseline_models: Vec<PlainModel>,
+}
+
+/// A plain standardised logistic regression on baseline columns.
+#[derive(Debug, Clone)]
+pub struct PlainModel {
+    pub name: String,
+    pub columns: std::ops::Range<usize>,
+    pub mean: Vec<f64>,
+    pub scale: Vec<f64>,
+    pub weights: Vec<f64>,
+    pub intercept: f64,
+}
+
+impl PlainModel {
+    /// The probability for baseline columns `b` (all of them).
+    pub fn predict(&self, b: &[f32]) -> f64 {
+        let z: f64 = self.intercept
+            + b[self.columns.clone()]
+                .iter()
+                .zip(&self.mean)
+                .zip(self.scale.iter().zip(&self.weights))
+                .map(|((v, m), (s, w))| w * (f64::from(*v) - m) / s)
+                .sum::<f64>();
+        sigmoid(z)
+    }
 }
 
 /// Most training rows used to choose the L2 strength.
 pub const SELECTION_ROWS: usize = 200_000;
 
-/// The model's probability for a feature row in spec order (all features).
+/// The model's probability for a feature row (columns of the snapshots).
 fn predict(m: &ModelFile, x: &[f32]) -> f64 {
     let z: f64 = m.intercept
         + x.iter()
@@ -726,6 +967,88 @@ fn predict(m: &ModelFile, x: &[f32]) -> f64 {
             .map(|((v, mu), (s, w))| w * (f64::from(*v) - mu) / s)
             .sum::<f64>();
     sigmoid(z)
+}
+
+/// Means and standard deviations (1 where constant) of columns.
+fn standardisation(n: usize, d: usize, get: impl Fn(usize, usize) -> f64) -> (Vec<f64>, Vec<f64>) {
+    let mut mean = vec![0.0; d];
+    for i in 0..n {
+        for (j, m) in mean.iter_mut().enumerate() {
+            *m += get(i, j) / n as f64;
+        }
+    }
+    let mut scale = vec![0.0; d];
+    for i in 0..n {
+        for (j, s) in scale.iter_mut().enumerate() {
+            *s += (get(i, j) - mean[j]).powi(2) / n as f64;
+        }
+    }
+    for s in scale.iter_mut() {
+        *s = if *s > 1e-12 { s.sqrt() } else { 1.0 };
+    }
+    (mean, scale)
+}
+
+/// Fits an L2 logistic regression on standardised columns `x` (rows ×
+/// features) with labels `y`, keeping the weights whose expected sign is
+/// given to that sign: weights that come out against it are held at zero
+/// and the rest refitted (from the previous solution), until none is. Returns weights (in column order), the intercept and the
+/// columns held at zero.
+fn fit_signed(
+    x: &Array2<f64>,
+    y: &Array1<bool>,
+    alpha: f64,
+    signs: &[Option<f64>],
+) -> Result<(Vec<f64>, f64, Vec<usize>), TrainError> {
+    let mut active: Vec<usize> = (0..x.ncols()).collect();
+    let mut held = Vec::new();
+    let mut start: Option<Array1<f64>> = None;
+    loop {
+        let data = Dataset::new(x.select(ndarray::Axis(1), &active), y.clone());
+        // linfa's loss is a sum over rows: scale the per-row strength so
+        // that a sample and the full set are regularised alike.
+        let mut params = LogisticRegression::default()
+            .alpha(alpha * data.nsamples() as f64)
+            .max_iterations(300);
+        if let Some(p) = start.take() {
+            params = params.initial_params(p);
+        }
+        let fitted = params
+            .fit(&data)
+            .map_err(|e| TrainError::Fit(e.to_string()))?;
+        // linfa reports the probability of its "positive" class (the larger one).
+        let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
+        let w: Vec<f64> = fitted.params().iter().map(|w| sign * w).collect();
+        let wrong: Vec<usize> = active
+            .iter()
+            .zip(&w)
+            .enumerate()
+            .filter(|(_, (j, w))| signs[**j].is_some_and(|s| s * **w < 0.0))
+            .map(|(k, _)| k)
+            .collect();
+        if wrong.is_empty() {
+            let mut weights = vec![0.0; x.ncols()];
+            for (j, w) in active.iter().zip(w) {
+                weights[*j] = w;
+            }
+            held.sort_unstable();
+            return Ok((weights, sign * fitted.intercept(), held));
+        }
+        let mut keep = Vec::with_capacity(active.len());
+        let mut p: Vec<f64> = Vec::with_capacity(active.len() + 1);
+        for (k, j) in active.iter().enumerate() {
+            if wrong.contains(&k) {
+                held.push(*j);
+            } else {
+                keep.push(*j);
+                p.push(fitted.params()[k]);
+            }
+        }
+        active = keep;
+        // Warm start: the solution without the dropped columns.
+        p.push(fitted.intercept());
+        start = Some(Array1::from(p));
+    }
 }
 
 /// Fits a standardised L2 logistic regression: earlier dates train, the
@@ -765,52 +1088,27 @@ pub fn fit(
         }
     }
     let d = snaps.width;
-    let n = train.len() as f64;
-    let mut mean = vec![0.0; d];
-    for i in &train {
-        for (m, v) in mean.iter_mut().zip(snaps.row(*i)) {
-            *m += f64::from(*v) / n;
-        }
-    }
-    let mut scale = vec![0.0; d];
-    for i in &train {
-        for ((s, v), m) in scale.iter_mut().zip(snaps.row(*i)).zip(&mean) {
-            *s += (f64::from(*v) - m).powi(2) / n;
-        }
-    }
-    for s in scale.iter_mut() {
-        *s = if *s > 1e-12 { s.sqrt() } else { 1.0 };
-    }
-    let dataset = |rows: &[usize]| {
-        let x = Array2::from_shape_fn((rows.len(), d), |(r, j)| {
+    let (mean, scale) = standardisation(train.len(), d, |i, j| f64::from(snaps.row(train[i])[j]));
+    let matrix = |rows: &[usize]| {
+        Array2::from_shape_fn((rows.len(), d), |(r, j)| {
             (f64::from(snaps.row(rows[r])[j]) - mean[j]) / scale[j]
-        });
-        let y: Array1<bool> = rows.iter().map(|i| snaps.rows[*i].2).collect();
-        Dataset::new(x, y)
+        })
     };
-    let fit_alpha =
-        |data: &Dataset<f64, bool, ndarray::Ix1>, alpha: f64| -> Result<ModelFile, TrainError> {
-            // linfa's loss is a sum over rows: scale the per-row strength so
-            // that a sample and the full set are regularised alike.
-            let fitted = LogisticRegression::default()
-                .alpha(alpha * data.nsamples() as f64)
-                .max_iterations(300)
-                .fit(data)
-                .map_err(|e| TrainError::Fit(e.to_string()))?;
-            // linfa reports the probability of its "positive" class (the larger one).
-            let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
-            Ok(ModelFile {
-                version: cfg.version.clone(),
-                features: spec.names().to_vec(),
-                mean: mean.clone(),
-                scale: scale.clone(),
-                weights: fitted.params().iter().map(|w| sign * w).collect(),
-                intercept: sign * fitted.intercept(),
-                thresholds: None,
-                segments: None,
-                training: None,
-            })
-        };
+    let targets =
+        |rows: &[usize]| -> Array1<bool> { rows.iter().map(|i| snaps.rows[*i].2).collect() };
+    let signs: Vec<Option<f64>> = snaps.names.iter().map(|n| spec.expected_sign(n)).collect();
+    let model_of = |(weights, intercept, _): &(Vec<f64>, f64, Vec<usize>)| ModelFile {
+        version: cfg.version.clone(),
+        features: snaps.names.clone(),
+        mean: mean.clone(),
+        scale: scale.clone(),
+        weights: weights.clone(),
+        intercept: *intercept,
+        thresholds: None,
+        segments: None,
+        population: cfg.population(),
+        training: None,
+    };
     let scores_of = |m: &ModelFile, set: &[usize]| -> Vec<f64> {
         set.iter().map(|i| predict(m, snaps.row(*i))).collect()
     };
@@ -819,34 +1117,70 @@ pub fn fit(
     // the chosen strength is then fitted on all of them.
     let step = train.len().div_ceil(SELECTION_ROWS);
     let sample: Vec<usize> = train.iter().step_by(step).copied().collect();
-    let full = dataset(&train);
-    let sampled = (step > 1).then(|| dataset(&sample));
+    let (full_x, full_y) = (matrix(&train), targets(&train));
+    let sampled = (step > 1).then(|| (matrix(&sample), targets(&sample)));
+    let (sel_x, sel_y) = sampled.as_ref().map_or((&full_x, &full_y), |(x, y)| (x, y));
     let valid_labels = labels_of(&valid);
-    let mut best: Option<(f64, f64, ModelFile)> = None;
+    let mut best: Option<(f64, f64, (Vec<f64>, f64, Vec<usize>))> = None;
     let mut alpha_scores = Vec::new();
     for &alpha in &cfg.alphas {
-        let model = fit_alpha(sampled.as_ref().unwrap_or(&full), alpha)?;
-        let ll = evaluate(&scores_of(&model, &valid), &valid_labels, None).log_loss;
+        let fitted = fit_signed(sel_x, sel_y, alpha, &signs)?;
+        let ll = evaluate(&scores_of(&model_of(&fitted), &valid), &valid_labels, None).log_loss;
         alpha_scores.push((alpha, ll));
         if best.as_ref().is_none_or(|b| ll < b.1) {
-            best = Some((alpha, ll, model));
+            best = Some((alpha, ll, fitted));
         }
     }
-    let (alpha, _, model) = best.expect("at least one alpha");
-    let mut model = if sampled.is_some() {
-        fit_alpha(&full, alpha)?
+    let (alpha, _, fitted) = best.expect("at least one alpha");
+    let fitted = if sampled.is_some() {
+        fit_signed(&full_x, &full_y, alpha, &signs)?
     } else {
-        model
+        fitted
     };
+    let mut model = model_of(&fitted);
+    let held_at_zero = fitted.2.iter().map(|j| snaps.names[*j].clone()).collect();
     let valid_scores = scores_of(&model, &valid);
     let thresholds = choose_thresholds(&valid_scores, &valid_labels, cfg.target);
     let enter = Some(thresholds.enter);
     let test_scores = scores_of(&model, &test);
     let test_labels = labels_of(&test);
+    // The plain baselines, on the same rows and label.
+    let mut baselines = Vec::new();
+    let mut baseline_models = Vec::new();
+    for (name, cols) in BASELINES {
+        let bw = cols.len();
+        let (bm, bs) = standardisation(train.len(), bw, |i, j| {
+            f64::from(snaps.base_row(train[i])[cols.start + j])
+        });
+        let bx = Array2::from_shape_fn((sample.len(), bw), |(r, j)| {
+            (f64::from(snaps.base_row(sample[r])[cols.start + j]) - bm[j]) / bs[j]
+        });
+        let (weights, intercept, _) = fit_signed(&bx, &targets(&sample), 1e-4, &vec![None; bw])?;
+        let plain = PlainModel {
+            name: name.to_string(),
+            columns: cols.clone(),
+            mean: bm,
+            scale: bs,
+            weights,
+            intercept,
+        };
+        let scores: Vec<f64> = test
+            .iter()
+            .map(|i| plain.predict(snaps.base_row(*i)))
+            .collect();
+        baselines.push((name.to_string(), evaluate(&scores, &test_labels, None)));
+        baseline_models.push(plain);
+    }
+    if let Some(p) = model.population.as_mut() {
+        p.return_rates = return_rates(snaps, valid_d, p.churned_after_days);
+    }
     let t = Trained {
         train: evaluate(&scores_of(&model, &train), &labels_of(&train), enter),
         validation: evaluate(&valid_scores, &valid_labels, enter),
         test: evaluate(&test_scores, &test_labels, enter),
+        baselines,
+        baseline_models,
+        held_at_zero,
         test_date: snaps.dates[test_d as usize],
         test_customers: test.iter().map(|i| snaps.rows[*i].1).collect(),
         test_scores,
@@ -856,11 +1190,130 @@ pub fn fit(
         alpha_scores,
         model: {
             model.thresholds = Some(thresholds);
-            model.segments = Some(learn_segments(snaps, spec, &train, valid_d - 1, cfg));
+            model.segments = Some(learn_segments(snaps, &train, valid_d - 1, cfg));
             model
         },
     };
     Ok(t)
+}
+
+/// The share of customers past onset who engaged again within the
+/// horizon, on the training dates, for silences of at least 1, 2 and 4
+/// churn gaps.
+fn return_rates(snaps: &Snapshots, before: u8, gap_days: f64) -> Vec<crate::model::ReturnRate> {
+    let bands = [gap_days, 2.0 * gap_days, 4.0 * gap_days];
+    let mut counts = [(0u64, 0u64); 3];
+    for o in snaps.outside.iter().filter(|o| o.date < before) {
+        let b = bands
+            .iter()
+            .rposition(|from| f64::from(o.silent_days) >= *from)
+            .unwrap_or(0);
+        counts[b].0 += 1;
+        counts[b].1 += u64::from(o.returned);
+    }
+    bands
+        .iter()
+        .zip(counts)
+        .filter(|(_, (n, _))| *n > 0)
+        .map(|(from, (n, back))| crate::model::ReturnRate {
+            silent_days_from: *from,
+            rate: (back as f64 / n as f64 * 10_000.0).round() / 10_000.0,
+            snapshots: n,
+        })
+        .collect()
+}
+
+/// Figures against an external truth on the held-out date: every customer
+/// seen by the date and still there in truth is ranked by the chance of
+/// churning within the horizon, and judged by whether the truth says they
+/// churned within it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TruthEvaluation {
+    pub date: String,
+    pub customers: usize,
+    pub churn_rate: f64,
+    /// (name, ROC AUC, PR AUC): the model, the baselines, the oracle.
+    pub scores: Vec<(String, f64, f64)>,
+}
+
+/// Ranks everyone still there (per `churned_at`: customer → churn time,
+/// absent for those who never churned) on the held-out date: the model's
+/// probability for customers in its population, the chance of staying gone
+/// (one minus the return rate) for those past onset, the baselines for
+/// all, and the oracle's probability when given.
+pub fn truth_evaluation(
+    snaps: &Snapshots,
+    t: &Trained,
+    cfg: &TrainConfig,
+    churned_at: &HashMap<String, Option<Millis>>,
+    oracle: Option<&HashMap<String, f64>>,
+) -> Result<TruthEvaluation, TrainError> {
+    let d = t.test_date;
+    let date = (snaps.dates.len() - 1) as u8;
+    let h = cfg.horizon_ms;
+    let mut labels = Vec::new();
+    let mut model = Vec::new();
+    let mut base: Vec<Vec<f64>> = vec![Vec::new(); t.baseline_models.len()];
+    let mut orc = Vec::new();
+    let mut take = |cust: u32, p: f64, b: &[f32]| -> Result<(), TrainError> {
+        let id = &snaps.customers[cust as usize];
+        let Some(churn) = churned_at.get(id) else {
+            return Err(TrainError::NoData(format!(
+                "the truth has no row for customer {id}"
+            )));
+        };
+        if churn.is_some_and(|c| c < d) {
+            return Ok(()); // already gone in truth
+        }
+        labels.push(churn.is_some_and(|c| c < d + h));
+        model.push(p);
+        for (v, m) in base.iter_mut().zip(&t.baseline_models) {
+            v.push(m.predict(b));
+        }
+        if let Some(o) = oracle {
+            orc.push(*o.get(id).ok_or_else(|| {
+                TrainError::NoData(format!("the oracle has no row for customer {id}"))
+            })?);
+        }
+        Ok(())
+    };
+    for (i, (dt, cust, _)) in snaps.rows.iter().enumerate() {
+        if *dt == date {
+            take(*cust, predict(&t.model, snaps.row(i)), snaps.base_row(i))?;
+        }
+    }
+    let pop = t.model.population.clone();
+    for o in snaps.outside.iter().filter(|o| o.date == date) {
+        let back = pop
+            .as_ref()
+            .map_or(0.0, |p| p.return_probability(f64::from(o.silent_days)));
+        take(o.customer, 1.0 - back, &o.base)?;
+    }
+    let mut scores = vec![(
+        "model".to_string(),
+        roc_auc(&model, &labels),
+        pr_auc(&model, &labels),
+    )];
+    for (v, m) in base.iter().zip(&t.baseline_models) {
+        scores.push((
+            format!("baseline: {}", m.name),
+            roc_auc(v, &labels),
+            pr_auc(v, &labels),
+        ));
+    }
+    if oracle.is_some() {
+        scores.push((
+            "oracle".into(),
+            roc_auc(&orc, &labels),
+            pr_auc(&orc, &labels),
+        ));
+    }
+    Ok(TruthEvaluation {
+        date: rfc3339(d)[..10].to_string(),
+        customers: labels.len(),
+        churn_rate: labels.iter().filter(|l| **l).count() as f64 / labels.len().max(1) as f64,
+        scores,
+    })
 }
 
 /// RFM quintile cut points of the population on the latest training date,
@@ -870,28 +1323,21 @@ pub fn fit(
 /// years).
 fn learn_segments(
     snaps: &Snapshots,
-    spec: &FeatureSpec,
     train: &[usize],
     date: u8,
     cfg: &TrainConfig,
 ) -> crate::segments::Learned {
     use crate::segments::{quintile_cuts, Learned, RfmBounds};
-    let col = |name: &str| spec.names().iter().position(|n| n == name);
-    let (rec, cnt, mon) = (
-        col("purchase_recency_days"),
-        col("purchase_count_log"),
-        col("monetary_log"),
-    );
     let (mut r, mut f, mut m) = (Vec::new(), Vec::new(), Vec::new());
     for i in train.iter().filter(|i| snaps.rows[**i].0 == date) {
-        let row = snaps.row(*i);
-        let get = |c: Option<usize>| c.map_or(0.0, |c| f64::from(row[c]));
-        let purchases = get(cnt).exp_m1().round();
+        // The baseline columns hold plain recency, frequency and monetary.
+        let b = snaps.base_row(*i);
+        let purchases = f64::from(b[1]);
         if purchases >= 1.0 {
-            r.push(get(rec));
+            r.push(f64::from(b[0]));
         }
         f.push(purchases);
-        m.push(get(mon).exp_m1());
+        m.push(f64::from(b[2]));
     }
     let round = |c: [f64; 4]| c.map(|x| (x * 100.0).round() / 100.0);
     let positives = train.iter().filter(|i| snaps.rows[**i].2).count();
@@ -986,8 +1432,9 @@ mod tests {
     fn snapshots_never_see_their_future() {
         let (events, end) = simulated(200, 150, 5);
         let spec = crate::config::Config::default().feature_spec();
-        let tc = TrainConfig::new(end, 30 * DAY_MS);
-        let snaps = build_examples(events.clone(), &spec, &tc);
+        let mut tc = TrainConfig::new(end, 30 * DAY_MS, &spec);
+        tc.features = spec.names().to_vec();
+        let snaps = build_examples(events.clone(), &spec, &tc).unwrap();
         assert!(snaps.dates.len() >= 3, "{:?}", snaps.dates);
         // Rebuild each snapshot from only the events up to its date, in
         // time order, and compare.
@@ -1022,22 +1469,79 @@ mod tests {
     }
 
     #[test]
+    fn onset_labels_follow_the_silences_in_the_data() {
+        let (events, end) = simulated(300, 200, 9);
+        let spec = crate::config::Config::default().feature_spec();
+        let tc = TrainConfig::new(end, 30 * DAY_MS, &spec);
+        let snaps = build_examples(events.clone(), &spec, &tc).unwrap();
+        let gap = tc.churn_gap_ms;
+        let mut engaged: HashMap<&str, Vec<Millis>> = HashMap::new();
+        for e in events.iter().filter(|e| e.kind.is_engagement()) {
+            engaged
+                .entry(&e.customer_id)
+                .or_default()
+                .push(e.occurred_at);
+        }
+        let (mut pos, mut checked) = (0, 0);
+        for (i, (date, cust, churned)) in snaps.rows.iter().enumerate() {
+            let d = snaps.dates[*date as usize];
+            let id = snaps.customers[*cust as usize].as_str();
+            let mut times = engaged.get(id).cloned().unwrap_or_default();
+            times.sort_unstable();
+            // In the population: engaged within the gap before the date, or
+            // subscribed.
+            let last = times.iter().rev().find(|t| **t <= d).copied();
+            assert_eq!(last.unwrap_or(snaps.anchors[i]), snaps.anchors[i]);
+            // Churned: some silence from the last engagement on, starting
+            // within the horizon, lasts the gap (cancels aside).
+            let silence = times.windows(2).any(|w| {
+                w[0] >= snaps.anchors[i] && w[0] <= d + tc.horizon_ms && w[1] - w[0] >= gap
+            }) || times.last().is_some_and(|l| {
+                *l >= snaps.anchors[i] && *l <= d + tc.horizon_ms && end - l >= gap
+            });
+            if silence {
+                assert!(
+                    churned,
+                    "{id} at {d}: a silence of the gap starts within the horizon"
+                );
+            }
+            pos += usize::from(*churned);
+            checked += 1;
+        }
+        assert!(pos > 10 && pos < checked / 2, "{pos} of {checked} churned");
+        assert!(!snaps.outside.is_empty(), "some customers are past onset");
+    }
+
+    #[test]
     fn learns_churn_from_simulated_history() {
         let (events, end) = simulated(1500, 240, 11);
         let spec = crate::config::Config::default().feature_spec();
-        let tc = TrainConfig::new(end, 60 * DAY_MS);
-        let snaps = build_examples(events, &spec, &tc);
+        let tc = TrainConfig::new(end, 30 * DAY_MS, &spec);
+        let snaps = build_examples(events, &spec, &tc).unwrap();
         let t = fit(&snaps, &spec, &tc).unwrap();
         assert!(t.test.roc_auc > 0.75, "held-out AUC {}", t.test.roc_auc);
-        // Longer silence means higher risk.
-        let i = spec
-            .names()
+        // Every weight keeps the sign its meaning gives it.
+        for (f, w) in t.model.features.iter().zip(&t.model.weights) {
+            if let Some(sign) = spec.expected_sign(f) {
+                assert!(sign * w >= 0.0, "{f}: weight {w} against its sign");
+            }
+        }
+        let i = t
+            .model
+            .features
             .iter()
-            .position(|n| n == "recency_days")
+            .position(|n| n == "silence_surprise")
             .unwrap();
-        assert!(t.model.weights[i] > 0.0);
+        assert!(
+            t.model.weights[i] > 0.0,
+            "a longer silence means higher risk"
+        );
         let th = t.model.thresholds.as_ref().unwrap();
         assert!(th.exit < th.enter && th.enter < 1.0);
+        let p = t.model.population.as_ref().unwrap();
+        assert_eq!(p.churned_after_days, 30.0);
+        assert!(!p.return_rates.is_empty());
+        assert_eq!(t.baselines.len(), 2);
         assert!(crate::model::Model::new(t.model, &spec).is_ok());
     }
 
@@ -1045,14 +1549,20 @@ mod tests {
     fn one_class_history_is_refused() {
         let spec = crate::config::Config::default().feature_spec();
         let w = spec.names().len();
+        let bw = BASELINE_COLUMNS.len();
         let snaps = Snapshots {
+            names: spec.names().to_vec(),
             width: w,
             dates: vec![0, DAY_MS, 2 * DAY_MS],
             x: vec![0.0; w * 12],
+            base: vec![0.0; bw * 12],
+            anchors: vec![0; 12],
             rows: (0..12).map(|i| ((i % 3) as u8, i as u32, false)).collect(),
             customers: (0..12).map(|i| format!("c{i}")).collect(),
+            outside: Vec::new(),
         };
-        let err = fit(&snaps, &spec, &TrainConfig::new(10 * DAY_MS, DAY_MS)).unwrap_err();
+        let tc = TrainConfig::new(10 * DAY_MS, DAY_MS, &spec);
+        let err = fit(&snaps, &spec, &tc).unwrap_err();
         assert!(matches!(err, TrainError::OneClass(_)), "{err}");
         let two_dates = Snapshots {
             dates: vec![0, DAY_MS],
@@ -1061,7 +1571,7 @@ mod tests {
                 .collect(),
             ..snaps
         };
-        let err = fit(&two_dates, &spec, &TrainConfig::new(10 * DAY_MS, DAY_MS)).unwrap_err();
+        let err = fit(&two_dates, &spec, &tc).unwrap_err();
         assert!(err.to_string().contains("at least 3"), "{err}");
     }
 }

@@ -78,7 +78,8 @@ async fn customer_view_erasure_and_control_endpoints() {
     assert_eq!(v["lifecycle"], "at_risk");
     assert!(v["segment"].is_string() && v["rfm"]["r"].is_u64());
     assert!(v["clv"].as_f64().unwrap() > 0.0);
-    assert!(v["reasons"][0]["feature"] == "recency_days", "{v}");
+    assert!(v["reasons"][0]["feature"] == "silence", "{v}");
+    assert_eq!(v["status"], "active", "{v}");
     assert!(v["features"]["recency_days"].as_f64().unwrap() > 27.0);
     assert_eq!(v["last_events"]["last_purchase"], at(12.0));
     let awaiting = &v["contact"]["awaiting_outcome"];

@@ -203,7 +203,8 @@ async fn silent_customers_are_alerted_and_triggers_respect_consent(broker: Broke
         assert!(a["probability"].as_f64().unwrap() >= 0.7);
         assert_eq!(a["cause"], "silence");
         assert_eq!(a["model_version"], "test-silence-1");
-        assert_eq!(a["reasons"][0]["feature"], "recency_days");
+        assert_eq!(a["reasons"][0]["feature"], "silence");
+        assert_eq!(a["reasons"][0]["top_feature"], "recency_days");
         assert!(a["features"]["recency_days"].as_f64().unwrap() >= 11.0);
         assert!(a["as_of"].as_str().unwrap().starts_with("2026-09-1"));
         assert_eq!(r.headers["alert-id"], a["alert_id"].as_str().unwrap());

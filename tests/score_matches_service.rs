@@ -1,5 +1,6 @@
 //! `churn-alert score` on an event history reproduces the probabilities the
-//! running service computed for the same customers at the same event time.
+//! running service computed for the same customers at the same event time,
+//! and `churn-alert backtest` reproduces the alerts it published.
 
 mod common;
 
@@ -46,6 +47,56 @@ async fn score_reproduces_the_live_services_probabilities() {
         .collect();
     svc.stop().await;
 
+    // `backtest` replays the same history through the service's own
+    // processing: the very alerts the service published, no more, no less.
+    let bt = dir.path().join("backtest");
+    churn_alert::backtest::run(
+        churn_alert::backtest::BacktestOptions {
+            history: churn_alert::history::HistoryArgs {
+                events: vec![history.clone()],
+                sort_buffer_mb: 64,
+            },
+            model: Some(model_path.clone()),
+            from: None,
+            to: None,
+            horizon: None,
+            churn_gap: None,
+            lookback: "90d".into(),
+            partitions: PARTITIONS as usize,
+            truth: None,
+            oracle: None,
+            out: bt.clone(),
+        },
+        &cfg,
+    )
+    .unwrap();
+    let replayed: BTreeSet<(String, String, String)> =
+        std::fs::read_to_string(bt.join("alerts.csv"))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (f[0].to_string(), f[2].to_string(), f[3].to_string())
+            })
+            .collect();
+    let live: BTreeSet<(String, String, String)> = alerts
+        .iter()
+        .map(|a| {
+            (
+                a["alert_id"].as_str().unwrap().to_string(),
+                rfc3339(a["as_of_ms"].as_i64().unwrap()),
+                a["probability"].as_f64().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(live.len() > 20, "{} alerts: too few to compare", live.len());
+    assert_eq!(live.len(), alerts.len(), "no alert published twice");
+    assert_eq!(
+        replayed, live,
+        "the backtest's alerts (id, time, probability) are the live service's"
+    );
+
     // Alerts of both causes, at distinct times; at most 12 of each.
     let mut picked = Vec::new();
     for cause in ["silence", "event"] {
@@ -88,6 +139,10 @@ async fn score_reproduces_the_live_services_probabilities() {
             .unwrap_or_else(|| panic!("{id} missing from the scores at {as_of}"))
             .split(',')
             .collect();
+        assert_eq!(
+            row[5], "active",
+            "an alerted customer is in the model's population"
+        );
         let p: f64 = row[1].parse().unwrap();
         let live = a["probability"].as_f64().unwrap();
         assert!(

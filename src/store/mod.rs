@@ -111,8 +111,25 @@ pub trait Store: Send + Sync + 'static {
 const _: Option<&dyn Store> = None;
 
 /// State encoding version, the first byte of every stored state.
-/// Version 1 lacked the trailing `returned_at` and `contact` fields.
-const STATE_VERSION: u8 = 2;
+/// Version 1 lacked the trailing `returned_at` and `contact` fields;
+/// version 2 the engagement-day fields (`first_engaged`, `engaged_days`,
+/// `day_bits`, `day_anchor`), `plan_value_first` and `engagement_events`,
+/// which a migrated state starts empty.
+const STATE_VERSION: u8 = 3;
+
+type V3Tail = (
+    Option<Millis>,
+    u32,
+    u128,
+    i64,
+    Option<crate::features::Latest<f64>>,
+    f64,
+);
+
+/// The fields version 2 lacked, as their defaults.
+fn v3_tail() -> V3Tail {
+    (None, 0, 0, 0, None, 0.0)
+}
 
 /// Encodes a customer state for storage (version byte + bincode).
 pub fn encode_state(s: &CustomerState) -> Vec<u8> {
@@ -130,19 +147,25 @@ pub fn decode_state(bytes: &[u8]) -> Result<CustomerState, StoreError> {
     };
     match bytes.split_first() {
         Some((&STATE_VERSION, rest)) => bincode::deserialize(rest).map_err(corrupt),
+        // bincode writes fields back to back, so an older state followed by
+        // the later fields' defaults is a current state.
+        Some((2, rest)) => {
+            let mut v3 = rest.to_vec();
+            bincode::serialize_into(&mut v3, &v3_tail()).expect("serialising to a Vec cannot fail");
+            bincode::deserialize(&v3).map_err(corrupt)
+        }
         Some((1, rest)) => {
-            // bincode writes fields back to back, so a version 1 state
-            // followed by the new fields' defaults is a version 2 state.
-            let mut v2 = rest.to_vec();
+            let mut v3 = rest.to_vec();
             bincode::serialize_into(
-                &mut v2,
+                &mut v3,
                 &(
                     None::<crate::event::Millis>,
                     crate::features::ContactState::default(),
+                    v3_tail(),
                 ),
             )
             .expect("serialising to a Vec cannot fail");
-            bincode::deserialize(&v2).map_err(corrupt)
+            bincode::deserialize(&v3).map_err(corrupt)
         }
         Some((v, _)) => Err(StoreError::Corrupt {
             what: "customer state".into(),
@@ -265,17 +288,50 @@ mod tests {
     }
 
     #[test]
-    fn version_1_states_still_load() {
+    fn version_1_and_2_states_still_load() {
         let s = state(3);
-        let v2 = encode_state(&s);
-        let tail = bincode::serialize(&(
+        let v3 = encode_state(&s);
+        let v3_fields = bincode::serialize(&v3_tail()).unwrap();
+        assert!(v3.ends_with(&v3_fields));
+        let mut v2 = v3[..v3.len() - v3_fields.len()].to_vec();
+        v2[0] = 2;
+        assert_eq!(decode_state(&v2).unwrap(), s);
+        let v2_fields = bincode::serialize(&(
             None::<crate::event::Millis>,
             crate::features::ContactState::default(),
         ))
         .unwrap();
-        assert!(v2.ends_with(&tail));
-        let mut v1 = v2[..v2.len() - tail.len()].to_vec();
+        assert!(v2.ends_with(&v2_fields));
+        let mut v1 = v2[..v2.len() - v2_fields.len()].to_vec();
         v1[0] = 1;
         assert_eq!(decode_state(&v1).unwrap(), s);
+    }
+
+    #[test]
+    fn a_migrated_state_keeps_its_engagement_days_empty() {
+        let mut s = state(3);
+        s.first_engaged = Some(5);
+        s.engaged_days = 9;
+        s.day_bits = 0b1011;
+        s.day_anchor = 20_000;
+        let v3 = encode_state(&s);
+        let tail = bincode::serialize(&(
+            Some(5i64),
+            9u32,
+            0b1011u128,
+            20_000i64,
+            None::<crate::features::Latest<f64>>,
+            0.0f64,
+        ))
+        .unwrap();
+        assert!(
+            v3.ends_with(&tail),
+            "the engagement days are the last fields"
+        );
+        let mut v2 = v3[..v3.len() - tail.len()].to_vec();
+        v2[0] = 2;
+        let back = decode_state(&v2).unwrap();
+        assert_eq!((back.first_engaged, back.engaged_days), (None, 0));
+        assert_eq!(back.contact, s.contact);
     }
 }

@@ -229,6 +229,7 @@ pub fn test_model(cfg: &Config) -> Model {
             intercept: 0.0,
             thresholds: None,
             segments: None,
+            population: None,
             training: None,
         },
         &cfg.feature_spec(),

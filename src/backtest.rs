@@ -1,0 +1,926 @@
+//! `churn-alert backtest`: how early the service's alerts come.
+//!
+//! The history is read in event-time order ([`crate::history`]), cut into
+//! input partitions by the upstream partitioner and fed, as messages, to the
+//! service's own [`Processor`] with the event-time clock, the model and the
+//! full alert policy (thresholds, hysteresis, cooldown, silence re-scoring)
+//! on an in-memory store. Its alerts are therefore the alerts the live
+//! service sends for the same partitions and messages (a test checks this
+//! against the service on a Kafka cluster).
+//!
+//! Each alert is then set against the customer's churn onsets: read from
+//! the data ([`crate::onset`]: the last engagement before a silence of the
+//! churn gap, or a cancel), or, with `--truth`, the simulator's churn time.
+//! The report gives, for the churners whose onset falls in the window, the
+//! lead time of their first alert; for the alerts in the window, the share
+//! sent after onset and the share followed by onset within the horizon; and
+//! alerts per 1,000 customers per month. With the simulator's daily oracle
+//! (`simulate --oracle-daily`), the oracle alerts as many customers the same
+//! way and its figures stand beside the model's.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::io::{BufRead, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::commands::{parse_days, parse_time, read_truth};
+use crate::config::Config;
+use crate::event::{rfc3339, Millis, DAY_MS};
+use crate::history::{read_sorted, HistoryArgs};
+use crate::model::Model;
+use crate::onset::Track;
+use crate::pipeline::Alert;
+use crate::processor::{ClockMode, InMessage, OutKind, Processor};
+use crate::report::{chart_range, Series};
+
+/// Flags of `churn-alert backtest`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BacktestOptions {
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    /// Model file (default: `model.path` of the config).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Start of the window judged, YYYY-MM-DD (default: 60 days after the
+    /// first event, so features have history).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End of the window judged (exclusive; default: the churn gap before
+    /// the last event, the last time an onset can be known; with --truth,
+    /// the last event).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// How soon after an alert an onset makes it a correct warning
+    /// (default: the model's horizon, else 30d).
+    #[arg(long)]
+    pub horizon: Option<String>,
+    /// How long a silence must last to be churn (default: the model's,
+    /// else 30d).
+    #[arg(long)]
+    pub churn_gap: Option<String>,
+    /// How far before an onset an alert still counts as the warning of it.
+    #[arg(long, default_value = "90d")]
+    pub lookback: String,
+    /// Input partitions, as the live topic has them (the event-time clock
+    /// is per partition).
+    #[arg(long, default_value_t = 1)]
+    pub partitions: usize,
+    /// Ground truth (`truth.csv` of `simulate`): onsets are the churn times
+    /// it gives instead of those read from the data.
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
+    /// The simulator's daily oracle (`oracle-daily.csv` of `simulate
+    /// --oracle-daily`): it alerts as many times, and its figures are shown
+    /// beside the model's.
+    #[arg(long)]
+    pub oracle: Option<PathBuf>,
+    /// Directory for alerts.csv, backtest.md and the plots.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// One alert, set against the customer's onsets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judged {
+    pub alert_id: String,
+    pub customer_id: String,
+    pub at: Millis,
+    pub probability: f64,
+    pub risk_tier: String,
+    pub cause: String,
+    pub reason: String,
+    /// The onset this alert warned of or came after, if any.
+    pub onset: Option<Millis>,
+    pub class: Class,
+}
+
+/// What an alert turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    /// Onset followed within the horizon.
+    Early,
+    /// Sent after the onset of a churn the customer had not come back from.
+    Late,
+    /// Neither: the customer stayed (for the horizon at least).
+    NoChurn,
+}
+
+impl Class {
+    fn as_str(self) -> &'static str {
+        match self {
+            Class::Early => "early",
+            Class::Late => "late",
+            Class::NoChurn => "no_churn",
+        }
+    }
+}
+
+/// The figures of one alerting (the model's, or the oracle's).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Figures {
+    pub alerts: usize,
+    pub alerts_per_1000_per_month: f64,
+    /// Share of alerts followed by onset within the horizon.
+    pub precision: f64,
+    /// Share of alerts sent after onset.
+    pub too_late: f64,
+    pub churners: usize,
+    pub churners_alerted: usize,
+    /// Share of churners whose first alert came at least 7, 14, 30 days
+    /// before onset.
+    pub ahead_7: f64,
+    pub ahead_14: f64,
+    pub ahead_30: f64,
+    /// Median lead time of churners' first alerts (days; negative: after).
+    pub median_lead_days: Option<f64>,
+    /// Lead times of churners' first alerts, days.
+    #[serde(skip)]
+    pub leads: Vec<f64>,
+}
+
+/// Onsets and returns of one customer.
+struct Churns {
+    /// Onsets, earliest first.
+    onsets: Vec<Millis>,
+    /// Engagement times after which the customer was back: for each onset,
+    /// the first engagement after it (`Millis::MAX` if none).
+    returns: Vec<Millis>,
+}
+
+/// What the judge needs of the history.
+struct Window {
+    from: Millis,
+    to: Millis,
+    horizon: Millis,
+    lookback: Millis,
+    /// Customers with at least one event in the window.
+    customers: usize,
+}
+
+impl Window {
+    fn months(&self) -> f64 {
+        (self.to - self.from) as f64 / DAY_MS as f64 / (365.25 / 12.0)
+    }
+}
+
+/// Classifies alerts (customer, time) against the churns.
+fn judge_one(c: Option<&Churns>, at: Millis, w: &Window) -> (Class, Option<Millis>) {
+    let Some(c) = c else {
+        return (Class::NoChurn, None);
+    };
+    // The latest onset at or before the alert whose silence it falls in.
+    let k = c.onsets.partition_point(|o| *o <= at);
+    if k > 0 && at < c.returns[k - 1] {
+        return (Class::Late, Some(c.onsets[k - 1]));
+    }
+    match c.onsets.get(k) {
+        Some(o) if *o <= at + w.horizon => (Class::Early, Some(*o)),
+        _ => (Class::NoChurn, None),
+    }
+}
+
+/// The figures for alerts `(customer, time)` (sorted by time) in the window.
+fn figures(
+    alerts: &[(String, Millis)],
+    churns: &HashMap<String, Churns>,
+    w: &Window,
+) -> (Figures, Vec<(Class, Option<Millis>)>) {
+    let mut f = Figures::default();
+    let mut judged = Vec::with_capacity(alerts.len());
+    let (mut early, mut late) = (0usize, 0usize);
+    let mut by_customer: HashMap<&str, Vec<Millis>> = HashMap::new();
+    for (id, at) in alerts {
+        let j = judge_one(churns.get(id), *at, w);
+        if (w.from..w.to).contains(at) {
+            f.alerts += 1;
+            early += usize::from(j.0 == Class::Early);
+            late += usize::from(j.0 == Class::Late);
+        }
+        by_customer.entry(id).or_default().push(*at);
+        judged.push(j);
+    }
+    f.alerts_per_1000_per_month =
+        f.alerts as f64 / (w.customers.max(1) as f64 / 1000.0) / w.months().max(1e-9);
+    f.precision = early as f64 / f.alerts.max(1) as f64;
+    f.too_late = late as f64 / f.alerts.max(1) as f64;
+    let mut ids: Vec<&String> = churns.keys().collect();
+    ids.sort();
+    for id in ids {
+        let c = &churns[id];
+        for (k, o) in c.onsets.iter().enumerate() {
+            if !(w.from..w.to).contains(o) {
+                continue;
+            }
+            f.churners += 1;
+            // The first alert within the look-back before the onset (and
+            // after the customer came back from an earlier churn), up to
+            // the customer's return.
+            let start = (o - w.lookback).max(if k > 0 { c.returns[k - 1] } else { Millis::MIN });
+            let end = c.returns[k].min(o + w.lookback);
+            let first = by_customer
+                .get(id.as_str())
+                .and_then(|ts| ts.iter().copied().find(|t| *t >= start && *t < end));
+            if let Some(t) = first {
+                f.churners_alerted += 1;
+                f.leads.push((o - t) as f64 / DAY_MS as f64);
+            }
+        }
+    }
+    let share = |days: f64| {
+        f.leads.iter().filter(|l| **l >= days).count() as f64 / f.churners.max(1) as f64
+    };
+    (f.ahead_7, f.ahead_14, f.ahead_30) = (share(7.0), share(14.0), share(30.0));
+    let mut sorted = f.leads.clone();
+    sorted.sort_by(f64::total_cmp);
+    f.median_lead_days = (!sorted.is_empty()).then(|| sorted[sorted.len() / 2]);
+    (f, judged)
+}
+
+/// The figures of alerts `(customer, time)` against known churn times
+/// (customers who churn never come back), over the window `from..to` in
+/// which `customers` customers had events: as the backtest with `--truth`
+/// computes them.
+pub fn truth_figures(
+    alerts: &[(String, Millis)],
+    churned_at: &HashMap<String, Millis>,
+    (from, to): (Millis, Millis),
+    horizon: Millis,
+    customers: usize,
+) -> Figures {
+    let churns = churned_at
+        .iter()
+        .map(|(id, t)| {
+            (
+                id.clone(),
+                Churns {
+                    onsets: vec![*t],
+                    returns: vec![Millis::MAX],
+                },
+            )
+        })
+        .collect();
+    let mut sorted = alerts.to_vec();
+    sorted.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    let w = Window {
+        from,
+        to,
+        horizon,
+        lookback: DEFAULT_LOOKBACK_DAYS * DAY_MS,
+        customers,
+    };
+    figures(&sorted, &churns, &w).0
+}
+
+/// How far before an onset an alert still counts as its warning, by default.
+pub const DEFAULT_LOOKBACK_DAYS: i64 = 90;
+
+/// The oracle's alerts at a threshold, with the policy's hysteresis (re-armed
+/// below 0.8 × the threshold) and cooldown, on each day's rows.
+fn oracle_alerts(
+    daily: &BTreeMap<String, Vec<(Millis, f32)>>,
+    threshold: f64,
+    cooldown: Millis,
+) -> Vec<(String, Millis)> {
+    let mut out = Vec::new();
+    for (id, days) in daily {
+        let (mut active, mut last): (bool, Option<Millis>) = (false, None);
+        for (t, p) in days {
+            let p = f64::from(*p);
+            if p < threshold * 0.8 {
+                active = false;
+            }
+            if p >= threshold && !active && last.is_none_or(|l| t - l >= cooldown) {
+                active = true;
+                last = Some(*t);
+                out.push((id.clone(), *t));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    out
+}
+
+/// Reads `oracle-daily.csv`: customer_id,date,p_churn_<h>d.
+fn read_daily_oracle(path: &Path) -> anyhow::Result<BTreeMap<String, Vec<(Millis, f32)>>> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut out: BTreeMap<String, Vec<(Millis, f32)>> = BTreeMap::new();
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        if i == 0 {
+            anyhow::ensure!(
+                line.starts_with("customer_id,date,p_churn_"),
+                "{}: not a daily oracle (simulate --oracle-daily)",
+                path.display()
+            );
+            continue;
+        }
+        let mut it = line.split(',');
+        let (Some(id), Some(d), Some(p)) = (it.next(), it.next(), it.next()) else {
+            anyhow::bail!("{} line {}: three columns expected", path.display(), i + 1);
+        };
+        let p: f32 = p
+            .parse()
+            .with_context(|| format!("{} line {}: bad probability", path.display(), i + 1))?;
+        out.entry(id.to_string())
+            .or_default()
+            .push((parse_time(d)?, p));
+    }
+    Ok(out)
+}
+
+/// `churn-alert backtest`.
+pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let spec = config.feature_spec();
+    let model_path = opts.model.clone().unwrap_or(config.model.path.clone());
+    let model = Model::load(&model_path, &spec)?;
+    let population = model.file().population.clone();
+    let horizon = match &opts.horizon {
+        Some(h) => parse_days(h)?,
+        None => population
+            .as_ref()
+            .map_or(30 * DAY_MS, |p| (p.horizon_days * DAY_MS as f64) as Millis),
+    };
+    let gap = match &opts.churn_gap {
+        Some(g) => parse_days(g)?,
+        None => population.as_ref().map_or(30 * DAY_MS, |p| {
+            (p.churned_after_days * DAY_MS as f64) as Millis
+        }),
+    };
+    anyhow::ensure!(
+        (1..=1024).contains(&opts.partitions),
+        "--partitions must be 1 to 1024"
+    );
+    let partitioner = crate::partitioner::Partitioner::parse(&config.kafka.partitioner)
+        .context("kafka.partitioner")?;
+    let mut processor = Processor::new(
+        spec.clone(),
+        config.validator(),
+        config.policy_for(Some(model.file())),
+        Arc::new(model.clone()),
+        Arc::new(crate::store::MemStore::default()),
+        crate::metrics::Metrics::new(),
+        ClockMode::Event,
+        config.kafka.input_topic.clone(),
+    );
+    let mut offsets = vec![0i64; opts.partitions];
+    let mut batch: Vec<InMessage> = Vec::with_capacity(BATCH);
+    let mut alerts: Vec<Alert> = Vec::new();
+    let mut tracks: HashMap<String, Track> = HashMap::new();
+    let mut engaged: HashMap<String, Vec<Millis>> = HashMap::new();
+    let mut seen: HashMap<String, (Millis, Millis)> = HashMap::new();
+    let mut failed: Option<anyhow::Error> = None;
+    let mut flush = |batch: &mut Vec<InMessage>, alerts: &mut Vec<Alert>| -> anyhow::Result<()> {
+        let b = processor.process(batch, Millis::MAX / 2)?;
+        for r in &b.records {
+            if r.kind == OutKind::Alert && !r.payload.is_empty() {
+                alerts.push(serde_json::from_slice(&r.payload).context("reading an alert")?);
+            }
+        }
+        processor.commit(&b)?;
+        batch.clear();
+        Ok(())
+    };
+    let read = read_sorted(&opts.history, config, Millis::MAX, |e, line| {
+        if failed.is_some() {
+            return;
+        }
+        let p = partitioner.partition(e.customer_id.as_bytes(), opts.partitions);
+        let off = &mut offsets[p as usize];
+        batch.push(InMessage {
+            partition: p,
+            offset: *off,
+            key: Some(e.customer_id.as_bytes().to_vec()),
+            payload: Some(line.to_vec()),
+            content_type: None,
+            timestamp: None,
+        });
+        *off += 1;
+        let span = seen
+            .entry(e.customer_id.clone())
+            .or_insert((e.occurred_at, e.occurred_at));
+        span.1 = span.1.max(e.occurred_at);
+        if e.kind.is_engagement() {
+            engaged
+                .entry(e.customer_id.clone())
+                .or_default()
+                .push(e.occurred_at);
+        }
+        tracks
+            .entry(e.customer_id.clone())
+            .or_default()
+            .push(&e, gap);
+        if batch.len() >= BATCH {
+            if let Err(err) = flush(&mut batch, &mut alerts) {
+                failed = Some(err);
+            }
+        }
+    })?;
+    if let Some(err) = failed {
+        return Err(err);
+    }
+    flush(&mut batch, &mut alerts)?;
+    let first = seen
+        .values()
+        .map(|s| s.0)
+        .min()
+        .context("the history has no valid events")?;
+    let last = seen.values().map(|s| s.1).max().expect("non-empty");
+    let truth = opts.truth.as_deref().map(read_truth).transpose()?;
+    let from = match &opts.from {
+        Some(f) => parse_time(f)?,
+        None => first + 60 * DAY_MS,
+    };
+    let to = match &opts.to {
+        Some(t) => parse_time(t)?,
+        None if truth.is_some() => last + 1,
+        None => last - gap + 1,
+    };
+    anyhow::ensure!(
+        from < to,
+        "the window {} .. {} is empty",
+        rfc3339(from),
+        rfc3339(to)
+    );
+    let lookback = parse_days(&opts.lookback)?;
+    // Churns: from the truth, or read from the data.
+    let mut churns: HashMap<String, Churns> = HashMap::new();
+    for id in seen.keys() {
+        let onsets = match &truth {
+            Some(t) => t.get(id).copied().flatten().into_iter().collect(),
+            None => tracks[id].onsets(last, gap),
+        };
+        if onsets.is_empty() {
+            continue;
+        }
+        let times = engaged.get(id).map(Vec::as_slice).unwrap_or(&[]);
+        let returns = onsets
+            .iter()
+            .map(|o| {
+                if truth.is_some() {
+                    return Millis::MAX;
+                }
+                let k = times.partition_point(|t| t <= o);
+                times.get(k).copied().unwrap_or(Millis::MAX)
+            })
+            .collect();
+        churns.insert(id.clone(), Churns { onsets, returns });
+    }
+    let customers = seen.values().filter(|(a, b)| *a < to && *b >= from).count();
+    let w = Window {
+        from,
+        to,
+        horizon,
+        lookback,
+        customers,
+    };
+    alerts.sort_by(|a, b| {
+        a.as_of_ms
+            .cmp(&b.as_of_ms)
+            .then_with(|| a.customer_id.cmp(&b.customer_id))
+    });
+    let keys: Vec<(String, Millis)> = alerts
+        .iter()
+        .map(|a| (a.customer_id.clone(), a.as_of_ms))
+        .collect();
+    let (model_figures, judged) = figures(&keys, &churns, &w);
+    let oracle = match &opts.oracle {
+        Some(p) => {
+            let daily = read_daily_oracle(p)?;
+            let cooldown = config.policy_for(Some(model.file())).cooldown_ms;
+            // The threshold at which the oracle alerts as often in the
+            // window as the model (the count is not monotone in the
+            // threshold: hysteresis re-arms more often at higher ones), on a
+            // grid of 0.005: the closest count not above the model's, else
+            // the closest.
+            let counts: Vec<(f64, usize)> = (1..200)
+                .map(|k| {
+                    let th = k as f64 / 200.0;
+                    let n = oracle_alerts(&daily, th, cooldown)
+                        .iter()
+                        .filter(|(_, t)| (from..to).contains(t))
+                        .count();
+                    (th, n)
+                })
+                .collect();
+            let target = model_figures.alerts;
+            let hi = counts
+                .iter()
+                .filter(|(_, n)| *n <= target)
+                .max_by_key(|(_, n)| *n)
+                .or_else(|| counts.iter().min_by_key(|(_, n)| n.abs_diff(target)))
+                .map_or(0.5, |(th, _)| *th);
+            let oa = oracle_alerts(&daily, hi, cooldown);
+            Some((hi, figures(&oa, &churns, &w).0, oa))
+        }
+        None => None,
+    };
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("creating {}", opts.out.display()))?;
+    let csv_path = opts.out.join("alerts.csv");
+    let mut csv = std::io::BufWriter::new(
+        std::fs::File::create(&csv_path)
+            .with_context(|| format!("creating {}", csv_path.display()))?,
+    );
+    writeln!(
+        csv,
+        "alert_id,customer_id,as_of,probability,risk_tier,cause,silent_days,top_reason,onset,lead_days,class,in_window"
+    )?;
+    let mut rows = Vec::with_capacity(alerts.len());
+    for (a, (class, onset)) in alerts.iter().zip(&judged) {
+        let j = Judged {
+            alert_id: a.alert_id.clone(),
+            customer_id: a.customer_id.clone(),
+            at: a.as_of_ms,
+            probability: a.probability,
+            risk_tier: a.risk_tier.clone(),
+            cause: a.cause.clone(),
+            reason: a
+                .reasons
+                .first()
+                .map(|r| r.feature.clone())
+                .unwrap_or_default(),
+            onset: *onset,
+            class: *class,
+        };
+        writeln!(
+            csv,
+            "{},{},{},{},{},{},{:.2},{},{},{},{},{}",
+            j.alert_id,
+            j.customer_id,
+            rfc3339(j.at),
+            j.probability,
+            j.risk_tier,
+            j.cause,
+            a.features.get("recency_days").copied().unwrap_or(f64::NAN),
+            j.reason,
+            j.onset.map(rfc3339).unwrap_or_default(),
+            j.onset
+                .map(|o| format!("{:.2}", (o - j.at) as f64 / DAY_MS as f64))
+                .unwrap_or_default(),
+            j.class.as_str(),
+            (from..to).contains(&j.at)
+        )?;
+        rows.push(j);
+    }
+    csv.flush()?;
+    let report = write_report(
+        &opts.out,
+        &ReportInput {
+            model: model.version(),
+            history: &opts.history.describe(),
+            sha256: &read.sha256,
+            events: read.used,
+            window: &w,
+            gap,
+            partitions: opts.partitions,
+            truth: opts.truth.is_some(),
+            figures: &model_figures,
+            rows: &rows,
+            churns: &churns,
+            oracle: oracle.as_ref().map(|(th, f, a)| (*th, f, a.as_slice())),
+        },
+    )?;
+    let f = &model_figures;
+    println!(
+        "backtest of {} over {} .. {} ({} customers, onsets {}):\n  alerts {} ({:.1} per 1,000 customers per month); precision {:.3}; after onset {:.3}\n  churners {}: alerted {}; at least 7 / 14 / 30 days ahead {:.3} / {:.3} / {:.3}; median lead {}\n{}  wrote {} and {} ({:.0} s)",
+        model.version(),
+        &rfc3339(from)[..10],
+        &rfc3339(to)[..10],
+        w.customers,
+        if opts.truth.is_some() { "from the truth file" } else { "read from the data" },
+        f.alerts,
+        f.alerts_per_1000_per_month,
+        f.precision,
+        f.too_late,
+        f.churners,
+        f.churners_alerted,
+        f.ahead_7,
+        f.ahead_14,
+        f.ahead_30,
+        f.median_lead_days
+            .map_or("none".into(), |d| format!("{d:.1} days")),
+        oracle
+            .as_ref()
+            .map(|(th, o, _)| format!(
+                "  oracle at the same number of alerts (threshold {th:.3}): alerts {}; precision {:.3}; after onset {:.3}; ahead 7 / 14 / 30 days {:.3} / {:.3} / {:.3}; median lead {}\n",
+                o.alerts,
+                o.precision,
+                o.too_late,
+                o.ahead_7,
+                o.ahead_14,
+                o.ahead_30,
+                o.median_lead_days.map_or("none".into(), |d| format!("{d:.1} days"))
+            ))
+            .unwrap_or_default(),
+        csv_path.display(),
+        report.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Messages per processed batch (outputs do not depend on it).
+const BATCH: usize = 2000;
+
+struct ReportInput<'a> {
+    model: &'a str,
+    history: &'a str,
+    sha256: &'a str,
+    events: u64,
+    window: &'a Window,
+    gap: Millis,
+    partitions: usize,
+    truth: bool,
+    figures: &'a Figures,
+    rows: &'a [Judged],
+    churns: &'a HashMap<String, Churns>,
+    oracle: Option<(f64, &'a Figures, &'a [(String, Millis)])>,
+}
+
+/// Lead-time histogram: share of churners per week of lead, from 4 weeks
+/// after onset to 13 weeks before, as step points.
+fn lead_histogram(f: &Figures) -> Vec<(f64, f64)> {
+    let mut pts = Vec::new();
+    for k in -4..13 {
+        let (lo, hi) = (k as f64 * 7.0, (k + 1) as f64 * 7.0);
+        let n = f.leads.iter().filter(|l| **l >= lo && **l < hi).count();
+        let share = n as f64 / f.churners.max(1) as f64;
+        pts.push((lo, share));
+        pts.push((hi, share));
+    }
+    pts
+}
+
+/// Share of the window's alerts followed by onset at least `d` days (and
+/// at most the horizon) later, for d = 0..horizon.
+fn precision_by_lead(
+    alerts: &[(String, Millis)],
+    churns: &HashMap<String, Churns>,
+    w: &Window,
+) -> Vec<(f64, f64)> {
+    let in_window: Vec<&(String, Millis)> = alerts
+        .iter()
+        .filter(|(_, t)| (w.from..w.to).contains(t))
+        .collect();
+    let h_days = w.horizon / DAY_MS;
+    (0..=h_days)
+        .map(|d| {
+            let ok = in_window
+                .iter()
+                .filter(|(id, t)| {
+                    churns.get(id).is_some_and(|c| {
+                        c.onsets
+                            .iter()
+                            .any(|o| *o >= t + d * DAY_MS && *o <= t + w.horizon)
+                    })
+                })
+                .count();
+            (d as f64, ok as f64 / in_window.len().max(1) as f64)
+        })
+        .collect()
+}
+
+/// Alerts per week of the window.
+fn per_week(alerts: &[(String, Millis)], w: &Window) -> Vec<(f64, f64)> {
+    let weeks = ((w.to - w.from) / (7 * DAY_MS)).max(1);
+    let mut counts = vec![0usize; weeks as usize + 1];
+    for (_, t) in alerts.iter().filter(|(_, t)| (w.from..w.to).contains(t)) {
+        counts[((t - w.from) / (7 * DAY_MS)) as usize] += 1;
+    }
+    counts
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (i as f64, *c as f64))
+        .collect()
+}
+
+fn write_report(dir: &Path, r: &ReportInput) -> anyhow::Result<PathBuf> {
+    let w = r.window;
+    let model_alerts: Vec<(String, Millis)> = r
+        .rows
+        .iter()
+        .map(|j| (j.customer_id.clone(), j.at))
+        .collect();
+    let mut hist = vec![Series {
+        name: format!("model ({} churners)", r.figures.churners),
+        color: "#1f5fbf",
+        points: lead_histogram(r.figures),
+        dashed: false,
+        markers: false,
+    }];
+    let mut prec = vec![Series {
+        name: "model".into(),
+        color: "#1f5fbf",
+        points: precision_by_lead(&model_alerts, r.churns, w),
+        dashed: false,
+        markers: false,
+    }];
+    let mut weekly = vec![Series {
+        name: "model".into(),
+        color: "#1f5fbf",
+        points: per_week(&model_alerts, w),
+        dashed: false,
+        markers: false,
+    }];
+    if let Some((_, of, oa)) = r.oracle {
+        hist.push(Series {
+            name: "oracle, as many alerts".into(),
+            color: "#d9822b",
+            points: lead_histogram(of),
+            dashed: true,
+            markers: false,
+        });
+        prec.push(Series {
+            name: "oracle".into(),
+            color: "#d9822b",
+            points: precision_by_lead(oa, r.churns, w),
+            dashed: true,
+            markers: false,
+        });
+        weekly.push(Series {
+            name: "oracle".into(),
+            color: "#d9822b",
+            points: per_week(oa, w),
+            dashed: true,
+            markers: false,
+        });
+    }
+    let top = |s: &[Series]| {
+        s.iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1))
+            .fold(0.0f64, f64::max)
+    };
+    let nice = |v: f64| if v <= 0.0 { 1.0 } else { v * 1.15 };
+    let weeks = ((w.to - w.from) / (7 * DAY_MS)) as f64 + 1.0;
+    let plots = [
+        (
+            "backtest-lead-times.svg",
+            chart_range(
+                "Lead time of churners' first alert",
+                "days before onset (negative: after)",
+                "share of churners",
+                (-28.0, 91.0),
+                nice(top(&hist)),
+                true,
+                &hist,
+            ),
+        ),
+        (
+            "backtest-precision.svg",
+            chart_range(
+                "Precision against lead time",
+                "alert followed by onset at least this many days later (and within the horizon)",
+                "share of alerts",
+                (0.0, (w.horizon / DAY_MS) as f64),
+                nice(top(&prec)),
+                true,
+                &prec,
+            ),
+        ),
+        (
+            "backtest-alerts-per-week.svg",
+            chart_range(
+                "Alerts per week",
+                &format!("week since {}", &rfc3339(w.from)[..10]),
+                "alerts",
+                (0.0, weeks),
+                nice(top(&weekly)),
+                true,
+                &weekly,
+            ),
+        ),
+    ];
+    for (name, svg) in &plots {
+        std::fs::write(dir.join(name), svg)?;
+    }
+    let mut md = String::new();
+    let _ = writeln!(md, "# Backtest: {}\n", r.model);
+    let _ = writeln!(
+        md,
+        "History `{}` ({} events, SHA-256 of the sorted events `{}`), replayed through the service's own processing with the event-time clock over {} partition(s). Window judged: {} to {} ({:.1} months, {} customers with events in it). Onsets: {}. Horizon {} days; an alert counts as the warning of an onset up to {} days before it.\n",
+        r.history,
+        r.events,
+        r.sha256,
+        r.partitions,
+        &rfc3339(w.from)[..10],
+        &rfc3339(w.to)[..10],
+        w.months(),
+        w.customers,
+        if r.truth {
+            "the churn times of the truth file".to_string()
+        } else {
+            format!(
+                "read from the data (the last engagement before a silence of {} days, or a cancel)",
+                r.gap / DAY_MS
+            )
+        },
+        w.horizon / DAY_MS,
+        w.lookback / DAY_MS
+    );
+    let _ = writeln!(
+        md,
+        "| | alerts | per 1,000 customers per month | precision (onset within the horizon) | after onset | churners | alerted | ≥ 7 days ahead | ≥ 14 days ahead | ≥ 30 days ahead | median lead (days) |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    let row = |name: &str, f: &Figures| {
+        format!(
+            "| {name} | {} | {:.1} | {:.3} | {:.3} | {} | {} | {:.3} | {:.3} | {:.3} | {} |",
+            f.alerts,
+            f.alerts_per_1000_per_month,
+            f.precision,
+            f.too_late,
+            f.churners,
+            f.churners_alerted,
+            f.ahead_7,
+            f.ahead_14,
+            f.ahead_30,
+            f.median_lead_days.map_or("–".into(), |d| format!("{d:.1}"))
+        )
+    };
+    let _ = writeln!(md, "{}", row("**model**", r.figures));
+    if let Some((th, of, _)) = r.oracle {
+        let _ = writeln!(md, "{}", row(&format!("oracle (p ≥ {th:.3})"), of));
+        let _ = writeln!(
+            md,
+            "\nThe oracle is the simulator's true probability of churning within the horizon, from each customer's hidden state, recorded daily; it alerts when that probability crosses the threshold that gives as many alerts in the window as the model sent (re-armed below 0.8 × the threshold, with the policy's cooldown)."
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nHow to read it: *precision* is the share of the window's alerts after which the customer's churn onset followed within the horizon; *after onset* the share sent when the customer had already begun the silence they did not come back from (too late to keep them); a churner's *lead* is the time from their first alert (within the look-back) to their onset. `alerts.csv` lists every alert with its onset, lead and class (`early`, `late`, `no_churn`).\n"
+    );
+    for (name, _) in &plots {
+        let _ = writeln!(md, "![{name}]({name})\n");
+    }
+    let p = dir.join("backtest.md");
+    std::fs::write(&p, md)?;
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alerts_are_judged_against_onsets() {
+        let d = DAY_MS;
+        let w = Window {
+            from: 0,
+            to: 1000 * d,
+            horizon: 30 * d,
+            lookback: 90 * d,
+            customers: 1000,
+        };
+        let churns = HashMap::from([(
+            "a".to_string(),
+            Churns {
+                onsets: vec![100 * d, 300 * d],
+                returns: vec![200 * d, Millis::MAX],
+            },
+        )]);
+        let c = churns.get("a");
+        assert_eq!(judge_one(c, 80 * d, &w), (Class::Early, Some(100 * d)));
+        assert_eq!(judge_one(c, 60 * d, &w), (Class::NoChurn, None));
+        assert_eq!(judge_one(c, 150 * d, &w), (Class::Late, Some(100 * d)));
+        assert_eq!(judge_one(c, 250 * d, &w), (Class::NoChurn, None));
+        assert_eq!(judge_one(c, 400 * d, &w), (Class::Late, Some(300 * d)));
+        assert_eq!(judge_one(None, 400 * d, &w).0, Class::NoChurn);
+        let alerts = vec![
+            ("a".to_string(), 60 * d),
+            ("a".to_string(), 80 * d),
+            ("b".to_string(), 90 * d),
+            ("a".to_string(), 305 * d),
+        ];
+        let (f, _) = figures(&alerts, &churns, &w);
+        assert_eq!((f.alerts, f.churners, f.churners_alerted), (4, 2, 2));
+        // The first alert within 90 days before day 100 is day 60: 40 days.
+        assert_eq!(f.leads, vec![40.0, -5.0]);
+        assert_eq!((f.ahead_30, f.precision, f.too_late), (0.5, 0.25, 0.25));
+        assert!((f.alerts_per_1000_per_month - 4.0 / (1000.0 / 30.4375)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn oracle_alerts_follow_hysteresis_and_cooldown() {
+        let d = DAY_MS;
+        let daily = BTreeMap::from([(
+            "a".to_string(),
+            vec![
+                (0, 0.1f32),
+                (d, 0.6),
+                (2 * d, 0.7),
+                (3 * d, 0.3),
+                (4 * d, 0.6),
+                (40 * d, 0.2),
+                (41 * d, 0.9),
+            ],
+        )]);
+        let got = oracle_alerts(&daily, 0.5, 14 * d);
+        // Day 1 alerts; day 4 is re-armed but within the cooldown; day 41 alerts.
+        assert_eq!(got, vec![("a".to_string(), d), ("a".to_string(), 41 * d)]);
+    }
+}

@@ -1,0 +1,127 @@
+//! The shipped model's reasons can be trusted by a campaign manager: every
+//! weight keeps the sign its behaviour's meaning gives it, and a reason never
+//! names a behaviour that lowers this customer's risk (so the most engaged
+//! customers are never told "frequent logins" is why they may leave).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use churn_alert::config::Config;
+use churn_alert::event::DAY_MS;
+use churn_alert::model::{Assessment, Model};
+use churn_alert::pipeline::{features_and_score, ingest};
+use churn_alert::simulate::{SimConfig, Simulator};
+
+fn shipped() -> (Config, Model) {
+    let cfg = Config::default();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/churn-model.json");
+    let model = Model::load(&path, &cfg.feature_spec()).unwrap();
+    (cfg, model)
+}
+
+#[test]
+fn every_weight_keeps_the_sign_of_its_meaning() {
+    let (cfg, model) = shipped();
+    let spec = cfg.feature_spec();
+    let f = model.file();
+    let mut checked = 0;
+    for (name, w) in f.features.iter().zip(&f.weights) {
+        if let Some(sign) = spec.expected_sign(name) {
+            assert!(
+                sign * w >= 0.0,
+                "{name}: weight {w:+.4} says the opposite of what the behaviour means"
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked > 20,
+        "only {checked} features have an expected sign"
+    );
+    // More engagement never raises the risk: the sum over each engagement
+    // behaviour's features is not positive.
+    let mut by_group: HashMap<&str, f64> = HashMap::new();
+    for (name, w) in f.features.iter().zip(&f.weights) {
+        if spec.expected_sign(name) == Some(-1.0) {
+            *by_group.entry(spec.group_of(name)).or_default() += w;
+        }
+    }
+    assert!(by_group.contains_key("sessions") && by_group.contains_key("activity_login"));
+    for (g, w) in by_group {
+        assert!(w <= 0.0, "{g}: more of it raises the risk ({w:+.4})");
+    }
+}
+
+#[test]
+fn reasons_never_name_what_lowers_the_risk() {
+    let (cfg, model) = shipped();
+    let spec = cfg.feature_spec();
+    let mut sim_cfg = SimConfig::new(2000, 200, 31);
+    sim_cfg.end = 1_790_000_000_000 - 1_790_000_000_000 % DAY_MS;
+    let end = sim_cfg.end;
+    let mut sim = Simulator::new(sim_cfg);
+    let v = cfg.validator();
+    let mut states = HashMap::new();
+    while !sim.done() {
+        for e in sim.next_day() {
+            let e = v
+                .decode(Some(e.customer_id.as_bytes()), e.json.as_bytes(), None, end)
+                .unwrap();
+            let slot = states.entry(e.customer_id.clone()).or_insert(None);
+            *slot = ingest(slot.take(), &e, &spec).0;
+        }
+    }
+    let names = spec.names();
+    let (mut scored, mut named) = (0, 0);
+    for s in states.values().flatten() {
+        let (x, a) = features_and_score(s, end, &model, 5, &spec);
+        let Assessment::Scored(sc) = a else { continue };
+        scored += 1;
+        for r in &sc.reasons {
+            named += 1;
+            assert!(r.contribution > 0.0, "{r:?}");
+            // Moving this behaviour's features to the average customer's
+            // lowers the score: the behaviour does raise this customer's risk.
+            let f = model.file();
+            let mut moved = x.clone();
+            for (k, feat) in f.features.iter().enumerate() {
+                if spec.group_of(feat) == r.feature {
+                    let i = names.iter().position(|n| n == feat).unwrap();
+                    moved[i] = f.mean[k];
+                }
+            }
+            assert!(
+                model.probability(&moved) < sc.probability,
+                "{}: reason {:?} does not raise the risk",
+                r.feature,
+                r
+            );
+        }
+        // The busiest customers (a login or more a day on average over 90
+        // days) are never told their logins or visits are why they may leave.
+        let login = x[names
+            .iter()
+            .position(|n| n == "activity_login_rate_90d")
+            .unwrap()];
+        if login > 1.0 {
+            for r in &sc.reasons {
+                assert!(
+                    !matches!(
+                        r.feature.as_str(),
+                        "activity_login" | "sessions" | "engagement" | "active_days"
+                    ) || x[names
+                        .iter()
+                        .position(|n| n == "engagement_change_7d")
+                        .unwrap()]
+                        < 0.0,
+                    "an engaged, steady customer is told {} is a churn reason",
+                    r.feature
+                );
+            }
+        }
+    }
+    assert!(
+        scored > 500 && named > 500,
+        "{scored} scored, {named} reasons"
+    );
+}
