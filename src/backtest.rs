@@ -529,7 +529,7 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
     );
     writeln!(
         csv,
-        "alert_id,customer_id,as_of,probability,risk_tier,cause,silent_days,top_reason,onset,lead_days,class,in_window"
+        "alert_id,customer_id,as_of,probability,risk_tier,cause,silent_days,missed_active_days,top_reason,onset,lead_days,class,in_window"
     )?;
     let mut rows = Vec::with_capacity(alerts.len());
     for (a, (class, onset)) in alerts.iter().zip(&judged) {
@@ -550,7 +550,7 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
         };
         writeln!(
             csv,
-            "{},{},{},{},{},{},{:.2},{},{},{},{},{}",
+            "{},{},{},{},{},{},{:.2},{:.2},{},{},{},{},{}",
             j.alert_id,
             j.customer_id,
             rfc3339(j.at),
@@ -558,6 +558,9 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
             j.risk_tier,
             j.cause,
             a.features.get("recency_days").copied().unwrap_or(f64::NAN),
+            a.features
+                .get("silence_surprise")
+                .map_or(f64::NAN, |v| v.exp_m1()),
             j.reason,
             j.onset.map(rfc3339).unwrap_or_default(),
             j.onset
@@ -625,6 +628,9 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An alert as (customer, time).
+type Keyed = (String, Millis);
+
 /// Messages per processed batch (outputs do not depend on it).
 const BATCH: usize = 2000;
 
@@ -640,7 +646,8 @@ struct ReportInput<'a> {
     figures: &'a Figures,
     rows: &'a [Judged],
     churns: &'a HashMap<String, Churns>,
-    oracle: Option<(f64, &'a Figures, &'a [(String, Millis)])>,
+    /// The oracle's threshold, figures and alerts.
+    oracle: Option<(f64, &'a Figures, &'a [Keyed])>,
 }
 
 /// Lead-time histogram: share of churners per week of lead, from 4 weeks

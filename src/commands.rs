@@ -67,6 +67,11 @@ pub struct TrainOptions {
     /// scored.
     #[arg(long, default_value = "30d")]
     pub churn_gap: String,
+    /// For `onset`: a silence that has cost this many of the customer's
+    /// usual active days (at their lifetime share of active days) also puts
+    /// them past onset, before the churn gap; 0 turns this off.
+    #[arg(long, default_value_t = train::DEFAULT_CHURN_MISSED_DAYS)]
+    pub churn_missed_days: f64,
     /// Number of observation dates (the latest is held out, the one before
     /// it validates, the rest train).
     #[arg(long, default_value_t = 12)]
@@ -103,7 +108,7 @@ pub struct TrainOptions {
 }
 
 /// The default precision target of the enter threshold.
-pub const DEFAULT_TARGET_PRECISION: f64 = 0.5;
+pub const DEFAULT_TARGET_PRECISION: f64 = 0.45;
 
 /// Reads a truth CSV (`customer_id` and `churned_at` columns, the latter
 /// RFC 3339 or empty): customer id -> churn time.
@@ -179,6 +184,11 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
     tc.snapshot_step_ms = parse_days(&opts.snapshot_step)?;
     tc.active_within_ms = parse_days(&opts.active_within)?;
     tc.churn_gap_ms = parse_days(&opts.churn_gap)?;
+    anyhow::ensure!(
+        opts.churn_missed_days >= 0.0 && opts.churn_missed_days.is_finite(),
+        "--churn-missed-days must be 0 (off) or a positive number of days"
+    );
+    tc.churn_missed_days = (opts.churn_missed_days > 0.0).then_some(opts.churn_missed_days);
     tc.label = Label::parse(&opts.label).expect("clap checks the value");
     tc.target = match opts.alert_budget {
         Some(b) => {

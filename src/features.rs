@@ -389,14 +389,11 @@ impl FeatureSpec {
         // How many active days the silence has cost, at the customer's own
         // lifetime share of active days; and the silence against the
         // customer's usual gap between active days.
-        let (span_days, habit) = match (s.first_engaged, s.last_engaged) {
-            (Some(f), Some(l)) if s.engaged_days > 0 => {
-                let span = (l.div_euclid(DAY_MS) - f.div_euclid(DAY_MS)) as f64;
-                (span, f64::from(s.engaged_days) / (span + 1.0))
-            }
-            _ => (0.0, 0.0),
+        let span_days = match (s.first_engaged, s.last_engaged) {
+            (Some(f), Some(l)) => (l.div_euclid(DAY_MS) - f.div_euclid(DAY_MS)) as f64,
+            _ => 0.0,
         };
-        out.push((recency * habit).ln_1p());
+        out.push((recency * s.active_share()).ln_1p());
         let usual_gap = if s.engaged_days > 1 {
             span_days / f64::from(s.engaged_days - 1)
         } else {
@@ -848,6 +845,26 @@ impl CustomerState {
             self.day_bits |= 1u128 << i;
             self.engaged_days += 1;
         }
+    }
+
+    /// The share of days with engagement from the first engaged day to the
+    /// last (0 before any engagement).
+    pub fn active_share(&self) -> f64 {
+        match (self.first_engaged, self.last_engaged) {
+            (Some(f), Some(l)) if self.engaged_days > 0 => {
+                let span = (l.div_euclid(DAY_MS) - f.div_euclid(DAY_MS)) as f64;
+                f64::from(self.engaged_days) / (span + 1.0)
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// The active days a silence up to `now` has cost the customer at
+    /// their lifetime share of active days: how unusual it is for them (a
+    /// silence of `k` such days has a chance of about e^-k).
+    pub fn missed_active_days(&self, now: Millis) -> f64 {
+        let engaged = self.last_engaged.unwrap_or(self.first_seen);
+        (now - engaged).max(0) as f64 / DAY_MS as f64 * self.active_share()
     }
 
     /// Days with engagement in the `window` days ending with `today`.

@@ -67,6 +67,12 @@ pub struct Population {
     /// onset. Such a customer is shown as churned, with the chance of
     /// coming back, and is not alerted.
     pub churned_after_days: f64,
+    /// Also past onset: a silence that has cost this many active days at
+    /// the customer's lifetime share of active days (a silence that
+    /// unusual for them, chance about e^-n, means they have most likely
+    /// gone), before the churn gap is reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub churned_after_missed_days: Option<f64>,
     /// Days ahead the probabilities look (the label's horizon).
     pub horizon_days: f64,
     /// The share of churned customers who came back within the horizon
@@ -88,8 +94,9 @@ pub struct ReturnRate {
 
 impl Population {
     /// Whether a customer is past churn onset as of `now` (and if so, the
-    /// days of silence): silent at least `churned_after_days` with no
-    /// active subscription, or a subscription cancelled less than
+    /// days of silence): silent at least `churned_after_days`, or for
+    /// `churned_after_missed_days` of their usual active days, with no
+    /// active subscription; or a subscription cancelled less than
     /// `churned_after_days` ago (a cancel is an onset; after that long the
     /// silence rule decides).
     pub fn past_onset(&self, s: &CustomerState, now: crate::event::Millis) -> Option<f64> {
@@ -101,7 +108,11 @@ impl Population {
             Some(l) => (false, l.at <= now && ((now - l.at) as f64) < gap),
             None => (false, false),
         };
-        ((silent >= self.churned_after_days && !subscribed) || cancelled).then_some(silent)
+        let unusual = self
+            .churned_after_missed_days
+            .is_some_and(|n| s.missed_active_days(now) >= n);
+        (((silent >= self.churned_after_days || unusual) && !subscribed) || cancelled)
+            .then_some(silent)
     }
 
     /// The chance that a customer silent `silent` days comes back within
@@ -314,6 +325,14 @@ impl Model {
                     ),
                 ));
             }
+            if let Some(n) = p.churned_after_missed_days {
+                if !(n.is_finite() && n > 0.0) {
+                    return Err((
+                        "population.churned_after_missed_days".into(),
+                        format!("must be a positive number of days, got {n}"),
+                    ));
+                }
+            }
             if !(p.horizon_days.is_finite() && p.horizon_days > 0.0) {
                 return Err((
                     "population.horizon_days".into(),
@@ -327,7 +346,9 @@ impl Model {
                         format!("must be a share between 0 and 1, got {}", r.rate),
                     ));
                 }
-                if i > 0 && !(r.silent_days_from > p.return_rates[i - 1].silent_days_from) {
+                if !r.silent_days_from.is_finite()
+                    || (i > 0 && r.silent_days_from <= p.return_rates[i - 1].silent_days_from)
+                {
                     return Err((
                         format!("population.return_rates[{i}].silent_days_from"),
                         "must be larger than the band before".into(),
@@ -606,6 +627,7 @@ pub(crate) mod tests {
         let mut f = file();
         f.population = Some(Population {
             churned_after_days: 30.0,
+            churned_after_missed_days: None,
             horizon_days: 30.0,
             return_rates: vec![
                 ReturnRate {

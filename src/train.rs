@@ -94,7 +94,7 @@ impl Label {
 
     pub fn population(self) -> &'static str {
         match self {
-            Label::Onset => "customers still there at the date: they engaged (purchase, session or activity) within the churn gap before it, or their subscription is active, and they did not cancel within the churn gap",
+            Label::Onset => "customers still there at the date: they engaged (purchase, session or activity) within the churn gap before it and their silence is not unusual for them (it has not cost the missed-days limit of their usual active days), or their subscription is active; and they did not cancel within the churn gap",
             Label::Silence => {
                 "customers seen by the date who engaged (purchase, session or activity) within the active-within span before it"
             }
@@ -141,6 +141,9 @@ pub struct TrainConfig {
     pub active_within_ms: Millis,
     /// The onset label: a silence this long is churn.
     pub churn_gap_ms: Millis,
+    /// Customers whose silence has cost this many of their usual active
+    /// days are past onset too (not scored; see [`crate::model::Population`]).
+    pub churn_missed_days: Option<f64>,
     /// Dates earlier than this after the first event are skipped (features
     /// need history to mean anything).
     pub warm_up_ms: Millis,
@@ -163,6 +166,7 @@ impl TrainConfig {
             snapshot_step_ms: 14 * DAY_MS,
             active_within_ms: 60 * DAY_MS,
             churn_gap_ms: 30 * DAY_MS,
+            churn_missed_days: Some(DEFAULT_CHURN_MISSED_DAYS),
             warm_up_ms: 30 * DAY_MS,
             alphas: vec![1e-6, 1e-5, 1e-4, 1e-3],
             version: format!("churn-{}", &rfc3339(as_of)[..10]),
@@ -193,11 +197,16 @@ impl TrainConfig {
     pub fn population(&self) -> Option<crate::model::Population> {
         (self.label == Label::Onset).then(|| crate::model::Population {
             churned_after_days: self.churn_gap_ms as f64 / DAY_MS as f64,
+            churned_after_missed_days: self.churn_missed_days,
             horizon_days: self.horizon_ms as f64 / DAY_MS as f64,
             return_rates: Vec::new(),
         })
     }
 }
+
+/// The default of [`TrainConfig::churn_missed_days`]: a silence that
+/// unusual (chance about e^-6, 0.25%) for an active customer.
+pub const DEFAULT_CHURN_MISSED_DAYS: f64 = 6.0;
 
 /// Columns of the plain baselines: recency (days since the last purchase,
 /// or tenure without one), frequency (purchases), monetary (net spend);
@@ -840,8 +849,8 @@ pub fn evaluate(scores: &[f64], labels: &[bool], enter: Option<f64>) -> Evaluati
 /// of everyone above it (who include the near-certain). For a precision
 /// target the enter threshold is therefore the lowest score at which the
 /// churn rate, fitted as a non-decreasing function of the score (isotonic
-/// regression), reaches the target; the exit threshold is found the same
-/// way for the target minus 0.1. For an alert budget, enter alerts that share of the validation
+/// regression), reaches the target; the exit threshold is where it falls
+/// to the validation date's base rate. For an alert budget, enter alerts that share of the validation
 /// population and exit 1.5 times it.
 pub fn choose_thresholds(scores: &[f64], labels: &[bool], target: ThresholdTarget) -> Thresholds {
     let idx = by_score_desc(scores);
@@ -874,11 +883,15 @@ pub fn choose_thresholds(scores: &[f64], labels: &[bool], target: ThresholdTarge
     let (enter, exit, basis) = match target {
         ThresholdTarget::Precision(p) => match deepest(p) {
             Some(enter) => {
-                let exit = deepest(p - 0.1).unwrap_or(0.0);
+                // Re-armed only once the customer's risk is back down to
+                // the population's: a wide band, so that a customer whose
+                // score wobbles about the threshold is not alerted again.
+                let base = labels.iter().filter(|l| **l).count() as f64 / n.max(1) as f64;
+                let exit = deepest(base.min(p)).unwrap_or(0.0);
                 (
                     enter,
                     exit,
-                    format!("lowest score whose churn rate (isotonic fit on the validation date) is >= {p}; exit where it falls to {:.2}", p - 0.1),
+                    format!("lowest score whose churn rate (isotonic fit on the validation date) is >= {p}; exit where it falls to the base rate {base:.3}"),
                 )
             }
             None => {
@@ -989,6 +1002,9 @@ fn standardisation(n: usize, d: usize, get: impl Fn(usize, usize) -> f64) -> (Ve
     (mean, scale)
 }
 
+/// Weights, intercept and the columns held at zero.
+type Fitted = (Vec<f64>, f64, Vec<usize>);
+
 /// Fits an L2 logistic regression on standardised columns `x` (rows ×
 /// features) with labels `y`, keeping the weights whose expected sign is
 /// given to that sign: weights that come out against it are held at zero
@@ -999,7 +1015,7 @@ fn fit_signed(
     y: &Array1<bool>,
     alpha: f64,
     signs: &[Option<f64>],
-) -> Result<(Vec<f64>, f64, Vec<usize>), TrainError> {
+) -> Result<Fitted, TrainError> {
     let mut active: Vec<usize> = (0..x.ncols()).collect();
     let mut held = Vec::new();
     let mut start: Option<Array1<f64>> = None;
@@ -1097,7 +1113,7 @@ pub fn fit(
     let targets =
         |rows: &[usize]| -> Array1<bool> { rows.iter().map(|i| snaps.rows[*i].2).collect() };
     let signs: Vec<Option<f64>> = snaps.names.iter().map(|n| spec.expected_sign(n)).collect();
-    let model_of = |(weights, intercept, _): &(Vec<f64>, f64, Vec<usize>)| ModelFile {
+    let model_of = |(weights, intercept, _): &Fitted| ModelFile {
         version: cfg.version.clone(),
         features: snaps.names.clone(),
         mean: mean.clone(),
@@ -1121,7 +1137,7 @@ pub fn fit(
     let sampled = (step > 1).then(|| (matrix(&sample), targets(&sample)));
     let (sel_x, sel_y) = sampled.as_ref().map_or((&full_x, &full_y), |(x, y)| (x, y));
     let valid_labels = labels_of(&valid);
-    let mut best: Option<(f64, f64, (Vec<f64>, f64, Vec<usize>))> = None;
+    let mut best: Option<(f64, f64, Fitted)> = None;
     let mut alpha_scores = Vec::new();
     for &alpha in &cfg.alphas {
         let fitted = fit_signed(sel_x, sel_y, alpha, &signs)?;
@@ -1198,11 +1214,11 @@ pub fn fit(
 }
 
 /// The share of customers past onset who engaged again within the
-/// horizon, on the training dates, for silences of at least 1, 2 and 4
-/// churn gaps.
+/// horizon, on the training dates, for silences shorter than the churn gap
+/// (an unusual silence, or a cancel) and of at least 1, 2 and 4 gaps.
 fn return_rates(snaps: &Snapshots, before: u8, gap_days: f64) -> Vec<crate::model::ReturnRate> {
-    let bands = [gap_days, 2.0 * gap_days, 4.0 * gap_days];
-    let mut counts = [(0u64, 0u64); 3];
+    let bands = [0.0, gap_days, 2.0 * gap_days, 4.0 * gap_days];
+    let mut counts = [(0u64, 0u64); 4];
     for o in snaps.outside.iter().filter(|o| o.date < before) {
         let b = bands
             .iter()
@@ -1403,7 +1419,11 @@ mod tests {
         assert!((at.precision_near - 0.8).abs() < 0.06, "{at:?}");
         // ...and everyone above it at a higher one.
         assert!(at.precision > 0.85, "{at:?}");
-        assert!(t.exit <= t.enter - 0.05 && t.exit > 0.6, "{t:?}");
+        // Re-armed where the rate is back to the base rate (here 0.5).
+        assert!(
+            t.exit <= t.enter - 0.05 && (t.exit - 0.5).abs() < 0.06,
+            "{t:?}"
+        );
         let b = choose_thresholds(&scores, &labels, ThresholdTarget::Budget(0.1));
         assert!((at_threshold(&scores, &labels, b.enter).share - 0.1).abs() < 0.002);
         assert!(b.exit < b.enter);
