@@ -557,8 +557,13 @@ pub fn write(dir: &Path, stem: &str, r: &ReportInput) -> std::io::Result<Vec<Pat
     if let Some(p) = &t.model.population {
         let _ = writeln!(
             md,
-            "\n## Customers past onset\n\nCustomers silent {} days or more without an active subscription are churned: the service neither scores nor alerts them, and shows their chance of coming back within {} days, as found on the training dates:\n\n| silent at least (days) | came back | snapshots |\n|---|---|---|",
-            p.churned_after_days, p.horizon_days
+            "\n## Customers past onset\n\nCustomers silent {} days or more{} without an active subscription, or who cancelled within {} days, are churned: the service neither scores nor alerts them, and shows their chance of coming back within {} days, as found on the training dates (the first band holds the silences shorter than the gap):\n\n| silent at least (days) | came back | snapshots |\n|---|---|---|",
+            p.churned_after_days,
+            p.churned_after_missed_days
+                .map(|n| format!(", or for {n} of their usual active days (a silence that unusual for them),"))
+                .unwrap_or_default(),
+            p.churned_after_days,
+            p.horizon_days
         );
         for r in &p.return_rates {
             let _ = writeln!(

@@ -72,7 +72,7 @@ fn reasons_never_name_what_lowers_the_risk() {
         }
     }
     let names = spec.names();
-    let (mut scored, mut named) = (0, 0);
+    let (mut scored, mut named, mut steady) = (0, 0, 0);
     for s in states.values().flatten() {
         let (x, a) = features_and_score(s, end, &model, 5, &spec);
         let Assessment::Scored(sc) = a else { continue };
@@ -97,29 +97,23 @@ fn reasons_never_name_what_lowers_the_risk() {
                 r
             );
         }
-        // The busiest customers (a login or more a day on average over 90
-        // days) are never told their logins or visits are why they may leave.
-        let login = x[names
-            .iter()
-            .position(|n| n == "activity_login_rate_90d")
-            .unwrap()];
-        if login > 1.0 {
-            for r in &sc.reasons {
-                assert!(
-                    !matches!(
-                        r.feature.as_str(),
-                        "activity_login" | "sessions" | "engagement" | "active_days"
-                    ) || x[names
-                        .iter()
-                        .position(|n| n == "engagement_change_7d")
-                        .unwrap()]
-                        < 0.0,
-                    "an engaged, steady customer is told {} is a churn reason",
-                    r.feature
-                );
-            }
+        // Customers who log in a lot (0.6 a day or more over 90 days) and
+        // no less than they used to are never told logins are why they may
+        // leave.
+        let at = |n: &str| x[names.iter().position(|x| x == n).unwrap()];
+        if at("activity_login_rate_90d") > 0.6
+            && at("activity_login_change_7d") >= 0.0
+            && at("activity_login_change_30d") >= 0.0
+        {
+            steady += 1;
+            assert!(
+                sc.reasons.iter().all(|r| r.feature != "activity_login"),
+                "a customer with frequent, steady logins is told logins are a churn reason: {:?}",
+                sc.reasons
+            );
         }
     }
+    assert!(steady >= 30, "{steady} frequent, steady loggers checked");
     assert!(
         scored > 500 && named > 500,
         "{scored} scored, {named} reasons"
