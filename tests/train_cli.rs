@@ -279,45 +279,40 @@ fn history_in_any_order_or_split_gives_identical_results() {
     let run = |name: &str, input: &Path, extra: &[&str]| -> Vec<Vec<u8>> {
         let out = dir.path().join(name);
         let model = out.join("churn-model.json");
-        let mut train = vec![
+        let with_extra = |args: Vec<&str>| ok(churn_alert(&[&args[..], extra].concat()));
+        let (scores, bt) = (out.join("scores.csv"), out.join("bt"));
+        let (input, m) = (s(input), s(&model));
+        with_extra(vec![
             "train",
             "--events",
-            s(input),
+            input,
             "--as-of",
             "2026-09-01",
             "--out",
-            s(&model),
-        ];
-        train.extend(extra);
-        ok(churn_alert(&train));
-        let scores = out.join("scores.csv");
-        let mut score = vec![
+            m,
+        ]);
+        with_extra(vec![
             "score",
             "--events",
-            s(input),
+            input,
             "--model",
-            s(&model),
+            m,
             "--as-of",
             "2026-08-01",
             "--out",
             s(&scores),
-        ];
-        score.extend(extra);
-        ok(churn_alert(&score));
-        let bt = out.join("bt");
-        let mut backtest = vec![
+        ]);
+        let printed = with_extra(vec![
             "backtest",
             "--events",
-            s(input),
+            input,
             "--model",
-            s(&model),
+            m,
             "--partitions",
             "3",
             "--out",
             s(&bt),
-        ];
-        backtest.extend(extra);
-        let printed = ok(churn_alert(&backtest));
+        ]);
         assert!(printed.contains("churners"), "{printed}");
         [model, scores, bt.join("alerts.csv")]
             .iter()
