@@ -375,8 +375,11 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
     let mut engaged: HashMap<String, Vec<Millis>> = HashMap::new();
     let mut seen: HashMap<String, (Millis, Millis)> = HashMap::new();
     let mut failed: Option<anyhow::Error> = None;
+    // Scores follow event time; the wall clock only refuses events from the
+    // future, as the live service does.
+    let wall_now = crate::event::wall_now();
     let mut flush = |batch: &mut Vec<InMessage>, alerts: &mut Vec<Alert>| -> anyhow::Result<()> {
-        let b = processor.process(batch, Millis::MAX / 2)?;
+        let b = processor.process(batch, wall_now)?;
         for r in &b.records {
             if r.kind == OutKind::Alert && !r.payload.is_empty() {
                 alerts.push(serde_json::from_slice(&r.payload).context("reading an alert")?);
