@@ -482,7 +482,7 @@ async fn print_alerts(
             let why: Vec<String> = a
                 .reasons
                 .iter()
-                .map(|r| format!("{}={:.2}", r.feature, r.value))
+                .map(|r| format!("{} ({}={:.2})", r.feature, r.top_feature, r.value))
                 .collect();
             println!(
                 "  ALERT {} {:<10} p={:.2} {:<8} as_of={} cause={:<7} reasons: {}",
