@@ -173,8 +173,9 @@ fn judge_one(c: Option<&Churns>, at: Millis, w: &Window) -> (Class, Option<Milli
     let Some(c) = c else {
         return (Class::NoChurn, None);
     };
-    // The latest onset at or before the alert whose silence it falls in.
-    let k = c.onsets.partition_point(|o| *o <= at);
+    // The latest onset before the alert whose silence it falls in (an
+    // alert at the very moment of onset still came in time, with no lead).
+    let k = c.onsets.partition_point(|o| *o < at);
     if k > 0 && at < c.returns[k - 1] {
         return (Class::Late, Some(c.onsets[k - 1]));
     }
@@ -462,13 +463,28 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
             continue;
         }
         let times = engaged.get(id).map(Vec::as_slice).unwrap_or(&[]);
+        let points = match &truth {
+            Some(_) => Vec::new(),
+            None => tracks[id].candidates(last, gap),
+        };
         let returns = onsets
             .iter()
-            .map(|o| {
+            .enumerate()
+            .map(|(i, o)| {
                 if truth.is_some() {
                     return Millis::MAX;
                 }
-                let k = times.partition_point(|t| t <= o);
+                // Back with the first engagement after the episode's last
+                // point (a cancel and the silence that follows it are one
+                // episode).
+                let next = onsets.get(i + 1).copied().unwrap_or(Millis::MAX);
+                let end = points
+                    .iter()
+                    .copied()
+                    .filter(|p| p >= o && *p < next)
+                    .max()
+                    .unwrap_or(*o);
+                let k = times.partition_point(|t| *t <= end);
                 times.get(k).copied().unwrap_or(Millis::MAX)
             })
             .collect();

@@ -55,6 +55,10 @@ pub const ACTIVE_WINDOWS: [i64; 3] = [7, 28, 112];
 /// Added to active-day shares before taking their log ratio.
 const SHARE_EPSILON: f64 = 0.02;
 
+/// Engaged days before a customer's habits say how unusual a silence is
+/// (states migrated from version 2 count them from the migration on).
+pub const MIN_HABIT_DAYS: u32 = 5;
+
 /// Largest value of the plain ratios of recent to usual activity.
 const RATIO_CAP: f64 = 4.0;
 
@@ -197,10 +201,10 @@ impl FeatureSpec {
         for h in &self.half_lives_days[..nh.saturating_sub(1)] {
             names.push(format!("{ENGAGEMENT}_deviation_{}d", fmt_days(*h)));
         }
-        names.push("active_days_deviation_14d".into());
         for h in &self.half_lives_days[..nh.saturating_sub(1)] {
             names.push(format!("{ENGAGEMENT}_vs_life_{}d", fmt_days(*h)));
         }
+        names.push("active_days_deviation_14d".into());
         names
     }
 
@@ -236,10 +240,11 @@ impl FeatureSpec {
             .chain([ENGAGEMENT])
             .map(str::to_string)
             .chain(self.activity_names.iter().map(|n| format!("activity_{n}")))
-            .find(|s| {
+            .filter(|s| {
                 name.strip_prefix(s.as_str())
                     .is_some_and(|rest| rest.starts_with('_'))
-            });
+            })
+            .max_by_key(|s| s.len());
         if let Some(s) = signal {
             return &name[..s.len()];
         }
@@ -824,7 +829,8 @@ impl CustomerState {
     /// Records engagement on the UTC day of `t`. The same in any order:
     /// a day is counted once, and days older than [`DAY_BITS`] behind the
     /// newest engaged day are never marked (events that old are refused as
-    /// too late long before).
+    /// too late, as long as `features.dedup_window_days` stays below
+    /// [`DAY_BITS`] days).
     fn mark_active_day(&mut self, t: Millis) {
         let day = t.div_euclid(DAY_MS);
         if self.day_bits == 0 || day > self.day_anchor {
@@ -862,7 +868,12 @@ impl CustomerState {
     /// The active days a silence up to `now` has cost the customer at
     /// their lifetime share of active days: how unusual it is for them (a
     /// silence of `k` such days has a chance of about e^-k).
+    /// 0 until the customer has [`MIN_HABIT_DAYS`] engaged days: too few to
+    /// call a silence unusual for them.
     pub fn missed_active_days(&self, now: Millis) -> f64 {
+        if self.engaged_days < MIN_HABIT_DAYS {
+            return 0.0;
+        }
         let engaged = self.last_engaged.unwrap_or(self.first_seen);
         (now - engaged).max(0) as f64 / DAY_MS as f64 * self.active_share()
     }

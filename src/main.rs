@@ -53,8 +53,8 @@ enum Command {
         /// oracle-DATE.csv. Repeatable.
         #[arg(long)]
         oracle_at: Vec<String>,
-        /// Horizon of the oracle's probabilities, e.g. 30d.
-        #[arg(long, default_value = "90d")]
+        /// Horizon of the oracle's probabilities (30d, as `train`'s).
+        #[arg(long, default_value = "30d")]
         oracle_horizon: String,
         /// Also write every living customer's true probability of churning
         /// within the oracle horizon at the start of every day, to
