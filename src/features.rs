@@ -1141,6 +1141,57 @@ mod tests {
     }
 
     #[test]
+    fn habit_features_read_the_right_values_by_name() {
+        let spec = spec();
+        // A session every day for 100 days, then 10 silent days.
+        let events: Vec<Event> = (0..100)
+            .map(|d| {
+                ev(
+                    &format!("s{d}"),
+                    d as f64 + 0.5,
+                    EventKind::Session {
+                        duration_seconds: 1.0,
+                        page_views: 1,
+                        channel: None,
+                    },
+                )
+            })
+            .collect();
+        let s = run(&events);
+        assert_eq!(s.engaged_days, 100);
+        assert_eq!(s.active_share(), 1.0);
+        let now = 1_700_000_000_000 + 110 * DAY_MS;
+        let f = spec.extract(&s, now);
+        let get = |n: &str| f[spec.names().iter().position(|x| x == n).unwrap()];
+        assert_eq!(get("active_share_7d"), 0.0);
+        assert!(
+            (get("active_share_28d") - 18.0 / 28.0).abs() < 0.04,
+            "{}",
+            get("active_share_28d")
+        );
+        // 14-day window: 4 active days where the 112-day share expects ~12.6.
+        let dev = get("active_days_deviation_14d");
+        assert!(dev < -4.0 && dev > -8.0, "{dev}");
+        let silent = get("recency_days");
+        assert!((silent - 10.5).abs() < 0.6, "{silent}");
+        assert!((get("silence_surprise") - silent.ln_1p()).abs() < 1e-9);
+        assert!((s.missed_active_days(now) - silent).abs() < 1e-9);
+        // Recent engagement far below the lifetime rate of one a day.
+        assert!(
+            get("engagement_vs_life_7d") < -0.5,
+            "{}",
+            get("engagement_vs_life_7d")
+        );
+        assert!(
+            get("engagement_change_7d") < -0.5,
+            "{}",
+            get("engagement_change_7d")
+        );
+        assert_eq!(spec.group_of("active_days_deviation_14d"), "active_days");
+        assert_eq!(spec.group_of("engagement_vs_life_7d"), "engagement");
+    }
+
+    #[test]
     fn duplicates_and_too_late_events_are_recognised() {
         let mut s = CustomerState::default();
         let w = 7 * DAY_MS;
