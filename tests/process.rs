@@ -103,8 +103,13 @@ async fn service_process_is_ready_reports_broker_loss_and_stops_on_sigterm() {
         matches!(http(port, "/readyz").await, Some((503, _)))
     })
     .await;
+    // Either reason is right while the broker is gone: which one shows
+    // first depends on whether a batch was in hand (a busy machine).
     let (_, why) = http(port, "/readyz").await.unwrap();
-    assert!(why.contains("not connected"), "{why}");
+    assert!(
+        why.contains("not connected") || why.contains("cannot publish or commit"),
+        "{why}"
+    );
     assert_eq!(http(port, "/healthz").await.unwrap().0, 200);
 
     // SIGTERM: a clean exit, with every applied event in the state on disk.
