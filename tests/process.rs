@@ -82,6 +82,12 @@ async fn service_process_is_ready_reports_broker_loss_and_stops_on_sigterm() {
             .is_some_and(|(_, b)| metric(&b, "churn_alert_events_consumed_total") == 30.0)
     })
     .await;
+    // Consumed is not yet committed: the state on disk holds the events
+    // once their outputs are published and their offsets committed.
+    wait_for("30 events committed", 60, async || {
+        committed_purchases(port).await == 30
+    })
+    .await;
     assert_eq!(http(port, "/healthz").await.unwrap().0, 200);
 
     // SIGHUP: the new model file is loaded (polling is off).
@@ -132,6 +138,19 @@ async fn service_process_is_ready_reports_broker_loss_and_stops_on_sigterm() {
         .map(|(_, s)| s.purchases)
         .sum();
     assert_eq!(total, 30);
+}
+
+/// Purchases in the committed state of customers c-0..c-4, read through
+/// the admin API (which reads the store).
+async fn committed_purchases(port: u16) -> u64 {
+    let mut total = 0;
+    for c in 0..5 {
+        if let Some((200, body)) = http(port, &format!("/customers/c-{c}")).await {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            total += v["totals"]["purchases"].as_u64().unwrap_or(0);
+        }
+    }
+    total
 }
 
 /// Sends a signal with the system `kill` command (no libc binding needed).
