@@ -19,14 +19,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use churn_alert::config::Config;
-use churn_alert::event::{Event, DAY_MS};
-use churn_alert::features::CustomerState;
-use churn_alert::metrics::Metrics;
-use churn_alert::model::Model;
-use churn_alert::pipeline;
-use churn_alert::processor::{ClockMode, InMessage, Processor};
-use churn_alert::simulate::{SimConfig, SimEvent, Simulator};
+use churn_alert::offline::simulate::{SimConfig, SimEvent, Simulator};
+use churn_alert::pipeline::event::{Event, DAY_MS};
+use churn_alert::pipeline::features::CustomerState;
+use churn_alert::pipeline::model::Model;
+use churn_alert::pipeline::step;
+use churn_alert::service::processor::{ClockMode, InMessage, Processor};
 use churn_alert::store::{Commit, PartitionMeta, SledStore, Store};
+use churn_alert::telemetry::metrics::Metrics;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::FutureProducer;
 
@@ -56,7 +56,7 @@ fn messages(events: &[SimEvent], partitions: i32) -> Vec<InMessage> {
         .iter()
         .enumerate()
         .map(|(i, e)| InMessage {
-            partition: (churn_alert::event::stable_hash(&[e.customer_id.as_bytes()])
+            partition: (churn_alert::pipeline::event::stable_hash(&[e.customer_id.as_bytes()])
                 % partitions as u64) as i32,
             offset: i as i64,
             key: Some(e.customer_id.clone().into_bytes()),
@@ -76,7 +76,7 @@ fn bench_step(events: &[Event], cfg: &Config, model: &Model, rounds: usize) -> f
         let mut states: HashMap<&str, CustomerState> = HashMap::new();
         for e in events {
             let s = states.remove(e.customer_id.as_str());
-            let (s, out) = pipeline::step(s, e, e.occurred_at, model, &policy, &spec);
+            let (s, out) = step::step(s, e, e.occurred_at, model, &policy, &spec);
             alerts += usize::from(out.alert.is_some());
             if let Some(s) = s {
                 states.insert(e.customer_id.as_str(), s);
@@ -107,7 +107,7 @@ fn bench_sled(
         clock,
         "customer-events".into(),
     );
-    let now = churn_alert::event::wall_now();
+    let now = churn_alert::pipeline::event::wall_now();
     let start = Instant::now();
     let mut writes = 0;
     for chunk in msgs.chunks(batch) {
@@ -251,8 +251,8 @@ async fn bench_restore(broker: &common::Broker, sample: &[CustomerState], n: usi
             customers: i as u64,
             changelog_next: 0,
         };
-        let mut records = churn_alert::changelog::state_records(0, &c);
-        records.push(churn_alert::changelog::meta_record(0, &c.meta, None));
+        let mut records = churn_alert::kafka::changelog::state_records(0, &c);
+        records.push(churn_alert::kafka::changelog::meta_record(0, &c.meta, None));
         let sends = records.iter().map(|r| {
             let mut rec =
                 rdkafka::producer::FutureRecord::<[u8], [u8]>::to(&cfg.kafka.changelog_topic)
@@ -271,7 +271,8 @@ async fn bench_restore(broker: &common::Broker, sample: &[CustomerState], n: usi
     let store = SledStore::open(dir.path()).unwrap();
     let metrics = Metrics::new();
     let cancel = std::sync::atomic::AtomicBool::new(false);
-    let r = churn_alert::changelog::restore(&cfg.kafka, 0, &store, &metrics, &cancel).unwrap();
+    let r =
+        churn_alert::kafka::changelog::restore(&cfg.kafka, 0, &store, &metrics, &cancel).unwrap();
     let m = r.meta.unwrap();
     assert_eq!(m.customers as usize, n);
     assert_eq!(store.customers(0).unwrap().len(), n);
@@ -343,7 +344,7 @@ fn main() {
     let spec = cfg.feature_spec();
     let mut states: HashMap<&str, CustomerState> = HashMap::new();
     for e in &events {
-        let (s, _) = pipeline::ingest(states.remove(e.customer_id.as_str()), e, &spec);
+        let (s, _) = step::ingest(states.remove(e.customer_id.as_str()), e, &spec);
         if let Some(mut s) = s {
             s.next_due = Some(s.last_seen + DAY_MS);
             states.insert(e.customer_id.as_str(), s);

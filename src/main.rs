@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use churn_alert::config::Config;
-use churn_alert::event::DAY_MS;
+use churn_alert::pipeline::event::DAY_MS;
 
 #[derive(Parser)]
 #[command(
@@ -30,7 +30,7 @@ enum Command {
     /// Run the service (the default).
     Run,
     /// Run the whole pipeline on an in-process mock Kafka cluster with a simulated population.
-    Demo(churn_alert::demo::DemoOptions),
+    Demo(churn_alert::offline::demo::DemoOptions),
     /// Generate a synthetic customer population as event JSONL plus ground truth.
     Simulate {
         #[arg(long, default_value_t = 10_000)]
@@ -67,12 +67,12 @@ enum Command {
     },
     /// Fit the churn model from event history (JSONL of the event contract)
     /// and write it with a report and plots.
-    Train(churn_alert::commands::TrainOptions),
+    Train(churn_alert::offline::commands::TrainOptions),
     /// Score every customer in an event history as of a time, as the service would.
-    Score(churn_alert::commands::ScoreOptions),
+    Score(churn_alert::offline::commands::ScoreOptions),
     /// Replay an event history through the service's own processing and
     /// report how early its alerts came before churn onset.
-    Backtest(churn_alert::backtest::BacktestOptions),
+    Backtest(churn_alert::offline::backtest::BacktestOptions),
     /// Check the config (and the model it names) and exit.
     CheckConfig,
 }
@@ -141,7 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig => {
             let spec = config.feature_spec();
-            let model = churn_alert::model::Model::load(&config.model.path, &spec)?;
+            let model = churn_alert::pipeline::model::Model::load(&config.model.path, &spec)?;
             let policy = config.policy_for(Some(model.file()));
             println!(
                 "config ok; model {} ({} features) matches the feature code; alerts at {:.3}, re-armed below {:.3} ({})",
@@ -173,7 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Demo(opts) => {
-            churn_alert::demo::run(opts, shutdown_on_signals()).await?;
+            churn_alert::offline::demo::run(opts, shutdown_on_signals()).await?;
         }
         Command::Simulate {
             customers,
@@ -187,26 +187,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             oracle_daily,
             out,
         } => {
-            let mut cfg = churn_alert::simulate::SimConfig::new(customers, days, seed);
+            let mut cfg = churn_alert::offline::simulate::SimConfig::new(customers, days, seed);
             if let Some(e) = end {
-                cfg.end = churn_alert::commands::parse_time(&e)?;
+                cfg.end = churn_alert::offline::commands::parse_time(&e)?;
             }
             cfg.duplicate_rate = duplicates;
             cfg.late_rate = late;
-            cfg.oracle_horizon_days = churn_alert::commands::parse_days(&oracle_horizon)? / DAY_MS;
+            cfg.oracle_horizon_days =
+                churn_alert::offline::commands::parse_days(&oracle_horizon)? / DAY_MS;
             for d in &oracle_at {
-                let at = churn_alert::commands::parse_time(d)?;
+                let at = churn_alert::offline::commands::parse_time(d)?;
                 if at < cfg.start() || at >= cfg.end {
                     anyhow::bail!(
                         "--oracle-at {d} is outside the simulated days {} .. {}",
-                        &churn_alert::event::rfc3339(cfg.start())[..10],
-                        &churn_alert::event::rfc3339(cfg.end)[..10]
+                        &churn_alert::pipeline::event::rfc3339(cfg.start())[..10],
+                        &churn_alert::pipeline::event::rfc3339(cfg.end)[..10]
                     );
                 }
                 cfg.oracle_at.push(at);
             }
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-            let mut sim = churn_alert::simulate::Simulator::new(cfg);
+            let mut sim = churn_alert::offline::simulate::Simulator::new(cfg);
             let path = out.join("events.jsonl");
             let mut w = std::io::BufWriter::new(
                 std::fs::File::create(&path)
@@ -235,7 +236,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .filter(|_| u32::try_from(sim.current_day()).is_ok_and(|d| d < days))
                 {
                     let d = sim.current_day();
-                    let date = churn_alert::event::rfc3339(sim.day_start(d));
+                    let date = churn_alert::pipeline::event::rfc3339(sim.day_start(d));
                     for r in sim.oracle_rows(d).iter().filter(|r| !r.churned) {
                         writeln!(w, "{},{},{:.5}", r.customer_id, &date[..10], r.p_churn)?;
                     }
@@ -257,11 +258,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             std::fs::write(out.join("truth.csv"), sim.truth_csv())?;
             for (at, rows) in &sim.oracles {
-                let name = format!("oracle-{}.csv", &churn_alert::event::rfc3339(*at)[..10]);
+                let name = format!(
+                    "oracle-{}.csv",
+                    &churn_alert::pipeline::event::rfc3339(*at)[..10]
+                );
                 std::fs::write(out.join(&name), sim.oracle_csv(*at, rows))?;
                 eprintln!(
                     "wrote the oracle at {} to {name}",
-                    &churn_alert::event::rfc3339(*at)[..10]
+                    &churn_alert::pipeline::event::rfc3339(*at)[..10]
                 );
             }
             eprintln!(
@@ -270,9 +274,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 out.join("truth.csv").display()
             );
         }
-        Command::Train(opts) => churn_alert::commands::train(opts, &config)?,
-        Command::Score(opts) => churn_alert::commands::score(opts, &config)?,
-        Command::Backtest(opts) => churn_alert::backtest::run(opts, &config)?,
+        Command::Train(opts) => churn_alert::offline::commands::train(opts, &config)?,
+        Command::Score(opts) => churn_alert::offline::commands::score(opts, &config)?,
+        Command::Backtest(opts) => churn_alert::offline::backtest::run(opts, &config)?,
     }
     Ok(())
 }

@@ -263,7 +263,7 @@ fn metric_names_in(query: &str, histograms: &[String]) -> Vec<String> {
 
 #[test]
 fn dashboard_and_alert_rules_query_metrics_the_service_exports() {
-    let metrics = churn_alert::metrics::Metrics::new();
+    let metrics = churn_alert::telemetry::metrics::Metrics::new();
     let exported = metrics.names();
     let histograms: Vec<String> = [
         "churn_alert_batch_duration_seconds",

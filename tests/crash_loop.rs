@@ -9,7 +9,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use churn_alert::simulate::{SimConfig, Simulator};
+use churn_alert::offline::simulate::{SimConfig, Simulator};
 use churn_alert::store::{SledStore, Store};
 use common::*;
 use rand::{Rng, SeedableRng};
@@ -226,7 +226,7 @@ async fn sigkill_loop_leaves_state_exact_and_loses_no_alert() {
         .into_iter()
         .map(|(id, h, _)| (id, h))
         .collect();
-    let holdout = churn_alert::policy::Holdout::default();
+    let holdout = churn_alert::pipeline::policy::Holdout::default();
     let mut held_out = 0;
     for (id, h, customer) in groups(&crash.kafka.alerts_topic) {
         assert_eq!(clean_groups[&id], h, "{id}: holdout differs between runs");

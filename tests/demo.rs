@@ -1,7 +1,7 @@
 //! The README's first command, small: every produced message is accounted
 //! for, the malformed ones are dead-lettered, and alerts are published.
 
-use churn_alert::demo::{run, DemoOptions};
+use churn_alert::offline::demo::{run, DemoOptions};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

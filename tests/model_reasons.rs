@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use churn_alert::config::Config;
-use churn_alert::event::DAY_MS;
-use churn_alert::model::{Assessment, Model};
-use churn_alert::pipeline::{features_and_score, ingest};
-use churn_alert::simulate::{SimConfig, Simulator};
+use churn_alert::offline::simulate::{SimConfig, Simulator};
+use churn_alert::pipeline::event::DAY_MS;
+use churn_alert::pipeline::model::{Assessment, Model};
+use churn_alert::pipeline::step::{features_and_score, ingest};
 
 fn shipped() -> (Config, Model) {
     let cfg = Config::default();

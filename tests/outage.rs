@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use churn_alert::event::Millis;
-use churn_alert::features::CustomerState;
+use churn_alert::pipeline::event::Millis;
+use churn_alert::pipeline::features::CustomerState;
 use churn_alert::store::{Commit, PartitionMeta, Store, StoreError};
 use common::*;
 

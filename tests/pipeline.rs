@@ -16,27 +16,25 @@ async fn bad_input_is_dead_lettered_and_the_service_keeps_going(broker: Broker) 
     broker.create_topics(&cfg).await;
     let svc = start(&cfg).await;
 
-    let nan_amount = churn_alert::proto::CustomerEvent {
+    let nan_amount = churn_alert::pipeline::proto::CustomerEvent {
         event_id: "pb-nan".into(),
         customer_id: "c-1".into(),
         r#type: "purchase".into(),
-        occurred: Some(churn_alert::proto::customer_event::Occurred::OccurredAt(
-            at(1.0),
-        )),
+        occurred: Some(churn_alert::pipeline::proto::customer_event::Occurred::OccurredAt(at(1.0))),
         amount: Some(f64::NAN),
         ..Default::default()
     };
-    let good_pb = churn_alert::proto::CustomerEvent {
+    let good_pb = churn_alert::pipeline::proto::CustomerEvent {
         event_id: "pb-ok".into(),
         customer_id: "c-1".into(),
         r#type: "purchase".into(),
-        occurred: Some(churn_alert::proto::customer_event::Occurred::OccurredAtMs(
-            T0 + 86_400_000,
-        )),
+        occurred: Some(
+            churn_alert::pipeline::proto::customer_event::Occurred::OccurredAtMs(T0 + 86_400_000),
+        ),
         amount: Some(7.5),
         ..Default::default()
     };
-    let pb = |e: &churn_alert::proto::CustomerEvent| Msg {
+    let pb = |e: &churn_alert::pipeline::proto::CustomerEvent| Msg {
         key: Some("c-1".into()),
         payload: e.encode_to_vec(),
         content_type: Some("application/x-protobuf"),

@@ -2,9 +2,9 @@
 //! state does not depend on the order its events arrive in.
 
 use churn_alert::config::Config;
-use churn_alert::event::{Event, EventKind, DAY_MS};
-use churn_alert::features::CustomerState;
-use churn_alert::pipeline::ingest;
+use churn_alert::pipeline::event::{Event, EventKind, DAY_MS};
+use churn_alert::pipeline::features::CustomerState;
+use churn_alert::pipeline::step::ingest;
 use proptest::prelude::*;
 use prost::Message as _;
 
@@ -44,11 +44,11 @@ proptest! {
     #[test]
     fn protobuf_round_trips_to_the_same_event_as_json(amount in 0.0f64..1e6, nps in 0i64..=10, ms in 0i64..NOW) {
         let v = Config::default().validator();
-        let pb = churn_alert::proto::CustomerEvent {
+        let pb = churn_alert::pipeline::proto::CustomerEvent {
             event_id: "e".into(),
             customer_id: "c".into(),
             r#type: "purchase".into(),
-            occurred: Some(churn_alert::proto::customer_event::Occurred::OccurredAtMs(ms)),
+            occurred: Some(churn_alert::pipeline::proto::customer_event::Occurred::OccurredAtMs(ms)),
             amount: Some(amount),
             nps: Some(nps),
             ..Default::default()
@@ -78,7 +78,7 @@ fn events() -> impl Strategy<Value = Vec<Event>> {
         (0u8..=10).prop_map(|nps| EventKind::Survey { nps }),
         any::<bool>().prop_map(|marketing| EventKind::Consent { marketing }),
         any::<bool>().prop_map(|c| EventKind::SupportTicket {
-            severity: churn_alert::event::Severity::Low,
+            severity: churn_alert::pipeline::event::Severity::Low,
             category: None,
             is_complaint: c,
             satisfaction: None

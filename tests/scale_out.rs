@@ -11,7 +11,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use churn_alert::config::Config;
-use churn_alert::simulate::{SimConfig, Simulator};
+use churn_alert::offline::simulate::{SimConfig, Simulator};
 use churn_alert::store::{SledStore, Store};
 use common::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -429,11 +429,11 @@ async fn partitioners_match_librdkafka() {
     for (name, ours) in [
         (
             "murmur2_random",
-            churn_alert::partitioner::Partitioner::Murmur2,
+            churn_alert::kafka::partitioner::Partitioner::Murmur2,
         ),
         (
             "consistent_random",
-            churn_alert::partitioner::Partitioner::Crc32,
+            churn_alert::kafka::partitioner::Partitioner::Crc32,
         ),
     ] {
         let producer: rdkafka::producer::FutureProducer = ClientConfig::new()

@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
-use churn_alert::event::{rfc3339, DAY_MS};
-use churn_alert::model::Model;
-use churn_alert::simulate::{SimConfig, Simulator};
+use churn_alert::offline::simulate::{SimConfig, Simulator};
+use churn_alert::pipeline::event::{rfc3339, DAY_MS};
+use churn_alert::pipeline::model::Model;
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,9 +50,9 @@ async fn score_reproduces_the_live_services_probabilities() {
     // `backtest` replays the same history through the service's own
     // processing: the very alerts the service published, no more, no less.
     let bt = dir.path().join("backtest");
-    churn_alert::backtest::run(
-        churn_alert::backtest::BacktestOptions {
-            history: churn_alert::history::HistoryArgs {
+    churn_alert::offline::backtest::run(
+        churn_alert::offline::backtest::BacktestOptions {
+            history: churn_alert::offline::history::HistoryArgs {
                 events: vec![history.clone()],
                 sort_buffer_mb: 64,
             },

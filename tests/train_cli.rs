@@ -88,8 +88,8 @@ fn simulate_train_and_score_from_the_command_line() {
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&model).unwrap()).unwrap();
     let cfg = churn_alert::config::Config::default();
-    let file: churn_alert::model::ModelFile = serde_json::from_value(m.clone()).unwrap();
-    churn_alert::model::Model::new(file.clone(), &cfg.feature_spec()).unwrap();
+    let file: churn_alert::pipeline::model::ModelFile = serde_json::from_value(m.clone()).unwrap();
+    churn_alert::pipeline::model::Model::new(file.clone(), &cfg.feature_spec()).unwrap();
     let th = file.thresholds.as_ref().unwrap();
     assert!(
         0.0 < th.exit && th.exit < th.enter && th.enter < 1.0,
@@ -261,7 +261,10 @@ fn history_in_any_order_or_split_gives_identical_results() {
     reorder(&events, &by_customer, |l| field(l, "customer_id"));
     let shuffled = dir.path().join("shuffled.jsonl");
     reorder(&events, &shuffled, |l| {
-        format!("{:016x}", churn_alert::event::stable_hash(&[l.as_bytes()]))
+        format!(
+            "{:016x}",
+            churn_alert::pipeline::event::stable_hash(&[l.as_bytes()])
+        )
     });
     let split = dir.path().join("by-source");
     std::fs::create_dir(&split).unwrap();
@@ -363,7 +366,7 @@ fn unusable_histories_are_refused_with_a_reason() {
     let mut lines = String::new();
     for day in 0..200i64 {
         for c in 0..20 {
-            let t = churn_alert::event::rfc3339(1_767_225_600_000 + day * 86_400_000);
+            let t = churn_alert::pipeline::event::rfc3339(1_767_225_600_000 + day * 86_400_000);
             lines.push_str(&format!(
                 r#"{{"event_id":"e{day}-{c}","customer_id":"c{c}","type":"session","occurred_at":"{t}"}}"#
             ));

@@ -14,11 +14,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use churn_alert::config::Config;
-use churn_alert::event::{Millis, DAY_MS};
-use churn_alert::features::CustomerState;
-use churn_alert::model::Model;
-use churn_alert::pipeline::{self, Output};
-use churn_alert::simulate::{SimConfig, Simulator};
+use churn_alert::offline::simulate::{SimConfig, Simulator};
+use churn_alert::pipeline::event::{Millis, DAY_MS};
+use churn_alert::pipeline::features::CustomerState;
+use churn_alert::pipeline::model::Model;
+use churn_alert::pipeline::step::{self, Output};
 
 #[derive(Default, Debug)]
 struct Tally {
@@ -101,7 +101,7 @@ fn run(effect: f64) -> Run {
             return;
         };
         while let Some(due) = s.next_due.filter(|d| *d <= until) {
-            let (next, out) = pipeline::rescore(s, id, due, &model, &policy, &spec);
+            let (next, out) = step::rescore(s, id, due, &model, &policy, &spec);
             s = next;
             handle(sim, &out);
         }
@@ -128,7 +128,7 @@ fn run(effect: f64) -> Run {
                 ev.occurred_at,
                 &mut handle,
             );
-            let (s, out) = pipeline::step(
+            let (s, out) = step::step(
                 states.remove(&e.customer_id),
                 &ev,
                 ev.occurred_at,

@@ -5,8 +5,8 @@
 use libfuzzer_sys::fuzz_target;
 
 use churn_alert::config::Config;
-use churn_alert::decode::Validator;
-use churn_alert::event::EventKind;
+use churn_alert::pipeline::decode::Validator;
+use churn_alert::pipeline::event::EventKind;
 
 const NOW: i64 = 1_790_000_000_000;
 

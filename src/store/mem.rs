@@ -4,8 +4,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use super::{Commit, PartitionMeta, Store, StoreError};
-use crate::event::Millis;
-use crate::features::CustomerState;
+use crate::pipeline::event::Millis;
+use crate::pipeline::features::CustomerState;
 
 #[derive(Default)]
 struct Partition {

@@ -15,8 +15,8 @@ pub use sled_store::SledStore;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::Millis;
-use crate::features::CustomerState;
+use crate::pipeline::event::Millis;
+use crate::pipeline::features::CustomerState;
 
 /// Storage failures; the runner retries them and reports not-ready.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +122,7 @@ type V3Tail = (
     u32,
     u128,
     i64,
-    Option<crate::features::Latest<f64>>,
+    Option<crate::pipeline::features::Latest<f64>>,
     f64,
 );
 
@@ -159,8 +159,8 @@ pub fn decode_state(bytes: &[u8]) -> Result<CustomerState, StoreError> {
             bincode::serialize_into(
                 &mut v3,
                 &(
-                    None::<crate::event::Millis>,
-                    crate::features::ContactState::default(),
+                    None::<crate::pipeline::event::Millis>,
+                    crate::pipeline::features::ContactState::default(),
                     v3_tail(),
                 ),
             )
@@ -297,8 +297,8 @@ mod tests {
         v2[0] = 2;
         assert_eq!(decode_state(&v2).unwrap(), s);
         let v2_fields = bincode::serialize(&(
-            None::<crate::event::Millis>,
-            crate::features::ContactState::default(),
+            None::<crate::pipeline::event::Millis>,
+            crate::pipeline::features::ContactState::default(),
         ))
         .unwrap();
         assert!(v2.ends_with(&v2_fields));
@@ -320,7 +320,7 @@ mod tests {
             9u32,
             0b1011u128,
             20_000i64,
-            None::<crate::features::Latest<f64>>,
+            None::<crate::pipeline::features::Latest<f64>>,
             0.0f64,
         ))
         .unwrap();

@@ -17,8 +17,8 @@ use std::sync::Mutex;
 use super::{
     decode_meta, decode_state, encode_meta, encode_state, Commit, PartitionMeta, Store, StoreError,
 };
-use crate::event::Millis;
-use crate::features::CustomerState;
+use crate::pipeline::event::Millis;
+use crate::pipeline::features::CustomerState;
 
 const TREE_PREFIX: &str = "partition-";
 const META_KEY: &[u8] = b"m";

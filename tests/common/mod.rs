@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use churn_alert::config::Config;
-use churn_alert::event::{rfc3339, Millis, DAY_MS};
-use churn_alert::model::{Model, ModelFile};
+use churn_alert::pipeline::event::{rfc3339, Millis, DAY_MS};
+use churn_alert::pipeline::model::{Model, ModelFile};
 use churn_alert::service::Service;
 use churn_alert::store::Store;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -477,7 +477,7 @@ pub async fn produce(
 pub async fn produce_events(
     producer: &FutureProducer,
     topic: &str,
-    events: &[churn_alert::simulate::SimEvent],
+    events: &[churn_alert::offline::simulate::SimEvent],
     high: &mut BTreeMap<i32, i64>,
 ) {
     let sends = events.iter().map(|e| {
@@ -566,7 +566,10 @@ pub fn read_all_of(broker: &Broker, topic: &str, partitions: i32) -> Vec<Record>
 }
 
 /// The committed state of one customer (searching all partitions).
-pub fn customer(store: &dyn Store, id: &str) -> Option<churn_alert::features::CustomerState> {
+pub fn customer(
+    store: &dyn Store,
+    id: &str,
+) -> Option<churn_alert::pipeline::features::CustomerState> {
     (0..PARTITIONS).find_map(|p| store.get(p, id).unwrap())
 }
 
@@ -644,7 +647,7 @@ pub fn shipped_model(cfg: &Config) -> Model {
 pub fn states(
     store: &dyn Store,
     partitions: i32,
-) -> BTreeMap<String, churn_alert::features::CustomerState> {
+) -> BTreeMap<String, churn_alert::pipeline::features::CustomerState> {
     (0..partitions)
         .flat_map(|p| store.customers(p).unwrap())
         .collect()
@@ -656,7 +659,7 @@ pub async fn run_to_end(
     cfg: &Config,
     high: &BTreeMap<i32, i64>,
     partitions: i32,
-) -> BTreeMap<String, churn_alert::features::CustomerState> {
+) -> BTreeMap<String, churn_alert::pipeline::features::CustomerState> {
     let service = Service::with_model(cfg.clone(), shipped_model(cfg)).unwrap();
     let store = service.store.clone();
     let stop = CancellationToken::new();

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{EmailAction, Event, EventKind, Millis, SubscriptionAction, DAY_MS};
+use crate::pipeline::event::{EmailAction, Event, EventKind, Millis, SubscriptionAction, DAY_MS};
 
 /// Signals with decayed rates, in storage order.
 pub const SIGNALS: [&str; 8] = [
@@ -528,7 +528,7 @@ impl FeatureSpec {
     /// Erasure is handled by the pipeline (it removes the state).
     pub fn apply(&self, s: &mut CustomerState, e: &Event) {
         let t = e.occurred_at;
-        let tie = crate::event::stable_hash(&[e.event_id.as_bytes()]);
+        let tie = crate::pipeline::event::stable_hash(&[e.event_id.as_bytes()]);
         if s.first_seen == 0 || t < s.first_seen {
             s.first_seen = t;
         }
@@ -916,7 +916,7 @@ impl CustomerState {
         if self.first_seen != 0 && t < self.last_seen - window {
             return Seen::TooLate;
         }
-        let h = crate::event::stable_hash(&[event_id.as_bytes()]);
+        let h = crate::pipeline::event::stable_hash(&[event_id.as_bytes()]);
         if self.seen.iter().any(|(_, x)| *x == h) {
             return Seen::Duplicate;
         }
@@ -931,7 +931,7 @@ impl CustomerState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::EventKind;
+    use crate::pipeline::event::EventKind;
 
     pub fn spec() -> FeatureSpec {
         FeatureSpec::new(&[7.0, 30.0, 90.0], &["login".to_string()], 7 * DAY_MS)

@@ -1,8 +1,8 @@
 //! Fitting the churn model from event history, through the same feature code
 //! that serves.
 //!
-//! **Replay.** Events come in event-time order ([`crate::history`] sorts any
-//! history first) and are applied with [`crate::pipeline::ingest`], the
+//! **Replay.** Events come in event-time order ([`crate::offline::history`] sorts any
+//! history first) and are applied with [`crate::pipeline::step::ingest`], the
 //! function the service uses. At each observation date every customer in the
 //! population gets a point-in-time snapshot of features, taken before any
 //! later event is applied, so no snapshot sees its future.
@@ -10,7 +10,7 @@
 //! **Labels.** By default ([`Label::Onset`]) a snapshot is labelled churned
 //! when the customer's churn onset falls within the horizon: the silence
 //! under way at the date, or one that starts within the horizon, lasts at
-//! least the churn gap, or the subscription is cancelled ([`crate::onset`]).
+//! least the churn gap, or the subscription is cancelled ([`crate::pipeline::onset`]).
 //! [`Label::Silence`] (no purchase, session or activity within the horizon)
 //! and [`Label::Cancel`] (a cancel within it) remain available.
 //!
@@ -44,10 +44,10 @@ use linfa_logistic::LogisticRegression;
 use ndarray::{Array1, Array2};
 use serde::Serialize;
 
-use crate::event::{rfc3339, Event, EventKind, Millis, SubscriptionAction, DAY_MS};
-use crate::features::{CustomerState, FeatureSpec, SubStatus};
-use crate::model::{sigmoid, ModelFile, Thresholds};
-use crate::pipeline::ingest;
+use crate::pipeline::event::{rfc3339, Event, EventKind, Millis, SubscriptionAction, DAY_MS};
+use crate::pipeline::features::{CustomerState, FeatureSpec, SubStatus};
+use crate::pipeline::model::{sigmoid, ModelFile, Thresholds};
+use crate::pipeline::step::ingest;
 
 /// Why training could not produce a model.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +65,7 @@ pub enum TrainError {
 pub enum Label {
     /// Churn onset within the horizon: the customer's current silence, or
     /// one that starts within the horizon, lasts at least the churn gap, or
-    /// the subscription is cancelled (see [`crate::onset`]). The default:
+    /// the subscription is cancelled (see [`crate::pipeline::onset`]). The default:
     /// it asks who is about to leave while they are still there.
     Onset,
     /// No purchase, session or activity event within the horizon.
@@ -142,7 +142,7 @@ pub struct TrainConfig {
     /// The onset label: a silence this long is churn.
     pub churn_gap_ms: Millis,
     /// Customers whose silence has cost this many of their usual active
-    /// days are past onset too (not scored; see [`crate::model::Population`]).
+    /// days are past onset too (not scored; see [`crate::pipeline::model::Population`]).
     pub churn_missed_days: Option<f64>,
     /// Dates earlier than this after the first event are skipped (features
     /// need history to mean anything).
@@ -194,8 +194,8 @@ impl TrainConfig {
     }
 
     /// The model's population for the onset label.
-    pub fn population(&self) -> Option<crate::model::Population> {
-        (self.label == Label::Onset).then(|| crate::model::Population {
+    pub fn population(&self) -> Option<crate::pipeline::model::Population> {
+        (self.label == Label::Onset).then(|| crate::pipeline::model::Population {
             churned_after_days: self.churn_gap_ms as f64 / DAY_MS as f64,
             churned_after_missed_days: self.churn_missed_days,
             horizon_days: self.horizon_ms as f64 / DAY_MS as f64,
@@ -243,11 +243,11 @@ fn count_kind(kind: &EventKind) -> Option<u8> {
         EventKind::Purchase { .. } => 1,
         EventKind::Activity { .. } => 2,
         EventKind::Email {
-            action: crate::event::EmailAction::Open,
+            action: crate::pipeline::event::EmailAction::Open,
             ..
         } => 3,
         EventKind::Email {
-            action: crate::event::EmailAction::Click,
+            action: crate::pipeline::event::EmailAction::Click,
             ..
         } => 4,
         EventKind::SupportTicket { is_complaint, .. } => 5 + u8::from(*is_complaint),
@@ -266,7 +266,7 @@ struct Customer {
     marked: u64,
     erased: bool,
     /// Onsets, for the onset label.
-    track: crate::onset::Track,
+    track: crate::pipeline::onset::Track,
     /// Counted events of the last 28 days: minutes since the epoch << 8 |
     /// count kind (see [`count_kind`]).
     recent: std::collections::VecDeque<u64>,
@@ -387,7 +387,7 @@ impl<'a> Replay<'a> {
     }
 
     /// Takes the next event; events must come in event-time order (see
-    /// [`crate::history`]), so that every snapshot sees exactly the events
+    /// [`crate::offline::history`]), so that every snapshot sees exactly the events
     /// up to its date.
     pub fn push(&mut self, e: Event) {
         let t = e.occurred_at;
@@ -567,7 +567,7 @@ impl<'a> Replay<'a> {
             let churned = match label {
                 Label::Onset => {
                     let d = out.dates[*date as usize];
-                    crate::onset::first_from(&onsets[*cust as usize], out.anchors[i])
+                    crate::pipeline::onset::first_from(&onsets[*cust as usize], out.anchors[i])
                         .is_some_and(|o| o <= d + h)
                 }
                 Label::Silence => !marked,
@@ -1216,7 +1216,11 @@ pub fn fit(
 /// The share of customers past onset who engaged again within the
 /// horizon, on the training dates, for silences shorter than the churn gap
 /// (an unusual silence, or a cancel) and of at least 1, 2 and 4 gaps.
-fn return_rates(snaps: &Snapshots, before: u8, gap_days: f64) -> Vec<crate::model::ReturnRate> {
+fn return_rates(
+    snaps: &Snapshots,
+    before: u8,
+    gap_days: f64,
+) -> Vec<crate::pipeline::model::ReturnRate> {
     let bands = [0.0, gap_days, 2.0 * gap_days, 4.0 * gap_days];
     let mut counts = [(0u64, 0u64); 4];
     for o in snaps.outside.iter().filter(|o| o.date < before) {
@@ -1231,7 +1235,7 @@ fn return_rates(snaps: &Snapshots, before: u8, gap_days: f64) -> Vec<crate::mode
         .iter()
         .zip(counts)
         .filter(|(_, (n, _))| *n > 0)
-        .map(|(from, (n, back))| crate::model::ReturnRate {
+        .map(|(from, (n, back))| crate::pipeline::model::ReturnRate {
             silent_days_from: *from,
             rate: (back as f64 / n as f64 * 10_000.0).round() / 10_000.0,
             snapshots: n,
@@ -1342,8 +1346,8 @@ fn learn_segments(
     train: &[usize],
     date: u8,
     cfg: &TrainConfig,
-) -> crate::segments::Learned {
-    use crate::segments::{quintile_cuts, Learned, RfmBounds};
+) -> crate::pipeline::segments::Learned {
+    use crate::pipeline::segments::{quintile_cuts, Learned, RfmBounds};
     let (mut r, mut f, mut m) = (Vec::new(), Vec::new(), Vec::new());
     for i in train.iter().filter(|i| snaps.rows[**i].0 == date) {
         // The baseline columns hold plain recency, frequency and monetary.
@@ -1358,7 +1362,7 @@ fn learn_segments(
     let round = |c: [f64; 4]| c.map(|x| (x * 100.0).round() / 100.0);
     let positives = train.iter().filter(|i| snaps.rows[**i].2).count();
     let p = positives as f64 / train.len().max(1) as f64;
-    let h_days = cfg.horizon_ms as f64 / crate::event::DAY_MS as f64;
+    let h_days = cfg.horizon_ms as f64 / crate::pipeline::event::DAY_MS as f64;
     let annual = 1.0 - (1.0 - p).powf(365.0 / h_days.max(1.0));
     Learned {
         rfm: RfmBounds {
@@ -1410,7 +1414,7 @@ mod tests {
         // A calibrated score: score i/2000 churns with probability i/2000.
         let scores: Vec<f64> = (0..2000).map(|i| i as f64 / 2000.0).collect();
         let labels: Vec<bool> = (0..2000u64)
-            .map(|i| (crate::event::stable_hash(&[&i.to_be_bytes()]) % 2000) < i)
+            .map(|i| (crate::pipeline::event::stable_hash(&[&i.to_be_bytes()]) % 2000) < i)
             .collect();
         let t = choose_thresholds(&scores, &labels, ThresholdTarget::Precision(0.8));
         // Customers at the threshold churn at about the target rate...
@@ -1430,11 +1434,11 @@ mod tests {
     }
 
     fn simulated(customers: usize, days: u32, seed: u64) -> (Vec<Event>, Millis) {
-        let mut sim_cfg = crate::simulate::SimConfig::new(customers, days, seed);
+        let mut sim_cfg = crate::offline::simulate::SimConfig::new(customers, days, seed);
         sim_cfg.end = 1_790_000_000_000 - 1_790_000_000_000 % DAY_MS;
         sim_cfg.late_rate = 0.02;
         let end = sim_cfg.end;
-        let mut sim = crate::simulate::Simulator::new(sim_cfg);
+        let mut sim = crate::offline::simulate::Simulator::new(sim_cfg);
         let v = crate::config::Config::default().validator();
         let mut events = Vec::new();
         while !sim.done() {
@@ -1562,7 +1566,7 @@ mod tests {
         assert_eq!(p.churned_after_days, 30.0);
         assert!(!p.return_rates.is_empty());
         assert_eq!(t.baselines.len(), 2);
-        assert!(crate::model::Model::new(t.model, &spec).is_ok());
+        assert!(crate::pipeline::model::Model::new(t.model, &spec).is_ok());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `churn-alert backtest`: how early the service's alerts come.
 //!
-//! The history is read in event-time order ([`crate::history`]), cut into
+//! The history is read in event-time order ([`crate::offline::history`]), cut into
 //! input partitions by the upstream partitioner and fed, as messages, to the
 //! service's own [`Processor`] with the event-time clock, the model and the
 //! full alert policy (thresholds, hysteresis, cooldown, silence re-scoring)
@@ -9,7 +9,7 @@
 //! against the service on a Kafka cluster).
 //!
 //! Each alert is then set against the customer's churn onsets: read from
-//! the data ([`crate::onset`]: the last engagement before a silence of the
+//! the data ([`crate::pipeline::onset`]: the last engagement before a silence of the
 //! churn gap, or a cancel), or, with `--truth`, the simulator's churn time.
 //! The report gives, for the churners whose onset falls in the window, the
 //! lead time of their first alert; for the alerts in the window, the share
@@ -27,15 +27,15 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::commands::{parse_days, parse_time, read_truth};
 use crate::config::Config;
-use crate::event::{rfc3339, Millis, DAY_MS};
-use crate::history::{read_sorted, HistoryArgs};
-use crate::model::Model;
-use crate::onset::Track;
-use crate::pipeline::Alert;
-use crate::processor::{ClockMode, InMessage, OutKind, Processor};
-use crate::report::{chart_range, Series};
+use crate::offline::commands::{parse_days, parse_time, read_truth};
+use crate::offline::history::{read_sorted, HistoryArgs};
+use crate::offline::report::{chart_range, Series};
+use crate::pipeline::event::{rfc3339, Millis, DAY_MS};
+use crate::pipeline::model::Model;
+use crate::pipeline::onset::Track;
+use crate::pipeline::step::Alert;
+use crate::service::processor::{ClockMode, InMessage, OutKind, Processor};
 
 /// Flags of `churn-alert backtest`.
 #[derive(Debug, Clone, clap::Args)]
@@ -357,7 +357,7 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
         (1..=1024).contains(&opts.partitions),
         "--partitions must be 1 to 1024"
     );
-    let partitioner = crate::partitioner::Partitioner::parse(&config.kafka.partitioner)
+    let partitioner = crate::kafka::partitioner::Partitioner::parse(&config.kafka.partitioner)
         .context("kafka.partitioner")?;
     let mut processor = Processor::new(
         spec.clone(),
@@ -365,7 +365,7 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
         config.policy_for(Some(model.file())),
         Arc::new(model.clone()),
         Arc::new(crate::store::MemStore::default()),
-        crate::metrics::Metrics::new(),
+        crate::telemetry::metrics::Metrics::new(),
         ClockMode::Event,
         config.kafka.input_topic.clone(),
     );
@@ -378,7 +378,7 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
     let mut failed: Option<anyhow::Error> = None;
     // Scores follow event time; the wall clock only refuses events from the
     // future, as the live service does.
-    let wall_now = crate::event::wall_now();
+    let wall_now = crate::pipeline::event::wall_now();
     let mut flush = |batch: &mut Vec<InMessage>, alerts: &mut Vec<Alert>| -> anyhow::Result<()> {
         let b = processor.process(batch, wall_now)?;
         for r in &b.records {

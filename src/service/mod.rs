@@ -4,7 +4,7 @@
 //! 1. process the messages (pure steps, state loaded from the store);
 //! 2. publish alerts, triggers, dead letters and the changed states to the
 //!    changelog, and wait for delivery; then one meta record per partition
-//!    closing the batch in the changelog (see [`crate::changelog`]);
+//!    closing the batch in the changelog (see [`crate::kafka::changelog`]);
 //! 3. write the state, due index, next offsets and changelog position of
 //!    each partition in one atomic store commit;
 //! 4. commit the offsets to Kafka (for lag tracking only: on assignment the
@@ -13,6 +13,9 @@
 //!
 //! A failing dependency (broker, disk) stops the loop at the step that failed;
 //! it retries with backoff, reports not ready, and never skips data.
+
+pub mod processor;
+pub mod reload;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,14 +27,14 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Health;
-use crate::changelog::{Plan, RestoreError, Restored};
 use crate::config::{Config, ConfigError, KafkaConfig};
-use crate::event::wall_now;
-use crate::kafka::{self, ConsumerCtx, Publisher};
-use crate::metrics::Metrics;
-use crate::model::{Model, ModelError};
-use crate::processor::{Batch, ClockMode, InMessage, OutRecord, Processor};
+use crate::kafka::changelog::{Plan, RestoreError, Restored};
+use crate::kafka::source::{self, ConsumerCtx, Publisher};
+use crate::pipeline::event::wall_now;
+use crate::pipeline::model::{Model, ModelError};
+use crate::service::processor::{Batch, ClockMode, InMessage, OutRecord, Processor};
 use crate::store::{Commit, MemStore, PartitionMeta, SledStore, Store, StoreError};
+use crate::telemetry::metrics::Metrics;
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +48,7 @@ pub enum StartError {
     #[error("kafka client: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error(transparent)]
-    Topic(#[from] crate::topics::TopicError),
+    Topic(#[from] crate::kafka::topics::TopicError),
     #[error("admin server cannot listen on {addr}: {source}")]
     Admin {
         addr: String,
@@ -61,7 +64,7 @@ pub struct Service {
     pub metrics: Metrics,
     pub health: Arc<Health>,
     /// What the admin server's operator endpoints work with.
-    pub control: Arc<crate::control::Control>,
+    pub control: Arc<crate::admin::control::Control>,
 }
 
 /// Opens the configured store.
@@ -88,7 +91,7 @@ impl Service {
         let store = open_store(&config)?;
         let model = Arc::new(model);
         let metrics = Metrics::new();
-        let control = Arc::new(crate::control::Control::new(
+        let control = Arc::new(crate::admin::control::Control::new(
             config.clone(),
             store.clone(),
             metrics.clone(),
@@ -129,7 +132,9 @@ impl Service {
     /// writes state and offsets, flushes and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartError> {
         let cfg = self.config.kafka.clone();
-        if crate::topics::ensure(&cfg, &shutdown).await? == crate::topics::Checked::Stopped {
+        if crate::kafka::topics::ensure(&cfg, &shutdown).await?
+            == crate::kafka::topics::Checked::Stopped
+        {
             return Ok(());
         }
         let ctx = ConsumerCtx {
@@ -146,9 +151,9 @@ impl Service {
             wake: Arc::default(),
         };
         let wake = ctx.wake.clone();
-        let consumer = kafka::consumer(&cfg, self.config.admin.advertised_url.as_deref(), ctx)?;
+        let consumer = source::consumer(&cfg, self.config.admin.advertised_url.as_deref(), ctx)?;
         let publisher = Publisher {
-            producer: kafka::producer(&cfg)?,
+            producer: source::producer(&cfg)?,
             alerts_topic: cfg.alerts_topic.clone(),
             triggers_topic: cfg.triggers_topic.clone(),
             outcomes_topic: cfg.outcomes_topic.clone(),
@@ -182,8 +187,8 @@ impl Service {
             clock = ?clock,
             "churn-alert started"
         );
-        crate::reload::record_in_use(&self.metrics, None, self.model.version());
-        let mut models = crate::reload::ModelWatcher {
+        crate::service::reload::record_in_use(&self.metrics, None, self.model.version());
+        let mut models = crate::service::reload::ModelWatcher {
             path: self.config.model.path.clone(),
             spec: self.config.feature_spec(),
             metrics: self.metrics.clone(),
@@ -260,7 +265,7 @@ impl Service {
             match first {
                 Ok(m) => {
                     self.health.connected.store(true, Ordering::Relaxed);
-                    msgs.push(kafka::detach(&m));
+                    msgs.push(source::detach(&m));
                 }
                 Err(e) => {
                     self.metrics
@@ -275,7 +280,7 @@ impl Service {
             let deadline = tokio::time::Instant::now() + linger;
             while msgs.len() < cfg.batch_max_messages {
                 match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                    Ok(Ok(m)) => msgs.push(kafka::detach(&m)),
+                    Ok(Ok(m)) => msgs.push(source::detach(&m)),
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "consume failed");
                         break;
@@ -371,7 +376,7 @@ impl Runner<'_> {
         );
         let handle = tokio::task::spawn_blocking(move || {
             std::thread::sleep(delay);
-            crate::changelog::restore(&cfg, p, store.as_ref(), &metrics, &c)
+            crate::kafka::changelog::restore(&cfg, p, store.as_ref(), &metrics, &c)
         });
         self.restores.insert(
             p,
@@ -442,7 +447,8 @@ impl Runner<'_> {
                     // Name the new owner in the changelog at once (for the
                     // owner lookup); it changes no state.
                     if let (Some(m), Some(_)) = (r.meta, &self.owner) {
-                        let claim = crate::changelog::meta_record(p, &m, self.owner.as_deref());
+                        let claim =
+                            crate::kafka::changelog::meta_record(p, &m, self.owner.as_deref());
                         if let Err((_, e)) = self.publisher.publish(&[claim]).await {
                             tracing::warn!(partition = p, error = %e, "cannot name this instance as the owner in the changelog");
                         }
@@ -484,12 +490,12 @@ impl Runner<'_> {
         };
         let mut attempt = 0;
         let stopped = || StoreError::Io("stopping".into());
-        for chunk in crate::changelog::state_records(p, &commit).chunks(10_000) {
+        for chunk in crate::kafka::changelog::state_records(p, &commit).chunks(10_000) {
             self.deliver(chunk.to_vec(), &mut attempt)
                 .await
                 .ok_or_else(stopped)?;
         }
-        let closing = crate::changelog::meta_record(p, &meta, self.owner.as_deref());
+        let closing = crate::kafka::changelog::meta_record(p, &meta, self.owner.as_deref());
         let written = self
             .deliver(vec![closing], &mut attempt)
             .await
@@ -624,7 +630,7 @@ impl Runner<'_> {
         let mut batch = batch;
         // 1. Outputs and the changelog's state records; 2. once those are
         // delivered, one meta record per partition closing its batch (see
-        // `crate::changelog`); 3. the local commit, which records where the
+        // `crate::kafka::changelog`); 3. the local commit, which records where the
         // changelog now ends.
         let mut first = std::mem::take(&mut batch.records);
         let mut metas = Vec::new();
@@ -637,8 +643,8 @@ impl Runner<'_> {
             if c.states.is_empty() && !moved {
                 continue; // nothing new for the changelog
             }
-            first.extend(crate::changelog::state_records(*p, c));
-            metas.push(crate::changelog::meta_record(
+            first.extend(crate::kafka::changelog::state_records(*p, c));
+            metas.push(crate::kafka::changelog::meta_record(
                 *p,
                 &c.meta,
                 self.owner.as_deref(),

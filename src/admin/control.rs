@@ -21,12 +21,12 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 use crate::config::Config;
-use crate::event::{rfc3339, stable_hash, wall_now, Millis};
-use crate::features::{CustomerState, FeatureSpec};
-use crate::metrics::Metrics;
-use crate::model::Model;
-use crate::policy::Policy;
+use crate::pipeline::event::{rfc3339, stable_hash, wall_now, Millis};
+use crate::pipeline::features::{CustomerState, FeatureSpec};
+use crate::pipeline::model::Model;
+use crate::pipeline::policy::Policy;
 use crate::store::Store;
+use crate::telemetry::metrics::Metrics;
 
 /// Shared between the service loop and the admin server.
 pub struct Control {
@@ -47,7 +47,7 @@ pub struct Control {
     /// Producer and input topic for erasure events (set once running).
     pub producer: Mutex<Option<(FutureProducer, String)>>,
     /// The input partitions this instance holds (shared with the consumer).
-    pub assignment: Arc<Mutex<crate::kafka::Assignment>>,
+    pub assignment: Arc<Mutex<crate::kafka::source::Assignment>>,
 }
 
 type Reply = (StatusCode, Json<Value>);
@@ -133,10 +133,15 @@ impl Control {
     /// The operator's view of one customer as of `now`.
     pub fn customer_view(&self, id: &str, p: i32, s: &CustomerState, now: Millis) -> Value {
         let (model, policy) = self.current.read().expect("not poisoned").clone();
-        let (x, assessment) =
-            crate::pipeline::features_and_score(s, now, &model, policy.top_reasons, &self.spec);
+        let (x, assessment) = crate::pipeline::step::features_and_score(
+            s,
+            now,
+            &model,
+            policy.top_reasons,
+            &self.spec,
+        );
         let (status, probability, tier, reasons, silent, comeback) = match assessment {
-            crate::model::Assessment::Scored(sc) => (
+            crate::pipeline::model::Assessment::Scored(sc) => (
                 "active",
                 Some(sc.probability),
                 policy.tier(sc.probability).to_string(),
@@ -144,7 +149,7 @@ impl Control {
                 None,
                 None,
             ),
-            crate::model::Assessment::Churned {
+            crate::pipeline::model::Assessment::Churned {
                 silent_days,
                 return_probability,
             } => (
@@ -260,7 +265,7 @@ pub async fn get_customer(State(c): State<Arc<Control>>, Path(id): Path<String>)
 /// instance (a redirect to its admin address when it advertises one).
 async fn elsewhere(c: &Control, id: &str) -> Response {
     let (k, key) = (c.config.kafka.clone(), id.as_bytes().to_vec());
-    let found = tokio::task::spawn_blocking(move || crate::owner::locate(&k, &key)).await;
+    let found = tokio::task::spawn_blocking(move || crate::kafka::owner::locate(&k, &key)).await;
     let located =
         match found {
             Ok(Ok(l)) => l,
@@ -447,7 +452,7 @@ pub async fn get_policy(State(c): State<Arc<Control>>) -> Reply {
             "campaigns": p.campaigns,
             "contact": p.contact,
             "holdout": p.holdout,
-            "outcome_window_days": p.outcome_window_ms as f64 / crate::event::DAY_MS as f64,
+            "outcome_window_days": p.outcome_window_ms as f64 / crate::pipeline::event::DAY_MS as f64,
             "rfm": p.segments.rfm,
             "expected_lifetime_years": p.segments.expected_lifetime_years,
         }),

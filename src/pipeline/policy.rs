@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::Millis;
-use crate::features::{AlertState, CustomerState};
+use crate::pipeline::event::Millis;
+use crate::pipeline::features::{AlertState, CustomerState};
 
 /// A named band of probability.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -96,7 +96,7 @@ impl CampaignRule {
 /// exist, no rule may contact a customer without consent, and every case
 /// must be matched. The error names the rule field or the unmatched case.
 pub fn check_rules(rules: &[CampaignRule], tiers: &[Tier]) -> Result<(), (String, String)> {
-    use crate::segments::{LIFECYCLE, SEGMENTS};
+    use crate::pipeline::segments::{LIFECYCLE, SEGMENTS};
     const BANDS: [&str; 3] = ["low", "medium", "high"];
     let tier_names: Vec<&str> = tiers.iter().map(|t| t.name.as_str()).collect();
     for (i, r) in rules.iter().enumerate() {
@@ -221,7 +221,10 @@ impl Holdout {
     /// Whether the customer is in the control group: a stable hash of the
     /// experiment and customer id, the same on every instance and restart.
     pub fn contains(&self, customer_id: &str) -> bool {
-        let h = crate::event::stable_hash(&[self.experiment.as_bytes(), customer_id.as_bytes()]);
+        let h = crate::pipeline::event::stable_hash(&[
+            self.experiment.as_bytes(),
+            customer_id.as_bytes(),
+        ]);
         (h % 1_000_000) as f64 / 1_000_000.0 < self.share
     }
 }
@@ -285,7 +288,7 @@ pub struct Policy {
     /// Event time after an alert at which its outcome is decided.
     pub outcome_window_ms: Millis,
     /// Segments, lifecycle and value.
-    pub segments: crate::segments::Segmenter,
+    pub segments: crate::pipeline::segments::Segmenter,
     /// How often a silent customer is re-scored (event time).
     pub rescore_interval_ms: Millis,
     /// Silent customers are no longer re-scored after this long.
@@ -363,8 +366,8 @@ impl Policy {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::event::DAY_MS;
-    use crate::features::Latest;
+    use crate::pipeline::event::DAY_MS;
+    use crate::pipeline::features::Latest;
 
     /// The default policy with thresholds 0.7/0.5, no quiet hours and no
     /// holdout (tests of those set them).

@@ -34,8 +34,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Millis, DAY_MS};
-use crate::features::CustomerState;
+use crate::pipeline::event::{Millis, DAY_MS};
+use crate::pipeline::features::CustomerState;
 
 /// Segment names, in rule order.
 pub const SEGMENTS: [&str; 8] = [
@@ -235,7 +235,7 @@ impl Segmenter {
         let subscribed = s
             .subscription
             .as_ref()
-            .is_some_and(|l| l.value == crate::features::SubStatus::Active);
+            .is_some_and(|l| l.value == crate::pipeline::features::SubStatus::Active);
         let plan = if subscribed {
             s.plan_value.as_ref().map_or(0.0, |l| l.value)
         } else {
@@ -286,7 +286,7 @@ pub fn quintile_cuts(xs: &mut [f64]) -> [f64; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::features::{AlertState, Latest, SubStatus};
+    use crate::pipeline::features::{AlertState, Latest, SubStatus};
 
     const NOW: Millis = 1_800_000_000_000;
 

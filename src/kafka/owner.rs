@@ -11,7 +11,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::config::KafkaConfig;
-use crate::partitioner::Partitioner;
+use crate::kafka::partitioner::Partitioner;
 
 /// Where a customer lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub fn locate(cfg: &KafkaConfig, key: &[u8]) -> Result<Located, String> {
     }
     let partitioner = Partitioner::parse(&cfg.partitioner).unwrap_or(Partitioner::Murmur2);
     let partition = partitioner.partition(key, partitions);
-    let owner = crate::changelog::last_meta(cfg, partition)
+    let owner = crate::kafka::changelog::last_meta(cfg, partition)
         .map_err(|e| e.to_string())?
         .and_then(|m| m.owner);
     Ok(Located { partition, owner })

@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::event::{rfc3339, Millis, DAY_MS};
-use crate::history::{read_sorted, HistoryArgs};
-use crate::model::Assessment;
-use crate::model::Model;
-use crate::pipeline::{ingest, score_at};
-use crate::train::{self, Label, ThresholdTarget, TrainConfig};
+use crate::offline::history::{read_sorted, HistoryArgs};
+use crate::offline::train::{self, Label, ThresholdTarget, TrainConfig};
+use crate::pipeline::event::{rfc3339, Millis, DAY_MS};
+use crate::pipeline::model::Assessment;
+use crate::pipeline::model::Model;
+use crate::pipeline::step::{ingest, score_at};
 
 /// Reads `YYYY-MM-DD` (midnight UTC) or an RFC 3339 timestamp.
 pub fn parse_time(s: &str) -> anyhow::Result<Millis> {
@@ -345,10 +345,10 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
     let t = train::Trained { model, ..t };
-    let written = crate::report::write(
+    let written = crate::offline::report::write(
         dir,
         &stem,
-        &crate::report::ReportInput {
+        &crate::offline::report::ReportInput {
             events_file: &opts.history.describe(),
             sha256: &read.sha256,
             stats: &stats,

@@ -1,7 +1,7 @@
 //! Batch processing between the Kafka edge and the store.
 //!
 //! A batch of input messages is split by partition; every customer touched is
-//! loaded once, the pure [`crate::pipeline`] functions run on each event, due
+//! loaded once, the pure [`crate::pipeline::step`] functions run on each event, due
 //! silent customers are re-scored, and the result is a set of output records
 //! plus one [`Commit`] per partition (state, due index, next offset).
 //! The caller publishes the records, waits for delivery, then calls
@@ -10,14 +10,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::decode::{RejectCode, Rejection, Validator};
-use crate::event::Millis;
-use crate::features::{CustomerState, FeatureSpec};
-use crate::metrics::Metrics;
-use crate::model::Model;
-use crate::pipeline::{self, Outcome, Output};
-use crate::policy::Policy;
+use crate::pipeline::decode::{RejectCode, Rejection, Validator};
+use crate::pipeline::event::Millis;
+use crate::pipeline::features::{CustomerState, FeatureSpec};
+use crate::pipeline::model::Model;
+use crate::pipeline::policy::Policy;
+use crate::pipeline::step::{self, Outcome, Output};
 use crate::store::{Commit, PartitionMeta, Store, StoreError};
+use crate::telemetry::metrics::Metrics;
 
 /// With the event-time clock, silent customers are swept each time a
 /// partition's watermark crosses a multiple of this.
@@ -67,7 +67,7 @@ pub enum OutKind {
     Trigger,
     Outcome,
     DeadLetter,
-    /// The state changelog (see [`crate::changelog`]).
+    /// The state changelog (see [`crate::kafka::changelog`]).
     Changelog,
 }
 
@@ -308,7 +308,7 @@ impl Processor {
         // An erasure carries the time it was requested, not an event time
         // of the stream: it neither scores the customer first nor moves the
         // partition's event-time clock.
-        let erasure = matches!(event.kind, crate::event::EventKind::Erasure);
+        let erasure = matches!(event.kind, crate::pipeline::event::EventKind::Erasure);
         if self.clock == ClockMode::Event && !erasure {
             // Silent spells before this event are scored first, as of their
             // due times, so the event does not leak into them.
@@ -319,7 +319,7 @@ impl Processor {
                 records,
             );
         }
-        let (state, out) = pipeline::step(
+        let (state, out) = step::step(
             slot.state.take(),
             &event,
             now,
@@ -338,7 +338,7 @@ impl Processor {
                     RejectCode::TooLate,
                     format!(
                         "occurred_at is more than features.dedup_window_days ({} days) behind the customer's newest event, so it cannot be told apart from a duplicate",
-                        self.spec.dedup_window_ms as f64 / crate::event::DAY_MS as f64
+                        self.spec.dedup_window_ms as f64 / crate::pipeline::event::DAY_MS as f64
                     ),
                 );
                 records.push(self.dead_letter(m, &rej));
@@ -418,7 +418,7 @@ impl Processor {
                 ClockMode::Event => due,
                 ClockMode::Wall => until,
             };
-            let (s, out) = pipeline::rescore(state, id, at, &self.model, &self.policy, &self.spec);
+            let (s, out) = step::rescore(state, id, at, &self.model, &self.policy, &self.spec);
             state = s;
             self.metrics.rescored_silent.inc();
             self.emit(&out, "silence", records);
@@ -538,7 +538,7 @@ impl Processor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::DAY_MS;
+    use crate::pipeline::event::DAY_MS;
     use crate::store::MemStore;
 
     const T0: Millis = 1_790_000_000_000;
@@ -546,7 +546,7 @@ mod tests {
     fn processor(store: Arc<dyn Store>) -> Processor {
         let cfg = crate::config::Config::default();
         let spec = cfg.feature_spec();
-        let model = crate::model::tests::silence_model(&spec, "t");
+        let model = crate::pipeline::model::tests::silence_model(&spec, "t");
         Processor::new(
             spec,
             cfg.validator(),
@@ -624,7 +624,7 @@ mod tests {
             alerts.extend(b.records.into_iter().filter(|r| r.kind == OutKind::Alert));
         }
         assert_eq!(alerts.len(), 1, "only the silent customer is alerted");
-        let a: crate::pipeline::Alert = serde_json::from_slice(&alerts[0].payload).unwrap();
+        let a: crate::pipeline::step::Alert = serde_json::from_slice(&alerts[0].payload).unwrap();
         assert_eq!(a.customer_id, "quiet");
         assert_eq!(a.cause, "silence");
         assert_eq!(alerts[0].key.as_deref(), Some(&b"quiet"[..]));

@@ -12,9 +12,9 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::features::FeatureSpec;
-use crate::metrics::Metrics;
-use crate::model::Model;
+use crate::pipeline::features::FeatureSpec;
+use crate::pipeline::model::Model;
+use crate::telemetry::metrics::Metrics;
 
 /// What identifies a version of the file without reading it.
 type Signature = Option<(SystemTime, u64)>;

@@ -5,6 +5,8 @@
 //! Mutating endpoints need `Authorization: Bearer <admin.token>`; with no
 //! token configured they answer 403 (disabled), never open.
 
+pub mod control;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 
 /// What `/readyz` reports: ready only when every condition holds.
 #[derive(Default, Debug)]
@@ -58,16 +60,16 @@ impl Health {
 struct AppState {
     metrics: Metrics,
     health: Arc<Health>,
-    control: Arc<crate::control::Control>,
+    control: Arc<crate::admin::control::Control>,
 }
 
 /// The admin routes.
 pub fn router(
     metrics: Metrics,
     health: Arc<Health>,
-    control: Arc<crate::control::Control>,
+    control: Arc<crate::admin::control::Control>,
 ) -> Router {
-    use crate::control as c;
+    use crate::admin::control as c;
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -87,7 +89,7 @@ pub fn router(
         })
 }
 
-impl axum::extract::FromRef<AppState> for Arc<crate::control::Control> {
+impl axum::extract::FromRef<AppState> for Arc<crate::admin::control::Control> {
     fn from_ref(s: &AppState) -> Self {
         s.control.clone()
     }
@@ -126,7 +128,7 @@ pub async fn serve(
     listen: &str,
     metrics: Metrics,
     health: Arc<Health>,
-    control: Arc<crate::control::Control>,
+    control: Arc<crate::admin::control::Control>,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;

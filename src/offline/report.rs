@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::event::rfc3339;
-use crate::train::{roc_curve, Evaluation, ReplayStats, TrainConfig, Trained};
+use crate::offline::train::{roc_curve, Evaluation, ReplayStats, TrainConfig, Trained};
+use crate::pipeline::event::rfc3339;
 
 /// One line on a plot.
 pub struct Series {
@@ -227,7 +227,7 @@ pub struct ReportInput<'a> {
     /// Held-out figures and scores of the oracle, when one was given.
     pub oracle: Option<(&'a Evaluation, &'a [f64])>,
     /// Everyone still there per a ground truth, when one was given.
-    pub truth: Option<&'a crate::train::TruthEvaluation>,
+    pub truth: Option<&'a crate::offline::train::TruthEvaluation>,
     pub model_file: &'a str,
 }
 
@@ -399,7 +399,7 @@ pub fn write(dir: &Path, stem: &str, r: &ReportInput) -> std::io::Result<Vec<Pat
         md,
         "- As-of {}, horizon {} days. Label: churned = {}.",
         date(cfg.as_of),
-        cfg.horizon_ms / crate::event::DAY_MS,
+        cfg.horizon_ms / crate::pipeline::event::DAY_MS,
         cfg.label.describe()
     );
     let _ = writeln!(
@@ -407,11 +407,13 @@ pub fn write(dir: &Path, stem: &str, r: &ReportInput) -> std::io::Result<Vec<Pat
         "- Population at each date: {} ({}).",
         cfg.label.population(),
         match cfg.label {
-            crate::train::Label::Onset =>
-                format!("churn gap {} days", cfg.churn_gap_ms / crate::event::DAY_MS),
+            crate::offline::train::Label::Onset => format!(
+                "churn gap {} days",
+                cfg.churn_gap_ms / crate::pipeline::event::DAY_MS
+            ),
             _ => format!(
                 "active within {} days",
-                cfg.active_within_ms / crate::event::DAY_MS
+                cfg.active_within_ms / crate::pipeline::event::DAY_MS
             ),
         }
     );
@@ -430,8 +432,8 @@ pub fn write(dir: &Path, stem: &str, r: &ReportInput) -> std::io::Result<Vec<Pat
     let _ = writeln!(
         md,
         "Standardised L2 logistic regression (linfa-logistic). L2 strength per training row, chosen by validation log loss{}: {}. Chosen: **{}**.\n",
-        if t.train.examples > crate::train::SELECTION_ROWS {
-            format!(" (fitted on an evenly spread {} of the {} training rows; the chosen strength is then fitted on all)", crate::train::SELECTION_ROWS, t.train.examples)
+        if t.train.examples > crate::offline::train::SELECTION_ROWS {
+            format!(" (fitted on an evenly spread {} of the {} training rows; the chosen strength is then fitted on all)", crate::offline::train::SELECTION_ROWS, t.train.examples)
         } else {
             String::new()
         },
@@ -477,7 +479,7 @@ pub fn write(dir: &Path, stem: &str, r: &ReportInput) -> std::io::Result<Vec<Pat
             tr.date,
             tr.customers,
             tr.churn_rate * 100.0,
-            cfg.horizon_ms / crate::event::DAY_MS
+            cfg.horizon_ms / crate::pipeline::event::DAY_MS
         );
         for (name, auc, pr) in &tr.scores {
             let _ = writeln!(md, "| {name} | {auc:.4} | {pr:.4} |");

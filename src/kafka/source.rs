@@ -22,9 +22,9 @@ use rdkafka::Message;
 
 use crate::admin::Health;
 use crate::config::KafkaConfig;
-use crate::metrics::Metrics;
-use crate::processor::{InMessage, OutKind, OutRecord};
+use crate::service::processor::{InMessage, OutKind, OutRecord};
 use crate::store::Store;
+use crate::telemetry::metrics::Metrics;
 
 /// Consumer callbacks: rebalances, statistics, errors.
 pub struct ConsumerCtx {
@@ -190,7 +190,7 @@ impl ConsumerContext for ConsumerCtx {
                     tracing::error!(error = %e, "assign failed");
                 }
                 // Paused until the service loop has brought their state up
-                // to date from the changelog (see `crate::changelog`).
+                // to date from the changelog (see `crate::kafka::changelog`).
                 if !ours.is_empty() {
                     let mut paused = TopicPartitionList::new();
                     for p in &ours {

@@ -21,7 +21,7 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::event::{Event, Millis};
+use crate::pipeline::event::{Event, Millis};
 
 /// Default memory for sorting, in MiB.
 pub const DEFAULT_SORT_BUFFER_MB: usize = 512;

@@ -9,8 +9,8 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::decode::RejectCode;
-use crate::event::EVENT_TYPES;
+use crate::pipeline::decode::RejectCode;
+use crate::pipeline::event::EVENT_TYPES;
 
 /// The service's metrics and their registry.
 #[derive(Clone)]

@@ -1,14 +1,14 @@
 //! The churn model: a standardised logistic regression read from JSON.
 //!
 //! The file names its features; they must all be features the code computes
-//! (see [`crate::features::FeatureSpec::names`]), otherwise the model is
+//! (see [`crate::pipeline::features::FeatureSpec::names`]), otherwise the model is
 //! refused at load with the offending field.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::features::{CustomerState, FeatureSpec};
+use crate::pipeline::features::{CustomerState, FeatureSpec};
 
 /// Why a model file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +48,7 @@ pub struct ModelFile {
     pub thresholds: Option<Thresholds>,
     /// RFM cut points and expected lifetime learned by `train`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub segments: Option<crate::segments::Learned>,
+    pub segments: Option<crate::pipeline::segments::Learned>,
     /// Who the model scores: customers past churn onset are churned, not
     /// scored. Absent in models trained on the old silence label, which
     /// score everyone.
@@ -99,10 +99,14 @@ impl Population {
     /// active subscription; or a subscription cancelled less than
     /// `churned_after_days` ago (a cancel is an onset; after that long the
     /// silence rule decides).
-    pub fn past_onset(&self, s: &CustomerState, now: crate::event::Millis) -> Option<f64> {
-        use crate::features::SubStatus;
+    pub fn past_onset(
+        &self,
+        s: &CustomerState,
+        now: crate::pipeline::event::Millis,
+    ) -> Option<f64> {
+        use crate::pipeline::features::SubStatus;
         let silent = silent_days(s, now);
-        let gap = self.churned_after_days * crate::event::DAY_MS as f64;
+        let gap = self.churned_after_days * crate::pipeline::event::DAY_MS as f64;
         let (subscribed, cancelled) = match &s.subscription {
             Some(l) if l.value == SubStatus::Active => (true, false),
             Some(l) => (false, l.at <= now && ((now - l.at) as f64) < gap),
@@ -129,9 +133,9 @@ impl Population {
 
 /// Days since the last purchase, session or activity (since first seen if
 /// none).
-pub fn silent_days(s: &CustomerState, now: crate::event::Millis) -> f64 {
+pub fn silent_days(s: &CustomerState, now: crate::pipeline::event::Millis) -> f64 {
     let engaged = s.last_engaged.unwrap_or(s.first_seen);
-    (now - engaged).max(0) as f64 / crate::event::DAY_MS as f64
+    (now - engaged).max(0) as f64 / crate::pipeline::event::DAY_MS as f64
 }
 
 /// What the model says of one customer.
@@ -385,7 +389,7 @@ impl Model {
         &self,
         s: &CustomerState,
         x: &[f64],
-        now: crate::event::Millis,
+        now: crate::pipeline::event::Millis,
         top: usize,
     ) -> Assessment {
         if let Some(p) = &self.file.population {
@@ -475,7 +479,7 @@ pub fn sigmoid(z: f64) -> f64 {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::event::DAY_MS;
+    use crate::pipeline::event::DAY_MS;
 
     /// A model whose probability rises with days of silence: 0.5 at 10
     /// days of recency, 0.7 at about 11.7.
@@ -621,8 +625,8 @@ pub(crate) mod tests {
 
     #[test]
     fn customers_past_onset_are_churned_not_scored() {
-        use crate::event::{Millis, DAY_MS};
-        use crate::features::{Latest, SubStatus};
+        use crate::pipeline::event::{Millis, DAY_MS};
+        use crate::pipeline::features::{Latest, SubStatus};
         let spec = spec();
         let mut f = file();
         f.population = Some(Population {

@@ -24,13 +24,13 @@ use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::event::{rfc3339, DAY_MS};
-use crate::metrics::Metrics;
-use crate::model::Model;
-use crate::pipeline::Alert;
+use crate::offline::simulate::{SimConfig, Simulator};
+use crate::offline::train::{build_examples, fit, TrainConfig};
+use crate::pipeline::event::{rfc3339, DAY_MS};
+use crate::pipeline::model::Model;
+use crate::pipeline::step::Alert;
 use crate::service::Service;
-use crate::simulate::{SimConfig, Simulator};
-use crate::train::{build_examples, fit, TrainConfig};
+use crate::telemetry::metrics::Metrics;
 
 /// Demo settings (the `demo` command's flags).
 #[derive(Debug, Clone, clap::Args)]
@@ -251,13 +251,13 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         }
     }
     // One valid event as protobuf, to show both encodings are accepted.
-    let pb = crate::proto::CustomerEvent {
+    let pb = crate::pipeline::proto::CustomerEvent {
         event_id: "pb-1".into(),
         customer_id: "c-protobuf".into(),
         r#type: "session".into(),
-        occurred: Some(crate::proto::customer_event::Occurred::OccurredAt(rfc3339(
-            end - DAY_MS,
-        ))),
+        occurred: Some(
+            crate::pipeline::proto::customer_event::Occurred::OccurredAt(rfc3339(end - DAY_MS)),
+        ),
         ..Default::default()
     };
     let d = producer
@@ -307,7 +307,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         .map(|e| e.customer_id.as_str())
         .collect::<HashSet<_>>()
         .len();
-    let leads = crate::backtest::truth_figures(
+    let leads = crate::offline::backtest::truth_figures(
         &alerts
             .iter()
             .map(|a| (a.customer_id.clone(), a.as_of_ms))
@@ -372,7 +372,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
             .into_iter()
             .filter(|(_, v)| !v.is_empty())
             .collect();
-        crate::metrics::Metrics::total_where(&metrics.outcomes, &labels)
+        crate::telemetry::metrics::Metrics::total_where(&metrics.outcomes, &labels)
     };
     println!(
         "  outcomes published   {} (retained: treated {} of {}, holdout {} of {}; no campaign effect is simulated)",
@@ -435,7 +435,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
 }
 
 fn reasons(m: &Metrics) -> String {
-    crate::decode::RejectCode::ALL
+    crate::pipeline::decode::RejectCode::ALL
         .iter()
         .filter_map(|c| {
             let n = m.dlq.with_label_values(&[c.as_str()]).get();

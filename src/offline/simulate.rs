@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal, Poisson};
 use serde_json::json;
 
-use crate::event::{rfc3339, Millis, DAY_MS};
+use crate::pipeline::event::{rfc3339, Millis, DAY_MS};
 
 /// Simulation settings.
 #[derive(Debug, Clone)]
@@ -39,7 +39,7 @@ pub struct SimConfig {
 impl SimConfig {
     /// Defaults ending at the start of the current UTC day.
     pub fn new(customers: usize, days: u32, seed: u64) -> Self {
-        let now = crate::event::wall_now();
+        let now = crate::pipeline::event::wall_now();
         Self {
             customers,
             days,
@@ -268,9 +268,10 @@ impl Simulator {
         else {
             return false;
         };
-        let draw = crate::event::stable_hash(&[id.as_bytes(), campaign.as_bytes(), b"treat"])
-            as f64
-            / u64::MAX as f64;
+        let draw =
+            crate::pipeline::event::stable_hash(&[id.as_bytes(), campaign.as_bytes(), b"treat"])
+                as f64
+                / u64::MAX as f64;
         if draw >= effect {
             return false;
         }

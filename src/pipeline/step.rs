@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{rfc3339, stable_hash, Event, EventKind, Millis, DAY_MS};
-use crate::features::{
+use crate::pipeline::event::{rfc3339, stable_hash, Event, EventKind, Millis, DAY_MS};
+use crate::pipeline::features::{
     Awaiting, CustomerState, FeatureSpec, HeldTrigger, PastAlert, Seen, ALERT_HISTORY,
 };
-use crate::model::{Assessment, Model, Reason};
-use crate::policy::{after_quiet_hours, Case, Decision, Policy};
-use crate::segments::{Profile, Rfm};
+use crate::pipeline::model::{Assessment, Model, Reason};
+use crate::pipeline::policy::{after_quiet_hours, Case, Decision, Policy};
+use crate::pipeline::segments::{Profile, Rfm};
 
 /// A churn alert as published on the alerts topic (JSON).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -357,7 +357,7 @@ fn alert(
     customer_id: &str,
     now: Millis,
     p: f64,
-    reasons: Vec<crate::model::Reason>,
+    reasons: Vec<crate::pipeline::model::Reason>,
     x: Vec<f64>,
     model: &Model,
     policy: &Policy,
@@ -551,14 +551,14 @@ fn next_wake(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::DAY_MS;
+    use crate::pipeline::event::DAY_MS;
 
     fn spec() -> FeatureSpec {
         FeatureSpec::new(&[7.0, 30.0, 90.0], &[], 7 * DAY_MS)
     }
 
     fn model(spec: &FeatureSpec) -> Model {
-        crate::model::tests::silence_model(spec, "test-1")
+        crate::pipeline::model::tests::silence_model(spec, "test-1")
     }
 
     const T0: Millis = 1_700_000_000_000;
@@ -588,7 +588,7 @@ mod tests {
 
     #[test]
     fn silent_customer_is_alerted_once_with_reasons() {
-        let (spec, policy) = (spec(), crate::policy::tests::policy());
+        let (spec, policy) = (spec(), crate::pipeline::policy::tests::policy());
         let m = model(&spec);
         let (s, out) = step(None, &session("e1", 0), T0, &m, &policy, &spec);
         assert_eq!(out.outcome, Outcome::Applied);
@@ -615,7 +615,7 @@ mod tests {
 
     #[test]
     fn projected_wake_up_alerts_on_the_same_day_as_daily_rescoring() {
-        let (spec, policy) = (spec(), crate::policy::tests::policy());
+        let (spec, policy) = (spec(), crate::pipeline::policy::tests::policy());
         let m = model(&spec);
         let (s, _) = step(None, &session("e1", 0), T0, &m, &policy, &spec);
         let mut s = s.unwrap();
@@ -639,7 +639,7 @@ mod tests {
 
     #[test]
     fn alert_ids_are_deterministic_and_distinct_per_crossing() {
-        let (spec, policy) = (spec(), crate::policy::tests::policy());
+        let (spec, policy) = (spec(), crate::pipeline::policy::tests::policy());
         let m = model(&spec);
         let run = || {
             let (s, _) = step(None, &session("e1", 0), T0, &m, &policy, &spec);
@@ -663,7 +663,7 @@ mod tests {
 
     #[test]
     fn duplicates_are_not_applied_twice_and_erasure_deletes() {
-        let (spec, policy) = (spec(), crate::policy::tests::policy());
+        let (spec, policy) = (spec(), crate::pipeline::policy::tests::policy());
         let m = model(&spec);
         let buy = ev(
             "p1",
@@ -705,7 +705,7 @@ mod tests {
 
     #[test]
     fn triggers_respect_consent() {
-        let (spec, policy) = (spec(), crate::policy::tests::policy());
+        let (spec, policy) = (spec(), crate::pipeline::policy::tests::policy());
         let m = model(&spec);
         let (s, _) = step(None, &session("e1", 0), T0, &m, &policy, &spec);
         let (_, out) = rescore(
@@ -763,7 +763,7 @@ mod tests {
 
     #[test]
     fn contact_cooldown_and_cap_limit_triggers_not_alerts() {
-        let mut policy = crate::policy::tests::policy();
+        let mut policy = crate::pipeline::policy::tests::policy();
         policy.cooldown_ms = 5 * DAY_MS;
         policy.contact.cooldown_days = 30.0;
         policy.contact.max_triggers = 2;
@@ -782,7 +782,7 @@ mod tests {
 
     #[test]
     fn holdout_customers_are_alerted_without_a_trigger_and_tracked() {
-        let mut policy = crate::policy::tests::policy();
+        let mut policy = crate::pipeline::policy::tests::policy();
         policy.holdout.share = 0.5;
         let held = policy.holdout.contains("c-1");
         policy.holdout.share = if held { 0.5 } else { 0.0 };
@@ -824,7 +824,7 @@ mod tests {
 
     #[test]
     fn outcome_is_churned_when_the_customer_stays_away() {
-        let policy = crate::policy::tests::policy();
+        let policy = crate::pipeline::policy::tests::policy();
         let outs = run(&policy, &[0], 45);
         let o = outs[42].1.decided.clone().expect("outcome on day 42");
         assert_eq!(
@@ -843,7 +843,7 @@ mod tests {
 
     #[test]
     fn quiet_hours_hold_a_trigger_until_local_morning() {
-        let mut policy = crate::policy::tests::policy();
+        let mut policy = crate::pipeline::policy::tests::policy();
         policy.contact.quiet_hours = vec![21, 8];
         let spec = spec();
         let m = model(&spec);
@@ -900,7 +900,7 @@ mod tests {
 
     #[test]
     fn alerts_carry_segment_lifecycle_and_value() {
-        let policy = crate::policy::tests::policy();
+        let policy = crate::pipeline::policy::tests::policy();
         let outs = run(&policy, &[0], 13);
         let a = outs[12].1.alert.clone().unwrap();
         assert_eq!(a.lifecycle, "at_risk");

@@ -34,10 +34,10 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::Message;
 
 use crate::config::KafkaConfig;
-use crate::features::CustomerState;
-use crate::metrics::Metrics;
-use crate::processor::{OutKind, OutRecord};
+use crate::pipeline::features::CustomerState;
+use crate::service::processor::{OutKind, OutRecord};
 use crate::store::{decode_state, encode_state, Commit, PartitionMeta, Store, StoreError};
+use crate::telemetry::metrics::Metrics;
 
 /// Key of the meta records: whitespace only, which no customer id can be.
 pub const META_KEY: &[u8] = b" ";

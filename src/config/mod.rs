@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::decode::Validator;
-use crate::event::{Millis, DAY_MS};
-use crate::features::FeatureSpec;
-use crate::model::ModelFile;
-use crate::policy::{CampaignRule, ContactRules, Holdout, Policy, Tier};
-use crate::segments::{RfmBounds, Segmenter};
+use crate::pipeline::decode::Validator;
+use crate::pipeline::event::{Millis, DAY_MS};
+use crate::pipeline::features::FeatureSpec;
+use crate::pipeline::model::ModelFile;
+use crate::pipeline::policy::{CampaignRule, ContactRules, Holdout, Policy, Tier};
+use crate::pipeline::segments::{RfmBounds, Segmenter};
 
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "CHURN_ALERT__";
@@ -554,7 +554,7 @@ impl Config {
         {
             return Err(key_err("kafka.instance_id", "must not be empty when set"));
         }
-        if crate::partitioner::Partitioner::parse(&k.partitioner).is_none() {
+        if crate::kafka::partitioner::Partitioner::parse(&k.partitioner).is_none() {
             return Err(key_err(
                 "kafka.partitioner",
                 format!(
@@ -704,7 +704,7 @@ impl Config {
                 ));
             }
         }
-        crate::policy::check_rules(&p.campaigns, &p.tiers)
+        crate::pipeline::policy::check_rules(&p.campaigns, &p.tiers)
             .map_err(|(at, why)| key_err(&format!("policy.campaigns{at}"), why))?;
         let c = &p.contact;
         for (key, x) in [
@@ -971,14 +971,14 @@ mod tests {
 
     #[test]
     fn thresholds_come_from_config_then_model_then_defaults() {
-        let mut m = crate::model::ModelFile {
+        let mut m = crate::pipeline::model::ModelFile {
             version: "v".into(),
             features: vec![],
             mean: vec![],
             scale: vec![],
             weights: vec![],
             intercept: 0.0,
-            thresholds: Some(crate::model::Thresholds {
+            thresholds: Some(crate::pipeline::model::Thresholds {
                 enter: 0.42,
                 exit: 0.3,
                 basis: String::new(),

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use prost::Message as _;
 use serde_json::{Map, Value};
 
-use crate::event::{
+use crate::pipeline::event::{
     Channel, EmailAction, Event, EventKind, Millis, Severity, SubscriptionAction, EVENT_TYPES,
 };
 
@@ -373,7 +373,7 @@ fn json_kind(v: &Value) -> &'static str {
 
 /// Decodes a protobuf `churn.v1.CustomerEvent` into the JSON field shape.
 fn protobuf_fields(payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
-    let e = crate::proto::CustomerEvent::decode(payload).map_err(|err| {
+    let e = crate::pipeline::proto::CustomerEvent::decode(payload).map_err(|err| {
         Rejection::new(
             RejectCode::Undecodable,
             format!("neither JSON nor a valid protobuf churn.v1.CustomerEvent: {err}"),
@@ -386,8 +386,8 @@ fn protobuf_fields(payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
 }
 
 /// Maps a protobuf event onto the JSON field names (unset fields are absent).
-pub fn protobuf_to_map(e: crate::proto::CustomerEvent) -> Map<String, Value> {
-    use crate::proto::customer_event::Occurred;
+pub fn protobuf_to_map(e: crate::pipeline::proto::CustomerEvent) -> Map<String, Value> {
+    use crate::pipeline::proto::customer_event::Occurred;
     let mut m = Map::new();
     let mut put = |k: &str, v: Value| {
         m.insert(k.to_string(), v);
@@ -694,13 +694,15 @@ mod tests {
 
     #[test]
     fn protobuf_and_json_decode_to_the_same_event() {
-        let pb = crate::proto::CustomerEvent {
+        let pb = crate::pipeline::proto::CustomerEvent {
             event_id: "e-7".into(),
             customer_id: "c-1".into(),
             r#type: "support_ticket".into(),
-            occurred: Some(crate::proto::customer_event::Occurred::OccurredAt(
-                "2026-11-10T10:00:00Z".into(),
-            )),
+            occurred: Some(
+                crate::pipeline::proto::customer_event::Occurred::OccurredAt(
+                    "2026-11-10T10:00:00Z".into(),
+                ),
+            ),
             severity: Some("high".into()),
             is_complaint: Some(true),
             satisfaction: Some(2),
@@ -720,7 +722,7 @@ mod tests {
         assert_eq!(from_pb, from_json);
         assert_eq!(from_pb_header, from_json);
         // The same rules apply: an out-of-range value is refused from protobuf too.
-        let bad = crate::proto::CustomerEvent {
+        let bad = crate::pipeline::proto::CustomerEvent {
             r#type: "survey".into(),
             nps: Some(11),
             ..pb
@@ -735,11 +737,11 @@ mod tests {
 
     #[test]
     fn nan_amount_from_protobuf_is_invalid() {
-        let pb = crate::proto::CustomerEvent {
+        let pb = crate::pipeline::proto::CustomerEvent {
             event_id: "e".into(),
             customer_id: "c".into(),
             r#type: "purchase".into(),
-            occurred: Some(crate::proto::customer_event::Occurred::OccurredAtMs(1)),
+            occurred: Some(crate::pipeline::proto::customer_event::Occurred::OccurredAtMs(1)),
             amount: Some(f64::NAN),
             ..Default::default()
         };

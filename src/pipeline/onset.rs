@@ -12,7 +12,7 @@
 //! history first). A silence still running at the end of the history counts
 //! only once it has lasted `gap`: before that it is not yet known.
 
-use crate::event::{Event, EventKind, Millis, SubscriptionAction};
+use crate::pipeline::event::{Event, EventKind, Millis, SubscriptionAction};
 
 /// One customer's onsets, built from its events in time order.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -79,7 +79,7 @@ pub fn first_from(onsets: &[Millis], from: Millis) -> Option<Millis> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::DAY_MS;
+    use crate::pipeline::event::DAY_MS;
     use std::collections::BTreeMap;
 
     fn ev(day: i64, kind: EventKind) -> Event {

@@ -1,6 +1,6 @@
 //! The validated customer event: what the pure core consumes.
 //!
-//! Wire formats (JSON, protobuf) are decoded and checked in [`crate::decode`];
+//! Wire formats (JSON, protobuf) are decoded and checked in [`crate::pipeline::decode`];
 //! everything here is already valid, amounts are in the base currency.
 
 use std::collections::BTreeMap;

@@ -1,0 +1,14 @@
+//! The Kafka edge, the only folder that imports rdkafka.
+//!
+//! - [`source`]: the consumer, its rebalance callbacks and the assignment.
+//! - [`changelog`]: the compacted changelog every state change is written
+//!   to, and the restore of a partition from it on assignment.
+//! - [`topics`]: creation and checking of the service's topics.
+//! - [`partitioner`]: which input partition a customer id belongs to;
+//!   [`owner`]: which group member holds it.
+
+pub mod changelog;
+pub mod owner;
+pub mod partitioner;
+pub mod source;
+pub mod topics;

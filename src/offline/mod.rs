@@ -1,0 +1,18 @@
+//! The commands that run beside the service, on event histories.
+//!
+//! - [`history`]: event histories in any order or split, read back sorted
+//!   by event time (external sort).
+//! - [`train`], [`report`], [`commands`]: fitting and evaluating the model
+//!   from event history, its report, and the `train` and `score` commands.
+//! - [`backtest`]: the service's own processing replayed over a history,
+//!   with lead times.
+//! - [`simulate`]: the seeded population generator with ground truth.
+//! - [`demo`]: the whole service on an in-process mock cluster.
+
+pub mod backtest;
+pub mod commands;
+pub mod demo;
+pub mod history;
+pub mod report;
+pub mod simulate;
+pub mod train;

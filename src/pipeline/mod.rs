@@ -1,0 +1,26 @@
+//! The pure core: everything that turns events into state, scores and
+//! decisions, with no I/O beyond reading a model file.
+//!
+//! - [`event`]: the validated event the core consumes, time helpers.
+//! - [`decode`]: wire decoding (JSON, protobuf) and validation into events
+//!   or rejections with a reason.
+//! - [`features`]: per-customer state and the feature vector, in event time.
+//! - [`model`]: the logistic model file and scoring with reasons.
+//! - [`policy`]: thresholds, hysteresis, tiers and campaign choice.
+//! - [`segments`]: RFM and lifecycle segments.
+//! - [`onset`]: churn onsets read from the data, for labels and backtests.
+//! - [`step`]: the pure `step` and `rescore` functions.
+
+pub mod decode;
+pub mod event;
+pub mod features;
+pub mod model;
+pub mod onset;
+pub mod policy;
+pub mod segments;
+pub mod step;
+
+/// Code generated from `proto/churn/v1/events.proto`.
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/churn.v1.rs"));
+}

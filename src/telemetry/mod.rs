@@ -1,0 +1,4 @@
+//! What the service tells its operators: Prometheus metrics, health and
+//! readiness, and the typed events that change them.
+
+pub mod metrics;
