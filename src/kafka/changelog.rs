@@ -26,16 +26,16 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Headers;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::Message;
 
-use crate::config::KafkaConfig;
+use crate::kafka::client::{client_config, Role};
+use crate::kafka::record::{OutKind, OutRecord};
+use crate::kafka::settings::KafkaConfig;
 use crate::pipeline::features::CustomerState;
-use crate::service::processor::{OutKind, OutRecord};
 use crate::store::{decode_state, encode_state, Commit, PartitionMeta, Store, StoreError};
 use crate::telemetry::metrics::Metrics;
 
@@ -286,18 +286,16 @@ pub struct Restored {
 }
 
 fn restore_consumer(cfg: &KafkaConfig) -> Result<BaseConsumer, KafkaError> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.brokers);
-    for (k, v) in &cfg.consumer_properties {
-        c.set(k, v);
-    }
     // Assigned by hand, never committed: the group id only names the client.
-    c.set("group.id", format!("{}-restore", cfg.group_id))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest");
-    c.create()
+    let group = format!("{}-restore", cfg.group_id);
+    let fixed = [
+        ("group.id", group.as_str()),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("enable.partition.eof", "true"),
+        ("auto.offset.reset", "earliest"),
+    ];
+    client_config(cfg, Role::Consumer, &[], &fixed).create()
 }
 
 /// Brings one partition's local state up to date with the changelog

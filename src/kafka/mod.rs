@@ -1,5 +1,8 @@
 //! The Kafka edge, the only folder that imports rdkafka.
 //!
+//! - [`settings`]: the `[kafka]` config section; [`client`]: the one
+//!   builder of librdkafka client settings.
+//! - [`record`]: input messages and output records.
 //! - [`source`]: the consumer, its rebalance callbacks and the assignment.
 //! - [`changelog`]: the compacted changelog every state change is written
 //!   to, and the restore of a partition from it on assignment.
@@ -8,7 +11,10 @@
 //!   [`owner`]: which group member holds it.
 
 pub mod changelog;
+pub mod client;
 pub mod owner;
 pub mod partitioner;
+pub mod record;
+pub mod settings;
 pub mod source;
 pub mod topics;

@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use crate::config::KafkaConfig;
+use crate::kafka::client::{client_config, Role};
 use crate::kafka::partitioner::Partitioner;
+use crate::kafka::settings::KafkaConfig;
 
 /// Where a customer lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,12 +24,9 @@ pub struct Located {
 
 /// Looks up the partition and owner of a customer id (blocking).
 pub fn locate(cfg: &KafkaConfig, key: &[u8]) -> Result<Located, String> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.brokers);
-    for (k, v) in &cfg.consumer_properties {
-        c.set(k, v);
-    }
-    let client: BaseConsumer = c.create().map_err(|e| e.to_string())?;
+    let client: BaseConsumer = client_config(cfg, Role::Consumer, &[], &[])
+        .create()
+        .map_err(|e| e.to_string())?;
     let md = client
         .fetch_metadata(Some(&cfg.input_topic), Duration::from_secs(5))
         .map_err(|e| e.to_string())?;

@@ -2,13 +2,13 @@
 //! state store on assignment) and the publisher of alerts, triggers and
 //! dead letters.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
 };
@@ -20,10 +20,11 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::Message;
 
-use crate::admin::Health;
-use crate::config::KafkaConfig;
-use crate::service::processor::{InMessage, OutKind, OutRecord};
+use crate::kafka::client::{client_config, Role};
+use crate::kafka::record::{InMessage, OutKind, OutRecord};
+use crate::kafka::settings::KafkaConfig;
 use crate::store::Store;
+use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
 
 /// Consumer callbacks: rebalances, statistics, errors.
@@ -254,61 +255,46 @@ impl ConsumerContext for ConsumerCtx {
     }
 }
 
-fn client_config(
-    brokers: &str,
-    extra: &std::collections::BTreeMap<String, String>,
-) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers);
-    for (k, v) in extra {
-        c.set(k, v);
-    }
-    c
-}
-
 /// Creates the input consumer (manual offsets, statistics for lag).
 pub fn consumer(
     cfg: &KafkaConfig,
     advertised_url: Option<&str>,
     ctx: ConsumerCtx,
 ) -> Result<StreamConsumer<ConsumerCtx>, KafkaError> {
-    let mut c = client_config(&cfg.brokers, &BTreeMap::new());
-    c.set("group.id", &cfg.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", &cfg.auto_offset_reset)
-        .set("statistics.interval.ms", "2000")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "2000");
+    let mut defaults = vec![
+        ("group.id", cfg.group_id.as_str()),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", cfg.auto_offset_reset.as_str()),
+        ("statistics.interval.ms", "2000"),
+        ("session.timeout.ms", "10000"),
+        ("heartbeat.interval.ms", "2000"),
+    ];
     if let Some(id) = &cfg.instance_id {
-        c.set("group.instance.id", id);
+        defaults.push(("group.instance.id", id));
     }
     if let Some(url) = advertised_url {
         // Shown to the group (DescribeGroups), so that every instance can
         // name the owner of a partition by its admin address.
-        c.set("client.id", url);
+        defaults.push(("client.id", url));
     }
-    for (k, v) in &cfg.consumer_properties {
-        c.set(k, v);
-    }
-    let consumer: StreamConsumer<ConsumerCtx> = c.create_with_context(ctx)?;
+    let consumer: StreamConsumer<ConsumerCtx> =
+        client_config(cfg, Role::Consumer, &defaults, &[]).create_with_context(ctx)?;
     consumer.subscribe(&[&cfg.input_topic])?;
     Ok(consumer)
 }
 
 /// Creates the idempotent producer for outputs.
 pub fn producer(cfg: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
-    let mut c = client_config(&cfg.brokers, &BTreeMap::new());
-    c.set("enable.idempotence", "true")
+    let defaults = [
+        ("enable.idempotence", "true"),
         // Keyed outputs and erasure events land where upstream producers
         // put the same customer.
-        .set("partitioner", &cfg.partitioner)
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "30000");
-    for (k, v) in &cfg.producer_properties {
-        c.set(k, v);
-    }
-    c.create()
+        ("partitioner", cfg.partitioner.as_str()),
+        ("linger.ms", "5"),
+        ("message.timeout.ms", "30000"),
+    ];
+    client_config(cfg, Role::Producer, &defaults, &[]).create()
 }
 
 /// Copies what the processor needs out of a Kafka message.

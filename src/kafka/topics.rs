@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::KafkaConfig;
+use crate::kafka::client::{client_config, Role};
+use crate::kafka::settings::KafkaConfig;
 
 /// Why the topics are not usable.
 #[derive(Debug, thiserror::Error)]
@@ -35,12 +35,9 @@ pub enum Checked {
 }
 
 fn admin(cfg: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, String> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.brokers);
-    for (k, v) in &cfg.producer_properties {
-        c.set(k, v);
-    }
-    c.create().map_err(|e| e.to_string())
+    client_config(cfg, Role::Admin, &[], &[])
+        .create()
+        .map_err(|e| e.to_string())
 }
 
 /// Topic name → partition count, and the number of brokers.

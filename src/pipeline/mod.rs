@@ -9,6 +9,7 @@
 //! - [`policy`]: thresholds, hysteresis, tiers and campaign choice.
 //! - [`segments`]: RFM and lifecycle segments.
 //! - [`onset`]: churn onsets read from the data, for labels and backtests.
+//! - [`settings`]: the `[policy]` and `[segments]` config sections.
 //! - [`step`]: the pure `step` and `rescore` functions.
 
 pub mod decode;
@@ -18,6 +19,7 @@ pub mod model;
 pub mod onset;
 pub mod policy;
 pub mod segments;
+pub mod settings;
 pub mod step;
 
 /// Code generated from `proto/churn/v1/events.proto`.

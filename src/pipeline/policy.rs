@@ -372,7 +372,7 @@ pub(crate) mod tests {
     /// The default policy with thresholds 0.7/0.5, no quiet hours and no
     /// holdout (tests of those set them).
     pub fn policy() -> Policy {
-        let mut p = crate::config::Config::default().policy();
+        let mut p = Policy::default();
         p.contact.quiet_hours.clear();
         p.holdout.share = 0.0;
         p

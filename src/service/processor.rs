@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+pub use crate::kafka::record::{InMessage, OutKind, OutRecord};
 use crate::pipeline::decode::{RejectCode, Rejection, Validator};
 use crate::pipeline::event::Millis;
 use crate::pipeline::features::{CustomerState, FeatureSpec};
@@ -30,45 +31,6 @@ pub enum ClockMode {
     Wall,
     /// Replay: the partition's event-time watermark.
     Event,
-}
-
-/// An input message, detached from the Kafka client.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InMessage {
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub payload: Option<Vec<u8>>,
-    /// The `content-type` header, if any.
-    pub content_type: Option<String>,
-    /// Kafka timestamp (ms), if any.
-    pub timestamp: Option<Millis>,
-}
-
-/// A record to publish.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutRecord {
-    pub kind: OutKind,
-    /// The customer id; for a dead letter, the original key (if any).
-    pub key: Option<Vec<u8>>,
-    /// Empty for an alert, trigger or outcome: a tombstone (null value)
-    /// for the key, published on erasure.
-    pub payload: Vec<u8>,
-    pub headers: Vec<(String, Vec<u8>)>,
-    /// The partition to write to (changelog records: the input partition);
-    /// `None`: the producer's partitioner picks by key.
-    pub partition: Option<i32>,
-}
-
-/// Which topic a record goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutKind {
-    Alert,
-    Trigger,
-    Outcome,
-    DeadLetter,
-    /// The state changelog (see [`crate::kafka::changelog`]).
-    Changelog,
 }
 
 /// An output keyed by customer id, as JSON with its `alert-id` header.

@@ -1,4 +1,5 @@
 //! What the service tells its operators: Prometheus metrics, health and
 //! readiness, and the typed events that change them.
 
+pub mod health;
 pub mod metrics;

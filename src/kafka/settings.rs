@@ -1,0 +1,86 @@
+//! The Kafka edge's own settings (the `[kafka]` section of the config):
+//! brokers, topics, batching and the librdkafka properties of each client.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Kafka connection, topics and batching.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated `host:port`.
+    pub brokers: String,
+    /// Consumer group; instances with the same group share the partitions.
+    pub group_id: String,
+    /// Stable id of this instance in the group (Kafka static membership,
+    /// `group.instance.id`), e.g. the StatefulSet pod name. A restarted
+    /// instance with the same id gets its partitions back at once instead of
+    /// waiting for its old membership to expire. Unset: dynamic membership.
+    pub instance_id: Option<String>,
+    /// Topic of customer events (keyed by customer id).
+    pub input_topic: String,
+    /// Topic churn alerts are published to (keyed by customer id).
+    pub alerts_topic: String,
+    /// Topic retention-campaign triggers are published to (keyed by customer id).
+    pub triggers_topic: String,
+    /// Dead-letter topic for messages that cannot be used.
+    pub dlq_topic: String,
+    /// Topic alert outcomes (retained or churned, treated or holdout) are
+    /// published to (keyed by customer id).
+    pub outcomes_topic: String,
+    /// Compacted topic every state change is also written to (keyed by
+    /// customer id, one partition per input partition). An instance that
+    /// is given a partition whose local state is missing or older restores
+    /// it from here before processing that partition's events.
+    pub changelog_topic: String,
+    /// How upstream producers pick the input partition from the customer
+    /// id: `murmur2_random` (Java clients, Kafka Streams, Kafka Connect) or
+    /// `consistent_random` (librdkafka's default: CRC32). Used to find which
+    /// instance owns a customer and to key erasure events like the rest.
+    pub partitioner: String,
+    /// Local state of a partition this instance no longer owns is deleted
+    /// after this many seconds (kept meanwhile in case it comes back, e.g.
+    /// after a quick rebalance or restart).
+    pub release_unowned_after_seconds: u64,
+    /// Most messages processed in one batch (one state write per customer per batch).
+    pub batch_max_messages: usize,
+    /// Longest wait, in milliseconds, to fill a batch once its first message arrived.
+    pub batch_linger_ms: u64,
+    /// Where a partition with no stored state starts: `earliest` or `latest`. Kafka's committed offsets are never used to start (they are for lag only).
+    pub auto_offset_reset: String,
+    /// Extra librdkafka properties for every client the service makes
+    /// (consumers, producers, admin): security settings belong here, e.g.
+    /// `"security.protocol" = "SASL_SSL"`.
+    pub client_properties: BTreeMap<String, String>,
+    /// Extra librdkafka properties for the consumers (applied after
+    /// `client_properties`).
+    pub consumer_properties: BTreeMap<String, String>,
+    /// Extra librdkafka properties for the producer and the admin client
+    /// that creates and checks topics (applied after `client_properties`).
+    pub producer_properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "churn-alert".into(),
+            instance_id: None,
+            input_topic: "customer-events".into(),
+            alerts_topic: "churn-alerts".into(),
+            triggers_topic: "retention-triggers".into(),
+            dlq_topic: "customer-events-dlq".into(),
+            outcomes_topic: "churn-outcomes".into(),
+            changelog_topic: "churn-alert-state-changelog".into(),
+            partitioner: "murmur2_random".into(),
+            release_unowned_after_seconds: 300,
+            batch_max_messages: 2000,
+            batch_linger_ms: 50,
+            auto_offset_reset: "earliest".into(),
+            client_properties: BTreeMap::new(),
+            consumer_properties: BTreeMap::new(),
+            producer_properties: BTreeMap::new(),
+        }
+    }
+}
