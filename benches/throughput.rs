@@ -26,6 +26,7 @@ use churn_alert::pipeline::model::Model;
 use churn_alert::pipeline::step;
 use churn_alert::service::processor::{ClockMode, InMessage, Processor};
 use churn_alert::store::{Commit, PartitionMeta, SledStore, Store};
+use churn_alert::telemetry::metrics::Count;
 use churn_alert::telemetry::metrics::Metrics;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::FutureProducer;
@@ -121,7 +122,7 @@ fn bench_sled(
     store.flush().unwrap();
     (
         per_sec(msgs.len(), start.elapsed()),
-        p.metrics.rescored_silent.get(),
+        p.metrics.count(Count::SilentRescores, &[]),
         writes,
     )
 }

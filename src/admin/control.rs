@@ -26,6 +26,7 @@ use crate::pipeline::features::{CustomerState, FeatureSpec};
 use crate::pipeline::model::Model;
 use crate::pipeline::policy::Policy;
 use crate::store::Store;
+use crate::telemetry::events::{ModelReloadRefused, PolicyReloadRefused, PolicyReloaded};
 use crate::telemetry::metrics::Metrics;
 
 /// Shared between the service loop and the admin server.
@@ -431,7 +432,7 @@ pub async fn reload_model(State(c): State<Arc<Control>>, headers: HeaderMap) -> 
             )
         }
         Err(e) => {
-            c.metrics.model_reloads.with_label_values(&["error"]).inc();
+            c.metrics.emit(ModelReloadRefused { error: &e });
             reply(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 json!({"error": e.to_string(), "status": "refused; the previous model stays in use"}),
@@ -468,8 +469,10 @@ pub async fn reload_policy(State(c): State<Arc<Control>>, headers: HeaderMap) ->
     }
     match Config::load(c.config_path.as_deref()) {
         Ok(new) => {
-            c.metrics.policy_reloads.with_label_values(&["ok"]).inc();
             let rules = new.policy.campaigns.len();
+            c.metrics.emit(PolicyReloaded {
+                campaign_rules: rules,
+            });
             *c.pending_policy.lock().expect("not poisoned") = Some(new);
             reply(
                 StatusCode::OK,
@@ -477,8 +480,7 @@ pub async fn reload_policy(State(c): State<Arc<Control>>, headers: HeaderMap) ->
             )
         }
         Err(e) => {
-            c.metrics.policy_reloads.with_label_values(&["error"]).inc();
-            tracing::error!(error = %e, "policy reload refused; the policy in use stays");
+            c.metrics.emit(PolicyReloadRefused { error: &e });
             reply(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 json!({"error": e.to_string(), "status": "refused; the policy in use stays"}),

@@ -16,6 +16,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
+use crate::telemetry::events::Readiness;
 pub use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
 
@@ -73,11 +74,11 @@ async fn metrics_handler(
 async fn ready_handler(State(s): State<AppState>) -> (StatusCode, String) {
     match s.health.check() {
         Ok(()) => {
-            s.metrics.ready.set(1);
+            s.metrics.emit(Readiness { ready: true });
             (StatusCode::OK, "ready\n".into())
         }
         Err(why) => {
-            s.metrics.ready.set(0);
+            s.metrics.emit(Readiness { ready: false });
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("not ready: {}\n", why.join("; ")),

@@ -37,6 +37,7 @@ use crate::kafka::record::{OutKind, OutRecord};
 use crate::kafka::settings::KafkaConfig;
 use crate::pipeline::features::CustomerState;
 use crate::store::{decode_state, encode_state, Commit, PartitionMeta, Store, StoreError};
+use crate::telemetry::events::{Dependency, DependencyFailed, RestoreRecordApplied};
 use crate::telemetry::metrics::Metrics;
 
 /// Key of the meta records: whitespace only, which no customer id can be.
@@ -363,15 +364,19 @@ pub fn restore(
                     is_meta,
                     m.offset(),
                 )?;
-                metrics.restore_records.inc();
+                metrics.emit(RestoreRecordApplied);
                 next = m.offset() + 1;
                 last_progress = Instant::now();
             }
             Some(Err(KafkaError::PartitionEOF(_))) if next >= high => reading = false,
             Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) => {
-                metrics.failures.with_label_values(&["changelog"]).inc();
-                tracing::warn!(partition, error = %e, "changelog read failed; retrying");
+                metrics.emit(DependencyFailed {
+                    dependency: Dependency::Changelog,
+                    error: &e,
+                    partition: Some(partition),
+                    action: "retrying the read",
+                });
             }
             None => {}
         }

@@ -24,6 +24,10 @@ use crate::kafka::client::{client_config, Role};
 use crate::kafka::record::{InMessage, OutKind, OutRecord};
 use crate::kafka::settings::KafkaConfig;
 use crate::store::Store;
+use crate::telemetry::events::{
+    ConsumerLag, Dependency, DependencyFailed, PartitionsAssigned, PartitionsHeld,
+    PartitionsRevoked, Readiness,
+};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
 
@@ -75,10 +79,10 @@ impl ConsumerCtx {
         if !a.changed.is_empty() {
             self.wake.notify_one();
         }
-        self.metrics.partitions_owned.set(a.owned.len() as i64);
-        self.metrics
-            .partitions_restoring
-            .set(a.restoring.len() as i64);
+        self.metrics.emit(PartitionsHeld {
+            owned: a.owned.len(),
+            restoring: a.restoring.len(),
+        });
         self.health
             .assigned
             .store(!a.owned.is_empty(), Ordering::Relaxed);
@@ -98,16 +102,16 @@ impl ClientContext for ConsumerCtx {
     fn stats(&self, s: Statistics) {
         let up = s.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP");
         self.health.connected.store(up, Ordering::Relaxed);
-        self.metrics
-            .ready
-            .set(i64::from(self.health.check().is_ok()));
+        self.metrics.emit(Readiness {
+            ready: self.health.check().is_ok(),
+        });
         if let Some(t) = s.topics.get(&self.topic) {
             for (p, part) in &t.partitions {
                 if *p >= 0 && part.consumer_lag >= 0 {
-                    self.metrics
-                        .consumer_lag
-                        .with_label_values(&[&p.to_string()])
-                        .set(part.consumer_lag);
+                    self.metrics.emit(ConsumerLag {
+                        partition: *p,
+                        lag: part.consumer_lag,
+                    });
                 }
             }
         }
@@ -121,11 +125,13 @@ impl ClientContext for ConsumerCtx {
         ) {
             self.health.connected.store(false, Ordering::Relaxed);
         }
-        self.metrics
-            .failures
-            .with_label_values(&["kafka_consume"])
-            .inc();
-        tracing::warn!(%error, reason, "kafka client error");
+        let error = format!("{error} ({reason})");
+        self.metrics.emit(DependencyFailed {
+            dependency: Dependency::KafkaConsume,
+            error: &error,
+            partition: None,
+            action: "the client retries",
+        });
     }
 
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
@@ -163,10 +169,6 @@ impl ConsumerContext for ConsumerCtx {
             .collect();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                self.metrics
-                    .rebalances
-                    .with_label_values(&["assigned"])
-                    .inc();
                 for p in &ours {
                     let start = match self.store.meta(*p) {
                         Ok(Some(meta)) => Offset::Offset(meta.next_offset),
@@ -201,7 +203,7 @@ impl ConsumerContext for ConsumerCtx {
                         tracing::error!(error = %e, "cannot pause partitions for their restore");
                     }
                 }
-                tracing::info!(partitions = ?ours, "partitions assigned");
+                self.metrics.emit(PartitionsAssigned { partitions: &ours });
                 self.with_assignment(|a| {
                     a.epoch += 1;
                     if !cooperative {
@@ -216,11 +218,10 @@ impl ConsumerContext for ConsumerCtx {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let lost = base.assignment_lost();
-                self.metrics
-                    .rebalances
-                    .with_label_values(&[if lost { "lost" } else { "revoked" }])
-                    .inc();
-                tracing::info!(partitions = ?ours, lost, "partitions revoked");
+                self.metrics.emit(PartitionsRevoked {
+                    partitions: &ours,
+                    lost,
+                });
                 let res = if cooperative {
                     base.incremental_unassign(tpl)
                 } else {

@@ -30,7 +30,7 @@ use crate::pipeline::event::{rfc3339, DAY_MS};
 use crate::pipeline::model::Model;
 use crate::pipeline::step::Alert;
 use crate::service::Service;
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{Count, Metrics};
 
 /// Demo settings (the `demo` command's flags).
 #[derive(Debug, Clone, clap::Args)]
@@ -288,7 +288,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         "\n  produced {produced} messages to {topic} ({} malformed on purpose, 1 protobuf)",
         bad.len()
     );
-    let published = Metrics::total(&metrics.alerts) as usize;
+    let published = metrics.count(Count::Alerts, &[]) as usize;
     // Let the printer catch up with everything published.
     let deadline = Instant::now() + Duration::from_secs(10);
     let printed = || seen.lock().unwrap_or_else(|e| e.into_inner()).len();
@@ -323,12 +323,12 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         .count();
     let summary = DemoSummary {
         events_produced: produced,
-        consumed: Metrics::total(&metrics.events_consumed),
+        consumed: metrics.count(Count::EventsConsumed, &[]),
         bad_produced: bad.len(),
         alerts: published,
-        triggers: Metrics::total(&metrics.triggers),
-        dlq: Metrics::total(&metrics.dlq),
-        duplicates: metrics.duplicates.get(),
+        triggers: metrics.count(Count::Triggers, &[]),
+        dlq: metrics.count(Count::DeadLettered, &[]),
+        duplicates: metrics.count(Count::Duplicates, &[]),
         churners: leads.churners,
         churners_alerted_ahead_14d: (leads.ahead_14 * leads.churners as f64).round() as usize,
         alerted_never_churned: false_alarms,
@@ -342,7 +342,10 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         summary.dlq,
         reasons(&metrics)
     );
-    println!("  silent re-scores     {}", metrics.rescored_silent.get());
+    println!(
+        "  silent re-scores     {}",
+        metrics.count(Count::SilentRescores, &[])
+    );
     println!(
         "  alerts published     {} ({} customers)",
         summary.alerts,
@@ -362,7 +365,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         .iter()
         .map(|r| format!(
             "{r}={}",
-            metrics.triggers_suppressed.with_label_values(&[r]).get()
+            metrics.count(Count::TriggersSuppressed, &[("reason", r)])
         ))
         .collect::<Vec<_>>()
         .join(", ")
@@ -372,7 +375,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
             .into_iter()
             .filter(|(_, v)| !v.is_empty())
             .collect();
-        crate::telemetry::metrics::Metrics::total_where(&metrics.outcomes, &labels)
+        metrics.count(Count::Outcomes, &labels)
     };
     println!(
         "  outcomes published   {} (retained: treated {} of {}, holdout {} of {}; no campaign effect is simulated)",
@@ -438,7 +441,7 @@ fn reasons(m: &Metrics) -> String {
     crate::pipeline::decode::RejectCode::ALL
         .iter()
         .filter_map(|c| {
-            let n = m.dlq.with_label_values(&[c.as_str()]).get();
+            let n = m.count(Count::DeadLettered, &[("reason", c.as_str())]);
             (n > 0).then(|| format!("{}={n}", c.as_str()))
         })
         .collect::<Vec<_>>()

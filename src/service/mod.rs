@@ -34,6 +34,9 @@ use crate::pipeline::event::wall_now;
 use crate::pipeline::model::{Model, ModelError};
 use crate::service::processor::{Batch, ClockMode, InMessage, OutRecord, Processor};
 use crate::store::{Commit, MemStore, PartitionMeta, SledStore, Store, StoreError};
+use crate::telemetry::events::{
+    BatchDone, Dependency, DependencyFailed, ModelInUse, PartitionReleased, PartitionRestored,
+};
 use crate::telemetry::metrics::Metrics;
 
 /// Why the service could not start.
@@ -187,7 +190,10 @@ impl Service {
             clock = ?clock,
             "churn-alert started"
         );
-        crate::service::reload::record_in_use(&self.metrics, None, self.model.version());
+        self.metrics.emit(ModelInUse {
+            from: None,
+            to: self.model.version(),
+        });
         let mut models = crate::service::reload::ModelWatcher {
             path: self.config.model.path.clone(),
             spec: self.config.feature_spec(),
@@ -268,11 +274,12 @@ impl Service {
                     msgs.push(source::detach(&m));
                 }
                 Err(e) => {
-                    self.metrics
-                        .failures
-                        .with_label_values(&["kafka_consume"])
-                        .inc();
-                    tracing::warn!(error = %e, "consume failed; retrying");
+                    self.metrics.emit(DependencyFailed {
+                        dependency: Dependency::KafkaConsume,
+                        error: &e,
+                        partition: None,
+                        action: "retrying",
+                    });
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
@@ -409,22 +416,16 @@ impl Runner<'_> {
             match result {
                 Ok(r) => {
                     processor.forget(p);
-                    self.metrics.restore_seconds.observe(r.seconds);
-                    tracing::info!(
-                        partition = p,
-                        plan = ?r.plan,
-                        records = r.records,
-                        customers = r.meta.map_or(0, |m| m.customers),
-                        seconds = r.seconds,
-                        "partition state is up to date"
-                    );
+                    self.metrics.emit(PartitionRestored {
+                        partition: p,
+                        plan: &r.plan,
+                        records: r.records,
+                        customers: r.meta.map(|m| m.customers),
+                        seconds: r.seconds,
+                    });
                     let mut tpl = TopicPartitionList::new();
                     tpl.add_partition(self.topic, p);
                     if let Some(m) = r.meta {
-                        self.metrics
-                            .customers
-                            .with_label_values(&[&p.to_string()])
-                            .set(m.customers as i64);
                         // Where the restored state continues (the offset the
                         // partition was assigned at was the local one).
                         if let Err(e) = self.consumer.seek(
@@ -459,12 +460,13 @@ impl Runner<'_> {
                     ctx.with_assignment(|a| a.restoring.remove(&p));
                 }
                 Err(e) => {
-                    self.metrics
-                        .failures
-                        .with_label_values(&["changelog"])
-                        .inc();
+                    self.metrics.emit(DependencyFailed {
+                        dependency: Dependency::Changelog,
+                        error: &e,
+                        partition: Some(p),
+                        action: "retrying the restore (the partition stays paused)",
+                    });
                     let wait = Duration::from_secs(2).saturating_sub(t.started.elapsed());
-                    tracing::warn!(partition = p, error = %e, "restore failed; retrying (the partition stays paused)");
                     self.start_restore(p, t.epoch, wait);
                 }
             }
@@ -545,15 +547,7 @@ impl Runner<'_> {
                     Ok(()) => {
                         processor.forget(p);
                         self.unowned_since.remove(&p);
-                        self.metrics.partitions_released.inc();
-                        self.metrics
-                            .customers
-                            .with_label_values(&[&p.to_string()])
-                            .set(0);
-                        tracing::info!(
-                            partition = p,
-                            "released local state of a partition owned elsewhere"
-                        );
+                        self.metrics.emit(PartitionReleased { partition: p });
                     }
                     Err(e) => {
                         tracing::warn!(partition = p, error = %e, "cannot release partition state")
@@ -567,14 +561,22 @@ impl Runner<'_> {
     async fn backoff(
         &self,
         attempt: &mut u32,
-        dependency: &str,
+        dependency: Dependency,
         error: &(dyn std::fmt::Display + Sync),
     ) -> bool {
-        self.metrics.failures.with_label_values(&[dependency]).inc();
         self.health.committing.store(false, Ordering::Relaxed);
         let wait = Duration::from_millis((100u64 << (*attempt).min(6)).min(5_000));
         *attempt += 1;
-        tracing::warn!(dependency, error = %error, attempt = *attempt, wait_ms = wait.as_millis() as u64, "dependency failed; waiting and retrying (nothing is skipped)");
+        let action = format!(
+            "attempt {attempt}, waiting {} ms and retrying (nothing is skipped)",
+            wait.as_millis()
+        );
+        self.metrics.emit(DependencyFailed {
+            dependency,
+            error,
+            partition: None,
+            action: &action,
+        });
         tokio::select! {
             _ = self.shutdown.cancelled() => false,
             _ = tokio::time::sleep(wait) => true,
@@ -594,7 +596,7 @@ impl Runner<'_> {
                 }
                 Err((again, e)) => {
                     // Only the records that failed are sent again.
-                    if !self.backoff(attempt, "kafka_produce", &e).await {
+                    if !self.backoff(attempt, Dependency::KafkaProduce, &e).await {
                         return None;
                     }
                     pending = again;
@@ -618,7 +620,7 @@ impl Runner<'_> {
             match res {
                 Ok(b) => break b,
                 Err(e) => {
-                    if !self.backoff(&mut attempt, "store", &e).await {
+                    if !self.backoff(&mut attempt, Dependency::Store, &e).await {
                         return false;
                     }
                 }
@@ -665,7 +667,7 @@ impl Runner<'_> {
             match processor.commit(&batch) {
                 Ok(()) => break,
                 Err(e) => {
-                    if !self.backoff(&mut attempt, "store", &e).await {
+                    if !self.backoff(&mut attempt, Dependency::Store, &e).await {
                         return false;
                     }
                 }
@@ -674,7 +676,7 @@ impl Runner<'_> {
         // The commit point: durable before anything newer is fetched.
         if self.flush_on_commit {
             while let Err(e) = processor.store.flush() {
-                if !self.backoff(&mut attempt, "store", &e).await {
+                if !self.backoff(&mut attempt, Dependency::Store, &e).await {
                     return false;
                 }
             }
@@ -689,20 +691,18 @@ impl Runner<'_> {
                 tracing::debug!(error = %e, "offset commit to Kafka failed (used for lag only)");
             }
         }
-        self.metrics
-            .batch_seconds
-            .observe(started.elapsed().as_secs_f64());
         let now = wall_now();
-        for ts in &batch.timestamps {
-            self.metrics
-                .event_latency_seconds
-                .observe(((now - ts).max(0) as f64) / 1000.0);
-        }
-        tracing::debug!(
-            consumed = batch.consumed,
-            records = batch.records.len(),
-            "batch committed"
-        );
+        let latencies: Vec<f64> = batch
+            .timestamps
+            .iter()
+            .map(|ts| ((now - ts).max(0) as f64) / 1000.0)
+            .collect();
+        self.metrics.emit(BatchDone {
+            consumed: batch.consumed,
+            records: batch.records.len(),
+            seconds: started.elapsed().as_secs_f64(),
+            latencies: &latencies,
+        });
         true
     }
 }

@@ -18,6 +18,11 @@ use crate::pipeline::model::Model;
 use crate::pipeline::policy::Policy;
 use crate::pipeline::step::{self, Outcome, Output};
 use crate::store::{Commit, PartitionMeta, Store, StoreError};
+use crate::telemetry::events::{
+    AlertInCooldown, AlertPublished, CustomerErased, DeadLettered, DuplicateDropped, EventConsumed,
+    OffsetGap, OutcomeDecided, PartitionCommitted, ScoreCause, Scored, SilentRescored,
+    StoreCommitted, TriggerHeld, TriggerPublished, TriggerSuppressed,
+};
 use crate::telemetry::metrics::Metrics;
 
 /// With the event-time clock, silent customers are swept each time a
@@ -145,13 +150,11 @@ impl Processor {
                 if m.offset > meta.next_offset && meta.next_offset > 0 {
                     // Offsets can skip (compaction, transaction markers), but
                     // a gap after a restart would mean skipped input: say so.
-                    self.metrics.offset_gaps.inc();
-                    tracing::warn!(
-                        partition = p,
-                        expected = meta.next_offset,
-                        got = m.offset,
-                        "input offset gap"
-                    );
+                    self.metrics.emit(OffsetGap {
+                        partition: p,
+                        expected: meta.next_offset,
+                        got: m.offset,
+                    });
                 }
                 meta.next_offset = m.offset + 1;
                 batch.consumed += 1;
@@ -212,12 +215,12 @@ impl Processor {
         for (p, c) in &batch.commits {
             self.store.commit(*p, c)?;
             self.metas.insert(*p, c.meta);
-            self.metrics
-                .customers
-                .with_label_values(&[&p.to_string()])
-                .set(c.meta.customers as i64);
+            self.metrics.emit(PartitionCommitted {
+                partition: *p,
+                customers: c.meta.customers,
+            });
         }
-        self.metrics.commits.inc();
+        self.metrics.emit(StoreCommitted);
         Ok(())
     }
 
@@ -292,7 +295,9 @@ impl Processor {
         slot.state = state;
         match out.outcome {
             Outcome::Duplicate => {
-                self.metrics.duplicates.inc();
+                self.metrics.emit(DuplicateDropped {
+                    event_id: &event.event_id,
+                });
                 return Ok(());
             }
             Outcome::TooLate => {
@@ -307,14 +312,10 @@ impl Processor {
                 return Ok(());
             }
             Outcome::Erased => {
-                // Audit without personal data: where the request came from.
-                tracing::info!(
-                    target: "audit",
-                    partition = m.partition,
-                    offset = m.offset,
-                    "customer erased: state removed, tombstones published"
-                );
-                self.metrics.erasures.inc();
+                self.metrics.emit(CustomerErased {
+                    partition: m.partition,
+                    offset: m.offset,
+                });
                 for kind in [OutKind::Alert, OutKind::Trigger, OutKind::Outcome] {
                     records.push(OutRecord {
                         kind,
@@ -330,11 +331,10 @@ impl Processor {
         if !erasure {
             meta.watermark = meta.watermark.max(event.occurred_at);
         }
-        self.metrics
-            .events_consumed
-            .with_label_values(&[event.kind.type_name()])
-            .inc();
-        self.emit(&out, "event", records);
+        self.metrics.emit(EventConsumed {
+            kind: event.kind.type_name(),
+        });
+        self.outputs(&out, ScoreCause::Event, records);
         Ok(())
     }
 
@@ -382,28 +382,28 @@ impl Processor {
             };
             let (s, out) = step::rescore(state, id, at, &self.model, &self.policy, &self.spec);
             state = s;
-            self.metrics.rescored_silent.inc();
-            self.emit(&out, "silence", records);
+            self.metrics.emit(SilentRescored);
+            self.outputs(&out, ScoreCause::Silence, records);
         }
         slot.state = Some(state);
     }
 
-    fn emit(&self, out: &Output, cause: &str, records: &mut Vec<OutRecord>) {
-        if let Some(p) = out.probability {
-            self.metrics.scores.with_label_values(&[cause]).observe(p);
+    /// The records of one step's outputs, counted.
+    fn outputs(&self, out: &Output, cause: ScoreCause, records: &mut Vec<OutRecord>) {
+        if let Some(probability) = out.probability {
+            self.metrics.emit(Scored { cause, probability });
         }
         if out.cooldown {
-            self.metrics.alerts_cooldown.inc();
+            self.metrics.emit(AlertInCooldown);
         }
         if let Some(a) = &out.alert {
-            self.metrics.alerts.with_label_values(&[&a.risk_tier]).inc();
+            self.metrics.emit(AlertPublished { tier: &a.risk_tier });
             records.push(json_record(OutKind::Alert, &a.customer_id, &a.alert_id, a));
         }
         if let Some(t) = &out.trigger {
-            self.metrics
-                .triggers
-                .with_label_values(&[&t.campaign_id])
-                .inc();
+            self.metrics.emit(TriggerPublished {
+                campaign_id: &t.campaign_id,
+            });
             records.push(json_record(
                 OutKind::Trigger,
                 &t.customer_id,
@@ -412,17 +412,14 @@ impl Processor {
             ));
         }
         if out.held {
-            self.metrics.triggers_held.inc();
+            self.metrics.emit(TriggerHeld);
         }
         if let Some(o) = &out.decided {
-            self.metrics
-                .outcomes
-                .with_label_values(&[
-                    o.campaign_id.as_deref().unwrap_or("none"),
-                    &o.group,
-                    &o.outcome,
-                ])
-                .inc();
+            self.metrics.emit(OutcomeDecided {
+                campaign_id: o.campaign_id.as_deref().unwrap_or("none"),
+                group: &o.group,
+                outcome: &o.outcome,
+            });
             records.push(json_record(
                 OutKind::Outcome,
                 &o.customer_id,
@@ -431,18 +428,12 @@ impl Processor {
             ));
         }
         if let Some(why) = out.suppressed {
-            self.metrics
-                .triggers_suppressed
-                .with_label_values(&[why])
-                .inc();
+            self.metrics.emit(TriggerSuppressed { reason: why });
         }
     }
 
     fn dead_letter(&self, m: &InMessage, rej: &Rejection) -> OutRecord {
-        self.metrics
-            .dlq
-            .with_label_values(&[rej.code.as_str()])
-            .inc();
+        self.metrics.emit(DeadLettered { reason: rej.code });
         let mut headers = vec![
             (
                 "dlq-reason-code".to_string(),
@@ -678,7 +669,11 @@ mod tests {
         assert_eq!(h(dl[0], "dlq-source-partition"), "2");
         assert_eq!(dl[0].payload, b"{not json");
         assert_eq!(h(dl[1], "dlq-reason-code"), "too_late");
-        assert_eq!(p.metrics.duplicates.get(), 1);
+        assert_eq!(
+            p.metrics
+                .count(crate::telemetry::metrics::Count::Duplicates, &[]),
+            1
+        );
         assert_eq!(store.meta(2).unwrap().unwrap().next_offset, 11);
     }
 

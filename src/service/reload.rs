@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::features::FeatureSpec;
 use crate::pipeline::model::Model;
+use crate::telemetry::events::{ModelInUse, ModelReloadRefused};
 use crate::telemetry::metrics::Metrics;
 
 /// What identifies a version of the file without reading it.
@@ -22,14 +23,6 @@ type Signature = Option<(SystemTime, u64)>;
 fn signature(path: &std::path::Path) -> Signature {
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len()))
-}
-
-/// Marks `version` as the model in use in the metrics.
-pub fn record_in_use(metrics: &Metrics, old: Option<&str>, version: &str) {
-    if let Some(old) = old.filter(|o| *o != version) {
-        let _ = metrics.model_info.remove_label_values(&[old]);
-    }
-    metrics.model_info.with_label_values(&[version]).set(1);
 }
 
 /// Watches the model file; sends each new valid model on the channel.
@@ -104,22 +97,14 @@ impl ModelWatcher {
                 }
             }
             Ok(m) => {
-                self.metrics.model_reloads.with_label_values(&["ok"]).inc();
-                record_in_use(&self.metrics, Some(old.version()), m.version());
-                tracing::info!(
-                    from = %old.version(),
-                    to = %m.version(),
-                    path = %self.path.display(),
-                    "model reloaded; it scores from the next batch on"
-                );
+                self.metrics.emit(ModelInUse {
+                    from: Some(old.version()),
+                    to: m.version(),
+                });
                 let _ = tx.send(Arc::new(m));
             }
             Err(e) => {
-                self.metrics
-                    .model_reloads
-                    .with_label_values(&["error"])
-                    .inc();
-                tracing::error!(error = %e, kept = %old.version(), "new model refused; the previous model stays in use");
+                self.metrics.emit(ModelReloadRefused { error: &e });
             }
         }
     }

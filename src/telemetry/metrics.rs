@@ -2,7 +2,9 @@
 //!
 //! Names follow `churn_alert_<name>_<unit>`; labels are of low cardinality
 //! (event type, reason code, tier, campaign, partition), never a customer id.
-//! Call sites use the methods, one line per thing that happened.
+//! The fields are private to `telemetry/`: every change goes through a
+//! typed event (see [`crate::telemetry::events`]); [`Metrics::count`] reads
+//! counters back for summaries and tests.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -16,35 +18,35 @@ use crate::pipeline::event::EVENT_TYPES;
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    pub events_consumed: IntCounterVec,
-    pub dlq: IntCounterVec,
-    pub duplicates: IntCounter,
-    pub batch_seconds: Histogram,
-    pub event_latency_seconds: Histogram,
-    pub scores: HistogramVec,
-    pub alerts: IntCounterVec,
-    pub triggers: IntCounterVec,
-    pub triggers_suppressed: IntCounterVec,
-    pub triggers_held: IntCounter,
-    pub outcomes: IntCounterVec,
-    pub policy_reloads: IntCounterVec,
-    pub erasures: IntCounter,
-    pub alerts_cooldown: IntCounter,
-    pub rescored_silent: IntCounter,
-    pub consumer_lag: IntGaugeVec,
-    pub customers: IntGaugeVec,
-    pub partitions_owned: IntGauge,
-    pub partitions_restoring: IntGauge,
-    pub rebalances: IntCounterVec,
-    pub restore_records: IntCounter,
-    pub restore_seconds: Histogram,
-    pub partitions_released: IntCounter,
-    pub failures: IntCounterVec,
-    pub ready: IntGauge,
-    pub commits: IntCounter,
-    pub offset_gaps: IntCounter,
-    pub model_reloads: IntCounterVec,
-    pub model_info: IntGaugeVec,
+    pub(super) events_consumed: IntCounterVec,
+    pub(super) dlq: IntCounterVec,
+    pub(super) duplicates: IntCounter,
+    pub(super) batch_seconds: Histogram,
+    pub(super) event_latency_seconds: Histogram,
+    pub(super) scores: HistogramVec,
+    pub(super) alerts: IntCounterVec,
+    pub(super) triggers: IntCounterVec,
+    pub(super) triggers_suppressed: IntCounterVec,
+    pub(super) triggers_held: IntCounter,
+    pub(super) outcomes: IntCounterVec,
+    pub(super) policy_reloads: IntCounterVec,
+    pub(super) erasures: IntCounter,
+    pub(super) alerts_cooldown: IntCounter,
+    pub(super) rescored_silent: IntCounter,
+    pub(super) consumer_lag: IntGaugeVec,
+    pub(super) customers: IntGaugeVec,
+    pub(super) partitions_owned: IntGauge,
+    pub(super) partitions_restoring: IntGauge,
+    pub(super) rebalances: IntCounterVec,
+    pub(super) restore_records: IntCounter,
+    pub(super) restore_seconds: Histogram,
+    pub(super) partitions_released: IntCounter,
+    pub(super) failures: IntCounterVec,
+    pub(super) ready: IntGauge,
+    pub(super) commits: IntCounter,
+    pub(super) offset_gaps: IntCounter,
+    pub(super) model_reloads: IntCounterVec,
+    pub(super) model_info: IntGaugeVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -287,8 +289,8 @@ impl Metrics {
         for kind in ["assigned", "revoked", "lost"] {
             m.rebalances.with_label_values(&[kind]);
         }
-        for d in ["kafka_produce", "kafka_consume", "store", "changelog"] {
-            m.failures.with_label_values(&[d]);
+        for d in crate::telemetry::events::Dependency::ALL {
+            m.failures.with_label_values(&[d.as_str()]);
         }
         m
     }
@@ -343,17 +345,22 @@ impl Metrics {
             .collect()
     }
 
-    /// Sum of a counter vector over all labels (for summaries and tests).
-    pub fn total(v: &IntCounterVec) -> u64 {
-        Self::total_where(v, &[])
-    }
-
-    /// Sum of a counter vector over the label sets that have every
-    /// `(name, value)` given.
-    pub fn total_where(v: &IntCounterVec, labels: &[(&str, &str)]) -> u64 {
-        let mut fams = Vec::new();
-        fams.extend(prometheus::core::Collector::collect(v));
-        fams.iter()
+    /// A counter's value summed over the label sets that have every
+    /// `(name, value)` given (all of them for `&[]`).
+    pub fn count(&self, counter: Count, labels: &[(&str, &str)]) -> u64 {
+        use prometheus::core::Collector;
+        let c: &dyn Collector = match counter {
+            Count::EventsConsumed => &self.events_consumed,
+            Count::DeadLettered => &self.dlq,
+            Count::Duplicates => &self.duplicates,
+            Count::Alerts => &self.alerts,
+            Count::Triggers => &self.triggers,
+            Count::TriggersSuppressed => &self.triggers_suppressed,
+            Count::Outcomes => &self.outcomes,
+            Count::SilentRescores => &self.rescored_silent,
+        };
+        c.collect()
+            .iter()
             .flat_map(|f| f.get_metric())
             .filter(|m| {
                 labels.iter().all(|(k, v)| {
@@ -365,6 +372,27 @@ impl Metrics {
             .map(|m| m.get_counter().get_value() as u64)
             .sum()
     }
+}
+
+/// The counters [`Metrics::count`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    /// `churn_alert_events_consumed_total` (label `type`).
+    EventsConsumed,
+    /// `churn_alert_dlq_total` (label `reason`).
+    DeadLettered,
+    /// `churn_alert_duplicates_total`.
+    Duplicates,
+    /// `churn_alert_alerts_published_total` (label `tier`).
+    Alerts,
+    /// `churn_alert_triggers_published_total` (label `campaign`).
+    Triggers,
+    /// `churn_alert_triggers_suppressed_total` (label `reason`).
+    TriggersSuppressed,
+    /// `churn_alert_outcomes_total` (labels `campaign`, `group`, `outcome`).
+    Outcomes,
+    /// `churn_alert_rescored_silent_total`.
+    SilentRescores,
 }
 
 #[cfg(test)]
@@ -385,6 +413,8 @@ mod tests {
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }
-        assert_eq!(Metrics::total(&m.alerts), 2);
+        assert_eq!(m.count(Count::Alerts, &[]), 2);
+        assert_eq!(m.count(Count::Alerts, &[("tier", "high")]), 2);
+        assert_eq!(m.count(Count::Alerts, &[("tier", "low")]), 0);
     }
 }

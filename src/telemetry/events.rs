@@ -1,0 +1,511 @@
+//! Typed telemetry: one struct per thing that happens. Its `emit` changes
+//! the metrics and, for a problem or a change of state, writes the log line
+//! too, so the count and the log can never disagree. Call sites are one
+//! line: `metrics.emit(PartitionReleased { partition })`.
+//!
+//! Hot-path events (one per message or per batch) log at trace level at
+//! most; problems log at warn or error, changes of state at info.
+
+use std::fmt::Display;
+
+use crate::pipeline::decode::RejectCode;
+use crate::telemetry::metrics::Metrics;
+
+/// Something that happened, as metrics and (for some) a log line.
+pub trait TelemetryEvent {
+    fn emit(self, m: &Metrics);
+}
+
+impl Metrics {
+    /// Records `event`: its metrics and its log line.
+    pub fn emit(&self, event: impl TelemetryEvent) {
+        event.emit(self);
+    }
+}
+
+/// An outside system the service depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency {
+    KafkaProduce,
+    KafkaConsume,
+    Store,
+    Changelog,
+}
+
+impl Dependency {
+    pub const ALL: [Dependency; 4] = [
+        Self::KafkaProduce,
+        Self::KafkaConsume,
+        Self::Store,
+        Self::Changelog,
+    ];
+
+    /// The `dependency` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::KafkaProduce => "kafka_produce",
+            Self::KafkaConsume => "kafka_consume",
+            Self::Store => "store",
+            Self::Changelog => "changelog",
+        }
+    }
+}
+
+/// What a score was computed for (the `cause` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoreCause {
+    /// An event of the customer.
+    Event,
+    /// The customer's silence (a re-score with no event).
+    Silence,
+}
+
+impl ScoreCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Event => "event",
+            Self::Silence => "silence",
+        }
+    }
+}
+
+/// The result of a reload (the `result` label).
+fn result_label(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "error"
+    }
+}
+
+// ---- per message (hot path: no log above trace) ----
+
+/// A valid event was applied to its customer's state.
+pub struct EventConsumed {
+    /// The event type (`purchase`, `login`, …).
+    pub kind: &'static str,
+}
+
+impl TelemetryEvent for EventConsumed {
+    fn emit(self, m: &Metrics) {
+        m.events_consumed.with_label_values(&[self.kind]).inc();
+    }
+}
+
+/// An event whose id was already applied was dropped.
+pub struct DuplicateDropped<'a> {
+    pub event_id: &'a str,
+}
+
+impl TelemetryEvent for DuplicateDropped<'_> {
+    fn emit(self, m: &Metrics) {
+        m.duplicates.inc();
+        tracing::trace!(event_id = self.event_id, "duplicate dropped");
+    }
+}
+
+/// A message went to the dead-letter topic (its reason travels with it).
+pub struct DeadLettered {
+    pub reason: RejectCode,
+}
+
+impl TelemetryEvent for DeadLettered {
+    fn emit(self, m: &Metrics) {
+        m.dlq.with_label_values(&[self.reason.as_str()]).inc();
+        tracing::trace!(reason = self.reason.as_str(), "dead-lettered");
+    }
+}
+
+/// A churn probability was computed.
+pub struct Scored {
+    pub cause: ScoreCause,
+    pub probability: f64,
+}
+
+impl TelemetryEvent for Scored {
+    fn emit(self, m: &Metrics) {
+        m.scores
+            .with_label_values(&[self.cause.as_str()])
+            .observe(self.probability);
+    }
+}
+
+/// A silent customer was re-scored.
+pub struct SilentRescored;
+
+impl TelemetryEvent for SilentRescored {
+    fn emit(self, m: &Metrics) {
+        m.rescored_silent.inc();
+    }
+}
+
+/// An alert was published.
+pub struct AlertPublished<'a> {
+    pub tier: &'a str,
+}
+
+impl TelemetryEvent for AlertPublished<'_> {
+    fn emit(self, m: &Metrics) {
+        m.alerts.with_label_values(&[self.tier]).inc();
+    }
+}
+
+/// A score crossed the threshold within the cooldown: no alert.
+pub struct AlertInCooldown;
+
+impl TelemetryEvent for AlertInCooldown {
+    fn emit(self, m: &Metrics) {
+        m.alerts_cooldown.inc();
+    }
+}
+
+/// A retention trigger was published.
+pub struct TriggerPublished<'a> {
+    pub campaign_id: &'a str,
+}
+
+impl TelemetryEvent for TriggerPublished<'_> {
+    fn emit(self, m: &Metrics) {
+        m.triggers.with_label_values(&[self.campaign_id]).inc();
+    }
+}
+
+/// A trigger was held until the customer's quiet hours end.
+pub struct TriggerHeld;
+
+impl TelemetryEvent for TriggerHeld {
+    fn emit(self, m: &Metrics) {
+        m.triggers_held.inc();
+    }
+}
+
+/// A trigger was not sent, and why (`no_consent`, `holdout`, …).
+pub struct TriggerSuppressed<'a> {
+    pub reason: &'a str,
+}
+
+impl TelemetryEvent for TriggerSuppressed<'_> {
+    fn emit(self, m: &Metrics) {
+        m.triggers_suppressed
+            .with_label_values(&[self.reason])
+            .inc();
+    }
+}
+
+/// The outcome of an alert was decided.
+pub struct OutcomeDecided<'a> {
+    pub campaign_id: &'a str,
+    pub group: &'a str,
+    pub outcome: &'a str,
+}
+
+impl TelemetryEvent for OutcomeDecided<'_> {
+    fn emit(self, m: &Metrics) {
+        m.outcomes
+            .with_label_values(&[self.campaign_id, self.group, self.outcome])
+            .inc();
+    }
+}
+
+/// A changelog record was applied during a restore.
+pub struct RestoreRecordApplied;
+
+impl TelemetryEvent for RestoreRecordApplied {
+    fn emit(self, m: &Metrics) {
+        m.restore_records.inc();
+    }
+}
+
+// ---- per batch (hot path: no log above trace) ----
+
+/// A partition's state was committed to the store.
+pub struct PartitionCommitted {
+    pub partition: i32,
+    pub customers: u64,
+}
+
+impl TelemetryEvent for PartitionCommitted {
+    fn emit(self, m: &Metrics) {
+        m.customers
+            .with_label_values(&[&self.partition.to_string()])
+            .set(self.customers as i64);
+    }
+}
+
+/// A batch's store commit is done.
+pub struct StoreCommitted;
+
+impl TelemetryEvent for StoreCommitted {
+    fn emit(self, m: &Metrics) {
+        m.commits.inc();
+    }
+}
+
+/// A batch went through publish, changelog and commit.
+pub struct BatchDone<'a> {
+    pub consumed: usize,
+    pub records: usize,
+    pub seconds: f64,
+    /// Seconds from each message's Kafka timestamp to the commit.
+    pub latencies: &'a [f64],
+}
+
+impl TelemetryEvent for BatchDone<'_> {
+    fn emit(self, m: &Metrics) {
+        m.batch_seconds.observe(self.seconds);
+        for l in self.latencies {
+            m.event_latency_seconds.observe(*l);
+        }
+        tracing::trace!(
+            consumed = self.consumed,
+            records = self.records,
+            seconds = self.seconds,
+            "batch committed"
+        );
+    }
+}
+
+/// The consumer's lag on one partition (from librdkafka's statistics).
+pub struct ConsumerLag {
+    pub partition: i32,
+    pub lag: i64,
+}
+
+impl TelemetryEvent for ConsumerLag {
+    fn emit(self, m: &Metrics) {
+        m.consumer_lag
+            .with_label_values(&[&self.partition.to_string()])
+            .set(self.lag);
+    }
+}
+
+/// Readiness as last checked.
+pub struct Readiness {
+    pub ready: bool,
+}
+
+impl TelemetryEvent for Readiness {
+    fn emit(self, m: &Metrics) {
+        m.ready.set(i64::from(self.ready));
+    }
+}
+
+/// How many partitions this instance owns and how many are restoring.
+pub struct PartitionsHeld {
+    pub owned: usize,
+    pub restoring: usize,
+}
+
+impl TelemetryEvent for PartitionsHeld {
+    fn emit(self, m: &Metrics) {
+        m.partitions_owned.set(self.owned as i64);
+        m.partitions_restoring.set(self.restoring as i64);
+    }
+}
+
+// ---- problems (warn or error) ----
+
+/// A dependency failed; what the service does about it is in `action`.
+pub struct DependencyFailed<'a> {
+    pub dependency: Dependency,
+    pub error: &'a dyn Display,
+    /// The partition concerned, if one is.
+    pub partition: Option<i32>,
+    /// What happens now, e.g. "retrying (nothing is skipped)".
+    pub action: &'a str,
+}
+
+impl TelemetryEvent for DependencyFailed<'_> {
+    fn emit(self, m: &Metrics) {
+        m.failures
+            .with_label_values(&[self.dependency.as_str()])
+            .inc();
+        tracing::warn!(
+            dependency = self.dependency.as_str(),
+            partition = self.partition,
+            error = %self.error,
+            "{} failed; {}",
+            self.dependency.as_str(),
+            self.action
+        );
+    }
+}
+
+/// A message's offset is not the one after the last applied.
+pub struct OffsetGap {
+    pub partition: i32,
+    pub expected: i64,
+    pub got: i64,
+}
+
+impl TelemetryEvent for OffsetGap {
+    fn emit(self, m: &Metrics) {
+        m.offset_gaps.inc();
+        tracing::warn!(
+            partition = self.partition,
+            expected = self.expected,
+            got = self.got,
+            "input offset gap"
+        );
+    }
+}
+
+/// A model reload was refused; the previous model stays in use.
+pub struct ModelReloadRefused<'a> {
+    pub error: &'a dyn Display,
+}
+
+impl TelemetryEvent for ModelReloadRefused<'_> {
+    fn emit(self, m: &Metrics) {
+        m.model_reloads
+            .with_label_values(&[result_label(false)])
+            .inc();
+        tracing::error!(error = %self.error, "model reload refused; the previous model stays in use");
+    }
+}
+
+/// A policy reload was refused; the policy in use stays.
+pub struct PolicyReloadRefused<'a> {
+    pub error: &'a dyn Display,
+}
+
+impl TelemetryEvent for PolicyReloadRefused<'_> {
+    fn emit(self, m: &Metrics) {
+        m.policy_reloads
+            .with_label_values(&[result_label(false)])
+            .inc();
+        tracing::error!(error = %self.error, "policy reload refused; the policy in use stays");
+    }
+}
+
+// ---- changes of state (info) ----
+
+/// The consumer group assigned partitions to this instance.
+pub struct PartitionsAssigned<'a> {
+    pub partitions: &'a [i32],
+}
+
+impl TelemetryEvent for PartitionsAssigned<'_> {
+    fn emit(self, m: &Metrics) {
+        m.rebalances.with_label_values(&["assigned"]).inc();
+        tracing::info!(partitions = ?self.partitions, "partitions assigned");
+    }
+}
+
+/// The consumer group took partitions away (`lost`: without a clean
+/// hand-over).
+pub struct PartitionsRevoked<'a> {
+    pub partitions: &'a [i32],
+    pub lost: bool,
+}
+
+impl TelemetryEvent for PartitionsRevoked<'_> {
+    fn emit(self, m: &Metrics) {
+        let kind = if self.lost { "lost" } else { "revoked" };
+        m.rebalances.with_label_values(&[kind]).inc();
+        tracing::info!(partitions = ?self.partitions, lost = self.lost, "partitions revoked");
+    }
+}
+
+/// A partition's state was brought up to date from the changelog.
+pub struct PartitionRestored<'a> {
+    pub partition: i32,
+    pub plan: &'a dyn std::fmt::Debug,
+    pub records: u64,
+    pub customers: Option<u64>,
+    pub seconds: f64,
+}
+
+impl TelemetryEvent for PartitionRestored<'_> {
+    fn emit(self, m: &Metrics) {
+        m.restore_seconds.observe(self.seconds);
+        if let Some(c) = self.customers {
+            m.customers
+                .with_label_values(&[&self.partition.to_string()])
+                .set(c as i64);
+        }
+        tracing::info!(
+            partition = self.partition,
+            plan = ?self.plan,
+            records = self.records,
+            customers = self.customers.unwrap_or(0),
+            seconds = self.seconds,
+            "partition state is up to date"
+        );
+    }
+}
+
+/// The local state of a partition owned elsewhere was deleted.
+pub struct PartitionReleased {
+    pub partition: i32,
+}
+
+impl TelemetryEvent for PartitionReleased {
+    fn emit(self, m: &Metrics) {
+        m.partitions_released.inc();
+        m.customers
+            .with_label_values(&[&self.partition.to_string()])
+            .set(0);
+        tracing::info!(
+            partition = self.partition,
+            "released local state of a partition owned elsewhere"
+        );
+    }
+}
+
+/// A customer's data was erased on request (audited without personal
+/// data: where the request came from).
+pub struct CustomerErased {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl TelemetryEvent for CustomerErased {
+    fn emit(self, m: &Metrics) {
+        m.erasures.inc();
+        tracing::info!(
+            target: "audit",
+            partition = self.partition,
+            offset = self.offset,
+            "customer erased: state removed, tombstones published"
+        );
+    }
+}
+
+/// The model in use changed (`from`: `None` at start).
+pub struct ModelInUse<'a> {
+    pub from: Option<&'a str>,
+    pub to: &'a str,
+}
+
+impl TelemetryEvent for ModelInUse<'_> {
+    fn emit(self, m: &Metrics) {
+        if let Some(old) = self.from.filter(|o| *o != self.to) {
+            let _ = m.model_info.remove_label_values(&[old]);
+        }
+        m.model_info.with_label_values(&[self.to]).set(1);
+        match self.from {
+            Some(from) => {
+                m.model_reloads
+                    .with_label_values(&[result_label(true)])
+                    .inc();
+                tracing::info!(from, to = self.to, "model reloaded");
+            }
+            None => tracing::info!(version = self.to, "model in use"),
+        }
+    }
+}
+
+/// A new policy was accepted (it takes effect with the next batch).
+pub struct PolicyReloaded {
+    pub campaign_rules: usize,
+}
+
+impl TelemetryEvent for PolicyReloaded {
+    fn emit(self, m: &Metrics) {
+        m.policy_reloads
+            .with_label_values(&[result_label(true)])
+            .inc();
+        tracing::info!(campaign_rules = self.campaign_rules, "policy reloaded");
+    }
+}
