@@ -16,7 +16,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
@@ -46,7 +45,7 @@ pub struct Control {
     /// A policy accepted by `POST /policy/reload`, applied between batches.
     pub pending_policy: Mutex<Option<Config>>,
     /// Producer and input topic for erasure events (set once running).
-    pub producer: Mutex<Option<(FutureProducer, String)>>,
+    pub producer: Mutex<Option<crate::kafka::source::Publisher>>,
     /// The input partitions this instance holds (shared with the consumer).
     pub assignment: Arc<Mutex<crate::kafka::source::Assignment>>,
 }
@@ -358,7 +357,7 @@ pub async fn delete_customer(
     if let Err(r) = c.authorize(&headers) {
         return r;
     }
-    let Some((producer, topic)) = c.producer.lock().expect("not poisoned").clone() else {
+    let Some(publisher) = c.producer.lock().expect("not poisoned").clone() else {
         return reply(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"error": "not connected to Kafka yet"}),
@@ -376,11 +375,7 @@ pub async fn delete_customer(
         "occurred_at": rfc3339(now),
     })
     .to_string();
-    let record = FutureRecord::to(&topic).key(id.as_bytes()).payload(&event);
-    match producer
-        .send(record, std::time::Duration::from_secs(10))
-        .await
-    {
+    match publisher.send_input(id.as_bytes(), event.as_bytes()).await {
         Ok(_) => {
             // Audit without personal data: the request's event id only.
             tracing::info!(target: "audit", %event_id, "erasure requested over HTTP");
@@ -392,7 +387,7 @@ pub async fn delete_customer(
                 }),
             )
         }
-        Err((e, _)) => reply(
+        Err(e) => reply(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"error": format!("could not queue the erasure: {e}")}),
         ),

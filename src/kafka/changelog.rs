@@ -273,6 +273,8 @@ pub enum RestoreError {
     },
     #[error("restore cancelled (partition revoked)")]
     Cancelled,
+    #[error("restore task failed: {0}")]
+    Task(String),
 }
 
 /// How a partition was brought up to date.

@@ -10,6 +10,8 @@
 //! - [`partitioner`]: which input partition a customer id belongs to;
 //!   [`owner`]: which group member holds it.
 
+pub use rdkafka::error::KafkaError;
+
 pub mod changelog;
 pub mod client;
 pub mod owner;

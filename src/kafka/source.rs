@@ -10,7 +10,7 @@ use std::time::Duration;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
-    BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
@@ -256,6 +256,89 @@ impl ConsumerContext for ConsumerCtx {
     }
 }
 
+/// The input consumer as the service uses it: messages come out detached
+/// from the client, and partitions are sought, resumed and committed by
+/// number.
+pub struct Input {
+    consumer: StreamConsumer<ConsumerCtx>,
+    topic: String,
+}
+
+impl Input {
+    /// Creates the consumer (see [`consumer`]) with its callbacks.
+    pub fn new(
+        cfg: &KafkaConfig,
+        advertised_url: Option<&str>,
+        shared: Shared,
+    ) -> Result<Self, KafkaError> {
+        let ctx = ConsumerCtx {
+            store: shared.store,
+            health: shared.health,
+            metrics: shared.metrics,
+            topic: cfg.input_topic.clone(),
+            start_without_state: if cfg.auto_offset_reset == "latest" {
+                Offset::End
+            } else {
+                Offset::Beginning
+            },
+            assignment: shared.assignment,
+            wake: Arc::default(),
+        };
+        Ok(Self {
+            consumer: consumer(cfg, advertised_url, ctx)?,
+            topic: cfg.input_topic.clone(),
+        })
+    }
+
+    /// The callbacks' side: assignment, health, wake-ups.
+    pub fn context(&self) -> &ConsumerCtx {
+        self.consumer.context()
+    }
+
+    /// The next message.
+    pub async fn recv(&self) -> Result<InMessage, KafkaError> {
+        self.consumer.recv().await.map(|m| detach(&m))
+    }
+
+    /// Continues partition `p` from `offset`.
+    pub fn seek(&self, p: i32, offset: i64) -> Result<(), KafkaError> {
+        self.consumer.seek(
+            &self.topic,
+            p,
+            Offset::Offset(offset),
+            Duration::from_secs(5),
+        )
+    }
+
+    /// Resumes a partition paused for its restore.
+    pub fn resume(&self, p: i32) -> Result<(), KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, p);
+        self.consumer.resume(&tpl)
+    }
+
+    /// Commits next offsets to Kafka, asynchronously (for lag only: starts
+    /// use the offsets in the store).
+    pub fn commit_for_lag(&self, offsets: &[(i32, i64)]) -> Result<(), KafkaError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, next) in offsets {
+            tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*next))?;
+        }
+        self.consumer.commit(&tpl, CommitMode::Async)
+    }
+}
+
+/// What the consumer's callbacks share with the rest of the service.
+pub struct Shared {
+    pub store: Arc<dyn Store>,
+    pub health: Arc<Health>,
+    pub metrics: Metrics,
+    pub assignment: Arc<Mutex<Assignment>>,
+}
+
 /// Creates the input consumer (manual offsets, statistics for lag).
 pub fn consumer(
     cfg: &KafkaConfig,
@@ -317,8 +400,10 @@ pub fn detach(m: &BorrowedMessage<'_>) -> InMessage {
 }
 
 /// Publishes output records and waits until every one is delivered.
+#[derive(Clone)]
 pub struct Publisher {
-    pub producer: FutureProducer,
+    producer: FutureProducer,
+    pub input_topic: String,
     pub alerts_topic: String,
     pub triggers_topic: String,
     pub outcomes_topic: String,
@@ -327,6 +412,37 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// The idempotent producer (see [`producer`]) and the configured topics.
+    pub fn new(cfg: &KafkaConfig) -> Result<Self, KafkaError> {
+        Ok(Self {
+            producer: producer(cfg)?,
+            input_topic: cfg.input_topic.clone(),
+            alerts_topic: cfg.alerts_topic.clone(),
+            triggers_topic: cfg.triggers_topic.clone(),
+            outcomes_topic: cfg.outcomes_topic.clone(),
+            dlq_topic: cfg.dlq_topic.clone(),
+            changelog_topic: cfg.changelog_topic.clone(),
+        })
+    }
+
+    /// Sends one event to the input topic, keyed by customer id (an
+    /// erasure requested over HTTP), and awaits its delivery.
+    pub async fn send_input(&self, key: &[u8], payload: &[u8]) -> Result<(), KafkaError> {
+        let record = FutureRecord::to(&self.input_topic)
+            .key(key)
+            .payload(payload);
+        self.producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e)
+    }
+
+    /// Waits up to `timeout` for records still in flight.
+    pub fn flush(&self, timeout: Duration) {
+        let _ = rdkafka::producer::Producer::flush(&self.producer, timeout);
+    }
+
     fn topic(&self, k: OutKind) -> &str {
         match k {
             OutKind::Alert => &self.alerts_topic,

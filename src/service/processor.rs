@@ -66,6 +66,8 @@ pub struct Batch {
     pub commits: BTreeMap<i32, Commit>,
     /// Input messages applied (not skipped as already applied).
     pub consumed: usize,
+    /// Records published (set when they are handed to the publisher).
+    pub published: usize,
     /// Kafka timestamps of the messages, for the latency metric.
     pub timestamps: Vec<Millis>,
 }

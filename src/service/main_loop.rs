@@ -1,0 +1,135 @@
+//! The service's one `select!` loop: shutdown, rebalances, finished
+//! restores, the sweep tick and the next batch of messages.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::control::Control;
+use crate::config::Config;
+use crate::kafka::record::InMessage;
+use crate::pipeline::model::Model;
+use crate::service::committer::Committer;
+use crate::service::partitions::Partitions;
+use crate::service::processor::{ClockMode, Processor};
+use crate::telemetry::events::{Dependency, DependencyFailed};
+
+/// The loop and what it works with.
+pub struct MainLoop<'a> {
+    pub config: Config,
+    pub control: &'a Control,
+    pub models: watch::Receiver<Arc<Model>>,
+    pub processor: Processor,
+    pub committer: Committer<'a>,
+    pub partitions: Partitions,
+    pub shutdown: &'a CancellationToken,
+}
+
+impl MainLoop<'_> {
+    /// Runs until shutdown, or until a batch cannot be committed because
+    /// the service is stopping (it is then replayed on the next start).
+    pub async fn run(mut self) {
+        let c = &self.config;
+        let mut tick = tokio::time::interval(Duration::from_millis(c.clock.sweep_interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let wake = self.committer.input.context().wake.clone();
+        let sweeps = self.processor.clock == ClockMode::Wall;
+        loop {
+            self.take_reloads();
+            let (input, p) = (self.committer.input, &mut self.processor);
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => break,
+                // Restores start as soon as partitions are assigned.
+                _ = wake.notified() => {
+                    self.partitions.follow(input, p);
+                }
+                Some(done) = self.partitions.next_restored() => {
+                    self.partitions.restored(done, &self.committer, p).await;
+                    self.partitions.follow(input, p);
+                }
+                _ = tick.tick() => {
+                    self.partitions.follow(input, p);
+                    self.partitions.release_unowned(input, p);
+                    if sweeps && !self.committer.handle(p, None).await {
+                        break;
+                    }
+                }
+                first = input.recv() => {
+                    let Some(msgs) = self.gather(first).await else { continue };
+                    if !self.committer.handle(&mut self.processor, Some(msgs)).await {
+                        break;
+                    }
+                }
+            }
+        }
+        self.partitions.cancel_all();
+    }
+
+    /// Applies a policy or model reload from the next batch on.
+    fn take_reloads(&mut self) {
+        let new_policy = self.control.take_pending_policy();
+        if let Some(new) = &new_policy {
+            self.config.policy = new.policy.clone();
+            self.config.segments = new.segments.clone();
+        }
+        if new_policy.is_some() || self.models.has_changed().unwrap_or(false) {
+            let m = self.models.borrow_and_update().clone();
+            self.processor.policy = self.config.policy_for(Some(m.file()));
+            self.processor.model = m.clone();
+            self.control.set_current(m, self.processor.policy.clone());
+        }
+    }
+
+    /// The batch that starts with `first`: more messages until the batch
+    /// is full or `kafka.batch_linger_ms` passed, less those of partitions
+    /// not (or no longer) active here. `None`: nothing to process.
+    async fn gather(
+        &mut self,
+        first: Result<InMessage, crate::kafka::KafkaError>,
+    ) -> Option<Vec<InMessage>> {
+        let k = &self.config.kafka;
+        let input = self.committer.input;
+        let mut msgs = Vec::with_capacity(k.batch_max_messages);
+        match first {
+            Ok(m) => {
+                self.committer
+                    .health
+                    .connected
+                    .store(true, Ordering::Relaxed);
+                msgs.push(m);
+            }
+            Err(e) => {
+                self.committer.metrics.emit(DependencyFailed {
+                    dependency: Dependency::KafkaConsume,
+                    error: &e,
+                    partition: None,
+                    action: "retrying",
+                });
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                return None;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(k.batch_linger_ms);
+        while msgs.len() < k.batch_max_messages {
+            match tokio::time::timeout_at(deadline, input.recv()).await {
+                Ok(Ok(m)) => msgs.push(m),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "consume failed");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        // Messages of partitions assigned or revoked while this batch was
+        // gathered are dropped: their owner (maybe this instance again,
+        // after its restore) fetches them from the stored offset.
+        let stale = self.partitions.follow(input, &mut self.processor);
+        let active = input.context().active();
+        msgs.retain(|m| !stale.contains(&m.partition) && active.contains(&m.partition));
+        (!msgs.is_empty()).then_some(msgs)
+    }
+}

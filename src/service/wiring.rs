@@ -1,0 +1,209 @@
+//! What the service starts with, and how it starts: the store, the model,
+//! the admin server, the Kafka clients, and then the main loop.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError};
+use crate::kafka::source::{Input, Publisher, Shared};
+use crate::kafka::KafkaError;
+use crate::pipeline::model::{Model, ModelError};
+use crate::service::committer::Committer;
+use crate::service::main_loop::MainLoop;
+use crate::service::partitions::Partitions;
+use crate::service::processor::{ClockMode, Processor};
+use crate::store::{MemStore, SledStore, Store, StoreError};
+use crate::telemetry::events::ModelInUse;
+use crate::telemetry::health::Health;
+use crate::telemetry::metrics::Metrics;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("kafka client: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Topic(#[from] crate::kafka::topics::TopicError),
+    #[error("admin server cannot listen on {addr}: {source}")]
+    Admin {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Everything the service runs with.
+pub struct Service {
+    pub config: Config,
+    pub model: Arc<Model>,
+    pub store: Arc<dyn Store>,
+    pub metrics: Metrics,
+    pub health: Arc<Health>,
+    /// What the admin server's operator endpoints work with.
+    pub control: Arc<crate::admin::control::Control>,
+}
+
+/// Opens the configured store.
+pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match config.store.engine.as_str() {
+        "memory" => Arc::new(MemStore::default()),
+        _ => Arc::new(SledStore::open_with(
+            &config.store.path,
+            Some(config.store.flush_every_ms),
+        )?),
+    })
+}
+
+impl Service {
+    /// Loads the model named in the config (refused if it does not match the
+    /// feature spec) and opens the store.
+    pub fn new(config: Config) -> Result<Self, StartError> {
+        let model = Model::load(&config.model.path, &config.feature_spec())?;
+        Self::with_model(config, model)
+    }
+
+    /// Like [`Service::new`] with a model already in hand.
+    pub fn with_model(config: Config, model: Model) -> Result<Self, StartError> {
+        let store = open_store(&config)?;
+        let model = Arc::new(model);
+        let metrics = Metrics::new();
+        let control = Arc::new(crate::admin::control::Control::new(
+            config.clone(),
+            store.clone(),
+            metrics.clone(),
+            model.clone(),
+        ));
+        Ok(Self {
+            config,
+            model,
+            store,
+            metrics,
+            health: Arc::new(Health::default()),
+            control,
+        })
+    }
+
+    /// Starts the admin HTTP server; returns its address.
+    pub async fn serve_admin(
+        &self,
+        shutdown: CancellationToken,
+    ) -> Result<std::net::SocketAddr, StartError> {
+        let (addr, _task) = crate::admin::serve(
+            &self.config.admin.listen,
+            self.metrics.clone(),
+            self.health.clone(),
+            self.control.clone(),
+            shutdown,
+        )
+        .await
+        .map_err(|source| StartError::Admin {
+            addr: self.config.admin.listen.clone(),
+            source,
+        })?;
+        tracing::info!(%addr, "admin server listening (/metrics, /healthz, /readyz, /customers, /model, /policy)");
+        Ok(addr)
+    }
+
+    /// Runs until `shutdown` is cancelled; then finishes the batch in hand,
+    /// writes state and offsets, flushes and returns.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartError> {
+        let cfg = self.config.kafka.clone();
+        if crate::kafka::topics::ensure(&cfg, &shutdown).await?
+            == crate::kafka::topics::Checked::Stopped
+        {
+            return Ok(());
+        }
+        let shared = Shared {
+            store: self.store.clone(),
+            health: self.health.clone(),
+            metrics: self.metrics.clone(),
+            assignment: self.control.assignment.clone(),
+        };
+        let input = Input::new(&cfg, self.config.admin.advertised_url.as_deref(), shared)?;
+        let publisher = Publisher::new(&cfg)?;
+        *self.control.producer.lock().expect("not poisoned") = Some(publisher.clone());
+        let clock = if self.config.clock.mode == "event" {
+            ClockMode::Event
+        } else {
+            ClockMode::Wall
+        };
+        let processor = Processor::new(
+            self.config.feature_spec(),
+            self.config.validator(),
+            self.config.policy_for(Some(self.model.file())),
+            self.model.clone(),
+            self.store.clone(),
+            self.metrics.clone(),
+            clock,
+            cfg.input_topic.clone(),
+        );
+        self.health.committing.store(true, Ordering::Relaxed);
+        tracing::info!(
+            brokers = %cfg.brokers,
+            topic = %cfg.input_topic,
+            group = %cfg.group_id,
+            model = %self.model.version(),
+            clock = ?clock,
+            "churn-alert started"
+        );
+        self.metrics.emit(ModelInUse {
+            from: None,
+            to: self.model.version(),
+        });
+        let models = crate::service::reload::ModelWatcher {
+            path: self.config.model.path.clone(),
+            spec: self.config.feature_spec(),
+            metrics: self.metrics.clone(),
+            every: Duration::from_secs_f64(self.config.model.reload_check_seconds),
+            requests: self.control.model_reload.clone(),
+        }
+        .spawn(self.model.clone(), shutdown.clone());
+        let owner = self.config.admin.advertised_url.clone();
+        let committer = Committer {
+            // Kafka's committed offsets are for lag only (starts use the
+            // stored or restored offsets); the memory engine keeps the old
+            // behaviour of not committing them.
+            commit_to_kafka: self.config.store.engine != "memory",
+            flush_on_commit: self.config.store.flush_on_commit,
+            input: &input,
+            publisher: &publisher,
+            health: &self.health,
+            metrics: &self.metrics,
+            shutdown: &shutdown,
+            owner: owner.clone(),
+        };
+        let partitions = Partitions::new(
+            cfg.clone(),
+            self.store.clone(),
+            self.metrics.clone(),
+            owner,
+            Duration::from_secs(cfg.release_unowned_after_seconds),
+        );
+        MainLoop {
+            config: self.config.clone(),
+            control: &self.control,
+            models,
+            processor,
+            committer,
+            partitions,
+            shutdown: &shutdown,
+        }
+        .run()
+        .await;
+        tracing::info!("stopping: flushing state");
+        if let Err(e) = self.store.flush() {
+            tracing::error!(error = %e, "final flush failed; the next start replays from the last durable commit");
+        }
+        publisher.flush(Duration::from_secs(5));
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
