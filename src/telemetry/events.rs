@@ -9,6 +9,7 @@
 use std::fmt::Display;
 
 use crate::pipeline::decode::RejectCode;
+pub use crate::telemetry::metrics::Dependency;
 use crate::telemetry::metrics::Metrics;
 
 /// Something that happened, as metrics and (for some) a log line.
@@ -20,34 +21,6 @@ impl Metrics {
     /// Records `event`: its metrics and its log line.
     pub fn emit(&self, event: impl TelemetryEvent) {
         event.emit(self);
-    }
-}
-
-/// An outside system the service depends on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dependency {
-    KafkaProduce,
-    KafkaConsume,
-    Store,
-    Changelog,
-}
-
-impl Dependency {
-    pub const ALL: [Dependency; 4] = [
-        Self::KafkaProduce,
-        Self::KafkaConsume,
-        Self::Store,
-        Self::Changelog,
-    ];
-
-    /// The `dependency` label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::KafkaProduce => "kafka_produce",
-            Self::KafkaConsume => "kafka_consume",
-            Self::Store => "store",
-            Self::Changelog => "changelog",
-        }
     }
 }
 

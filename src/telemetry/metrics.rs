@@ -289,7 +289,7 @@ impl Metrics {
         for kind in ["assigned", "revoked", "lost"] {
             m.rebalances.with_label_values(&[kind]);
         }
-        for d in crate::telemetry::events::Dependency::ALL {
+        for d in Dependency::ALL {
             m.failures.with_label_values(&[d.as_str()]);
         }
         m
@@ -393,6 +393,34 @@ pub enum Count {
     Outcomes,
     /// `churn_alert_rescored_silent_total`.
     SilentRescores,
+}
+
+/// An outside system the service depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency {
+    KafkaProduce,
+    KafkaConsume,
+    Store,
+    Changelog,
+}
+
+impl Dependency {
+    pub const ALL: [Dependency; 4] = [
+        Self::KafkaProduce,
+        Self::KafkaConsume,
+        Self::Store,
+        Self::Changelog,
+    ];
+
+    /// The `dependency` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::KafkaProduce => "kafka_produce",
+            Self::KafkaConsume => "kafka_consume",
+            Self::Store => "store",
+            Self::Changelog => "changelog",
+        }
+    }
 }
 
 #[cfg(test)]

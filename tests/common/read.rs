@@ -1,0 +1,93 @@
+//! Reading back what the service published and stored.
+
+use super::*;
+
+/// A record read back from an output topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Record {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).unwrap()
+    }
+}
+
+/// Reads every record of a topic: all partitions from the start until no
+/// new record has arrived for a quiet period. Callers read only after
+/// everything they expect was acknowledged by the broker. (The broker's high
+/// watermark is not used: tansu 0.6 reports it as the last record batch's
+/// base offset + 1, short of the end when records were batched.)
+pub fn read_all(broker: &Broker, topic: &str) -> Vec<Record> {
+    read_all_of(broker, topic, PARTITIONS)
+}
+
+/// [`read_all`] for a topic of `partitions` partitions.
+pub fn read_all_of(broker: &Broker, topic: &str, partitions: i32) -> Vec<Record> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", format!("reader-{}", free_port()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let quiet = Duration::from_millis(1500);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = Instant::now();
+    let mut out = Vec::new();
+    while last.elapsed() < quiet {
+        assert!(Instant::now() < deadline, "{topic} kept growing");
+        let Some(m) = c.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = m.unwrap();
+        last = Instant::now();
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(Record {
+            partition: m.partition(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().unwrap_or_default().to_vec(),
+            headers,
+        });
+    }
+    out
+}
+
+/// The committed state of one customer (searching all partitions).
+pub fn customer(
+    store: &dyn Store,
+    id: &str,
+) -> Option<churn_alert::pipeline::features::CustomerState> {
+    (0..PARTITIONS).find_map(|p| store.get(p, id).unwrap())
+}
+
+/// Every customer's state in partitions `0..partitions` of a store.
+pub fn states(
+    store: &dyn Store,
+    partitions: i32,
+) -> BTreeMap<String, churn_alert::pipeline::features::CustomerState> {
+    (0..partitions)
+        .flat_map(|p| store.customers(p).unwrap())
+        .collect()
+}

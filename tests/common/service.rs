@@ -1,0 +1,151 @@
+//! The service under test: in this process, or as the real binary.
+
+use super::*;
+
+/// A service running in this process.
+pub struct Running {
+    pub store: Arc<dyn Store>,
+    pub admin: std::net::SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), churn_alert::service::StartError>>,
+}
+
+pub async fn start(cfg: &Config) -> Running {
+    start_with_model(cfg, test_model(cfg)).await
+}
+
+pub async fn start_with_model(cfg: &Config, model: Model) -> Running {
+    let service = Service::with_model(cfg.clone(), model).unwrap();
+    let stop = CancellationToken::new();
+    let admin = service.serve_admin(stop.clone()).await.unwrap();
+    Running::spawn(service, admin, stop)
+}
+
+impl Running {
+    /// Runs a service whose admin server is already up.
+    pub fn spawn(service: Service, admin: std::net::SocketAddr, stop: CancellationToken) -> Self {
+        let store = service.store.clone();
+        let task = tokio::spawn(service.run(stop.clone()));
+        Running {
+            store,
+            admin,
+            stop,
+            task,
+        }
+    }
+
+    /// Graceful stop; releases the sled directory.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+        drop(self.store);
+    }
+
+    /// Waits until the committed state covers every offset in `high`.
+    pub async fn wait_committed(&self, high: &BTreeMap<i32, i64>) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let done = high.iter().all(|(p, h)| {
+                self.store
+                    .meta(*p)
+                    .unwrap()
+                    .map(|m| m.next_offset)
+                    .unwrap_or(0)
+                    >= *h
+            });
+            if done {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "service did not commit up to {high:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until `/readyz` answers 200 (assigned, every partition
+    /// restored, committing).
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, why) = self.http_get("/readyz").await;
+            if status == 200 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not ready: {why}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// GET a path of the admin server: (status, body).
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path)
+            .await
+            .expect("admin server answers")
+    }
+
+    /// A metric's value from /metrics (sum over label sets that contain `labels`).
+    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
+        let (_, body) = self.http_get("/metrics").await;
+        metric_value(&body, name, labels)
+    }
+}
+
+/// Starts the real `churn-alert run` process, configured by its
+/// environment only (default policy), in event time, with its admin server
+/// on `port`; its log goes to `log`.
+pub fn spawn_service(cfg: &Config, port: u16, log: &Path) -> Child {
+    let k = &cfg.kafka;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_churn-alert"));
+    c.arg("run")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("CHURN_ALERT_CONFIG")
+        .env("CHURN_ALERT__KAFKA__BROKERS", &k.brokers)
+        .env("CHURN_ALERT__KAFKA__GROUP_ID", &k.group_id)
+        .env("CHURN_ALERT__KAFKA__INPUT_TOPIC", &k.input_topic)
+        .env("CHURN_ALERT__KAFKA__ALERTS_TOPIC", &k.alerts_topic)
+        .env("CHURN_ALERT__KAFKA__TRIGGERS_TOPIC", &k.triggers_topic)
+        .env("CHURN_ALERT__KAFKA__DLQ_TOPIC", &k.dlq_topic)
+        .env("CHURN_ALERT__KAFKA__OUTCOMES_TOPIC", &k.outcomes_topic)
+        .env("CHURN_ALERT__KAFKA__CHANGELOG_TOPIC", &k.changelog_topic)
+        .env("CHURN_ALERT__STORE__PATH", &cfg.store.path)
+        .env("CHURN_ALERT__CLOCK__MODE", "event")
+        .env("CHURN_ALERT__ADMIN__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn,churn_alert=info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    if let Some(id) = &k.instance_id {
+        c.env("CHURN_ALERT__KAFKA__INSTANCE_ID", id);
+    }
+    if let Some(url) = &cfg.admin.advertised_url {
+        c.env("CHURN_ALERT__ADMIN__ADVERTISED_URL", url);
+    }
+    c.spawn().unwrap()
+}
+
+/// Runs the service in this process until every partition's state reaches
+/// `high`; returns the final states.
+pub async fn run_to_end(
+    cfg: &Config,
+    high: &BTreeMap<i32, i64>,
+    partitions: i32,
+) -> BTreeMap<String, churn_alert::pipeline::features::CustomerState> {
+    let service = Service::with_model(cfg.clone(), shipped_model(cfg)).unwrap();
+    let store = service.store.clone();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(service.run(stop.clone()));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !high
+        .iter()
+        .all(|(p, h)| store.meta(*p).unwrap().is_some_and(|m| m.next_offset >= *h))
+    {
+        assert!(Instant::now() < deadline, "run did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let s = states(store.as_ref(), partitions);
+    drop(store);
+    s
+}
