@@ -131,7 +131,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
-    init_logging(config.log.format == "json");
+    init_logging(config.log.format == churn_alert::config::LogFormat::Json);
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             let service = churn_alert::service::Service::new(config)?;

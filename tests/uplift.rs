@@ -82,7 +82,7 @@ fn run(effect: f64) -> Run {
                 "holdout" => 1,
                 _ => return,
             };
-            let retained = o.outcome == "retained";
+            let retained = o.outcome == churn_alert::pipeline::output::Retention::Retained;
             by_campaign
                 .entry(o.campaign_id.clone().unwrap_or_default())
                 .or_default()

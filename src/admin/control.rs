@@ -248,7 +248,7 @@ pub async fn get_customer(State(c): State<Arc<Control>>, Path(id): Path<String>)
         return elsewhere(&c, &id).await;
     };
     // In event time the customer is seen as of the partition's watermark.
-    let now = if c.config.clock.mode == "event" {
+    let now = if c.config.clock.mode == crate::config::ClockMode::Event {
         c.store
             .meta(p)
             .ok()

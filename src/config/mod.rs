@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::kafka::settings::KafkaConfig;
+pub use crate::kafka::settings::{KafkaConfig, OffsetReset, Partitioner};
 use crate::pipeline::decode::Validator;
+pub use crate::pipeline::event::ClockMode;
 use crate::pipeline::event::{Millis, DAY_MS};
 use crate::pipeline::features::FeatureSpec;
 use crate::pipeline::model::ModelFile;
@@ -68,7 +69,7 @@ pub struct StoreConfig {
     /// `sled` (on disk, survives restarts) or `memory` (for tests: lost on
     /// exit, so offsets are not committed to Kafka and each start replays
     /// from `kafka.auto_offset_reset`).
-    pub engine: String,
+    pub engine: StoreEngine,
     /// Directory of the sled database.
     pub path: PathBuf,
     /// sled's background flush interval in milliseconds: how much of the
@@ -84,12 +85,32 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
-            engine: "sled".into(),
+            engine: StoreEngine::Sled,
             path: PathBuf::from("data/state"),
             flush_every_ms: 500,
             flush_on_commit: true,
         }
     }
+}
+
+/// Which store engine keeps the state.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreEngine {
+    /// On disk: survives restarts.
+    Sled,
+    /// In memory: lost on restart (tests, demos).
+    Memory,
+}
+
+/// How log lines are written.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 /// Which clock drives scoring and the silence sweep.
@@ -98,7 +119,7 @@ impl Default for StoreConfig {
 pub struct ClockConfig {
     /// `wall`: live mode, now is the wall clock. `event`: replay mode, now is
     /// the partition's event-time watermark (largest event time applied).
-    pub mode: String,
+    pub mode: ClockMode,
     /// How often, in milliseconds, silent customers that are due get re-scored.
     pub sweep_interval_ms: u64,
 }
@@ -106,7 +127,7 @@ pub struct ClockConfig {
 impl Default for ClockConfig {
     fn default() -> Self {
         Self {
-            mode: "wall".into(),
+            mode: ClockMode::Wall,
             sweep_interval_ms: 1000,
         }
     }
@@ -219,13 +240,13 @@ impl Default for AdminConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `text` or `json`.
-    pub format: String,
+    pub format: LogFormat,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            format: "text".into(),
+            format: LogFormat::Text,
         }
     }
 }
@@ -311,15 +332,6 @@ impl Config {
         {
             return Err(key_err("kafka.instance_id", "must not be empty when set"));
         }
-        if crate::kafka::partitioner::Partitioner::parse(&k.partitioner).is_none() {
-            return Err(key_err(
-                "kafka.partitioner",
-                format!(
-                    "must be murmur2_random or consistent_random, got {:?}",
-                    k.partitioner
-                ),
-            ));
-        }
         if k.changelog_topic == k.input_topic {
             return Err(key_err(
                 "kafka.changelog_topic",
@@ -339,24 +351,6 @@ impl Config {
         }
         if k.batch_max_messages == 0 {
             return Err(key_err("kafka.batch_max_messages", "must be at least 1"));
-        }
-        if !["earliest", "latest"].contains(&k.auto_offset_reset.as_str()) {
-            return Err(key_err(
-                "kafka.auto_offset_reset",
-                format!("must be earliest or latest, got {:?}", k.auto_offset_reset),
-            ));
-        }
-        if !["sled", "memory"].contains(&self.store.engine.as_str()) {
-            return Err(key_err(
-                "store.engine",
-                format!("must be sled or memory, got {:?}", self.store.engine),
-            ));
-        }
-        if !["wall", "event"].contains(&self.clock.mode.as_str()) {
-            return Err(key_err(
-                "clock.mode",
-                format!("must be wall or event, got {:?}", self.clock.mode),
-            ));
         }
         if self.clock.sweep_interval_ms == 0 {
             return Err(key_err("clock.sweep_interval_ms", "must be at least 1"));
@@ -552,12 +546,6 @@ impl Config {
                 "must be at least 16 characters (or unset to disable mutating endpoints)",
             ));
         }
-        if !["text", "json"].contains(&self.log.format.as_str()) {
-            return Err(key_err(
-                "log.format",
-                format!("must be text or json, got {:?}", self.log.format),
-            ));
-        }
         Ok(())
     }
 
@@ -587,8 +575,6 @@ impl Config {
         }
     }
 
-    /// The thresholds the config sets, if it sets either (the other one
-    /// then takes its default).
     /// The alert policy without a model: configured or default thresholds.
     pub fn policy(&self) -> Policy {
         self.policy_for(None)
@@ -744,6 +730,26 @@ mod tests {
             key("", &[("CHURN_ALERT__CLOCK__MODE", "sundial")]),
             "clock.mode"
         );
+        // Modes are enums: the error names the key and the values allowed.
+        for (text, key_at, allowed) in [
+            ("[store]\nengine = \"rocks\"\n", "store.engine", "`sled`"),
+            ("[log]\nformat = \"xml\"\n", "log.format", "`json`"),
+            (
+                "[kafka]\npartitioner = \"random\"\n",
+                "kafka.partitioner",
+                "`murmur2_random`",
+            ),
+            (
+                "[kafka]\nauto_offset_reset = \"middle\"\n",
+                "kafka.auto_offset_reset",
+                "`latest`",
+            ),
+        ] {
+            let e = load(text, &[]).unwrap_err().to_string();
+            assert!(e.contains(key_at) && e.contains(allowed), "{e}");
+        }
+        let c = load("[kafka]\npartitioner = \"consistent\"\n", &[]).unwrap();
+        assert_eq!(c.kafka.partitioner, Partitioner::Crc32);
         assert_eq!(
             key("[features]\nhalf_lives_days = [7, -1]\n", &[]),
             "features.half_lives_days[1]"

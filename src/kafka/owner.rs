@@ -10,7 +10,6 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::kafka::client::{client_config, Role};
-use crate::kafka::partitioner::Partitioner;
 use crate::kafka::settings::KafkaConfig;
 
 /// Where a customer lives.
@@ -41,8 +40,7 @@ pub fn locate(cfg: &KafkaConfig, key: &[u8]) -> Result<Located, String> {
             cfg.input_topic
         ));
     }
-    let partitioner = Partitioner::parse(&cfg.partitioner).unwrap_or(Partitioner::Murmur2);
-    let partition = partitioner.partition(key, partitions);
+    let partition = cfg.partitioner.partition(key, partitions);
     let owner = crate::kafka::changelog::last_meta(cfg, partition)
         .map_err(|e| e.to_string())?
         .and_then(|m| m.owner);

@@ -3,17 +3,27 @@
 //! (and so which instance) holds a customer, and erasure events land on
 //! the same partition as the customer's other events.
 
-/// A key partitioner of Kafka's clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A key partitioner of Kafka's clients, by its librdkafka name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Partitioner {
     /// Java's default (and Kafka Streams', Kafka Connect's): murmur2 of the
     /// key, sign bit cleared, modulo the partition count.
+    #[serde(rename = "murmur2_random", alias = "murmur2")]
     Murmur2,
     /// librdkafka's default: CRC-32 of the key modulo the partition count.
+    #[serde(rename = "consistent_random", alias = "consistent")]
     Crc32,
 }
 
 impl Partitioner {
+    /// The librdkafka `partitioner` setting that partitions the same way.
+    pub fn librdkafka_name(self) -> &'static str {
+        match self {
+            Self::Murmur2 => "murmur2_random",
+            Self::Crc32 => "consistent_random",
+        }
+    }
+
     /// From the librdkafka `partitioner` names (`murmur2_random`,
     /// `murmur2`, `consistent_random`, `consistent`).
     pub fn parse(name: &str) -> Option<Self> {

@@ -5,6 +5,28 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::kafka::partitioner::Partitioner;
+
+/// Where a partition with no stored state starts.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OffsetReset {
+    /// The oldest message the topic keeps.
+    Earliest,
+    /// Only messages produced from now on.
+    Latest,
+}
+
+impl OffsetReset {
+    /// The librdkafka `auto.offset.reset` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Earliest => "earliest",
+            Self::Latest => "latest",
+        }
+    }
+}
+
 /// Kafka connection, topics and batching.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -38,7 +60,7 @@ pub struct KafkaConfig {
     /// id: `murmur2_random` (Java clients, Kafka Streams, Kafka Connect) or
     /// `consistent_random` (librdkafka's default: CRC32). Used to find which
     /// instance owns a customer and to key erasure events like the rest.
-    pub partitioner: String,
+    pub partitioner: Partitioner,
     /// Local state of a partition this instance no longer owns is deleted
     /// after this many seconds (kept meanwhile in case it comes back, e.g.
     /// after a quick rebalance or restart).
@@ -48,7 +70,7 @@ pub struct KafkaConfig {
     /// Longest wait, in milliseconds, to fill a batch once its first message arrived.
     pub batch_linger_ms: u64,
     /// Where a partition with no stored state starts: `earliest` or `latest`. Kafka's committed offsets are never used to start (they are for lag only).
-    pub auto_offset_reset: String,
+    pub auto_offset_reset: OffsetReset,
     /// Extra librdkafka properties for every client the service makes
     /// (consumers, producers, admin): security settings belong here, e.g.
     /// `"security.protocol" = "SASL_SSL"`.
@@ -73,11 +95,11 @@ impl Default for KafkaConfig {
             dlq_topic: "customer-events-dlq".into(),
             outcomes_topic: "churn-outcomes".into(),
             changelog_topic: "churn-alert-state-changelog".into(),
-            partitioner: "murmur2_random".into(),
+            partitioner: Partitioner::Murmur2,
             release_unowned_after_seconds: 300,
             batch_max_messages: 2000,
             batch_linger_ms: 50,
-            auto_offset_reset: "earliest".into(),
+            auto_offset_reset: OffsetReset::Earliest,
             client_properties: BTreeMap::new(),
             consumer_properties: BTreeMap::new(),
             producer_properties: BTreeMap::new(),

@@ -22,7 +22,7 @@ use rdkafka::Message;
 
 use crate::kafka::client::{client_config, Role};
 use crate::kafka::record::{InMessage, OutKind, OutRecord};
-use crate::kafka::settings::KafkaConfig;
+use crate::kafka::settings::{KafkaConfig, OffsetReset};
 use crate::store::Store;
 use crate::telemetry::events::{
     ConsumerLag, Dependency, DependencyFailed, PartitionsAssigned, PartitionsHeld,
@@ -276,7 +276,7 @@ impl Input {
             health: shared.health,
             metrics: shared.metrics,
             topic: cfg.input_topic.clone(),
-            start_without_state: if cfg.auto_offset_reset == "latest" {
+            start_without_state: if cfg.auto_offset_reset == OffsetReset::Latest {
                 Offset::End
             } else {
                 Offset::Beginning
@@ -374,7 +374,7 @@ pub fn producer(cfg: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
         ("enable.idempotence", "true"),
         // Keyed outputs and erasure events land where upstream producers
         // put the same customer.
-        ("partitioner", cfg.partitioner.as_str()),
+        ("partitioner", cfg.partitioner.librdkafka_name()),
         ("linger.ms", "5"),
         ("message.timeout.ms", "30000"),
     ];

@@ -91,7 +91,7 @@ pub struct Judged {
     pub at: Millis,
     pub probability: f64,
     pub risk_tier: String,
-    pub cause: String,
+    pub cause: crate::pipeline::output::Cause,
     pub reason: String,
     /// The onset this alert warned of or came after, if any.
     pub onset: Option<Millis>,
@@ -357,8 +357,7 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
         (1..=1024).contains(&opts.partitions),
         "--partitions must be 1 to 1024"
     );
-    let partitioner = crate::kafka::partitioner::Partitioner::parse(&config.kafka.partitioner)
-        .context("kafka.partitioner")?;
+    let partitioner = config.kafka.partitioner;
     let mut processor = Processor::new(
         spec.clone(),
         config.validator(),
@@ -558,7 +557,7 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
             at: a.as_of_ms,
             probability: a.probability,
             risk_tier: a.risk_tier.clone(),
-            cause: a.cause.clone(),
+            cause: a.cause,
             reason: a
                 .reasons
                 .first()

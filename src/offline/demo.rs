@@ -184,7 +184,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     let state_dir = tempfile::tempdir()?;
     config.kafka.brokers = brokers.clone();
     config.kafka.group_id = "churn-alert-demo".into();
-    config.clock.mode = "event".into();
+    config.clock.mode = crate::config::ClockMode::Event;
     config.store.path = state_dir.path().join("state");
     config.admin.listen = opts.admin.clone();
     let service = Service::with_model(config.clone(), model)?;
@@ -210,7 +210,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         .set("bootstrap.servers", &brokers)
         .set("linger.ms", "20")
         .set("enable.idempotence", "true")
-        .set("partitioner", &config.kafka.partitioner)
+        .set("partitioner", config.kafka.partitioner.librdkafka_name())
         .create()?;
     let topic = config.kafka.input_topic.clone();
     let mut high = vec![0i64; opts.partitions as usize];

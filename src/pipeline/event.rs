@@ -188,6 +188,16 @@ pub fn stable_hash(parts: &[&[u8]]) -> u64 {
     h
 }
 
+/// Which clock "now" is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockMode {
+    /// Live: the wall clock.
+    Wall,
+    /// Replay: the partition's event-time watermark.
+    Event,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::pipeline::contact::{
+    AlertState, Awaiting, ContactState, HeldTrigger, PastAlert, ALERT_HISTORY,
+};
 use crate::pipeline::event::{EmailAction, Event, EventKind, Millis, SubscriptionAction, DAY_MS};
 
 /// Signals with decayed rates, in storage order.
@@ -678,21 +681,6 @@ fn set_latest_in(
     }
 }
 
-/// Where a customer stands with respect to alerts (hysteresis and cooldown).
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
-pub struct AlertState {
-    /// Above the enter threshold and not yet below the exit threshold.
-    pub active: bool,
-    /// How many alerts were published for this customer.
-    pub count: u32,
-    /// Event time of the latest alert.
-    pub last_alert_at: Option<Millis>,
-    /// Latest probability computed.
-    pub last_probability: f64,
-    /// When it was computed.
-    pub last_scored_at: Millis,
-}
-
 /// Everything the service keeps about one customer.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 pub struct CustomerState {
@@ -761,57 +749,6 @@ pub struct CustomerState {
     pub plan_value_first: Option<Latest<f64>>,
     /// Purchases, sessions and activity counts over the customer's life.
     pub engagement_events: f64,
-}
-
-/// What the campaign side remembers about a customer.
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
-pub struct ContactState {
-    /// Event times of triggers published, oldest first (kept for the cap
-    /// period).
-    pub sent: Vec<Millis>,
-    /// A trigger held back by quiet hours, published at `release_at`.
-    pub held: Option<HeldTrigger>,
-    /// The latest alert, until its outcome is published.
-    pub awaiting: Option<Awaiting>,
-    /// The latest alerts, newest last (at most [`ALERT_HISTORY`]).
-    pub history: Vec<PastAlert>,
-}
-
-/// How many past alerts a customer's state keeps.
-pub const ALERT_HISTORY: usize = 10;
-
-/// One past alert, for the operator's view.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct PastAlert {
-    pub alert_id: String,
-    pub at: Millis,
-    pub probability: f64,
-    pub risk_tier: String,
-    pub campaign_id: Option<String>,
-    /// `treated`, `holdout` or `not_contacted`.
-    pub group: String,
-    /// `retained` or `churned` once decided.
-    pub outcome: Option<String>,
-}
-
-/// A trigger waiting for the customer's quiet hours to end.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct HeldTrigger {
-    pub release_at: Millis,
-    /// The trigger as it will be published (JSON).
-    pub trigger: String,
-}
-
-/// An alert whose outcome is due at `due`.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct Awaiting {
-    pub alert_id: String,
-    pub alerted_at: Millis,
-    pub due: Millis,
-    /// The campaign chosen (also for holdout customers, who do not get it).
-    pub campaign_id: Option<String>,
-    /// `treated`, `holdout` or `not_contacted` (suppressed or no rule).
-    pub group: String,
 }
 
 /// Result of the de-duplication check.

@@ -4,19 +4,23 @@
 //! - [`event`]: the validated event the core consumes, time helpers.
 //! - [`decode`]: wire decoding (JSON, protobuf) and validation into events
 //!   or rejections with a reason.
+//! - [`contact`]: the policy's memory of a customer (alerts, contacts).
 //! - [`features`]: per-customer state and the feature vector, in event time.
 //! - [`model`]: the logistic model file and scoring with reasons.
 //! - [`policy`]: thresholds, hysteresis, tiers and campaign choice.
 //! - [`segments`]: RFM and lifecycle segments.
+//! - [`output`]: triggers, outcomes and the names they share with state.
 //! - [`onset`]: churn onsets read from the data, for labels and backtests.
 //! - [`settings`]: the `[policy]` and `[segments]` config sections.
 //! - [`step`]: the pure `step` and `rescore` functions.
 
+pub mod contact;
 pub mod decode;
 pub mod event;
 pub mod features;
 pub mod model;
 pub mod onset;
+pub mod output;
 pub mod policy;
 pub mod segments;
 pub mod settings;

@@ -12,6 +12,7 @@ use crate::pipeline::features::{
     Awaiting, CustomerState, FeatureSpec, HeldTrigger, PastAlert, Seen, ALERT_HISTORY,
 };
 use crate::pipeline::model::{Assessment, Model, Reason};
+pub use crate::pipeline::output::{Cause, Group, OutcomeRecord, Retention, Trigger};
 use crate::pipeline::policy::{after_quiet_hours, Case, Decision, Policy};
 use crate::pipeline::segments::{Profile, Rfm};
 
@@ -33,7 +34,7 @@ pub struct Alert {
     /// The same as epoch milliseconds.
     pub as_of_ms: Millis,
     /// What woke the score: `event` or `silence` (re-scored with no event).
-    pub cause: String,
+    pub cause: Cause,
     /// Net spend, base currency.
     pub customer_value: f64,
     /// Whether the customer may receive marketing.
@@ -51,49 +52,6 @@ pub struct Alert {
     pub holdout: bool,
     /// Every feature value at `as_of`.
     pub features: BTreeMap<String, f64>,
-}
-
-/// A retention-campaign trigger as published on the triggers topic (JSON).
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct Trigger {
-    /// Deterministic, derived from the alert id.
-    pub trigger_id: String,
-    pub alert_id: String,
-    pub customer_id: String,
-    pub campaign_id: String,
-    /// email | sms | call | in_app
-    pub channel: String,
-    pub offer: Option<String>,
-    pub risk_tier: String,
-    pub probability: f64,
-    pub customer_value: f64,
-    pub segment: String,
-    pub lifecycle: String,
-    pub clv: f64,
-    pub value_band: String,
-    /// Event time of the alert (RFC 3339).
-    pub as_of: String,
-    /// When the trigger was released, if quiet hours held it back.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub released_at: Option<String>,
-}
-
-/// Whether an alerted customer stayed, published on the outcomes topic
-/// `policy.outcome_window_days` after the alert (event time).
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct OutcomeRecord {
-    /// Deterministic, derived from the alert id.
-    pub outcome_id: String,
-    pub alert_id: String,
-    pub customer_id: String,
-    /// `retained` (purchase, session or activity after the alert) or
-    /// `churned`.
-    pub outcome: String,
-    /// `treated`, `holdout` or `not_contacted`.
-    pub group: String,
-    pub campaign_id: Option<String>,
-    pub alerted_at: String,
-    pub decided_at: String,
 }
 
 /// What happened to an event.
@@ -167,7 +125,7 @@ pub fn step(
         model,
         policy,
         spec,
-        "event",
+        Cause::Event,
     );
     (Some(s), out)
 }
@@ -202,7 +160,15 @@ pub fn rescore(
     policy: &Policy,
     spec: &FeatureSpec,
 ) -> (CustomerState, Output) {
-    let out = score(&mut s, customer_id, now, model, policy, spec, "silence");
+    let out = score(
+        &mut s,
+        customer_id,
+        now,
+        model,
+        policy,
+        spec,
+        Cause::Silence,
+    );
     (s, out)
 }
 
@@ -240,7 +206,7 @@ fn score(
     model: &Model,
     policy: &Policy,
     spec: &FeatureSpec,
-    cause: &str,
+    cause: Cause,
 ) -> Output {
     // A customer past churn onset is churned: not scored, not alerted, not
     // re-scored until they engage again.
@@ -259,7 +225,7 @@ fn score(
         Some(sc) => policy.decide(&mut s.alert, sc.probability, now),
         None => Decision::Quiet,
     };
-    if cause == "silence" && s.next_due.is_some() {
+    if cause == Cause::Silence && s.next_due.is_some() {
         s.next_due = Some(next_wake(s, now, model, policy, spec));
     }
     let mut out = Output::bare(Outcome::Applied);
@@ -269,7 +235,7 @@ fn score(
         out.decided = decide_outcome(s, customer_id, now);
     }
     if let Some(h) = s.contact.held.take_if(|h| h.release_at <= now) {
-        let mut t: Trigger = serde_json::from_str(&h.trigger).expect("held triggers are ours");
+        let mut t = h.trigger;
         if s.alert.active && s.has_marketing_consent() {
             t.released_at = Some(rfc3339(now));
             out.trigger = Some(t);
@@ -283,12 +249,12 @@ fn score(
             // and it uses up no contact budget.
             let c = &mut s.contact;
             if let Some(a) = c.awaiting.as_mut().filter(|a| a.alert_id == t.alert_id) {
-                a.group = "not_contacted".into();
+                a.group = Group::NotContacted;
                 let at = a.alerted_at;
                 c.sent.retain(|x| *x != at);
             }
             if let Some(h) = c.history.iter_mut().find(|h| h.alert_id == t.alert_id) {
-                h.group = "not_contacted".into();
+                h.group = Group::NotContacted;
             }
         }
     }
@@ -330,7 +296,7 @@ fn decide_outcome(s: &mut CustomerState, customer_id: &str, now: Millis) -> Opti
         .iter_mut()
         .find(|h| h.alert_id == a.alert_id)
     {
-        h.outcome = Some(o.outcome.clone());
+        h.outcome = Some(o.outcome);
     }
     Some(o)
 }
@@ -341,8 +307,12 @@ fn outcome_of(s: &CustomerState, customer_id: &str, a: &Awaiting, now: Millis) -
         outcome_id: format!("{:016x}", stable_hash(&[a.alert_id.as_bytes(), b"outcome"])),
         alert_id: a.alert_id.clone(),
         customer_id: customer_id.to_string(),
-        outcome: if back { "retained" } else { "churned" }.into(),
-        group: a.group.clone(),
+        outcome: if back {
+            Retention::Retained
+        } else {
+            Retention::Churned
+        },
+        group: a.group,
         campaign_id: a.campaign_id.clone(),
         alerted_at: rfc3339(a.alerted_at),
         decided_at: rfc3339(now),
@@ -362,7 +332,7 @@ fn alert(
     model: &Model,
     policy: &Policy,
     spec: &FeatureSpec,
-    cause: &str,
+    cause: Cause,
     out: &mut Output,
 ) {
     let alert_id = format!(
@@ -422,11 +392,11 @@ fn alert(
         None
     };
     let group = match blocked {
-        None => "treated",
-        Some("holdout") => "holdout",
-        Some(_) => "not_contacted",
+        None => Group::Treated,
+        Some("holdout") => Group::Holdout,
+        Some(_) => Group::NotContacted,
     };
-    if matches!(group, "treated" | "holdout") {
+    if group != Group::NotContacted {
         // Holdout customers use up their contact budget as if they had been
         // contacted, so caps shape both groups alike.
         s.contact.sent.push(now);
@@ -437,7 +407,7 @@ fn alert(
         alerted_at: now,
         due: now + policy.outcome_window_ms,
         campaign_id: campaign_id.clone(),
-        group: group.into(),
+        group,
     });
     if s.contact.history.len() >= ALERT_HISTORY {
         s.contact.history.remove(0);
@@ -448,7 +418,7 @@ fn alert(
         probability: p,
         risk_tier: tier.clone(),
         campaign_id: campaign_id.clone(),
-        group: group.into(),
+        group,
         outcome: None,
     });
     out.suppressed = blocked;
@@ -475,7 +445,7 @@ fn alert(
             out.held = true;
             s.contact.held = Some(HeldTrigger {
                 release_at,
-                trigger: serde_json::to_string(&trigger).expect("triggers serialise"),
+                trigger,
             });
         } else {
             out.trigger = Some(trigger);
@@ -490,7 +460,7 @@ fn alert(
         reasons,
         as_of,
         as_of_ms: now,
-        cause: cause.to_string(),
+        cause,
         customer_value: value,
         marketing_consent: consent,
         rfm: profile.rfm,
@@ -605,7 +575,7 @@ mod tests {
         let a = &alerts[0];
         // 0.7 is crossed at recency 10 + 2·ln(7/3) ≈ 11.7 days → day 12.
         assert_eq!(a.as_of_ms, T0 + 12 * DAY_MS);
-        assert_eq!(a.cause, "silence");
+        assert_eq!(a.cause, Cause::Silence);
         assert_eq!(a.reasons[0].feature, "silence");
         assert_eq!(a.reasons[0].top_feature, "recency_days");
         assert_eq!(a.reasons[0].value, 12.0);
@@ -797,8 +767,15 @@ mod tests {
         assert_eq!(decided, vec![42], "30 days after the alert");
         let o = outs[42].1.decided.clone().unwrap();
         assert_eq!(o.alert_id, alert.alert_id);
-        assert_eq!(o.outcome, "retained");
-        assert_eq!(o.group, if in_group { "holdout" } else { "treated" });
+        assert_eq!(o.outcome, Retention::Retained);
+        assert_eq!(
+            o.group,
+            if in_group {
+                Group::Holdout
+            } else {
+                Group::Treated
+            }
+        );
         let spec = spec();
         let m = model(&spec);
         let mut s = None;
@@ -815,10 +792,7 @@ mod tests {
         assert_eq!(s.contact.history[0].outcome, None);
         let (s, _) = rescore(s, "c-1", T0 + 42 * DAY_MS, &m, &policy, &spec);
         let h = &s.contact.history[0];
-        assert_eq!(
-            (h.outcome.as_deref(), h.group.as_str()),
-            (Some("churned"), o.group.as_str())
-        );
+        assert_eq!((h.outcome, h.group), (Some(Retention::Churned), o.group));
         assert_eq!(o.campaign_id.as_deref(), Some("reengagement-nudge"));
     }
 
@@ -880,7 +854,10 @@ mod tests {
         let (s, out) = rescore(s, "c-1", release, &m, &policy, &spec);
         assert_eq!(out.suppressed, Some("recovered_while_held"));
         assert!(out.trigger.is_none() && s.contact.held.is_none());
-        assert_eq!(s.contact.awaiting.as_ref().unwrap().group, "not_contacted");
+        assert_eq!(
+            s.contact.awaiting.as_ref().unwrap().group,
+            Group::NotContacted
+        );
         assert!(s.contact.sent.is_empty());
         // A customer in Los Angeles (14:13 local) gets it at once.
         let mut e = ev("k", "c-1", 0, EventKind::Consent { marketing: true });

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 pub use crate::kafka::record::{InMessage, OutKind, OutRecord};
 use crate::pipeline::decode::{RejectCode, Rejection, Validator};
+pub use crate::pipeline::event::ClockMode;
 use crate::pipeline::event::Millis;
 use crate::pipeline::features::{CustomerState, FeatureSpec};
 use crate::pipeline::model::Model;
@@ -28,15 +29,6 @@ use crate::telemetry::metrics::Metrics;
 /// With the event-time clock, silent customers are swept each time a
 /// partition's watermark crosses a multiple of this.
 pub const SWEEP_TICK_MS: Millis = 3_600_000;
-
-/// Which clock "now" is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClockMode {
-    /// Live: the wall clock.
-    Wall,
-    /// Replay: the partition's event-time watermark.
-    Event,
-}
 
 /// An output keyed by customer id, as JSON with its `alert-id` header.
 fn json_record(
@@ -419,8 +411,8 @@ impl Processor {
         if let Some(o) = &out.decided {
             self.metrics.emit(OutcomeDecided {
                 campaign_id: o.campaign_id.as_deref().unwrap_or("none"),
-                group: &o.group,
-                outcome: &o.outcome,
+                group: o.group.as_str(),
+                outcome: o.outcome.as_str(),
             });
             records.push(json_record(
                 OutKind::Outcome,
@@ -581,7 +573,7 @@ mod tests {
         assert_eq!(alerts.len(), 1, "only the silent customer is alerted");
         let a: crate::pipeline::step::Alert = serde_json::from_slice(&alerts[0].payload).unwrap();
         assert_eq!(a.customer_id, "quiet");
-        assert_eq!(a.cause, "silence");
+        assert_eq!(a.cause, crate::pipeline::output::Cause::Silence);
         assert_eq!(alerts[0].key.as_deref(), Some(&b"quiet"[..]));
         // The due index follows the state: one entry per customer.
         assert_eq!(store.due(0, i64::MAX, 100).unwrap().len(), 2);

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, StoreEngine};
 use crate::kafka::source::{Input, Publisher, Shared};
 use crate::kafka::KafkaError;
 use crate::pipeline::model::{Model, ModelError};
 use crate::service::committer::Committer;
 use crate::service::main_loop::MainLoop;
 use crate::service::partitions::Partitions;
-use crate::service::processor::{ClockMode, Processor};
+use crate::service::processor::Processor;
 use crate::store::{MemStore, SledStore, Store, StoreError};
 use crate::telemetry::events::ModelInUse;
 use crate::telemetry::health::Health;
@@ -53,9 +53,9 @@ pub struct Service {
 
 /// Opens the configured store.
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
-    Ok(match config.store.engine.as_str() {
-        "memory" => Arc::new(MemStore::default()),
-        _ => Arc::new(SledStore::open_with(
+    Ok(match config.store.engine {
+        StoreEngine::Memory => Arc::new(MemStore::default()),
+        StoreEngine::Sled => Arc::new(SledStore::open_with(
             &config.store.path,
             Some(config.store.flush_every_ms),
         )?),
@@ -130,11 +130,7 @@ impl Service {
         let input = Input::new(&cfg, self.config.admin.advertised_url.as_deref(), shared)?;
         let publisher = Publisher::new(&cfg)?;
         *self.control.producer.lock().expect("not poisoned") = Some(publisher.clone());
-        let clock = if self.config.clock.mode == "event" {
-            ClockMode::Event
-        } else {
-            ClockMode::Wall
-        };
+        let clock = self.config.clock.mode;
         let processor = Processor::new(
             self.config.feature_spec(),
             self.config.validator(),
@@ -171,7 +167,7 @@ impl Service {
             // Kafka's committed offsets are for lag only (starts use the
             // stored or restored offsets); the memory engine keeps the old
             // behaviour of not committing them.
-            commit_to_kafka: self.config.store.engine != "memory",
+            commit_to_kafka: self.config.store.engine != StoreEngine::Memory,
             flush_on_commit: self.config.store.flush_on_commit,
             input: &input,
             publisher: &publisher,

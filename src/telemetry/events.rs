@@ -9,6 +9,7 @@
 use std::fmt::Display;
 
 use crate::pipeline::decode::RejectCode;
+pub use crate::pipeline::output::Cause as ScoreCause;
 pub use crate::telemetry::metrics::Dependency;
 use crate::telemetry::metrics::Metrics;
 
@@ -21,24 +22,6 @@ impl Metrics {
     /// Records `event`: its metrics and its log line.
     pub fn emit(&self, event: impl TelemetryEvent) {
         event.emit(self);
-    }
-}
-
-/// What a score was computed for (the `cause` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScoreCause {
-    /// An event of the customer.
-    Event,
-    /// The customer's silence (a re-score with no event).
-    Silence,
-}
-
-impl ScoreCause {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Event => "event",
-            Self::Silence => "silence",
-        }
     }
 }
 

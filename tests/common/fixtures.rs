@@ -38,7 +38,7 @@ pub fn test_config(broker: &Broker, dir: &Path) -> Config {
     let mut c = Config::default();
     c.kafka.brokers = broker.bootstrap();
     c.kafka.batch_linger_ms = 20;
-    c.clock.mode = "event".into();
+    c.clock.mode = churn_alert::config::ClockMode::Event;
     c.store.path = dir.join("state");
     c.admin.listen = "127.0.0.1:0".into();
     c.validation.max_message_bytes = 2048;

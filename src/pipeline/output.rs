@@ -1,0 +1,147 @@
+//! What the core publishes beside alerts: retention triggers and alert
+//! outcomes, and the small vocabularies (cause, group, retention) that
+//! outputs and stored state share. The vocabularies are enums in the code
+//! and their names in JSON and in stored state, so the stored layout is
+//! the one strings had.
+
+use serde::{Deserialize, Serialize};
+
+/// An enum written as one of a fixed set of names (in JSON and bincode
+/// alike); a name it does not know is refused when read.
+macro_rules! named_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $var:ident = $text:literal,)+ }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(into = "String", try_from = "String")]
+        pub enum $name {
+            $($(#[$vm])* $var,)+
+        }
+
+        impl $name {
+            /// Its name, as written.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$var => $text,)+
+                }
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.as_str().to_string()
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                match s.as_str() {
+                    $($text => Ok(Self::$var),)+
+                    _ => Err(format!("unknown {} {s:?}", stringify!($name))),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+named_enum! {
+    /// What woke a score.
+    Cause {
+        /// An event of the customer.
+        Event = "event",
+        /// The customer's silence: re-scored with no event.
+        Silence = "silence",
+    }
+}
+
+named_enum! {
+    /// Where an alerted customer stands in the campaign experiment.
+    Group {
+        /// Sent the campaign's trigger.
+        Treated = "treated",
+        /// Chosen for the control group: not sent, tracked alike.
+        Holdout = "holdout",
+        /// Not contacted (no consent, limits, no rule, or recovered while
+        /// a trigger was held).
+        NotContacted = "not_contacted",
+    }
+}
+
+named_enum! {
+    /// Whether an alerted customer stayed.
+    Retention {
+        /// A purchase, session or activity after the alert.
+        Retained = "retained",
+        /// Nothing after the alert within the outcome window.
+        Churned = "churned",
+    }
+}
+
+/// A retention-campaign trigger as published on the triggers topic (JSON).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Trigger {
+    /// Deterministic, derived from the alert id.
+    pub trigger_id: String,
+    pub alert_id: String,
+    pub customer_id: String,
+    pub campaign_id: String,
+    /// email | sms | call | in_app
+    pub channel: String,
+    pub offer: Option<String>,
+    pub risk_tier: String,
+    pub probability: f64,
+    pub customer_value: f64,
+    pub segment: String,
+    pub lifecycle: String,
+    pub clv: f64,
+    pub value_band: String,
+    /// Event time of the alert (RFC 3339).
+    pub as_of: String,
+    /// When the trigger was released, if quiet hours held it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<String>,
+}
+
+/// Whether an alerted customer stayed, published on the outcomes topic
+/// `policy.outcome_window_days` after the alert (event time).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct OutcomeRecord {
+    /// Deterministic, derived from the alert id.
+    pub outcome_id: String,
+    pub alert_id: String,
+    pub customer_id: String,
+    /// `retained` (purchase, session or activity after the alert) or
+    /// `churned`.
+    pub outcome: Retention,
+    /// `treated`, `holdout` or `not_contacted`.
+    pub group: Group,
+    pub campaign_id: Option<String>,
+    pub alerted_at: String,
+    pub decided_at: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_written_and_read_back_and_unknown_names_refused() {
+        for g in [Group::Treated, Group::Holdout, Group::NotContacted] {
+            let json = serde_json::to_string(&g).unwrap();
+            assert_eq!(json, format!("\"{}\"", g.as_str()));
+            assert_eq!(serde_json::from_str::<Group>(&json).unwrap(), g);
+            // In stored state, the same bytes as the string had.
+            let stored = bincode::serialize(&g).unwrap();
+            assert_eq!(stored, bincode::serialize(g.as_str()).unwrap());
+            assert_eq!(bincode::deserialize::<Group>(&stored).unwrap(), g);
+        }
+        assert!(serde_json::from_str::<Retention>("\"maybe\"").is_err());
+        assert_eq!(Cause::Silence.to_string(), "silence");
+    }
+}
