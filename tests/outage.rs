@@ -122,7 +122,8 @@ struct FailingDisk {
 impl FailingDisk {
     fn check(&self) -> Result<(), StoreError> {
         if self.failing.load(Ordering::SeqCst) {
-            Err(StoreError::Io("No space left on device (injected)".into()))
+            // ENOSPC, as a full disk answers.
+            Err(StoreError::Io(std::io::Error::from_raw_os_error(28)))
         } else {
             Ok(())
         }

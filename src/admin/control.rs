@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 use crate::config::Config;
+use crate::pipeline::error::Classify;
 use crate::pipeline::event::{rfc3339, stable_hash, wall_now, Millis};
 use crate::pipeline::features::{CustomerState, FeatureSpec};
 use crate::pipeline::model::Model;
@@ -116,14 +117,14 @@ impl Control {
     /// The partition and state of a customer held on this instance (only
     /// partitions it owns and has restored: state left from partitions that
     /// moved away is not current).
-    fn find(&self, id: &str) -> Result<Option<(i32, CustomerState)>, String> {
+    fn find(&self, id: &str) -> Result<Option<(i32, CustomerState)>, crate::store::StoreError> {
         let active = self
             .assignment
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .active();
         for p in active {
-            if let Some(s) = self.store.get(p, id).map_err(|e| e.to_string())? {
+            if let Some(s) = self.store.get(p, id)? {
                 return Ok(Some((p, s)));
             }
         }
@@ -241,7 +242,11 @@ pub async fn get_customer(State(c): State<Arc<Control>>, Path(id): Path<String>)
     let found = match c.find(&id) {
         Ok(f) => f,
         Err(e) => {
-            return reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e})).into_response()
+            return reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": e.to_string(), "class": e.class().as_str()}),
+            )
+            .into_response()
         }
     };
     let Some((p, s)) = found else {

@@ -35,6 +35,7 @@ use rdkafka::Message;
 use crate::kafka::client::{client_config, Role};
 use crate::kafka::record::{OutKind, OutRecord};
 use crate::kafka::settings::KafkaConfig;
+use crate::pipeline::error::{Classify, ErrorClass};
 use crate::pipeline::features::CustomerState;
 use crate::store::{decode_state, encode_state, Commit, PartitionMeta, Store, StoreError};
 use crate::telemetry::events::{Dependency, DependencyFailed, RestoreRecordApplied};
@@ -275,6 +276,18 @@ pub enum RestoreError {
     Cancelled,
     #[error("restore task failed: {0}")]
     Task(String),
+}
+
+impl Classify for RestoreError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Kafka(e) => e.class(),
+            Self::Store(e) => e.class(),
+            Self::Stalled { .. } | Self::Cancelled => ErrorClass::Transient,
+            // A panic in the restore code: a retry runs the same code.
+            Self::Task(_) => ErrorClass::Corrupt,
+        }
+    }
 }
 
 /// How a partition was brought up to date.

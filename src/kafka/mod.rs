@@ -2,6 +2,7 @@
 //!
 //! - [`settings`]: the `[kafka]` config section; [`client`]: the one
 //!   builder of librdkafka client settings.
+//! - [`error`]: which Kafka errors a retry can fix.
 //! - [`record`]: input messages and output records.
 //! - [`source`]: the consumer, its rebalance callbacks and the assignment.
 //! - [`changelog`]: the compacted changelog every state change is written
@@ -14,6 +15,7 @@ pub use rdkafka::error::KafkaError;
 
 pub mod changelog;
 pub mod client;
+pub mod error;
 pub mod owner;
 pub mod partitioner;
 pub mod record;

@@ -125,12 +125,12 @@ impl ClientContext for ConsumerCtx {
         ) {
             self.health.connected.store(false, Ordering::Relaxed);
         }
-        let error = format!("{error} ({reason})");
+        let action = format!("the client retries ({reason})");
         self.metrics.emit(DependencyFailed {
             dependency: Dependency::KafkaConsume,
             error: &error,
             partition: None,
-            action: "the client retries",
+            action: &action,
         });
     }
 

@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tokio_util::sync::CancellationToken;
 
 use crate::kafka::client::{client_config, Role};
 use crate::kafka::settings::KafkaConfig;
+use crate::pipeline::error::{Classify, ErrorClass};
 
 /// Why the topics are not usable.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,13 @@ pub struct TopicError {
     pub message: String,
 }
 
+impl Classify for TopicError {
+    /// A missing or mismatched topic is the operator's to fix.
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Config
+    }
+}
+
 /// Whether the check finished or the service was asked to stop first.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Checked {
@@ -34,19 +42,14 @@ pub enum Checked {
     Stopped,
 }
 
-fn admin(cfg: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, String> {
-    client_config(cfg, Role::Admin, &[], &[])
-        .create()
-        .map_err(|e| e.to_string())
+fn admin(cfg: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
+    client_config(cfg, Role::Admin, &[], &[]).create()
 }
 
 /// Topic name → partition count, and the number of brokers.
-fn metadata(cfg: &KafkaConfig) -> Result<(BTreeMap<String, usize>, usize), String> {
+fn metadata(cfg: &KafkaConfig) -> Result<(BTreeMap<String, usize>, usize), KafkaError> {
     let a = admin(cfg)?;
-    let md = a
-        .inner()
-        .fetch_metadata(None, Duration::from_secs(5))
-        .map_err(|e| e.to_string())?;
+    let md = a.inner().fetch_metadata(None, Duration::from_secs(5))?;
     let topics = md
         .topics()
         .iter()
@@ -69,7 +72,7 @@ pub async fn ensure(
         {
             Ok(m) => break m,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read topic metadata; waiting for the brokers");
+                tracing::warn!(error = %e, class = e.class().as_str(), "cannot read topic metadata; waiting for the brokers");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(Checked::Stopped),
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}
@@ -130,7 +133,7 @@ pub async fn ensure(
         topic: topic.into(),
         message,
     };
-    let a = admin(cfg).map_err(|e| fail(missing[0].0, missing[0].1, e))?;
+    let a = admin(cfg).map_err(|e| fail(missing[0].0, missing[0].1, e.to_string()))?;
     let results = a
         .create_topics(
             &new,

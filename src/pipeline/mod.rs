@@ -1,6 +1,7 @@
 //! The pure core: everything that turns events into state, scores and
 //! decisions, with no I/O beyond reading a model file.
 //!
+//! - [`error`]: the class of an error: whether trying again can help.
 //! - [`event`]: the validated event the core consumes, time helpers.
 //! - [`decode`]: wire decoding (JSON, protobuf) and validation into events
 //!   or rejections with a reason.
@@ -16,6 +17,7 @@
 
 pub mod contact;
 pub mod decode;
+pub mod error;
 pub mod event;
 pub mod features;
 pub mod model;

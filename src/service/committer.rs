@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::kafka::record::{InMessage, OutRecord};
 use crate::kafka::source::{Input, Publisher};
+use crate::pipeline::error::Failure;
 use crate::pipeline::event::wall_now;
 use crate::service::processor::{Batch, Processor};
 use crate::store::PartitionMeta;
@@ -38,7 +39,7 @@ impl Committer<'_> {
         &self,
         attempt: &mut u32,
         dependency: Dependency,
-        error: &(dyn std::fmt::Display + Sync),
+        error: &(dyn Failure + Sync),
     ) -> bool {
         self.health.committing.store(false, Ordering::Relaxed);
         let wait = std::time::Duration::from_millis((100u64 << (*attempt).min(6)).min(5_000));

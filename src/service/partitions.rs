@@ -32,6 +32,13 @@ pub struct Finished {
     result: Result<Restored, RestoreError>,
 }
 
+/// Whether a partition's local state reached the changelog.
+enum Seeded {
+    Done,
+    /// The service is stopping; the next start seeds again.
+    Stopped,
+}
+
 /// A restore under way.
 struct Running {
     id: u64,
@@ -189,10 +196,14 @@ impl Partitions {
             }
         }
         if r.plan == Plan::Seed {
-            if let Err(e) = self.seed(p, committer).await {
-                tracing::warn!(partition = p, error = %e, "cannot write local state to the changelog; retrying");
-                self.start(p, done.epoch, Duration::from_secs(2));
-                return;
+            match self.seed(p, committer).await {
+                Ok(Seeded::Done) => {}
+                Ok(Seeded::Stopped) => return, // the service is stopping
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "cannot write local state to the changelog; retrying");
+                    self.start(p, done.epoch, Duration::from_secs(2));
+                    return;
+                }
             }
         }
         // Name the new owner in the changelog at once (for the owner
@@ -212,9 +223,9 @@ impl Partitions {
     /// Writes a partition's whole local state to the changelog (state the
     /// changelog does not have, e.g. from before it existed), closed by a
     /// meta record, and records where the changelog now ends.
-    async fn seed(&self, p: i32, committer: &Committer<'_>) -> Result<(), StoreError> {
+    async fn seed(&self, p: i32, committer: &Committer<'_>) -> Result<Seeded, StoreError> {
         let Some(meta) = self.store.meta(p)? else {
-            return Ok(());
+            return Ok(Seeded::Done);
         };
         let commit = Commit {
             states: self
@@ -227,18 +238,19 @@ impl Partitions {
             ..Default::default()
         };
         let mut attempt = 0;
-        let stopped = || StoreError::Io("stopping".into());
         for chunk in crate::kafka::changelog::state_records(p, &commit).chunks(10_000) {
-            committer
+            if committer
                 .deliver(chunk.to_vec(), &mut attempt)
                 .await
-                .ok_or_else(stopped)?;
+                .is_none()
+            {
+                return Ok(Seeded::Stopped);
+            }
         }
         let closing = crate::kafka::changelog::meta_record(p, &meta, self.owner.as_deref());
-        let written = committer
-            .deliver(vec![closing], &mut attempt)
-            .await
-            .ok_or_else(stopped)?;
+        let Some(written) = committer.deliver(vec![closing], &mut attempt).await else {
+            return Ok(Seeded::Stopped);
+        };
         let next = written.first().map_or(meta.changelog_next, |(_, o)| o + 1);
         self.store.commit(
             p,
@@ -255,7 +267,7 @@ impl Partitions {
             customers = commit.states.len(),
             "local state written to the changelog"
         );
-        Ok(())
+        Ok(Seeded::Done)
     }
 
     /// Stops every restore (between records, leaving whole batches).

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, ConfigError, StoreEngine};
 use crate::kafka::source::{Input, Publisher, Shared};
 use crate::kafka::KafkaError;
+use crate::pipeline::error::{Classify, ErrorClass};
 use crate::pipeline::model::{Model, ModelError};
 use crate::service::committer::Committer;
 use crate::service::main_loop::MainLoop;
@@ -38,6 +39,18 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
+}
+
+impl Classify for StartError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Store(e) => e.class(),
+            Self::Kafka(e) => e.class(),
+            Self::Config(_) | Self::Model(_) | Self::Topic(_) | Self::Admin { .. } => {
+                ErrorClass::Config
+            }
+        }
+    }
 }
 
 /// Everything the service runs with.

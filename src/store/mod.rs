@@ -15,16 +15,43 @@ pub use sled_store::SledStore;
 
 use serde::{Deserialize, Serialize};
 
+use crate::pipeline::error::{Classify, ErrorClass};
 use crate::pipeline::event::Millis;
 use crate::pipeline::features::CustomerState;
 
-/// Storage failures; the runner retries them and reports not-ready.
+/// Storage failures. Transient ones are retried while the service reports
+/// not ready; corrupt state is not.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The sled engine failed (`context`: what was being done).
+    #[error("state store: {context}: {source}")]
+    Sled {
+        context: String,
+        #[source]
+        source: sled::Error,
+    },
+    /// An I/O failure outside the engine (or injected by a test).
     #[error("state store I/O failed: {0}")]
-    Io(String),
+    Io(#[from] std::io::Error),
     #[error("stored state is corrupt ({what}): {message}")]
     Corrupt { what: String, message: String },
+}
+
+impl Classify for StoreError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Sled {
+                source: sled::Error::Corruption { .. } | sled::Error::ReportableBug(_),
+                ..
+            }
+            | Self::Corrupt { .. } => ErrorClass::Corrupt,
+            Self::Sled {
+                source: sled::Error::Unsupported(_),
+                ..
+            } => ErrorClass::Config,
+            Self::Sled { .. } | Self::Io(_) => ErrorClass::Transient,
+        }
+    }
 }
 
 /// Per-partition metadata, written with every commit of that partition.

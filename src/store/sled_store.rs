@@ -29,8 +29,11 @@ pub struct SledStore {
     trees: Mutex<HashMap<i32, sled::Tree>>,
 }
 
-fn io(e: sled::Error) -> StoreError {
-    StoreError::Io(e.to_string())
+fn io(source: sled::Error) -> StoreError {
+    StoreError::Sled {
+        context: "read or write".into(),
+        source,
+    }
 }
 
 /// Due time as 8 bytes that sort like the signed number.
@@ -65,11 +68,9 @@ impl SledStore {
         if let Some(ms) = flush_every_ms {
             cfg = cfg.flush_every_ms(Some(ms));
         }
-        let db = cfg.open().map_err(|e| {
-            StoreError::Io(format!(
-                "cannot open state directory {}: {e}",
-                dir.display()
-            ))
+        let db = cfg.open().map_err(|source| StoreError::Sled {
+            context: format!("cannot open state directory {}", dir.display()),
+            source,
         })?;
         Ok(Self {
             db,

@@ -9,6 +9,7 @@
 use std::fmt::Display;
 
 use crate::pipeline::decode::RejectCode;
+use crate::pipeline::error::Failure;
 pub use crate::pipeline::output::Cause as ScoreCause;
 pub use crate::telemetry::metrics::Dependency;
 use crate::telemetry::metrics::Metrics;
@@ -264,7 +265,7 @@ impl TelemetryEvent for PartitionsHeld {
 /// A dependency failed; what the service does about it is in `action`.
 pub struct DependencyFailed<'a> {
     pub dependency: Dependency,
-    pub error: &'a dyn Display,
+    pub error: &'a dyn Failure,
     /// The partition concerned, if one is.
     pub partition: Option<i32>,
     /// What happens now, e.g. "retrying (nothing is skipped)".
@@ -280,6 +281,7 @@ impl TelemetryEvent for DependencyFailed<'_> {
             dependency = self.dependency.as_str(),
             partition = self.partition,
             error = %self.error,
+            class = self.error.class().as_str(),
             "{} failed; {}",
             self.dependency.as_str(),
             self.action
