@@ -198,33 +198,44 @@ fn the_pure_core_uses_no_io_crates() {
     }
 }
 
-/// The checker itself, on a small tree written to a temporary directory:
-/// an upward import and a cycle are both found.
+/// The checker itself, on small trees written to a temporary directory:
+/// an upward import and a cycle are both found, and a comment is no import.
 #[test]
 fn the_checker_finds_an_upward_import_and_a_cycle() {
-    let dir = tempfile::tempdir().unwrap();
-    let write = |p: &str, text: &str| {
-        let path = dir.path().join(p);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
+    let tree = |files: &[(&str, &str)]| {
+        let dir = tempfile::tempdir().unwrap();
+        for (p, text) in files {
+            let path = dir.path().join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        graph(dir.path())
     };
-    write("pipeline/mod.rs", "pub mod a;\npub mod b;\n");
-    write("pipeline/a.rs", "use crate::pipeline::b::B;\n");
-    write("pipeline/b.rs", "use crate::pipeline::a::A; // and back\n");
-    write("kafka/mod.rs", "use crate::pipeline::a::A;\n");
-    write(
+    let a_uses_b = ("pipeline/a.rs", "use crate::pipeline::b::B;\n");
+    let store = (
         "store/mod.rs",
         "// use crate::kafka::X; in a comment is no import\n",
     );
-    let g = graph(dir.path());
+    let kafka = ("kafka/mod.rs", "use crate::pipeline::a::A;\n");
+    let g = tree(&[
+        ("pipeline/mod.rs", "pub mod a;\npub mod b;\n"),
+        a_uses_b,
+        ("pipeline/b.rs", "use crate::pipeline::a::A; // and back\n"),
+        kafka,
+        store,
+    ]);
     assert!(upward(&g).is_empty(), "{:?}", upward(&g));
     assert!(cycle(&g).is_some());
-    write("pipeline/b.rs", "pub struct B;\n");
-    write(
-        "pipeline/mod.rs",
-        "pub mod a;\npub mod b;\nuse crate::kafka::Client;\n",
-    );
-    let g = graph(dir.path());
+    let g = tree(&[
+        (
+            "pipeline/mod.rs",
+            "pub mod a;\npub mod b;\nuse crate::kafka::Client;\n",
+        ),
+        a_uses_b,
+        ("pipeline/b.rs", "pub struct B;\n"),
+        kafka,
+        store,
+    ]);
     assert!(cycle(&g).is_none(), "{:?}", cycle(&g));
     assert_eq!(
         upward(&g),

@@ -26,7 +26,7 @@ use crate::pipeline::features::{CustomerState, FeatureSpec};
 use crate::pipeline::model::Model;
 use crate::pipeline::policy::Policy;
 use crate::store::Store;
-use crate::telemetry::events::{ModelReloadRefused, PolicyReloadRefused, PolicyReloaded};
+use crate::telemetry::events::{PolicyReloaded, ReloadRefused, Reloadable};
 use crate::telemetry::metrics::Metrics;
 
 /// Shared between the service loop and the admin server.
@@ -432,7 +432,10 @@ pub async fn reload_model(State(c): State<Arc<Control>>, headers: HeaderMap) -> 
             )
         }
         Err(e) => {
-            c.metrics.emit(ModelReloadRefused { error: &e });
+            c.metrics.emit(ReloadRefused {
+                what: Reloadable::Model,
+                error: &e,
+            });
             reply(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 json!({"error": e.to_string(), "status": "refused; the previous model stays in use"}),
@@ -480,7 +483,10 @@ pub async fn reload_policy(State(c): State<Arc<Control>>, headers: HeaderMap) ->
             )
         }
         Err(e) => {
-            c.metrics.emit(PolicyReloadRefused { error: &e });
+            c.metrics.emit(ReloadRefused {
+                what: Reloadable::Policy,
+                error: &e,
+            });
             reply(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 json!({"error": e.to_string(), "status": "refused; the policy in use stays"}),

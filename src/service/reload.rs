@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::features::FeatureSpec;
 use crate::pipeline::model::Model;
-use crate::telemetry::events::{ModelInUse, ModelReloadRefused};
+use crate::telemetry::events::{ModelInUse, ReloadRefused, Reloadable};
 use crate::telemetry::metrics::Metrics;
 
 /// What identifies a version of the file without reading it.
@@ -104,7 +104,10 @@ impl ModelWatcher {
                 let _ = tx.send(Arc::new(m));
             }
             Err(e) => {
-                self.metrics.emit(ModelReloadRefused { error: &e });
+                self.metrics.emit(ReloadRefused {
+                    what: Reloadable::Model,
+                    error: &e,
+                });
             }
         }
     }

@@ -35,19 +35,61 @@ fn result_label(ok: bool) -> &'static str {
     }
 }
 
+/// Events that only count, one line each: `Name => metric field`.
+macro_rules! counted {
+    ($($(#[$m:meta])* $name:ident => $field:ident;)+) => {$(
+        $(#[$m])*
+        pub struct $name;
+
+        impl TelemetryEvent for $name {
+            fn emit(self, m: &Metrics) {
+                m.$field.inc();
+            }
+        }
+    )+};
+}
+
+/// Events that count under one label: `Name { label } => metric field`.
+macro_rules! counted_by {
+    ($($(#[$m:meta])* $name:ident { $label:ident } => $field:ident;)+) => {$(
+        $(#[$m])*
+        pub struct $name<'a> {
+            pub $label: &'a str,
+        }
+
+        impl TelemetryEvent for $name<'_> {
+            fn emit(self, m: &Metrics) {
+                m.$field.with_label_values(&[self.$label]).inc();
+            }
+        }
+    )+};
+}
+
+counted! {
+    /// A silent customer was re-scored.
+    SilentRescored => rescored_silent;
+    /// A score crossed the threshold within the cooldown: no alert.
+    AlertInCooldown => alerts_cooldown;
+    /// A trigger was held until the customer's quiet hours end.
+    TriggerHeld => triggers_held;
+    /// A changelog record was applied during a restore.
+    RestoreRecordApplied => restore_records;
+    /// A batch's store commit is done.
+    StoreCommitted => commits;
+}
+
+counted_by! {
+    /// A valid event was applied to its customer's state (`kind`: the event type).
+    EventConsumed { kind } => events_consumed;
+    /// An alert was published.
+    AlertPublished { tier } => alerts;
+    /// A retention trigger was published.
+    TriggerPublished { campaign_id } => triggers;
+    /// A trigger was not sent, and why (`no_consent`, `holdout`, …).
+    TriggerSuppressed { reason } => triggers_suppressed;
+}
+
 // ---- per message (hot path: no log above trace) ----
-
-/// A valid event was applied to its customer's state.
-pub struct EventConsumed {
-    /// The event type (`purchase`, `login`, …).
-    pub kind: &'static str,
-}
-
-impl TelemetryEvent for EventConsumed {
-    fn emit(self, m: &Metrics) {
-        m.events_consumed.with_label_values(&[self.kind]).inc();
-    }
-}
 
 /// An event whose id was already applied was dropped.
 pub struct DuplicateDropped<'a> {
@@ -87,68 +129,6 @@ impl TelemetryEvent for Scored {
     }
 }
 
-/// A silent customer was re-scored.
-pub struct SilentRescored;
-
-impl TelemetryEvent for SilentRescored {
-    fn emit(self, m: &Metrics) {
-        m.rescored_silent.inc();
-    }
-}
-
-/// An alert was published.
-pub struct AlertPublished<'a> {
-    pub tier: &'a str,
-}
-
-impl TelemetryEvent for AlertPublished<'_> {
-    fn emit(self, m: &Metrics) {
-        m.alerts.with_label_values(&[self.tier]).inc();
-    }
-}
-
-/// A score crossed the threshold within the cooldown: no alert.
-pub struct AlertInCooldown;
-
-impl TelemetryEvent for AlertInCooldown {
-    fn emit(self, m: &Metrics) {
-        m.alerts_cooldown.inc();
-    }
-}
-
-/// A retention trigger was published.
-pub struct TriggerPublished<'a> {
-    pub campaign_id: &'a str,
-}
-
-impl TelemetryEvent for TriggerPublished<'_> {
-    fn emit(self, m: &Metrics) {
-        m.triggers.with_label_values(&[self.campaign_id]).inc();
-    }
-}
-
-/// A trigger was held until the customer's quiet hours end.
-pub struct TriggerHeld;
-
-impl TelemetryEvent for TriggerHeld {
-    fn emit(self, m: &Metrics) {
-        m.triggers_held.inc();
-    }
-}
-
-/// A trigger was not sent, and why (`no_consent`, `holdout`, …).
-pub struct TriggerSuppressed<'a> {
-    pub reason: &'a str,
-}
-
-impl TelemetryEvent for TriggerSuppressed<'_> {
-    fn emit(self, m: &Metrics) {
-        m.triggers_suppressed
-            .with_label_values(&[self.reason])
-            .inc();
-    }
-}
-
 /// The outcome of an alert was decided.
 pub struct OutcomeDecided<'a> {
     pub campaign_id: &'a str,
@@ -161,15 +141,6 @@ impl TelemetryEvent for OutcomeDecided<'_> {
         m.outcomes
             .with_label_values(&[self.campaign_id, self.group, self.outcome])
             .inc();
-    }
-}
-
-/// A changelog record was applied during a restore.
-pub struct RestoreRecordApplied;
-
-impl TelemetryEvent for RestoreRecordApplied {
-    fn emit(self, m: &Metrics) {
-        m.restore_records.inc();
     }
 }
 
@@ -186,15 +157,6 @@ impl TelemetryEvent for PartitionCommitted {
         m.customers
             .with_label_values(&[&self.partition.to_string()])
             .set(self.customers as i64);
-    }
-}
-
-/// A batch's store commit is done.
-pub struct StoreCommitted;
-
-impl TelemetryEvent for StoreCommitted {
-    fn emit(self, m: &Metrics) {
-        m.commits.inc();
     }
 }
 
@@ -308,31 +270,27 @@ impl TelemetryEvent for OffsetGap {
     }
 }
 
-/// A model reload was refused; the previous model stays in use.
-pub struct ModelReloadRefused<'a> {
+/// What an operator can reload while the service runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reloadable {
+    Model,
+    Policy,
+}
+
+/// A reload was refused; the model or policy in use stays.
+pub struct ReloadRefused<'a> {
+    pub what: Reloadable,
     pub error: &'a dyn Display,
 }
 
-impl TelemetryEvent for ModelReloadRefused<'_> {
+impl TelemetryEvent for ReloadRefused<'_> {
     fn emit(self, m: &Metrics) {
-        m.model_reloads
-            .with_label_values(&[result_label(false)])
-            .inc();
-        tracing::error!(error = %self.error, "model reload refused; the previous model stays in use");
-    }
-}
-
-/// A policy reload was refused; the policy in use stays.
-pub struct PolicyReloadRefused<'a> {
-    pub error: &'a dyn Display,
-}
-
-impl TelemetryEvent for PolicyReloadRefused<'_> {
-    fn emit(self, m: &Metrics) {
-        m.policy_reloads
-            .with_label_values(&[result_label(false)])
-            .inc();
-        tracing::error!(error = %self.error, "policy reload refused; the policy in use stays");
+        let (counter, name) = match self.what {
+            Reloadable::Model => (&m.model_reloads, "model"),
+            Reloadable::Policy => (&m.policy_reloads, "policy"),
+        };
+        counter.with_label_values(&[result_label(false)]).inc();
+        tracing::error!(error = %self.error, "{name} reload refused; the {name} in use stays");
     }
 }
 
