@@ -198,6 +198,25 @@ fn the_pure_core_uses_no_io_crates() {
     }
 }
 
+#[test]
+fn only_the_kafka_folder_uses_rdkafka() {
+    let src = src();
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    for f in files {
+        let rel = f.strip_prefix(&src).unwrap();
+        if rel.starts_with("kafka") {
+            continue;
+        }
+        let text = code(&std::fs::read_to_string(&f).unwrap());
+        assert!(
+            !text.contains("rdkafka::"),
+            "src/{} uses rdkafka: Kafka clients belong in src/kafka/",
+            rel.display()
+        );
+    }
+}
+
 /// The checker itself, on small trees written to a temporary directory:
 /// an upward import and a cycle are both found, and a comment is no import.
 #[test]

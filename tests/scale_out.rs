@@ -426,16 +426,8 @@ async fn partitioners_match_librdkafka() {
     let broker = Broker::mock();
     let topic = "partitioner-check".to_string();
     broker.create_with(&[&topic], 7).await;
-    for (name, ours) in [
-        (
-            "murmur2_random",
-            churn_alert::kafka::partitioner::Partitioner::Murmur2,
-        ),
-        (
-            "consistent_random",
-            churn_alert::kafka::partitioner::Partitioner::Crc32,
-        ),
-    ] {
+    for ours in churn_alert::kafka::partitioner::Partitioner::ALL {
+        let name = ours.librdkafka_name();
         let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", broker.bootstrap())
             .set("partitioner", name)

@@ -18,9 +18,11 @@ pub enum Role {
     Admin,
 }
 
-/// A client's settings: `bootstrap.servers`, then `defaults` (which the
-/// user's properties may override), then the user's properties for the
-/// role, then `fixed` (which the service relies on and nobody overrides).
+/// A client's settings: `bootstrap.servers`, then `defaults`, then the
+/// user's properties for the role (which override the defaults), then
+/// `fixed` (which nothing overrides). The input consumer passes all its
+/// settings as defaults, as it always has; the changelog restore consumer
+/// fixes its own.
 pub fn client_config(
     cfg: &KafkaConfig,
     role: Role,

@@ -3,8 +3,10 @@
 //! - [`settings`]: the `[kafka]` config section; [`client`]: the one
 //!   builder of librdkafka client settings.
 //! - [`error`]: which Kafka errors a retry can fix.
+//! - [`mock`]: the in-process mock cluster the demo runs on.
 //! - [`record`]: input messages and output records.
-//! - [`source`]: the consumer, its rebalance callbacks and the assignment.
+//! - [`source`]: the input consumer (rebalance callbacks, assignment) and
+//!   the publisher of outputs.
 //! - [`changelog`]: the compacted changelog every state change is written
 //!   to, and the restore of a partition from it on assignment.
 //! - [`topics`]: creation and checking of the service's topics.
@@ -16,6 +18,7 @@ pub use rdkafka::error::KafkaError;
 pub mod changelog;
 pub mod client;
 pub mod error;
+pub mod mock;
 pub mod owner;
 pub mod partitioner;
 pub mod record;

@@ -3,43 +3,53 @@
 //! (and so which instance) holds a customer, and erasure events land on
 //! the same partition as the customer's other events.
 
-/// A key partitioner of Kafka's clients, by its librdkafka name.
+/// A key partitioner of Kafka's clients, by its librdkafka name. The
+/// `_random` variants differ only for records without a key (spread at
+/// random instead of all to one partition); keyed records, which is all
+/// this service's inputs, go to the same partition either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Partitioner {
     /// Java's default (and Kafka Streams', Kafka Connect's): murmur2 of the
     /// key, sign bit cleared, modulo the partition count.
-    #[serde(rename = "murmur2_random", alias = "murmur2")]
+    Murmur2Random,
+    /// As `murmur2_random`; keyless records all go to one partition.
     Murmur2,
     /// librdkafka's default: CRC-32 of the key modulo the partition count.
-    #[serde(rename = "consistent_random", alias = "consistent")]
-    Crc32,
+    ConsistentRandom,
+    /// As `consistent_random`; keyless records all go to one partition.
+    Consistent,
 }
 
 impl Partitioner {
-    /// The librdkafka `partitioner` setting that partitions the same way.
+    pub const ALL: [Partitioner; 4] = [
+        Self::Murmur2Random,
+        Self::Murmur2,
+        Self::ConsistentRandom,
+        Self::Consistent,
+    ];
+
+    /// The librdkafka `partitioner` setting.
     pub fn librdkafka_name(self) -> &'static str {
         match self {
-            Self::Murmur2 => "murmur2_random",
-            Self::Crc32 => "consistent_random",
+            Self::Murmur2Random => "murmur2_random",
+            Self::Murmur2 => "murmur2",
+            Self::ConsistentRandom => "consistent_random",
+            Self::Consistent => "consistent",
         }
     }
 
-    /// From the librdkafka `partitioner` names (`murmur2_random`,
-    /// `murmur2`, `consistent_random`, `consistent`).
+    /// From the librdkafka `partitioner` names.
     pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "murmur2_random" | "murmur2" => Some(Self::Murmur2),
-            "consistent_random" | "consistent" => Some(Self::Crc32),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|p| p.librdkafka_name() == name)
     }
 
     /// The partition of `key` among `partitions` (at least 1).
     pub fn partition(self, key: &[u8], partitions: usize) -> i32 {
         let n = partitions.max(1) as u32;
         let h = match self {
-            Self::Murmur2 => murmur2(key) & 0x7fff_ffff,
-            Self::Crc32 => crc32fast::hash(key),
+            Self::Murmur2Random | Self::Murmur2 => murmur2(key) & 0x7fff_ffff,
+            Self::ConsistentRandom | Self::Consistent => crc32fast::hash(key),
         };
         (h % n) as i32
     }
@@ -83,16 +93,13 @@ mod tests {
 
     #[test]
     fn names_parse_and_partitions_stay_in_range() {
-        assert_eq!(
-            Partitioner::parse("murmur2_random"),
-            Some(Partitioner::Murmur2)
-        );
-        assert_eq!(
-            Partitioner::parse("consistent_random"),
-            Some(Partitioner::Crc32)
-        );
+        for p in Partitioner::ALL {
+            assert_eq!(Partitioner::parse(p.librdkafka_name()), Some(p));
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(json, format!("\"{}\"", p.librdkafka_name()));
+        }
         assert_eq!(Partitioner::parse("random"), None);
-        for p in [Partitioner::Murmur2, Partitioner::Crc32] {
+        for p in Partitioner::ALL {
             let mut seen = [0u32; 7];
             for i in 0..7000 {
                 let k = format!("c-{i}");

@@ -95,7 +95,7 @@ impl Default for KafkaConfig {
             dlq_topic: "customer-events-dlq".into(),
             outcomes_topic: "churn-outcomes".into(),
             changelog_topic: "churn-alert-state-changelog".into(),
-            partitioner: Partitioner::Murmur2,
+            partitioner: Partitioner::Murmur2Random,
             release_unowned_after_seconds: 300,
             batch_max_messages: 2000,
             batch_linger_ms: 50,

@@ -325,7 +325,11 @@ impl Input {
         }
         let mut tpl = TopicPartitionList::new();
         for (p, next) in offsets {
-            tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*next))?;
+            // One partition refused here does not hold back the others.
+            let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*next));
+        }
+        if tpl.count() == 0 {
+            return Ok(());
         }
         self.consumer.commit(&tpl, CommitMode::Async)
     }

@@ -14,13 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::Message;
+
+use crate::kafka::mock::{MockKafka, TopicReader, Upstream};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -168,18 +163,19 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         .map_err(|(f, m)| anyhow::anyhow!("model field {f}: {m}"))?;
 
     // 3. The mock cluster and the input stream.
-    let cluster = MockCluster::new(1)?;
-    let brokers = cluster.bootstrap_servers();
-    for t in [
-        &config.kafka.input_topic,
-        &config.kafka.alerts_topic,
-        &config.kafka.triggers_topic,
-        &config.kafka.outcomes_topic,
-        &config.kafka.dlq_topic,
-        &config.kafka.changelog_topic,
-    ] {
-        cluster.create_topic(t, opts.partitions, 1)?;
-    }
+    let k = &config.kafka;
+    let cluster = MockKafka::start(
+        &[
+            &k.input_topic,
+            &k.alerts_topic,
+            &k.triggers_topic,
+            &k.outcomes_topic,
+            &k.dlq_topic,
+            &k.changelog_topic,
+        ],
+        opts.partitions,
+    )?;
+    let brokers = cluster.bootstrap();
     // 4. Run the real service.
     let state_dir = tempfile::tempdir()?;
     config.kafka.brokers = brokers.clone();
@@ -206,12 +202,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     // 5. Stream the events day by day. The mock broker keeps only the last
     // 5 MB of each partition, so production waits while the service is more
     // than a few thousand messages behind (as a live source would be paced).
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("linger.ms", "20")
-        .set("enable.idempotence", "true")
-        .set("partitioner", config.kafka.partitioner.librdkafka_name())
-        .create()?;
+    let producer = Upstream::new(&brokers, config.kafka.partitioner)?;
     let topic = config.kafka.input_topic.clone();
     let mut high = vec![0i64; opts.partitions as usize];
     // The next offset the service's committed state holds for a partition.
@@ -233,15 +224,8 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         if day_start <= mid_day && mid_day < day_end {
             msgs.extend(bad.iter().map(|(k, p)| (*k, p.as_slice())));
         }
-        let sends = msgs.iter().map(|(k, p)| {
-            producer.send(
-                FutureRecord::to(&topic).key(*k).payload(*p),
-                Duration::from_secs(30),
-            )
-        });
-        for r in futures::future::join_all(sends).await {
-            let d = r.map_err(|(e, _)| e)?;
-            high[d.partition as usize] = high[d.partition as usize].max(d.offset + 1);
+        for (p, offset) in producer.send(&topic, &msgs, None).await? {
+            high[p as usize] = high[p as usize].max(offset + 1);
         }
         day_start = day_end;
         while !shutdown.is_cancelled()
@@ -260,20 +244,17 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         ),
         ..Default::default()
     };
-    let d = producer
+    let bytes = pb.encode_to_vec();
+    let sent = producer
         .send(
-            FutureRecord::to(&topic)
-                .key("c-protobuf")
-                .payload(&pb.encode_to_vec())
-                .headers(OwnedHeaders::new().insert(Header {
-                    key: "content-type",
-                    value: Some("application/x-protobuf"),
-                })),
-            Duration::from_secs(5),
+            &topic,
+            &[("c-protobuf", bytes.as_slice())],
+            Some("application/x-protobuf"),
         )
-        .await
-        .map_err(|(e, _)| e)?;
-    high[d.partition as usize] = high[d.partition as usize].max(d.offset + 1);
+        .await?;
+    for (p, offset) in sent {
+        high[p as usize] = high[p as usize].max(offset + 1);
+    }
     let produced = events.len() + bad.len() + 1;
 
     // Wait until every produced message is in the committed state.
@@ -459,25 +440,13 @@ async fn print_alerts(
     seen: Seen,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", "churn-alert-demo-printer")
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
-    let mut tpl = TopicPartitionList::new();
-    for t in md.topics() {
-        for p in t.partitions() {
-            tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)?;
-        }
-    }
-    consumer.assign(&tpl)?;
+    let reader = TopicReader::from_start(&brokers, &topic, "churn-alert-demo-printer")?;
     loop {
-        let m = tokio::select! {
+        let payload = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            m = consumer.recv() => m?,
+            m = reader.next() => m?,
         };
-        let Some(Ok(a)) = m.payload().map(serde_json::from_slice::<Alert>) else {
+        let Some(Ok(a)) = payload.map(|p| serde_json::from_slice::<Alert>(&p)) else {
             continue;
         };
         let n = seen.lock().unwrap_or_else(|e| e.into_inner()).len() + 1;

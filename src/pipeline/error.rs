@@ -1,6 +1,7 @@
-//! Whether trying again can help: the class every error of the service
-//! carries, decided at the edge where the error is born, so the loop
-//! decides by class and never by matching message text.
+//! Whether trying again can help: the class the service's errors carry,
+//! decided at the edge where the error is born, so that callers can decide
+//! by class and never by matching message text. (Today dependency failures
+//! log their class; the loop still retries every failure.)
 
 /// What kind of failure an error is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

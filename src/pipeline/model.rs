@@ -28,6 +28,13 @@ pub enum ModelError {
     },
 }
 
+impl crate::pipeline::error::Classify for ModelError {
+    /// A model file is the operator's to fix (or to retrain).
+    fn class(&self) -> crate::pipeline::error::ErrorClass {
+        crate::pipeline::error::ErrorClass::Config
+    }
+}
+
 /// The model file format (`models/*.json`).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ModelFile {

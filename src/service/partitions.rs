@@ -130,9 +130,11 @@ impl Partitions {
             },
         );
         let (cfg, store, metrics) = (self.kafka.clone(), self.store.clone(), self.metrics.clone());
+        // A retry is due 2 s after the failed attempt started (see
+        // `restored`), counting this delay.
+        let started = Instant::now();
         self.tasks.spawn(async move {
             tokio::time::sleep(delay).await;
-            let started = Instant::now();
             let result = tokio::task::spawn_blocking(move || {
                 crate::kafka::changelog::restore(&cfg, p, store.as_ref(), &metrics, &cancel)
             })

@@ -19,8 +19,7 @@ use crate::pipeline::error::{Classify, ErrorClass};
 use crate::pipeline::event::Millis;
 use crate::pipeline::features::CustomerState;
 
-/// Storage failures. Transient ones are retried while the service reports
-/// not ready; corrupt state is not.
+/// Storage failures, each with its class: whether a retry can help.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The sled engine failed (`context`: what was being done).
