@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::config::Config;
+use crate::offline::evaluate::{self, ThresholdTarget};
 use crate::offline::history::{read_sorted, HistoryArgs};
-use crate::offline::train::{self, Label, ThresholdTarget, TrainConfig};
+use crate::offline::train::{self, Label, TrainConfig};
 use crate::pipeline::event::{rfc3339, Millis, DAY_MS};
 use crate::pipeline::model::Assessment;
 use crate::pipeline::model::Model;
@@ -284,7 +285,7 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
                 })
                 .collect::<anyhow::Result<Vec<f64>>>()?;
             let enter = t.model.thresholds.as_ref().map(|th| th.enter);
-            Some((train::evaluate(&scores, &t.test_labels, enter), scores))
+            Some((evaluate::evaluate(&scores, &t.test_labels, enter), scores))
         }
         _ => None,
     };

@@ -4,6 +4,7 @@
 //!   by event time (external sort).
 //! - [`train`], [`report`], [`commands`]: fitting and evaluating the model
 //!   from event history, its report, and the `train` and `score` commands.
+//! - [`evaluate`]: ROC/PR AUC, calibration, thresholds.
 //! - [`backtest`]: the service's own processing replayed over a history,
 //!   with lead times.
 //! - [`simulate`]: the seeded population generator with ground truth.
@@ -12,6 +13,7 @@
 pub mod backtest;
 pub mod commands;
 pub mod demo;
+pub mod evaluate;
 pub mod history;
 pub mod report;
 pub mod simulate;

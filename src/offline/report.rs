@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::offline::train::{roc_curve, Evaluation, ReplayStats, TrainConfig, Trained};
+use crate::offline::evaluate::{roc_curve, Evaluation};
+use crate::offline::train::{ReplayStats, TrainConfig, Trained};
 use crate::pipeline::event::rfc3339;
 
 /// One line on a plot.
