@@ -426,7 +426,7 @@ async fn state_from_before_the_changelog_is_written_to_it() {
     // as it is for state written by a version without a changelog.
     let mut old = cfg.clone();
     old.kafka.changelog_topic = "elsewhere".into();
-    broker.create(&[&old.kafka.changelog_topic]).await;
+    broker.create(&[old.kafka.changelog_topic.as_str()]).await;
     let svc = start(&old).await;
     svc.wait_committed(&high).await;
     svc.stop().await;

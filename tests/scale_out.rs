@@ -425,7 +425,7 @@ async fn three_instances_lose_one_gain_an_empty_one_and_match_a_single_run() {
 async fn partitioners_match_librdkafka() {
     let broker = Broker::mock();
     let topic = "partitioner-check".to_string();
-    broker.create_with(&[&topic], 7).await;
+    broker.create_with(&[topic.as_str()], 7).await;
     for ours in churn_alert::kafka::partitioner::Partitioner::ALL {
         let name = ours.librdkafka_name();
         let producer: rdkafka::producer::FutureProducer = ClientConfig::new()

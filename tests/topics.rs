@@ -43,7 +43,7 @@ async fn missing_outputs_are_created(broker: Broker) {
         *t = format!("{t}-{run}");
     }
     // Only the input topic exists.
-    broker.create(&[&cfg.kafka.input_topic]).await;
+    broker.create(&[cfg.kafka.input_topic.as_str()]).await;
     assert_eq!(partitions(&broker, &cfg.kafka.alerts_topic), None);
     let svc = start(&cfg).await;
     one_event_committed(&broker, &cfg, &svc).await;
@@ -72,7 +72,7 @@ async fn an_output_topic_that_cannot_be_created_stops_the_start_naming_it() {
     let broker = Broker::mock();
     let dir = tempfile::tempdir().unwrap();
     let cfg = test_config(&broker, dir.path());
-    broker.create(&[&cfg.kafka.input_topic]).await;
+    broker.create(&[cfg.kafka.input_topic.as_str()]).await;
     let err = start_error(&cfg).await;
     assert!(
         err.contains("kafka.alerts_topic") && err.contains(&cfg.kafka.alerts_topic),

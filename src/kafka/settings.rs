@@ -106,3 +106,18 @@ impl Default for KafkaConfig {
         }
     }
 }
+
+impl KafkaConfig {
+    /// Every topic the service reads or writes: input, alerts, triggers,
+    /// outcomes, dead letters and the changelog.
+    pub fn topics(&self) -> [&str; 6] {
+        [
+            &self.input_topic,
+            &self.alerts_topic,
+            &self.triggers_topic,
+            &self.outcomes_topic,
+            &self.dlq_topic,
+            &self.changelog_topic,
+        ]
+    }
+}

@@ -163,18 +163,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         .map_err(|(f, m)| anyhow::anyhow!("model field {f}: {m}"))?;
 
     // 3. The mock cluster and the input stream.
-    let k = &config.kafka;
-    let cluster = MockKafka::start(
-        &[
-            &k.input_topic,
-            &k.alerts_topic,
-            &k.triggers_topic,
-            &k.outcomes_topic,
-            &k.dlq_topic,
-            &k.changelog_topic,
-        ],
-        opts.partitions,
-    )?;
+    let cluster = MockKafka::start(&config.kafka.topics(), opts.partitions)?;
     let brokers = cluster.bootstrap();
     // 4. Run the real service.
     let state_dir = tempfile::tempdir()?;

@@ -123,28 +123,16 @@ impl Broker {
 
     /// Creates the service's topics with `partitions` partitions.
     pub async fn create_topics_with(&self, cfg: &Config, partitions: i32) {
-        let k = &cfg.kafka;
-        self.create_with(
-            &[
-                &k.input_topic,
-                &k.alerts_topic,
-                &k.triggers_topic,
-                &k.outcomes_topic,
-                &k.dlq_topic,
-                &k.changelog_topic,
-            ],
-            partitions,
-        )
-        .await;
+        self.create_with(&cfg.kafka.topics(), partitions).await;
     }
 
     /// Creates `topics` with `PARTITIONS` partitions.
-    pub async fn create(&self, topics: &[&String]) {
+    pub async fn create(&self, topics: &[&str]) {
         self.create_with(topics, PARTITIONS).await
     }
 
     /// Creates `topics` with `partitions` partitions.
-    pub async fn create_with(&self, topics: &[&String], partitions: i32) {
+    pub async fn create_with(&self, topics: &[&str], partitions: i32) {
         match self {
             Broker::Mock(c) => {
                 for t in topics {
