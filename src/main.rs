@@ -129,10 +129,27 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// A closed pipe ends a command that prints, as it ends Unix tools
+/// (`churn-alert demo | head -3`), instead of a panic in `println!`. Rust
+/// ignores SIGPIPE by default; sockets are written with MSG_NOSIGNAL, so
+/// only writes to a closed stdout or stderr pipe are affected. Not for
+/// `run`, which prints nothing itself.
+fn quiet_on_closed_pipe() {
+    // SAFETY: setting a signal's disposition to its default is
+    // process-wide and has no memory effects.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     init_logging(config.log.format == churn_alert::config::LogFormat::Json);
-    match cli.command.unwrap_or(Command::Run) {
+    let command = cli.command.unwrap_or(Command::Run);
+    if !matches!(command, Command::Run) {
+        quiet_on_closed_pipe();
+    }
+    match command {
         Command::Run => {
             let service = churn_alert::service::Service::new(config)?;
             let shutdown = shutdown_on_signals();

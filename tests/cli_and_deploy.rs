@@ -320,3 +320,28 @@ fn dashboard_and_alert_rules_query_metrics_the_service_exports() {
     let compose = std::fs::read_to_string(root().join("deploy/docker-compose.yml")).unwrap();
     assert!(compose.contains(&format!("./prometheus-rules.yml:{rule_file}:ro")));
 }
+
+/// `churn-alert check-config | head -0`: the reader is gone before the
+/// command prints. The command ends quietly (SIGPIPE, or success when it
+/// printed first), never with a panic.
+#[test]
+fn a_closed_stdout_pipe_ends_a_command_without_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_churn-alert"))
+        .arg("check-config")
+        .current_dir(root())
+        .env_remove("CHURN_ALERT_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run churn-alert");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        out.status.success() || out.status.signal() == Some(13),
+        "{:?}: {err}",
+        out.status
+    );
+}

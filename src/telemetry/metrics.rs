@@ -98,7 +98,9 @@ impl Metrics {
                 "churn_alert_score",
                 "Churn probabilities computed, by cause (event or silence).",
             )
-            .buckets((1..=20).map(|i| f64::from(i) * 0.05).collect()),
+            // i/20, not i*0.05: the bounds print exactly (le="0.7", which
+            // dashboards select, not le="0.7000000000000001").
+            .buckets((1..=20).map(|i| f64::from(i) / 20.0).collect()),
             &["cause"],
         )
         .expect("valid metric");
@@ -442,6 +444,17 @@ mod tests {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }
         assert_eq!(m.count(Count::Alerts, &[]), 2);
+        // Score bucket bounds print exactly, as queries select them.
+        m.emit(crate::telemetry::events::Scored {
+            cause: crate::telemetry::events::ScoreCause::Event,
+            probability: 0.65,
+        });
+        let text = m.render();
+        for le in ["0.05", "0.3", "0.7", "0.85", "1"] {
+            let series = format!("churn_alert_score_bucket{{cause=\"event\",le=\"{le}\"}}");
+            assert!(text.contains(&series), "missing {series} in\n{text}");
+        }
+        assert!(!text.contains("0000000"), "inexact bucket bound in\n{text}");
         assert_eq!(m.count(Count::Alerts, &[("tier", "high")]), 2);
         assert_eq!(m.count(Count::Alerts, &[("tier", "low")]), 0);
     }
