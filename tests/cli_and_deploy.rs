@@ -345,3 +345,33 @@ fn a_closed_stdout_pipe_ends_a_command_without_a_panic() {
         out.status
     );
 }
+
+/// `score --as-of` before the history starts is refused with a non-zero
+/// exit that says why, not "scored 0 customers".
+#[test]
+fn score_before_the_history_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(
+        &events,
+        concat!(
+            r#"{"event_id":"e1","customer_id":"c-1","type":"session","occurred_at":"2026-03-01T10:00:00Z"}"#,
+            "\n",
+            r#"{"event_id":"e2","customer_id":"c-2","type":"session","occurred_at":"2026-03-02T10:00:00Z"}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let ev = events.to_str().unwrap();
+    let out = churn_alert(&["score", "--events", ev, "--as-of", "2020-01-01"], &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("no valid event at or before --as-of")
+            && err.contains("2 valid events after it"),
+        "{err}"
+    );
+    let ok = churn_alert(&["score", "--events", ev, "--as-of", "2026-04-01"], &[]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("c-2,"));
+}

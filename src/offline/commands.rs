@@ -442,6 +442,15 @@ pub fn score(opts: ScoreOptions, config: &Config) -> anyhow::Result<()> {
         let slot = &mut states[i].1;
         *slot = ingest(slot.take(), &e, &spec).0;
     })?;
+    // Nothing to score is a mistake in the flags, not a result.
+    anyhow::ensure!(
+        read.used > 0,
+        "no valid event at or before --as-of {} ({} valid events after it, {} refused, in {} lines): choose a date within the history",
+        rfc3339(as_of),
+        read.after,
+        read.refused,
+        read.lines
+    );
     states.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out: Box<dyn Write> = if opts.out == Path::new("-") {
         Box::new(std::io::BufWriter::new(std::io::stdout()))
