@@ -445,10 +445,7 @@ mod tests {
         }
         assert_eq!(m.count(Count::Alerts, &[]), 2);
         // Score bucket bounds print exactly, as queries select them.
-        m.emit(crate::telemetry::events::Scored {
-            cause: crate::telemetry::events::ScoreCause::Event,
-            probability: 0.65,
-        });
+        m.scores.with_label_values(&["event"]).observe(0.65);
         let text = m.render();
         for le in ["0.05", "0.3", "0.7", "0.85", "1"] {
             let series = format!("churn_alert_score_bucket{{cause=\"event\",le=\"{le}\"}}");
