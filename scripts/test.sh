@@ -16,6 +16,21 @@ cargo test --release --all-targets
 cargo test --release --test crash_loop -- --ignored --nocapture
 # Scale-out (about 3 minutes): three instances, one SIGKILLed, an empty-disk
 # joiner and an empty-disk replacement restore from the changelog.
-cargo test --release --test scale_out -- --ignored --nocapture
+# tansu 0.6 now and then holds the group's rebalance for good after the
+# SIGKILL (its known bug: dead static members are never expired), and the
+# test fails with "b's replacement never got its partitions". That failure,
+# and only that one, is said and retried once on a fresh broker; any other
+# failure, or the same one twice, fails the run.
+scale_log=$(mktemp)
+if ! cargo test --release --test scale_out -- --ignored --nocapture 2>&1 | tee "$scale_log"; then
+  if grep -q "b's replacement never got its partitions" "$scale_log"; then
+    echo "scale-out: tansu left the consumer group stuck after the SIGKILL (known tansu 0.6 bug); running the test once more" >&2
+    cargo test --release --test scale_out -- --ignored --nocapture
+  else
+    rm -f "$scale_log"
+    exit 1
+  fi
+fi
+rm -f "$scale_log"
 # The decoders under libFuzzer for a minute.
 scripts/fuzz.sh 60
