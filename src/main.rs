@@ -90,8 +90,10 @@ fn init_logging(json: bool) {
     }
 }
 
-/// First SIGINT/SIGTERM cancels the token (graceful stop); a second exits at once.
-fn shutdown_on_signals() -> CancellationToken {
+/// First SIGINT/SIGTERM cancels the token (graceful stop), which may take
+/// at most `stop_timeout`; a second signal, or the end of that time, exits
+/// at once (work not committed is replayed by the next start).
+fn shutdown_on_signals(stop_timeout: std::time::Duration) -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
@@ -107,6 +109,14 @@ fn shutdown_on_signals() -> CancellationToken {
                     "stop requested: finishing the batch in hand (signal again to exit at once)"
                 );
                 t.cancel();
+                tokio::spawn(async move {
+                    tokio::time::sleep(stop_timeout).await;
+                    tracing::error!(
+                        seconds = stop_timeout.as_secs(),
+                        "stop did not finish within service.stop_timeout_seconds: exiting now; uncommitted work is replayed at next start"
+                    );
+                    std::process::exit(124);
+                });
             } else {
                 tracing::warn!(
                     "second signal: exiting now; uncommitted work is replayed at next start"
@@ -151,8 +161,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match command {
         Command::Run => {
+            let stop_timeout = std::time::Duration::from_secs(config.service.stop_timeout_seconds);
             let service = churn_alert::service::Service::new(config)?;
-            let shutdown = shutdown_on_signals();
+            let shutdown = shutdown_on_signals(stop_timeout);
             service.serve_admin(shutdown.clone()).await?;
             service.run(shutdown).await?;
         }
@@ -190,7 +201,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Demo(opts) => {
-            churn_alert::offline::demo::run(opts, shutdown_on_signals()).await?;
+            let stop_timeout = std::time::Duration::from_secs(config.service.stop_timeout_seconds);
+            churn_alert::offline::demo::run(opts, shutdown_on_signals(stop_timeout)).await?;
         }
         Command::Simulate {
             customers,

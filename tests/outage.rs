@@ -166,6 +166,10 @@ impl Store for FailingDisk {
     fn size_on_disk(&self) -> u64 {
         self.inner.size_on_disk()
     }
+    fn quarantine(&self, p: i32, c: &str) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.quarantine(p, c)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -92,25 +92,27 @@ impl Control {
                 json!({"error": "disabled: set admin.token to enable mutating endpoints"}),
             ));
         };
-        let given = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        // Compare every byte, so timing does not tell how much matched.
-        let same = given.len() == token.len()
-            && given
-                .bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if same {
+        if bearer_is(headers, token) {
             Ok(())
         } else {
-            Err(reply(
-                StatusCode::UNAUTHORIZED,
-                json!({"error": "missing or wrong bearer token"}),
-            ))
+            Err(wrong_token())
+        }
+    }
+
+    /// Checks the bearer token of a read of personal data: open when no
+    /// `admin.read_token` is set; else that token or the admin token.
+    fn authorize_read(&self, headers: &HeaderMap) -> Result<(), Reply> {
+        let Some(read) = self.config.admin.read_token.as_deref() else {
+            return Ok(());
+        };
+        let admin = self.config.admin.token.as_deref();
+        // Both are checked, so timing does not tell which one matched.
+        let as_reader = bearer_is(headers, read);
+        let as_admin = admin.is_some_and(|t| bearer_is(headers, t));
+        if as_reader | as_admin {
+            Ok(())
+        } else {
+            Err(wrong_token())
         }
     }
 
@@ -236,9 +238,38 @@ impl Control {
     }
 }
 
+fn wrong_token() -> Reply {
+    reply(
+        StatusCode::UNAUTHORIZED,
+        json!({"error": "missing or wrong bearer token"}),
+    )
+}
+
+/// Whether the request's `Authorization: Bearer` token is `token`. The
+/// SHA-256 digests are compared in constant time, so neither the time
+/// taken nor the lengths tell how much of a guess matched.
+fn bearer_is(headers: &HeaderMap, token: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let (a, b) = (Sha256::digest(given), Sha256::digest(token));
+    a.as_slice().ct_eq(b.as_slice()).into()
+}
+
 /// `GET /customers/{id}`: the view on the owning instance; elsewhere the
-/// owner (see [`elsewhere`]).
-pub async fn get_customer(State(c): State<Arc<Control>>, Path(id): Path<String>) -> Response {
+/// owner (see [`elsewhere`]). Needs `admin.read_token` when it is set.
+pub async fn get_customer(
+    State(c): State<Arc<Control>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(denied) = c.authorize_read(&headers) {
+        return denied.into_response();
+    }
     let found = match c.find(&id) {
         Ok(f) => f,
         Err(e) => {

@@ -3,7 +3,8 @@
 //! `GET /model`, `POST /model/reload`, `GET /policy`, `POST /policy/reload`.
 //!
 //! Mutating endpoints need `Authorization: Bearer <admin.token>`; with no
-//! token configured they answer 403 (disabled), never open.
+//! token configured they answer 403 (disabled), never open. Reading a
+//! customer needs `admin.read_token` (or the admin token) when it is set.
 
 pub mod control;
 
@@ -36,7 +37,7 @@ pub fn router(
     use crate::admin::control as c;
     Router::new()
         .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(live_handler))
         .route("/readyz", get(ready_handler))
         .route(
             "/customers/{id}",
@@ -69,6 +70,21 @@ async fn metrics_handler(
         )],
         s.metrics.render(),
     )
+}
+
+/// Live unless the loop has held a batch without committing it for
+/// longer than `service.stall_seconds`.
+async fn live_handler(State(s): State<AppState>) -> (StatusCode, String) {
+    match s.health.live() {
+        Ok(()) => (StatusCode::OK, "ok\n".into()),
+        Err(held) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "stalled: a batch has been in hand for {} s without being committed (service.stall_seconds)\n",
+                held.as_secs()
+            ),
+        ),
+    }
 }
 
 async fn ready_handler(State(s): State<AppState>) -> (StatusCode, String) {

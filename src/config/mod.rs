@@ -66,6 +66,7 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub segments: SegmentsConfig,
     pub admin: AdminConfig,
+    pub service: ServiceConfig,
     pub log: LogConfig,
     /// The file this was loaded from (re-read by `POST /policy/reload`).
     #[serde(skip)]
@@ -221,6 +222,13 @@ pub struct AdminConfig {
     /// Address of `/metrics`, `/healthz`, `/readyz` and the operator
     /// endpoints.
     pub listen: String,
+    /// Bearer token for reading customers (`GET /customers/{id}`: personal
+    /// data), at least 16 characters; the admin token is accepted too. Best
+    /// set by `CHURN_ALERT__ADMIN__READ_TOKEN`. Unset: that endpoint is open
+    /// to whoever reaches the admin port (the port Prometheus scrapes), so
+    /// set it wherever that port is not private to operators.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_token: Option<String>,
     /// Bearer token for the mutating endpoints (`DELETE /customers/{id}`,
     /// `POST /model/reload`, `POST /policy/reload`), at least 16
     /// characters; best set by `CHURN_ALERT__ADMIN__TOKEN`. Unset: those
@@ -239,8 +247,34 @@ impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9898".into(),
+            read_token: None,
             token: None,
             advertised_url: None,
+        }
+    }
+}
+
+/// The running service's own limits.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// After a stop signal, the longest wait for the batch in hand to be
+    /// committed and the clients to close; then the process exits anyway.
+    /// That is safe: offsets are stored with the state, so work not
+    /// committed is replayed by the next start (outputs are at least once).
+    pub stop_timeout_seconds: u64,
+    /// `/healthz` fails when the processing loop has had a batch in hand
+    /// for this long without committing it (e.g. a dependency failing for
+    /// good, or a loop that is stuck), so that an orchestrator restarts the
+    /// instance. 0: `/healthz` always answers ok.
+    pub stall_seconds: u64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            stop_timeout_seconds: 30,
+            stall_seconds: 300,
         }
     }
 }

@@ -99,6 +99,29 @@ impl Config {
                 ));
             }
         }
+        // Headers (reason, source, hash) need room beside the payload.
+        const HEADER_ROOM: usize = 16 * 1024;
+        match k.producer_message_max_bytes() {
+            _ if k.dead_letter_max_bytes == 0 => {
+                return Err(key_err("kafka.dead_letter_max_bytes", "must be at least 1"));
+            }
+            Some(limit) if k.dead_letter_max_bytes + HEADER_ROOM > limit => {
+                return Err(key_err(
+                    "kafka.dead_letter_max_bytes",
+                    format!(
+                        "must leave {HEADER_ROOM} bytes for headers under the producer's message.max.bytes ({limit}), got {}",
+                        k.dead_letter_max_bytes
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                return Err(key_err(
+                    "kafka.producer_properties.message.max.bytes",
+                    "must be a number of bytes",
+                ));
+            }
+        }
         if v.max_message_bytes == 0 {
             return Err(key_err(
                 "validation.max_message_bytes",
@@ -227,6 +250,23 @@ impl Config {
                     "must be an address like 127.0.0.1:9898, got {:?}",
                     self.admin.listen
                 ),
+            ));
+        }
+        if self
+            .admin
+            .read_token
+            .as_ref()
+            .is_some_and(|t| t.chars().count() < 16)
+        {
+            return Err(key_err(
+                "admin.read_token",
+                "must be at least 16 characters (or unset to leave GET /customers open)",
+            ));
+        }
+        if self.service.stop_timeout_seconds == 0 {
+            return Err(key_err(
+                "service.stop_timeout_seconds",
+                "must be at least 1",
             ));
         }
         if self

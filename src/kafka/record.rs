@@ -41,3 +41,72 @@ pub enum OutKind {
     /// The state changelog (see [`crate::kafka::changelog`]).
     Changelog,
 }
+
+/// The payload of a dead letter: the original bytes, cut to at most `max`
+/// so that the dead-letter topic can always take it, with headers that
+/// say what was cut: the original size, the SHA-256 of the original bytes
+/// (to find and check the original in the source topic) and whether the
+/// payload was truncated.
+pub fn dead_letter_body(original: &[u8], max: usize) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(original);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let truncated = original.len() > max;
+    let kept = original[..original.len().min(max)].to_vec();
+    let headers = vec![
+        (
+            "dlq-original-size".to_string(),
+            original.len().to_string().into_bytes(),
+        ),
+        ("dlq-original-sha256".to_string(), hex.into_bytes()),
+        (
+            "dlq-truncated".to_string(),
+            truncated.to_string().into_bytes(),
+        ),
+    ];
+    (kept, headers)
+}
+
+impl OutKind {
+    /// The kind's name (for logs, metric labels and dead-letter headers).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Alert => "alert",
+            Self::Trigger => "trigger",
+            Self::Outcome => "outcome",
+            Self::DeadLetter => "dead_letter",
+            Self::Changelog => "changelog",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header<'a>(h: &'a [(String, Vec<u8>)], k: &str) -> &'a str {
+        let v = &h.iter().find(|(n, _)| n == k).expect(k).1;
+        std::str::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn a_dead_letter_body_is_cut_to_its_limit_and_says_what_it_was() {
+        let big = vec![b'x'; 2_000_000];
+        let (kept, h) = dead_letter_body(&big, 1000);
+        assert_eq!(kept.len(), 1000);
+        assert_eq!(header(&h, "dlq-original-size"), "2000000");
+        assert_eq!(header(&h, "dlq-truncated"), "true");
+        let sha = header(&h, "dlq-original-sha256");
+        assert_eq!(sha.len(), 64);
+        // The hash is of the original, not of what was kept.
+        let (_, h_kept) = dead_letter_body(&kept, 1000);
+        assert_ne!(header(&h_kept, "dlq-original-sha256"), sha);
+        let (small, h) = dead_letter_body(b"{}", 1000);
+        assert_eq!(small, b"{}");
+        assert_eq!(header(&h, "dlq-truncated"), "false");
+        assert_eq!(
+            header(&h, "dlq-original-sha256"),
+            "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+        );
+    }
+}

@@ -81,6 +81,13 @@ pub struct KafkaConfig {
     /// Extra librdkafka properties for the producer and the admin client
     /// that creates and checks topics (applied after `client_properties`).
     pub producer_properties: BTreeMap<String, String>,
+    /// Largest payload a dead letter carries. A message larger than this
+    /// (say a 2 MB poison pill) is dead-lettered cut to this size, with its
+    /// original size, the SHA-256 of its bytes and its source coordinates
+    /// in headers, so the dead-letter topic never refuses it and the
+    /// original can be found and checked in the source topic. Must leave
+    /// room for headers under the producer's `message.max.bytes`.
+    pub dead_letter_max_bytes: usize,
 }
 
 impl Default for KafkaConfig {
@@ -103,11 +110,21 @@ impl Default for KafkaConfig {
             client_properties: BTreeMap::new(),
             consumer_properties: BTreeMap::new(),
             producer_properties: BTreeMap::new(),
+            dead_letter_max_bytes: 256 * 1024,
         }
     }
 }
 
 impl KafkaConfig {
+    /// The producer's `message.max.bytes` as configured (librdkafka's
+    /// default, 1,000,000, when unset), if it is a number.
+    pub fn producer_message_max_bytes(&self) -> Option<usize> {
+        self.producer_properties
+            .get("message.max.bytes")
+            .or_else(|| self.client_properties.get("message.max.bytes"))
+            .map_or(Some(1_000_000), |v| v.trim().parse().ok())
+    }
+
     /// Every topic the service reads or writes: input, alerts, triggers,
     /// outcomes, dead letters and the changelog.
     pub fn topics(&self) -> [&str; 6] {

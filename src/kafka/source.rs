@@ -14,7 +14,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
@@ -404,9 +404,12 @@ pub fn detach(m: &BorrowedMessage<'_>) -> InMessage {
 }
 
 /// Publishes output records and waits until every one is delivered.
+/// Clones share one producer, which [`Publisher::recreate`] replaces after
+/// a fatal error.
 #[derive(Clone)]
 pub struct Publisher {
-    producer: FutureProducer,
+    producer: Arc<std::sync::RwLock<FutureProducer>>,
+    config: Arc<KafkaConfig>,
     pub input_topic: String,
     pub alerts_topic: String,
     pub triggers_topic: String,
@@ -415,11 +418,21 @@ pub struct Publisher {
     pub changelog_topic: String,
 }
 
+/// What one [`Publisher::publish`] did: where the delivered records went,
+/// and the records that failed with their errors.
+#[derive(Default)]
+pub struct Delivery {
+    /// (partition, offset) of each delivered record, in input order.
+    pub written: Vec<(i32, i64)>,
+    pub failed: Vec<(OutRecord, KafkaError)>,
+}
+
 impl Publisher {
     /// The idempotent producer (see [`producer`]) and the configured topics.
     pub fn new(cfg: &KafkaConfig) -> Result<Self, KafkaError> {
         Ok(Self {
-            producer: producer(cfg)?,
+            producer: Arc::new(std::sync::RwLock::new(producer(cfg)?)),
+            config: Arc::new(cfg.clone()),
             input_topic: cfg.input_topic.clone(),
             alerts_topic: cfg.alerts_topic.clone(),
             triggers_topic: cfg.triggers_topic.clone(),
@@ -429,13 +442,63 @@ impl Publisher {
         })
     }
 
+    /// The producer in use (a cheap handle).
+    fn current(&self) -> FutureProducer {
+        self.producer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The producer's fatal error, if it had one: an idempotent producer
+    /// that hit one (e.g. after a long outage) refuses every record from
+    /// then on, so it must be replaced.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.current()
+            .client()
+            .fatal_error()
+            .map(|(code, reason)| format!("{code:?}: {reason}"))
+    }
+
+    /// Replaces the producer with a new one; records still queued in the
+    /// old one are purged (the caller sends again what was not delivered).
+    pub fn recreate(&self) -> Result<(), KafkaError> {
+        let fresh = producer(&self.config)?;
+        let old = std::mem::replace(
+            &mut *self.producer.write().unwrap_or_else(|e| e.into_inner()),
+            fresh,
+        );
+        rdkafka::producer::Producer::purge(
+            &old,
+            rdkafka::producer::PurgeConfig::default().queue().inflight(),
+        );
+        Ok(())
+    }
+
+    /// Raises a fatal error in the producer in use, as librdkafka does for
+    /// an idempotent producer that lost its sequence (librdkafka's own
+    /// fault injection, for tests).
+    #[doc(hidden)]
+    pub fn inject_fatal_error(&self) {
+        let p = self.current();
+        // SAFETY: the handle is a live producer for the duration of the
+        // call; the function only records an error on it.
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                p.client().native_ptr(),
+                rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                c"injected by a test".as_ptr(),
+            );
+        }
+    }
+
     /// Sends one event to the input topic, keyed by customer id (an
     /// erasure requested over HTTP), and awaits its delivery.
     pub async fn send_input(&self, key: &[u8], payload: &[u8]) -> Result<(), KafkaError> {
         let record = FutureRecord::to(&self.input_topic)
             .key(key)
             .payload(payload);
-        self.producer
+        self.current()
             .send(record, Duration::from_secs(10))
             .await
             .map(|_| ())
@@ -444,10 +507,11 @@ impl Publisher {
 
     /// Waits up to `timeout` for records still in flight.
     pub fn flush(&self, timeout: Duration) {
-        let _ = rdkafka::producer::Producer::flush(&self.producer, timeout);
+        let _ = rdkafka::producer::Producer::flush(&self.current(), timeout);
     }
 
-    fn topic(&self, k: OutKind) -> &str {
+    /// The topic records of kind `k` go to.
+    pub fn topic(&self, k: OutKind) -> &str {
         match k {
             OutKind::Alert => &self.alerts_topic,
             OutKind::Trigger => &self.triggers_topic,
@@ -457,13 +521,11 @@ impl Publisher {
         }
     }
 
-    /// Sends all records and awaits their delivery; returns where each was
-    /// written (partition, offset), or the records that failed (to be
-    /// retried by the caller) with the first error.
-    pub async fn publish(
-        &self,
-        records: &[OutRecord],
-    ) -> Result<Vec<(i32, i64)>, (Vec<OutRecord>, KafkaError)> {
+    /// Sends all records and awaits their delivery: where each delivered
+    /// record was written, and the records that failed with their errors
+    /// (for the caller to retry or settle by the error's class).
+    pub async fn publish(&self, records: &[OutRecord]) -> Delivery {
+        let producer = self.current();
         let sends = records.iter().map(|r| {
             let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
             for (k, v) in &r.headers {
@@ -482,24 +544,16 @@ impl Publisher {
             if let Some(p) = r.partition {
                 rec = rec.partition(p);
             }
-            self.producer.send(rec, Duration::from_secs(5))
+            producer.send(rec, Duration::from_secs(5))
         });
         let results = futures::future::join_all(sends).await;
-        let mut failed = Vec::new();
-        let mut first = None;
-        let mut written = Vec::with_capacity(records.len());
+        let mut d = Delivery::default();
         for (r, res) in records.iter().zip(results) {
             match res {
-                Ok(d) => written.push((d.partition, d.offset)),
-                Err((e, _)) => {
-                    first.get_or_insert(e);
-                    failed.push(r.clone());
-                }
+                Ok(w) => d.written.push((w.partition, w.offset)),
+                Err((e, _)) => d.failed.push((r.clone(), e)),
             }
         }
-        match first {
-            None => Ok(written),
-            Some(e) => Err((failed, e)),
-        }
+        d
     }
 }

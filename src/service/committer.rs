@@ -1,22 +1,78 @@
 //! One batch through to its commit: publish the outputs and the changed
 //! states to the changelog, close the batch there with a meta record per
 //! partition, write state and offsets in one store commit, then commit the
-//! offsets to Kafka for lag. A failing step waits and retries (reporting
-//! not ready); nothing is skipped.
+//! offsets to Kafka for lag.
+//!
+//! Failures are settled by their class (see [`crate::pipeline::error`]):
+//! - transient (brokers down, timeouts, a disk hiccup): wait and retry,
+//!   reporting not ready; nothing is skipped;
+//! - a fatal producer error: the producer is replaced and the records not
+//!   yet delivered are sent again;
+//! - an alert, trigger or outcome the broker refuses for good (too large,
+//!   invalid): it goes to the dead-letter topic with the reason
+//!   `unpublishable`, and the batch goes on; a dead letter it refuses is
+//!   sent again without its payload (the headers keep its size and hash);
+//! - anything else no retry can fix (not authorized, a changelog record
+//!   refused, a corrupt store): the service stops with that error, and the
+//!   uncommitted batch is replayed by the next start.
 
 use std::sync::atomic::Ordering;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::kafka::record::{InMessage, OutRecord};
+use crate::kafka::record::{dead_letter_body, InMessage, OutKind, OutRecord};
 use crate::kafka::source::{Input, Publisher};
-use crate::pipeline::error::Failure;
+use crate::kafka::KafkaError;
+use crate::pipeline::error::{Classify, ErrorClass, Failure};
 use crate::pipeline::event::wall_now;
 use crate::service::processor::{Batch, Processor};
-use crate::store::PartitionMeta;
-use crate::telemetry::events::{BatchDone, Dependency, DependencyFailed};
+use crate::store::{PartitionMeta, StoreError};
+use crate::telemetry::events::{
+    BatchDone, Dependency, DependencyFailed, OutputRefused, ProducerRecreated,
+};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
+
+/// Why a batch did not reach its commit.
+#[derive(Debug)]
+pub enum Stopped {
+    /// The service is stopping; the batch is replayed on the next start.
+    Shutdown,
+    /// A failure no retry can fix: the service stops with it.
+    Halted(Halted),
+}
+
+/// A failure no retry can fix, which stops the service (the batch in hand
+/// is not committed, so the next start replays it).
+#[derive(Debug, thiserror::Error)]
+pub enum Halted {
+    #[error("the broker refused a {kind} record for good: {source}")]
+    Refused {
+        kind: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("the state store failed in a way no retry can fix: {0}")]
+    Store(#[source] StoreError),
+}
+
+impl Classify for Halted {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Refused { source, .. } => source.class(),
+            Self::Store(e) => e.class(),
+        }
+    }
+}
+
+/// What to do with a record the broker did not take.
+enum Settle {
+    /// Send it again (after a wait).
+    Retry,
+    /// Send this instead (a dead letter in its place, or without payload).
+    Replace(OutRecord, &'static str),
+    Halt,
+}
 
 /// Publishes and commits batches.
 pub struct Committer<'a> {
@@ -31,16 +87,19 @@ pub struct Committer<'a> {
     pub shutdown: &'a CancellationToken,
     /// This instance's `admin.advertised_url`, written into meta records.
     pub owner: Option<String>,
+    /// Largest payload a dead letter carries (`kafka.dead_letter_max_bytes`).
+    pub dead_letter_max_bytes: usize,
 }
 
 impl Committer<'_> {
-    /// Waits before the next attempt; false if the service is stopping.
+    /// Waits before the next attempt; `Stopped::Shutdown` if the service
+    /// is stopping.
     async fn backoff(
         &self,
         attempt: &mut u32,
         dependency: Dependency,
         error: &(dyn Failure + Sync),
-    ) -> bool {
+    ) -> Result<(), Stopped> {
         self.health.committing.store(false, Ordering::Relaxed);
         let wait = std::time::Duration::from_millis((100u64 << (*attempt).min(6)).min(5_000));
         *attempt += 1;
@@ -55,42 +114,108 @@ impl Committer<'_> {
             action: &action,
         });
         tokio::select! {
-            _ = self.shutdown.cancelled() => false,
-            _ = tokio::time::sleep(wait) => true,
+            _ = self.shutdown.cancelled() => Err(Stopped::Shutdown),
+            _ = tokio::time::sleep(wait) => Ok(()),
         }
     }
 
-    /// Publishes records until every one is delivered; where each went, or
-    /// `None` if the service is stopping first.
+    /// Publishes records until every one is delivered or settled (see
+    /// the module's doc); where each delivered record went.
     pub async fn deliver(
         &self,
         records: Vec<OutRecord>,
         attempt: &mut u32,
-    ) -> Option<Vec<(i32, i64)>> {
+    ) -> Result<Vec<(i32, i64)>, Stopped> {
         let mut pending = records;
         let mut written = Vec::with_capacity(pending.len());
         while !pending.is_empty() {
-            match self.publisher.publish(&pending).await {
-                Ok(w) => {
-                    written.extend(w);
-                    break;
+            let delivery = self.publisher.publish(&pending).await;
+            written.extend(delivery.written);
+            if delivery.failed.is_empty() {
+                break;
+            }
+            if let Some(reason) = self.publisher.fatal_error() {
+                // Every record failed with the producer: a new one sends
+                // them all again.
+                self.metrics.emit(ProducerRecreated { reason: &reason });
+                if let Err(e) = self.publisher.recreate() {
+                    return Err(Stopped::Halted(Halted::Refused {
+                        kind: "producer",
+                        source: e,
+                    }));
                 }
-                Err((again, e)) => {
-                    // Only the records that failed are sent again.
-                    if !self.backoff(attempt, Dependency::KafkaProduce, &e).await {
-                        return None;
+                pending = delivery.failed.into_iter().map(|(r, _)| r).collect();
+                continue;
+            }
+            pending = Vec::new();
+            let mut transient = None;
+            for (record, e) in delivery.failed {
+                let topic = self.publisher.topic(record.kind);
+                match settle(&record, &e, topic, self.dead_letter_max_bytes) {
+                    Settle::Retry => {
+                        pending.push(record);
+                        transient.get_or_insert(e);
                     }
-                    pending = again;
+                    Settle::Replace(instead, action) => {
+                        self.metrics.emit(OutputRefused {
+                            kind: record.kind.as_str(),
+                            action,
+                            error: &e,
+                        });
+                        pending.push(instead);
+                    }
+                    Settle::Halt => {
+                        self.metrics.emit(OutputRefused {
+                            kind: record.kind.as_str(),
+                            action: "stopped",
+                            error: &e,
+                        });
+                        return Err(Stopped::Halted(Halted::Refused {
+                            kind: record.kind.as_str(),
+                            source: e,
+                        }));
+                    }
                 }
             }
+            if let Some(e) = transient {
+                // Only the records that failed are sent again.
+                self.backoff(attempt, Dependency::KafkaProduce, &e).await?;
+            }
         }
-        Some(written)
+        Ok(written)
+    }
+
+    /// Waits before retrying a store failure a retry can fix; stops the
+    /// service on one it cannot.
+    async fn store_retry(&self, attempt: &mut u32, e: StoreError) -> Result<(), Stopped> {
+        if e.class().retry_helps() {
+            self.backoff(attempt, Dependency::Store, &e).await
+        } else {
+            Err(Stopped::Halted(Halted::Store(e)))
+        }
     }
 
     /// Processes one batch (or a sweep when `msgs` is `None`) through to its
-    /// commit. Returns false when stopped before the batch was committed (it
-    /// is then replayed on the next start).
-    pub async fn handle(&self, processor: &mut Processor, msgs: Option<Vec<InMessage>>) -> bool {
+    /// commit. An error when stopped before the batch was committed (it is
+    /// then replayed on the next start).
+    pub async fn handle(
+        &self,
+        processor: &mut Processor,
+        msgs: Option<Vec<InMessage>>,
+    ) -> Result<(), Stopped> {
+        self.health.working();
+        let done = self.handle_inner(processor, msgs).await;
+        if done.is_ok() {
+            self.health.progressed();
+        }
+        done
+    }
+
+    async fn handle_inner(
+        &self,
+        processor: &mut Processor,
+        msgs: Option<Vec<InMessage>>,
+    ) -> Result<(), Stopped> {
         let started = std::time::Instant::now();
         let mut attempt = 0;
         let mut batch: Batch = loop {
@@ -100,30 +225,20 @@ impl Committer<'_> {
             };
             match res {
                 Ok(b) => break b,
-                Err(e) => {
-                    if !self.backoff(&mut attempt, Dependency::Store, &e).await {
-                        return false;
-                    }
-                }
+                Err(e) => self.store_retry(&mut attempt, e).await?,
             }
         };
         if batch.commits.is_empty() && batch.records.is_empty() {
-            return true;
+            return Ok(());
         }
-        if !self.publish(processor, &mut batch, &mut attempt).await {
-            return false;
-        }
+        self.publish(processor, &mut batch, &mut attempt).await?;
         while let Err(e) = processor.commit(&batch) {
-            if !self.backoff(&mut attempt, Dependency::Store, &e).await {
-                return false;
-            }
+            self.store_retry(&mut attempt, e).await?;
         }
         // The commit point: durable before anything newer is fetched.
         if self.flush_on_commit {
             while let Err(e) = processor.store.flush() {
-                if !self.backoff(&mut attempt, Dependency::Store, &e).await {
-                    return false;
-                }
+                self.store_retry(&mut attempt, e).await?;
             }
         }
         self.health.committing.store(true, Ordering::Relaxed);
@@ -138,19 +253,19 @@ impl Committer<'_> {
             }
         }
         emit_done(self.metrics, &batch, started);
-        true
+        Ok(())
     }
 
     /// Publishes the outputs and the changelog's state records, then, once
     /// those are delivered, one meta record per partition closing its batch
     /// (see [`crate::kafka::changelog`]), whose offsets the commit records
-    /// as where the changelog now ends. False when stopped first.
+    /// as where the changelog now ends.
     async fn publish(
         &self,
         processor: &mut Processor,
         batch: &mut Batch,
         attempt: &mut u32,
-    ) -> bool {
+    ) -> Result<(), Stopped> {
         let mut first = std::mem::take(&mut batch.records);
         let mut metas = Vec::new();
         for (p, c) in &batch.commits {
@@ -171,18 +286,68 @@ impl Committer<'_> {
         }
         // Records are counted before they are moved out for publishing.
         batch.published = first.len();
-        if self.deliver(first, attempt).await.is_none() {
-            return false;
-        }
-        let Some(written) = self.deliver(metas, attempt).await else {
-            return false;
-        };
+        self.deliver(first, attempt).await?;
+        let written = self.deliver(metas, attempt).await?;
         for (p, offset) in written {
             if let Some(c) = batch.commits.get_mut(&p) {
                 c.meta.changelog_next = offset + 1;
             }
         }
-        true
+        Ok(())
+    }
+}
+
+/// What to do with a record (bound for `topic`) that failed with `e`.
+fn settle(record: &OutRecord, e: &KafkaError, topic: &str, dead_letter_max_bytes: usize) -> Settle {
+    match (e.class(), record.kind) {
+        (ErrorClass::Transient, _) => Settle::Retry,
+        (ErrorClass::Rejected, OutKind::Alert | OutKind::Trigger | OutKind::Outcome) => {
+            Settle::Replace(
+                unpublishable(record, e, topic, dead_letter_max_bytes),
+                "dead_lettered",
+            )
+        }
+        (ErrorClass::Rejected, OutKind::DeadLetter)
+            if !record
+                .headers
+                .iter()
+                .any(|(k, _)| k == "dlq-payload-dropped") =>
+        {
+            let mut bare = record.clone();
+            bare.payload.clear();
+            bare.headers.push((
+                "dlq-payload-dropped".to_string(),
+                e.to_string().into_bytes(),
+            ));
+            Settle::Replace(bare, "payload_dropped")
+        }
+        _ => Settle::Halt,
+    }
+}
+
+/// The dead letter that stands for an output the broker refused.
+fn unpublishable(record: &OutRecord, e: &KafkaError, topic: &str, max: usize) -> OutRecord {
+    let (payload, about) = dead_letter_body(&record.payload, max);
+    let mut headers = vec![
+        ("dlq-reason-code".to_string(), b"unpublishable".to_vec()),
+        (
+            "dlq-reason".to_string(),
+            format!(
+                "the broker refused this {} for good: {e}",
+                record.kind.as_str()
+            )
+            .into_bytes(),
+        ),
+        ("dlq-output-topic".to_string(), topic.as_bytes().to_vec()),
+    ];
+    headers.extend(about);
+    headers.extend(record.headers.iter().cloned());
+    OutRecord {
+        kind: OutKind::DeadLetter,
+        key: record.key.clone(),
+        payload,
+        headers,
+        partition: None,
     }
 }
 
@@ -201,4 +366,81 @@ fn emit_done(metrics: &Metrics, batch: &Batch, started: std::time::Instant) {
         seconds: started.elapsed().as_secs_f64(),
         latencies: &latencies,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::error::RDKafkaErrorCode as C;
+
+    fn record(kind: OutKind) -> OutRecord {
+        OutRecord {
+            kind,
+            key: Some(b"c-1".to_vec()),
+            payload: vec![b'a'; 5000],
+            headers: vec![("dlq-reason-code".into(), b"undecodable".to_vec())],
+            partition: None,
+        }
+    }
+
+    fn header<'a>(r: &'a OutRecord, k: &str) -> &'a str {
+        std::str::from_utf8(&r.headers.iter().find(|(n, _)| n == k).expect(k).1).unwrap()
+    }
+
+    #[test]
+    fn each_failure_class_is_settled_its_own_way() {
+        let too_large = KafkaError::MessageProduction(C::MessageSizeTooLarge);
+        let invalid = KafkaError::MessageProduction(C::InvalidRecord);
+        let denied = KafkaError::MessageProduction(C::TopicAuthorizationFailed);
+        let timeout = KafkaError::MessageProduction(C::MessageTimedOut);
+        let down = KafkaError::MessageProduction(C::AllBrokersDown);
+        // Transient: retried, whatever the record.
+        for kind in [OutKind::Alert, OutKind::Changelog, OutKind::DeadLetter] {
+            for e in [&timeout, &down] {
+                assert!(matches!(settle(&record(kind), e, "t", 1000), Settle::Retry));
+            }
+        }
+        // An output refused for good becomes a dead letter, cut to size,
+        // naming the topic it was meant for and why.
+        for kind in [OutKind::Alert, OutKind::Trigger, OutKind::Outcome] {
+            for e in [&too_large, &invalid] {
+                let Settle::Replace(dl, "dead_lettered") =
+                    settle(&record(kind), e, "churn-alerts", 1000)
+                else {
+                    panic!("{kind:?} {e}: not dead-lettered");
+                };
+                assert_eq!(dl.kind, OutKind::DeadLetter);
+                assert_eq!(dl.payload.len(), 1000);
+                assert_eq!(dl.key.as_deref(), Some(&b"c-1"[..]));
+                assert_eq!(header(&dl, "dlq-reason-code"), "unpublishable");
+                assert_eq!(header(&dl, "dlq-output-topic"), "churn-alerts");
+                assert_eq!(header(&dl, "dlq-original-size"), "5000");
+                assert!(header(&dl, "dlq-reason").contains(kind.as_str()));
+            }
+        }
+        // A dead letter refused for good goes again without its payload,
+        // once; refused again, the service stops.
+        let Settle::Replace(bare, "payload_dropped") =
+            settle(&record(OutKind::DeadLetter), &too_large, "dlq", 1000)
+        else {
+            panic!("dead letter not sent bare");
+        };
+        assert!(bare.payload.is_empty());
+        assert_eq!(header(&bare, "dlq-reason-code"), "undecodable");
+        assert!(matches!(
+            settle(&bare, &too_large, "dlq", 1000),
+            Settle::Halt
+        ));
+        // Refused state, or not authorized: no retry can help; stop.
+        assert!(matches!(
+            settle(&record(OutKind::Changelog), &too_large, "cl", 1000),
+            Settle::Halt
+        ));
+        for kind in [OutKind::Alert, OutKind::DeadLetter, OutKind::Changelog] {
+            assert!(matches!(
+                settle(&record(kind), &denied, "t", 1000),
+                Settle::Halt
+            ));
+        }
+    }
 }

@@ -12,7 +12,7 @@ use crate::admin::control::Control;
 use crate::config::Config;
 use crate::kafka::record::InMessage;
 use crate::pipeline::model::Model;
-use crate::service::committer::Committer;
+use crate::service::committer::{Committer, Halted, Stopped};
 use crate::service::partitions::Partitions;
 use crate::service::processor::{ClockMode, Processor};
 use crate::telemetry::events::{Dependency, DependencyFailed};
@@ -29,44 +29,52 @@ pub struct MainLoop<'a> {
 }
 
 impl MainLoop<'_> {
-    /// Runs until shutdown, or until a batch cannot be committed because
-    /// the service is stopping (it is then replayed on the next start).
-    pub async fn run(mut self) {
+    /// Runs until shutdown (a batch not committed by then is replayed on
+    /// the next start), or until a failure no retry can fix.
+    pub async fn run(mut self) -> Result<(), Halted> {
         let c = &self.config;
         let mut tick = tokio::time::interval(Duration::from_millis(c.clock.sweep_interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let wake = self.committer.input.context().wake.clone();
         let sweeps = self.processor.clock == ClockMode::Wall;
-        loop {
+        let stopped = loop {
             self.take_reloads();
             let (input, p) = (self.committer.input, &mut self.processor);
             tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => break,
+                _ = self.shutdown.cancelled() => break Ok(()),
                 // Restores start as soon as partitions are assigned.
                 _ = wake.notified() => {
                     self.partitions.follow(input, p);
                 }
                 Some(done) = self.partitions.next_restored() => {
-                    self.partitions.restored(done, &self.committer, p).await;
+                    if let Err(stop) = self.partitions.restored(done, &self.committer, p).await {
+                        break Err(stop);
+                    }
                     self.partitions.follow(input, p);
                 }
                 _ = tick.tick() => {
                     self.partitions.follow(input, p);
                     self.partitions.release_unowned(input, p);
-                    if sweeps && !self.committer.handle(p, None).await {
-                        break;
+                    if sweeps {
+                        if let Err(stop) = self.committer.handle(p, None).await {
+                            break Err(stop);
+                        }
                     }
                 }
                 first = input.recv() => {
                     let Some(msgs) = self.gather(first).await else { continue };
-                    if !self.committer.handle(&mut self.processor, Some(msgs)).await {
-                        break;
+                    if let Err(stop) = self.committer.handle(&mut self.processor, Some(msgs)).await {
+                        break Err(stop);
                     }
                 }
             }
-        }
+        };
         self.partitions.cancel_all();
+        match stopped {
+            Ok(()) | Err(Stopped::Shutdown) => Ok(()),
+            Err(Stopped::Halted(h)) => Err(h),
+        }
     }
 
     /// Applies a policy or model reload from the next batch on.

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use crate::kafka::changelog::{Plan, RestoreError, Restored};
 use crate::kafka::settings::KafkaConfig;
 use crate::kafka::source::Input;
-use crate::service::committer::Committer;
+use crate::service::committer::{Committer, Stopped};
 use crate::service::processor::Processor;
 use crate::store::{Commit, PartitionMeta, Store, StoreError};
 use crate::telemetry::events::{
@@ -35,8 +35,8 @@ pub struct Finished {
 /// Whether a partition's local state reached the changelog.
 enum Seeded {
     Done,
-    /// The service is stopping; the next start seeds again.
-    Stopped,
+    /// The service is stopping (or must stop); the next start seeds again.
+    Stopped(Stopped),
 }
 
 /// A restore under way.
@@ -156,16 +156,16 @@ impl Partitions {
         done: Finished,
         committer: &Committer<'_>,
         processor: &mut Processor,
-    ) {
+    ) -> Result<(), Stopped> {
         let p = done.partition;
         if self.running.get(&p).is_none_or(|r| r.id != done.id) {
-            return; // cancelled: revoked or reassigned meanwhile
+            return Ok(()); // cancelled: revoked or reassigned meanwhile
         }
         self.running.remove(&p);
         let input = committer.input;
         let ctx = input.context();
         if !ctx.with_assignment(|a| a.restoring.contains(&p) && a.epoch == done.epoch) {
-            return; // the assignment moved on; `follow` starts a new one
+            return Ok(()); // the assignment moved on; `follow` starts a new one
         }
         let r = match done.result {
             Ok(r) => r,
@@ -178,7 +178,7 @@ impl Partitions {
                 });
                 let wait = Duration::from_secs(2).saturating_sub(done.started.elapsed());
                 self.start(p, done.epoch, wait);
-                return;
+                return Ok(());
             }
         };
         processor.forget(p);
@@ -200,11 +200,11 @@ impl Partitions {
         if r.plan == Plan::Seed {
             match self.seed(p, committer).await {
                 Ok(Seeded::Done) => {}
-                Ok(Seeded::Stopped) => return, // the service is stopping
+                Ok(Seeded::Stopped(stop)) => return Err(stop),
                 Err(e) => {
                     tracing::warn!(partition = p, error = %e, "cannot write local state to the changelog; retrying");
                     self.start(p, done.epoch, Duration::from_secs(2));
-                    return;
+                    return Ok(());
                 }
             }
         }
@@ -212,7 +212,7 @@ impl Partitions {
         // lookup); it changes no state.
         if let (Some(m), Some(_)) = (r.meta, &self.owner) {
             let claim = crate::kafka::changelog::meta_record(p, &m, self.owner.as_deref());
-            if let Err((_, e)) = committer.publisher.publish(&[claim]).await {
+            if let Some((_, e)) = committer.publisher.publish(&[claim]).await.failed.first() {
                 tracing::warn!(partition = p, error = %e, "cannot name this instance as the owner in the changelog");
             }
         }
@@ -220,6 +220,7 @@ impl Partitions {
             tracing::error!(partition = p, error = %e, "cannot resume partition");
         }
         ctx.with_assignment(|a| a.restoring.remove(&p));
+        Ok(())
     }
 
     /// Writes a partition's whole local state to the changelog (state the
@@ -241,17 +242,14 @@ impl Partitions {
         };
         let mut attempt = 0;
         for chunk in crate::kafka::changelog::state_records(p, &commit).chunks(10_000) {
-            if committer
-                .deliver(chunk.to_vec(), &mut attempt)
-                .await
-                .is_none()
-            {
-                return Ok(Seeded::Stopped);
+            if let Err(stop) = committer.deliver(chunk.to_vec(), &mut attempt).await {
+                return Ok(Seeded::Stopped(stop));
             }
         }
         let closing = crate::kafka::changelog::meta_record(p, &meta, self.owner.as_deref());
-        let Some(written) = committer.deliver(vec![closing], &mut attempt).await else {
-            return Ok(Seeded::Stopped);
+        let written = match committer.deliver(vec![closing], &mut attempt).await {
+            Ok(w) => w,
+            Err(stop) => return Ok(Seeded::Stopped(stop)),
         };
         let next = written.first().map_or(meta.changelog_next, |(_, o)| o + 1);
         self.store.commit(

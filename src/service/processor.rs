@@ -10,8 +10,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::kafka::record::dead_letter_body;
 pub use crate::kafka::record::{InMessage, OutKind, OutRecord};
 use crate::pipeline::decode::{RejectCode, Rejection, Validator};
+use crate::pipeline::error::{Classify, ErrorClass};
 pub use crate::pipeline::event::ClockMode;
 use crate::pipeline::event::Millis;
 use crate::pipeline::features::{CustomerState, FeatureSpec};
@@ -22,7 +24,7 @@ use crate::store::{Commit, PartitionMeta, Store, StoreError};
 use crate::telemetry::events::{
     AlertInCooldown, AlertPublished, CustomerErased, DeadLettered, DuplicateDropped, EventConsumed,
     OffsetGap, OutcomeDecided, PartitionCommitted, ScoreCause, Scored, SilentRescored,
-    StoreCommitted, TriggerHeld, TriggerPublished, TriggerSuppressed,
+    StateQuarantined, StoreCommitted, TriggerHeld, TriggerPublished, TriggerSuppressed,
 };
 use crate::telemetry::metrics::Metrics;
 
@@ -83,6 +85,8 @@ pub struct Processor {
     pub input_topic: String,
     /// Most silent customers re-scored per partition per batch.
     pub sweep_limit: usize,
+    /// Largest payload a dead letter carries (`kafka.dead_letter_max_bytes`).
+    pub dead_letter_max_bytes: usize,
     metas: HashMap<i32, PartitionMeta>,
 }
 
@@ -108,6 +112,8 @@ impl Processor {
             clock,
             input_topic,
             sweep_limit: 10_000,
+            dead_letter_max_bytes: crate::kafka::settings::KafkaConfig::default()
+                .dead_letter_max_bytes,
             metas: HashMap::new(),
         }
     }
@@ -225,7 +231,21 @@ impl Processor {
         id: &str,
     ) -> Result<&'a mut Slot, StoreError> {
         if !slots.contains_key(id) {
-            let state = self.store.get(p, id)?;
+            let state = match self.store.get(p, id) {
+                Ok(s) => s,
+                Err(e) if e.class() == ErrorClass::Corrupt => {
+                    // Trying again reads the same bytes: move them aside
+                    // (an error here is the store's, settled by its class).
+                    self.store.quarantine(p, id)?;
+                    self.metrics.emit(StateQuarantined {
+                        partition: p,
+                        customer: id,
+                        error: &e,
+                    });
+                    None
+                }
+                Err(e) => return Err(e),
+            };
             slots.insert(
                 id.to_string(),
                 Slot {
@@ -450,10 +470,15 @@ impl Processor {
         if let Some(ct) = &m.content_type {
             headers.push(("content-type".to_string(), ct.clone().into_bytes()));
         }
+        let (payload, about) = dead_letter_body(
+            m.payload.as_deref().unwrap_or(&[]),
+            self.dead_letter_max_bytes,
+        );
+        headers.extend(about);
         OutRecord {
             kind: OutKind::DeadLetter,
             key: m.key.clone(),
-            payload: m.payload.clone().unwrap_or_default(),
+            payload,
             headers,
             partition: None,
         }
@@ -631,6 +656,69 @@ mod tests {
             assert_eq!(one, other, "batch size {size}");
             assert_eq!(s1, s2, "batch size {size}");
         }
+    }
+
+    #[test]
+    fn a_corrupt_stored_state_is_quarantined_and_the_partition_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let sled = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let store: Arc<dyn Store> = sled.clone();
+        let mut p = processor(store.clone());
+        run(&mut p, &[msg(0, 0, "c", "e0", 0, "purchase")]);
+        sled.put_raw_state(0, "c", b"\xff not a state").unwrap();
+        assert!(store.get(0, "c").is_err(), "the damage is seen on read");
+        // Events for the damaged customer and another are applied: the
+        // batch commits instead of retrying the same bytes forever.
+        let b = run(
+            &mut p,
+            &[
+                msg(0, 1, "c", "e1", 1, "purchase"),
+                msg(0, 2, "d", "e2", 1, "purchase"),
+            ],
+        );
+        assert_eq!(b.consumed, 2);
+        assert_eq!(
+            store.get(0, "c").unwrap().unwrap().purchases,
+            1,
+            "c starts afresh"
+        );
+        assert_eq!(store.get(0, "d").unwrap().unwrap().purchases, 1);
+        assert_eq!(store.meta(0).unwrap().unwrap().next_offset, 3);
+        let q = sled.quarantined().unwrap();
+        assert_eq!(q.len(), 1);
+        assert!(q[0].0.starts_with("0/c/"), "{}", q[0].0);
+        assert_eq!(q[0].1, b"\xff not a state");
+        assert_eq!(
+            p.metrics
+                .count(crate::telemetry::metrics::Count::StatesQuarantined, &[]),
+            1
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_carries_at_most_its_limit_and_the_original_size_and_hash() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::default());
+        let mut p = processor(store);
+        p.dead_letter_max_bytes = 1024;
+        let mut big = msg(0, 0, "c", "e0", 0, "purchase");
+        big.payload = Some(vec![b'{'; 2 * 1024 * 1024]);
+        let b = p.process(&[big], T0).unwrap();
+        let dl: Vec<_> = b
+            .records
+            .iter()
+            .filter(|r| r.kind == OutKind::DeadLetter)
+            .collect();
+        assert_eq!(dl.len(), 1);
+        assert_eq!(dl[0].payload.len(), 1024);
+        let h = |k: &str| {
+            let v = &dl[0].headers.iter().find(|(n, _)| n == k).expect(k).1;
+            String::from_utf8(v.clone()).unwrap()
+        };
+        assert_eq!(h("dlq-reason-code"), "too_large");
+        assert_eq!(h("dlq-original-size"), (2 * 1024 * 1024).to_string());
+        assert_eq!(h("dlq-truncated"), "true");
+        assert_eq!(h("dlq-original-sha256").len(), 64);
+        assert_eq!(h("dlq-source-offset"), "0");
     }
 
     #[test]

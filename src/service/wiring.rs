@@ -34,6 +34,8 @@ pub enum StartError {
     Kafka(#[from] KafkaError),
     #[error(transparent)]
     Topic(#[from] crate::kafka::topics::TopicError),
+    #[error("stopped: {0}; the uncommitted batch is replayed at the next start")]
+    Halted(#[from] crate::service::committer::Halted),
     #[error("admin server cannot listen on {addr}: {source}")]
     Admin {
         addr: String,
@@ -46,6 +48,7 @@ impl Classify for StartError {
         match self {
             Self::Store(e) => e.class(),
             Self::Kafka(e) => e.class(),
+            Self::Halted(e) => e.class(),
             Self::Config(_) | Self::Model(_) | Self::Topic(_) | Self::Admin { .. } => {
                 ErrorClass::Config
             }
@@ -144,7 +147,7 @@ impl Service {
         let publisher = Publisher::new(&cfg)?;
         *self.control.producer.lock().expect("not poisoned") = Some(publisher.clone());
         let clock = self.config.clock.mode;
-        let processor = Processor::new(
+        let mut processor = Processor::new(
             self.config.feature_spec(),
             self.config.validator(),
             self.config.policy_for(Some(self.model.file())),
@@ -154,7 +157,10 @@ impl Service {
             clock,
             cfg.input_topic.clone(),
         );
+        processor.dead_letter_max_bytes = cfg.dead_letter_max_bytes;
         self.health.committing.store(true, Ordering::Relaxed);
+        self.health
+            .stall_after(Duration::from_secs(self.config.service.stall_seconds));
         tracing::info!(
             brokers = %cfg.brokers,
             topic = %cfg.input_topic,
@@ -188,6 +194,7 @@ impl Service {
             metrics: &self.metrics,
             shutdown: &shutdown,
             owner: owner.clone(),
+            dead_letter_max_bytes: cfg.dead_letter_max_bytes,
         };
         let partitions = Partitions::new(
             cfg.clone(),
@@ -196,7 +203,7 @@ impl Service {
             owner,
             Duration::from_secs(cfg.release_unowned_after_seconds),
         );
-        MainLoop {
+        let halted = MainLoop {
             config: self.config.clone(),
             control: &self.control,
             models,
@@ -207,12 +214,17 @@ impl Service {
         }
         .run()
         .await;
-        tracing::info!("stopping: flushing state");
+        match &halted {
+            Ok(()) => tracing::info!("stopping: flushing state"),
+            Err(e) => {
+                tracing::error!(error = %e, class = e.class().as_str(), "stopping: a failure no retry can fix")
+            }
+        }
         if let Err(e) = self.store.flush() {
             tracing::error!(error = %e, "final flush failed; the next start replays from the last durable commit");
         }
         publisher.flush(Duration::from_secs(5));
         tracing::info!("stopped");
-        Ok(())
+        Ok(halted?)
     }
 }

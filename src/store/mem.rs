@@ -92,6 +92,12 @@ impl Store for MemStore {
         Ok(())
     }
 
+    /// Nothing in memory is ever undecodable: the state is just dropped.
+    fn quarantine(&self, partition: i32, customer: &str) -> Result<(), StoreError> {
+        self.with(partition, |p| p.states.remove(customer));
+        Ok(())
+    }
+
     fn customers(&self, partition: i32) -> Result<Vec<(String, CustomerState)>, StoreError> {
         Ok(self.with(partition, |p| {
             let mut v: Vec<_> = p

@@ -131,6 +131,9 @@ pub trait Store: Send + Sync + 'static {
     fn customers(&self, partition: i32) -> Result<Vec<(String, CustomerState)>, StoreError>;
     /// Bytes the store occupies on disk (0 in memory).
     fn size_on_disk(&self) -> u64;
+    /// Moves a customer's stored state aside (it could not be decoded):
+    /// it is kept apart for inspection, and the customer has no state.
+    fn quarantine(&self, partition: i32, customer: &str) -> Result<(), StoreError>;
 }
 
 // Compile-time check that the trait stays usable as `dyn Store`.

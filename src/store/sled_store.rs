@@ -5,6 +5,9 @@
 //! - `d` + due time (8 bytes, order-preserving) + customer id → empty
 //! - `m` → bincode [`PartitionMeta`]
 //!
+//! States that cannot be decoded are moved to the `quarantine` tree, keyed
+//! by partition, customer id and the time they were moved.
+//!
 //! A commit is one `sled::Batch` on the partition's tree, so state, due index
 //! and offset change together or not at all. sled writes it to its log at
 //! once and makes it durable at the next flush (every
@@ -22,6 +25,7 @@ use crate::pipeline::features::CustomerState;
 
 const TREE_PREFIX: &str = "partition-";
 const META_KEY: &[u8] = b"m";
+const QUARANTINE: &str = "quarantine";
 
 /// Customer state in a sled database on disk.
 pub struct SledStore {
@@ -78,6 +82,32 @@ impl SledStore {
         })
     }
 
+    /// The quarantined states: (key `partition/customer/ms`, raw bytes).
+    pub fn quarantined(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let q = self.db.open_tree(QUARANTINE).map_err(io)?;
+        q.iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(io)?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    /// Writes raw bytes as a customer's stored state (for tests of what a
+    /// damaged store does).
+    #[doc(hidden)]
+    pub fn put_raw_state(
+        &self,
+        partition: i32,
+        customer: &str,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        self.tree(partition)?
+            .insert(state_key(customer), bytes)
+            .map_err(io)?;
+        Ok(())
+    }
+
     /// Opens with the default flush interval.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         Self::open_with(dir, None)
@@ -98,6 +128,23 @@ impl SledStore {
 }
 
 impl Store for SledStore {
+    fn quarantine(&self, partition: i32, customer: &str) -> Result<(), StoreError> {
+        let tree = self.tree(partition)?;
+        let key = state_key(customer);
+        if let Some(raw) = tree.get(&key).map_err(io)? {
+            let moved = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            self.db
+                .open_tree(QUARANTINE)
+                .map_err(io)?
+                .insert(format!("{partition}/{customer}/{moved}"), raw)
+                .map_err(io)?;
+            tree.remove(key).map_err(io)?;
+        }
+        Ok(())
+    }
+
     fn meta(&self, partition: i32) -> Result<Option<PartitionMeta>, StoreError> {
         match self.tree(partition)?.get(META_KEY).map_err(io)? {
             None => Ok(None),

@@ -115,6 +115,64 @@ impl TelemetryEvent for DeadLettered {
     }
 }
 
+/// A broker refused an output record for good; `action` says what was
+/// done instead (`dead_lettered`, `payload_dropped` or `stopped`).
+pub struct OutputRefused<'a> {
+    pub kind: &'a str,
+    pub action: &'a str,
+    pub error: &'a dyn Failure,
+}
+
+impl TelemetryEvent for OutputRefused<'_> {
+    fn emit(self, m: &Metrics) {
+        m.outputs_refused
+            .with_label_values(&[self.kind, self.action])
+            .inc();
+        tracing::error!(
+            kind = self.kind,
+            action = self.action,
+            class = self.error.class().as_str(),
+            error = %self.error,
+            "output refused for good by the broker"
+        );
+    }
+}
+
+/// The producer had a fatal error and was replaced.
+pub struct ProducerRecreated<'a> {
+    pub reason: &'a str,
+}
+
+impl TelemetryEvent for ProducerRecreated<'_> {
+    fn emit(self, m: &Metrics) {
+        m.producer_recreated.inc();
+        tracing::warn!(
+            reason = self.reason,
+            "producer had a fatal error: replaced it; the batch in hand is sent again"
+        );
+    }
+}
+
+/// A stored state could not be decoded: it was moved aside and the
+/// customer starts afresh.
+pub struct StateQuarantined<'a> {
+    pub partition: i32,
+    pub customer: &'a str,
+    pub error: &'a dyn Failure,
+}
+
+impl TelemetryEvent for StateQuarantined<'_> {
+    fn emit(self, m: &Metrics) {
+        m.states_quarantined.inc();
+        tracing::error!(
+            partition = self.partition,
+            customer = self.customer,
+            error = %self.error,
+            "stored state is corrupt: moved to the store's quarantine; the customer's state starts afresh"
+        );
+    }
+}
+
 /// A churn probability was computed.
 pub struct Scored {
     pub cause: ScoreCause,

@@ -45,6 +45,9 @@ pub struct Metrics {
     pub(super) ready: IntGauge,
     pub(super) commits: IntCounter,
     pub(super) offset_gaps: IntCounter,
+    pub(super) outputs_refused: IntCounterVec,
+    pub(super) producer_recreated: IntCounter,
+    pub(super) states_quarantined: IntCounter,
     pub(super) model_reloads: IntCounterVec,
     pub(super) model_info: IntGaugeVec,
 }
@@ -241,6 +244,22 @@ impl Metrics {
                 "churn_alert_ready",
                 "1 when connected, assigned and able to commit; 0 otherwise.",
             ),
+            outputs_refused: counter_vec(
+                &r,
+                "churn_alert_outputs_refused_total",
+                "Output records a broker refused for good (too large, invalid, not authorized), by kind and what was done: dead_lettered, payload_dropped or stopped.",
+                &["kind", "action"],
+            ),
+            producer_recreated: counter(
+                &r,
+                "churn_alert_producer_recreated_total",
+                "Times the producer was replaced after a fatal error.",
+            ),
+            states_quarantined: counter(
+                &r,
+                "churn_alert_states_quarantined_total",
+                "Stored customer states that could not be decoded and were moved aside.",
+            ),
             offset_gaps: counter(
                 &r,
                 "churn_alert_offset_gaps_total",
@@ -291,6 +310,11 @@ impl Metrics {
         for kind in ["assigned", "revoked", "lost"] {
             m.rebalances.with_label_values(&[kind]);
         }
+        for kind in ["alert", "trigger", "outcome", "dead_letter", "changelog"] {
+            for action in ["dead_lettered", "payload_dropped", "stopped"] {
+                m.outputs_refused.with_label_values(&[kind, action]);
+            }
+        }
         for d in Dependency::ALL {
             m.failures.with_label_values(&[d.as_str()]);
         }
@@ -310,7 +334,7 @@ impl Metrics {
     /// also export `_bucket`, `_sum` and `_count` series).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let all: [&dyn Collector; 29] = [
+        let all: [&dyn Collector; 32] = [
             &self.events_consumed,
             &self.dlq,
             &self.duplicates,
@@ -338,6 +362,9 @@ impl Metrics {
             &self.ready,
             &self.commits,
             &self.offset_gaps,
+            &self.outputs_refused,
+            &self.producer_recreated,
+            &self.states_quarantined,
             &self.model_reloads,
             &self.model_info,
         ];
@@ -360,6 +387,9 @@ impl Metrics {
             Count::TriggersSuppressed => &self.triggers_suppressed,
             Count::Outcomes => &self.outcomes,
             Count::SilentRescores => &self.rescored_silent,
+            Count::OutputsRefused => &self.outputs_refused,
+            Count::ProducerRecreated => &self.producer_recreated,
+            Count::StatesQuarantined => &self.states_quarantined,
         };
         c.collect()
             .iter()
@@ -395,6 +425,12 @@ pub enum Count {
     Outcomes,
     /// `churn_alert_rescored_silent_total`.
     SilentRescores,
+    /// `churn_alert_outputs_refused_total` (labels `kind`, `action`).
+    OutputsRefused,
+    /// `churn_alert_producer_recreated_total`.
+    ProducerRecreated,
+    /// `churn_alert_states_quarantined_total`.
+    StatesQuarantined,
 }
 
 /// An outside system the service depends on.
