@@ -139,6 +139,87 @@ async fn bad_input_is_dead_lettered_and_the_service_keeps_going(broker: Broker) 
     svc.stop().await;
 }
 
+/// Poison pills (a 2 MB event, binary garbage over the producer's 1 MB
+/// limit, deeply nested JSON) between good events: each is dead-lettered
+/// cut to `kafka.dead_letter_max_bytes`, with its original size and hash,
+/// every good event is applied once, and the service stays ready.
+async fn poison_pills_are_dead_lettered_cut_to_size_and_nothing_stops(broker: Broker) {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = test_config(&broker, dir.path());
+    broker.create_topics(&cfg).await;
+    let svc = start(&cfg).await;
+    let two_mb = format!(
+        r#"{{"event_id":"huge","customer_id":"c-1","type":"session","occurred_at":"{}","attributes":{{"x":"{}"}}}}"#,
+        at(1.0),
+        "y".repeat(2 * 1024 * 1024)
+    );
+    let garbage: Vec<u8> = (0..1_200_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    // Under the test config's 2 KiB limit, far past serde_json's depth limit.
+    let nested = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
+    let cases: Vec<(Msg, Option<&str>)> = vec![
+        (event("c-1", "e1", 1.0, "purchase", r#""amount":10"#), None),
+        (json("c-1", two_mb), Some("too_large")),
+        (event("c-1", "e2", 2.0, "purchase", r#""amount":10"#), None),
+        (
+            Msg {
+                key: Some("c-1".into()),
+                payload: garbage,
+                content_type: None,
+                partition: None,
+            },
+            Some("too_large"),
+        ),
+        (json("c-1", nested), Some("undecodable")),
+        (event("c-1", "e3", 3.0, "purchase", r#""amount":10"#), None),
+    ];
+    let msgs: Vec<Msg> = cases.iter().map(|(m, _)| m.clone()).collect();
+    let (positions, high) = produce(&broker, &cfg.kafka.input_topic, &msgs).await;
+    svc.wait_committed(&high).await;
+
+    let dlq = read_all(&broker, &cfg.kafka.dlq_topic);
+    assert_eq!(dlq.len(), 3, "one dead letter per poison pill");
+    for (i, (m, code)) in cases.iter().enumerate() {
+        let Some(code) = code else { continue };
+        let (p, o) = positions[i];
+        let r = dlq
+            .iter()
+            .find(|r| {
+                r.headers.get("dlq-source-offset") == Some(&o.to_string())
+                    && r.headers.get("dlq-source-partition") == Some(&p.to_string())
+            })
+            .unwrap_or_else(|| panic!("no dead letter for case {i}"));
+        assert_eq!(r.headers["dlq-reason-code"], *code);
+        let limit = cfg.kafka.dead_letter_max_bytes;
+        let cut = m.payload.len() > limit;
+        assert_eq!(
+            r.payload,
+            m.payload[..m.payload.len().min(limit)],
+            "case {i}: the first bytes, cut to the limit"
+        );
+        assert_eq!(r.headers["dlq-truncated"], cut.to_string());
+        assert_eq!(r.headers["dlq-original-size"], m.payload.len().to_string());
+        let sha: String = Sha256::digest(&m.payload)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            r.headers["dlq-original-sha256"], sha,
+            "case {i}: the original can be checked"
+        );
+    }
+    let s = customer(svc.store.as_ref(), "c-1").expect("c-1 has state");
+    assert_eq!(s.purchases, 3, "every good event applied once");
+    assert_eq!(
+        svc.metric("churn_alert_outputs_refused_total", "").await,
+        0.0
+    );
+    svc.wait_ready().await;
+    svc.stop().await;
+}
+
 /// Customers who go silent are alerted once, keyed by customer id, with
 /// reasons; triggers go only to customers with marketing consent.
 async fn silent_customers_are_alerted_and_triggers_respect_consent(broker: Broker) {
@@ -406,6 +487,7 @@ macro_rules! on_both_brokers {
 
 on_both_brokers!(
     bad_input_is_dead_lettered_and_the_service_keeps_going,
+    poison_pills_are_dead_lettered_cut_to_size_and_nothing_stops,
     silent_customers_are_alerted_and_triggers_respect_consent,
     restart_keeps_state,
     lost_state_is_restored_from_the_changelog
@@ -461,4 +543,106 @@ async fn state_from_before_the_changelog_is_written_to_it() {
         0.0
     );
     svc.stop().await;
+}
+
+/// A fatal error of the idempotent producer (raised by librdkafka's fault
+/// injection, as after a long outage) replaces the producer: the batch in
+/// hand is sent again, nothing is lost or applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_producer_error_replaces_the_producer_and_loses_nothing() {
+    let broker = Broker::mock();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = test_config(&broker, dir.path());
+    broker.create_topics(&cfg).await;
+    let svc = start(&cfg).await;
+    let one_each = |r: std::ops::Range<usize>| -> Vec<Msg> {
+        r.map(|i| {
+            event(
+                &format!("c-{i}"),
+                &format!("p{i}"),
+                1.0,
+                "purchase",
+                r#""amount":1"#,
+            )
+        })
+        .collect()
+    };
+    let (_, high) = produce(&broker, &cfg.kafka.input_topic, &one_each(0..5)).await;
+    svc.wait_committed(&high).await;
+    let publisher = svc
+        .control
+        .producer
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("running");
+    publisher.inject_fatal_error();
+    assert!(publisher.fatal_error().is_some(), "the producer is dead");
+    let (_, high) = produce(&broker, &cfg.kafka.input_topic, &one_each(5..10)).await;
+    svc.wait_committed(&high).await;
+    assert!(
+        publisher.fatal_error().is_none(),
+        "a new producer is in use"
+    );
+    assert_eq!(
+        svc.metric("churn_alert_producer_recreated_total", "").await,
+        1.0
+    );
+    for i in 0..10 {
+        let s = customer(svc.store.as_ref(), &format!("c-{i}")).expect("applied");
+        assert_eq!(s.purchases, 1, "c-{i} applied once");
+    }
+    // The new producer's records reached the changelog: an instance with
+    // an empty disk restores every customer.
+    svc.wait_ready().await;
+    svc.stop().await;
+    std::fs::remove_dir_all(&cfg.store.path).unwrap();
+    let restored = start(&cfg).await;
+    restored.wait_committed(&high).await;
+    restored.wait_ready().await;
+    for i in 0..10 {
+        assert!(
+            customer(restored.store.as_ref(), &format!("c-{i}")).is_some(),
+            "c-{i} restored"
+        );
+    }
+    restored.stop().await;
+}
+
+/// A topic the broker refuses for good (not authorized) stops the service
+/// with that error instead of retrying forever; nothing is committed, so a
+/// fixed deployment replays the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_refused_for_good_stops_the_service_with_its_error() {
+    let broker = Broker::mock();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = test_config(&broker, dir.path());
+    broker.create_topics(&cfg).await;
+    let svc = start(&cfg).await;
+    svc.wait_ready().await;
+    let Broker::Mock(cluster) = &broker else {
+        unreachable!()
+    };
+    cluster
+        .topic_error(
+            &cfg.kafka.changelog_topic,
+            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        )
+        .unwrap();
+    let (_, _) = produce(&broker, &cfg.kafka.input_topic, &purchases(3)).await;
+    let store = svc.store.clone();
+    let err = svc.finished().await.expect_err("stopped with an error");
+    let text = err.to_string();
+    assert!(
+        text.contains("changelog") && text.contains("refused"),
+        "{text}"
+    );
+    assert_eq!(
+        churn_alert::pipeline::error::Classify::class(&err),
+        churn_alert::pipeline::error::ErrorClass::Config
+    );
+    for p in 0..PARTITIONS {
+        let next = store.meta(p).unwrap().map_or(0, |m| m.next_offset);
+        assert_eq!(next, 0, "nothing committed in partition {p}");
+    }
 }

@@ -103,6 +103,8 @@ impl Broker {
         ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
             .set("enable.idempotence", "true")
+            // Poison pills of several MB are test input too.
+            .set("message.max.bytes", "4000000")
             // As the service's default `kafka.partitioner` expects.
             .set("partitioner", "murmur2_random")
             .create()

@@ -5,6 +5,8 @@ use super::*;
 /// A service running in this process.
 pub struct Running {
     pub store: Arc<dyn Store>,
+    /// What the admin endpoints work with (the publisher among it).
+    pub control: Arc<churn_alert::admin::control::Control>,
     pub admin: std::net::SocketAddr,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), churn_alert::service::StartError>>,
@@ -25,9 +27,11 @@ impl Running {
     /// Runs a service whose admin server is already up.
     pub fn spawn(service: Service, admin: std::net::SocketAddr, stop: CancellationToken) -> Self {
         let store = service.store.clone();
+        let control = service.control.clone();
         let task = tokio::spawn(service.run(stop.clone()));
         Running {
             store,
+            control,
             admin,
             stop,
             task,
@@ -39,6 +43,14 @@ impl Running {
         self.stop.cancel();
         self.task.await.unwrap().unwrap();
         drop(self.store);
+    }
+
+    /// Waits for the service to stop by itself; its result.
+    pub async fn finished(self) -> Result<(), churn_alert::service::StartError> {
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .expect("the service stopped by itself")
+            .unwrap()
     }
 
     /// Waits until the committed state covers every offset in `high`.
