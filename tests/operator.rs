@@ -246,3 +246,50 @@ async fn mutating_endpoints_are_disabled_without_a_token() {
     assert_eq!(call(&svc, "GET", "/model", None).await.0, 200);
     svc.stop().await;
 }
+
+/// With `admin.read_token` set, a customer's personal data is shown only to
+/// that token (or the admin token); without it the view stays open, as the
+/// README says. Metrics and health stay open for Prometheus either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customer_data_needs_the_read_token_when_one_is_set() {
+    const READ: &str = "read-token-0123456789";
+    let broker = Broker::mock();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(&broker, dir.path());
+    cfg.admin.token = Some(TOKEN.into());
+    cfg.admin.read_token = Some(READ.into());
+    broker.create_topics(&cfg).await;
+    let svc = start(&cfg).await;
+    let (_, high) = produce(&broker, &cfg.kafka.input_topic, &events()).await;
+    svc.wait_committed(&high).await;
+    for token in [
+        None,
+        Some("wrong-token-0123456789"),
+        Some("read-token-012345678"),
+    ] {
+        let (status, body) = call(&svc, "GET", "/customers/c-1", token).await;
+        assert_eq!(status, 401, "{token:?}: {body}");
+        assert!(body.get("features").is_none(), "no data leaks: {body}");
+    }
+    for token in [READ, TOKEN] {
+        let (status, body) = call(&svc, "GET", "/customers/c-1", Some(token)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["customer_id"], "c-1", "{body}");
+    }
+    // The read token does not allow changes.
+    assert_eq!(
+        call(&svc, "DELETE", "/customers/c-1", Some(READ)).await.0,
+        401
+    );
+    assert_eq!(svc.http_get("/metrics").await.0, 200);
+    assert_eq!(svc.http_get("/healthz").await.0, 200);
+    svc.stop().await;
+
+    // Unset: open, as before.
+    cfg.admin.read_token = None;
+    let svc = start(&cfg).await;
+    svc.wait_ready().await;
+    let (status, body) = call(&svc, "GET", "/customers/c-1", None).await;
+    assert_eq!(status, 200, "{body}");
+    svc.stop().await;
+}

@@ -176,7 +176,9 @@ impl Store for FailingDisk {
 async fn failing_disk_waits_unready_and_skips_nothing() {
     let broker = Broker::mock();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = test_config(&broker, dir.path());
+    let mut cfg = test_config(&broker, dir.path());
+    // A batch held this long without a commit fails the liveness check.
+    cfg.service.stall_seconds = 2;
     broker.create_topics(&cfg).await;
     let mut service =
         churn_alert::service::Service::with_model(cfg.clone(), test_model(&cfg)).unwrap();
@@ -219,7 +221,18 @@ async fn failing_disk_waits_unready_and_skips_nothing() {
     }
     let (status, why) = svc.http_get("/readyz").await;
     assert_eq!(status, 503, "{why}");
-    assert_eq!(svc.http_get("/healthz").await.0, 200);
+    // Held past service.stall_seconds, the loop is reported stuck, so an
+    // orchestrator would restart the instance.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = svc.http_get("/healthz").await;
+        if status == 503 {
+            assert!(body.contains("stalled"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "/healthz never failed: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         offsets(disk.as_ref()),
         before,
@@ -230,6 +243,7 @@ async fn failing_disk_waits_unready_and_skips_nothing() {
     failing.store(false, Ordering::SeqCst);
     svc.wait_committed(&high).await;
     wait_ready_again(&svc).await;
+    assert_eq!(svc.http_get("/healthz").await.0, 200, "live again");
     assert_totals(disk.as_ref(), &want);
     svc.stop().await;
 }
