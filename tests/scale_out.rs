@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use churn_alert::config::Config;
@@ -25,7 +24,7 @@ struct Instance {
     name: &'static str,
     cfg: Config,
     port: u16,
-    child: Option<Child>,
+    child: Option<Proc>,
     log: std::path::PathBuf,
 }
 

@@ -104,10 +104,36 @@ impl Running {
     }
 }
 
+/// A child process that is killed and reaped when dropped, whether the
+/// test passed or panicked, so no process outlives its test.
+pub struct Proc(pub Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the real `churn-alert run` process, configured by its
 /// environment only (default policy), in event time, with its admin server
 /// on `port`; its log goes to `log`.
-pub fn spawn_service(cfg: &Config, port: u16, log: &Path) -> Child {
+pub fn spawn_service(cfg: &Config, port: u16, log: &Path) -> Proc {
     let k = &cfg.kafka;
     let mut c = Command::new(env!("CARGO_BIN_EXE_churn-alert"));
     c.arg("run")
@@ -133,7 +159,7 @@ pub fn spawn_service(cfg: &Config, port: u16, log: &Path) -> Child {
     if let Some(url) = &cfg.admin.advertised_url {
         c.env("CHURN_ALERT__ADMIN__ADVERTISED_URL", url);
     }
-    c.spawn().unwrap()
+    Proc(c.spawn().unwrap())
 }
 
 /// Runs the service in this process until every partition's state reaches
