@@ -13,9 +13,7 @@ use churn_alert::config::Config;
 use churn_alert::offline::simulate::{SimConfig, Simulator};
 use churn_alert::store::{SledStore, Store};
 use common::*;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureRecord;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 
 const PARTS: i32 = 6;
@@ -93,29 +91,6 @@ impl Drop for Instance {
             let _ = c.wait();
         }
     }
-}
-
-/// The group's committed offsets (committed after each state commit).
-fn committed(broker: &Broker, cfg: &Config) -> BTreeMap<i32, i64> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", &cfg.kafka.group_id)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTS {
-        tpl.add_partition(&cfg.kafka.input_topic, p);
-    }
-    let Ok(got) = c.committed_offsets(tpl, Duration::from_secs(5)) else {
-        return BTreeMap::new();
-    };
-    got.elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some((e.partition(), o)),
-            _ => None,
-        })
-        .collect()
 }
 
 async fn wait_ready(i: &Instance, within: Duration) {
@@ -300,7 +275,7 @@ async fn three_instances_lose_one_gain_an_empty_one_and_match_a_single_run() {
     }
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let done = committed(&broker, &scale);
+        let done = committed(&broker, &scale, PARTS);
         if high
             .iter()
             .all(|(p, h)| done.get(p).is_some_and(|o| o >= h))

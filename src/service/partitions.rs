@@ -17,7 +17,7 @@ use crate::service::committer::{Committer, Stopped};
 use crate::service::processor::Processor;
 use crate::store::{Commit, PartitionMeta, Store, StoreError};
 use crate::telemetry::events::{
-    Dependency, DependencyFailed, PartitionReleased, PartitionRestored,
+    Dependency, DependencyFailed, PartitionCommitted, PartitionReleased, PartitionRestored,
 };
 use crate::telemetry::metrics::Metrics;
 
@@ -190,6 +190,11 @@ impl Partitions {
             seconds: r.seconds,
         });
         if let Some(m) = r.meta {
+            self.metrics.emit(PartitionCommitted {
+                partition: p,
+                customers: m.customers,
+                next_offset: m.next_offset,
+            });
             // Where the restored state continues (the offset the partition
             // was assigned at was the local one).
             if let Err(e) = input.seek(p, m.next_offset) {

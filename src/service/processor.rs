@@ -218,6 +218,7 @@ impl Processor {
             self.metrics.emit(PartitionCommitted {
                 partition: *p,
                 customers: c.meta.customers,
+                next_offset: c.meta.next_offset,
             });
         }
         self.metrics.emit(StoreCommitted);

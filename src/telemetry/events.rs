@@ -208,13 +208,19 @@ impl TelemetryEvent for OutcomeDecided<'_> {
 pub struct PartitionCommitted {
     pub partition: i32,
     pub customers: u64,
+    /// The next input offset (everything before is in the state).
+    pub next_offset: i64,
 }
 
 impl TelemetryEvent for PartitionCommitted {
     fn emit(self, m: &Metrics) {
+        let p = self.partition.to_string();
         m.customers
-            .with_label_values(&[&self.partition.to_string()])
+            .with_label_values(&[&p])
             .set(self.customers as i64);
+        m.committed_offset
+            .with_label_values(&[&p])
+            .set(self.next_offset);
     }
 }
 

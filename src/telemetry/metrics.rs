@@ -35,6 +35,7 @@ pub struct Metrics {
     pub(super) rescored_silent: IntCounter,
     pub(super) consumer_lag: IntGaugeVec,
     pub(super) customers: IntGaugeVec,
+    pub(super) committed_offset: IntGaugeVec,
     pub(super) partitions_owned: IntGauge,
     pub(super) partitions_restoring: IntGauge,
     pub(super) rebalances: IntCounterVec,
@@ -201,6 +202,12 @@ impl Metrics {
                 "Customers held in state, by partition.",
                 &["partition"],
             ),
+            committed_offset: gauge_vec(
+                &r,
+                "churn_alert_committed_offset",
+                "The next input offset of each partition whose events are all in the committed state (the point a restart resumes from).",
+                &["partition"],
+            ),
             partitions_owned: gauge(
                 &r,
                 "churn_alert_partitions_owned",
@@ -334,7 +341,7 @@ impl Metrics {
     /// also export `_bucket`, `_sum` and `_count` series).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let all: [&dyn Collector; 32] = [
+        let all: [&dyn Collector; 33] = [
             &self.events_consumed,
             &self.dlq,
             &self.duplicates,
@@ -352,6 +359,7 @@ impl Metrics {
             &self.rescored_silent,
             &self.consumer_lag,
             &self.customers,
+            &self.committed_offset,
             &self.partitions_owned,
             &self.partitions_restoring,
             &self.rebalances,

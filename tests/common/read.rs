@@ -91,3 +91,27 @@ pub fn states(
         .flat_map(|p| store.customers(p).unwrap())
         .collect()
 }
+
+/// The group's committed offsets of the input topic (the service commits
+/// them after each state commit, for lag): partition → next offset.
+pub fn committed(broker: &Broker, cfg: &Config, partitions: i32) -> BTreeMap<i32, i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", &cfg.kafka.group_id)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(&cfg.kafka.input_topic, p);
+    }
+    let Ok(got) = c.committed_offsets(tpl, Duration::from_secs(5)) else {
+        return BTreeMap::new();
+    };
+    got.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}
