@@ -2,7 +2,7 @@
 # The whole test suite, as the README gives it: installs the tansu broker if
 # missing (the integration tests start and stop their own brokers), checks
 # formatting and lints, then runs every test, the crash loop, the scale-out
-# test and a short fuzzing run of the event decoders.
+# test, a short soak and a short fuzzing run of the event decoders.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,5 +32,9 @@ if ! cargo test --release --test scale_out -- --ignored --nocapture 2>&1 | tee "
   fi
 fi
 rm -f "$scale_log"
+# A short soak (about 3 minutes): 20 s of simulated events with poison
+# pills, SIGKILLs and broker restarts, compared with a clean run
+# (scripts/soak.sh runs a longer one).
+SOAK_SECONDS=20 cargo test --release --test soak -- --ignored --nocapture
 # The decoders under libFuzzer for a minute.
 scripts/fuzz.sh 60

@@ -114,6 +114,7 @@ fn counted(s: &CustomerState) -> i64 {
 
 /// The bucket counts of the event-to-commit latency histogram in a scrape.
 fn latency_buckets(body: &str) -> BTreeMap<String, f64> {
+    // (`sum` and `count` are kept beside the bounds by the caller.)
     body.lines()
         .filter(|l| l.starts_with("churn_alert_processing_latency_seconds_bucket"))
         .filter_map(|l| {
@@ -128,14 +129,21 @@ fn latency_buckets(body: &str) -> BTreeMap<String, f64> {
 fn quantile(buckets: &BTreeMap<String, f64>, q: f64) -> String {
     let mut bounds: Vec<(f64, &String, f64)> = buckets
         .iter()
+        .filter(|(le, _)| *le != "sum" && *le != "count")
         .map(|(le, v)| (le.parse().unwrap_or(f64::INFINITY), le, *v))
         .collect();
     bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
     let total = bounds.last().map_or(0.0, |b| b.2);
-    bounds
+    let top = bounds
         .iter()
-        .find(|b| b.2 >= q * total)
-        .map_or("n/a".into(), |b| format!("<= {} s", b.1))
+        .rev()
+        .find(|b| b.0.is_finite())
+        .map_or(0.0, |b| b.0);
+    match bounds.iter().find(|b| b.2 >= q * total) {
+        None => "n/a".into(),
+        Some(b) if b.0.is_finite() => format!("<= {} s", b.1),
+        Some(_) => format!("> {top} s (the histogram's top bound)"),
+    }
 }
 
 /// Streams `inputs` to `topic`, `rate` a second, without waiting for the
@@ -243,7 +251,7 @@ async fn soak_with_poison_kills_and_broker_restarts() {
     let base = process_config(&broker, dir.path());
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
 
-    let mut events = simulate(4000, seed);
+    let events = simulate(1000, seed);
 
     // The peak: a clean in-process run over a calibration topic.
     let mut calib = named_run(&base, "calib", dir.path());
@@ -265,10 +273,10 @@ async fn soak_with_poison_kills_and_broker_restarts() {
     let service = peak_rate(&calib, &calib_high).await;
     let peak = service.min(ingest);
     let rate = peak / 2.0;
+    // Customers enough for the stream to cover most of the 120 days, so
+    // that silences (and alerts) happen within it.
     let n = (rate * seconds as f64) as usize;
-    if n > events.len() {
-        events = simulate(4000 * n.div_ceil(events.len()), seed);
-    }
+    let events = simulate((n / 60).max(300), seed);
     let n = n.min(events.len());
     eprintln!(
         "peak {peak:.0} events/s (service {service:.0}/s in a clean run, broker ingest {ingest:.0}/s); streaming {n} events at {rate:.0}/s for about {seconds} s"
@@ -277,14 +285,13 @@ async fn soak_with_poison_kills_and_broker_restarts() {
     let clean = named_run(&base, "clean", dir.path());
     let mut crash = named_run(&base, "crash", dir.path());
     crash.kafka.instance_id = Some("soak-0".into());
-    broker.create_topics(&clean).await;
     broker.create_topics(&crash).await;
     let stream_in = inputs(&events[..n], 2000, &mut rng);
     let poison_count = stream_in.iter().filter(|m| m.poison.is_some()).count();
     let streaming = tokio::spawn(stream(
         stream_producer(&broker.bootstrap()),
         base.kafka.input_topic.clone(),
-        stream_in,
+        stream_in.clone(),
         rate,
     ));
 
@@ -300,6 +307,10 @@ async fn soak_with_poison_kills_and_broker_restarts() {
         if let Some((200, body)) = http_get(admin, "/metrics").await {
             for (le, v) in latency_buckets(&body) {
                 *latency.entry(le).or_default() += v;
+            }
+            for part in ["sum", "count"] {
+                let name = format!("churn_alert_processing_latency_seconds_{part}");
+                *latency.entry(part.into()).or_default() += metric_value(&body, &name, "");
             }
         }
     };
@@ -408,8 +419,24 @@ async fn soak_with_poison_kills_and_broker_restarts() {
         states(&store, PARTITIONS)
     };
 
-    // The reference: one clean, uninterrupted run over the same input.
-    let expected = run_to_end(&clean, &high, PARTITIONS).await;
+    // The reference: one clean, uninterrupted run over the same input, on
+    // a broker of its own (tansu, memory engine) that was never restarted:
+    // a new consumer group on the restarted SQLite broker may not be
+    // served at all (seen with tansu 0.6: the clean run then consumed
+    // nothing for 300 s).
+    let reference = Broker::tansu();
+    let mut clean = clean;
+    clean.kafka.brokers = reference.bootstrap();
+    reference.create_topics(&clean).await;
+    let (clean_high, _) = stream(
+        stream_producer(&reference.bootstrap()),
+        clean.kafka.input_topic.clone(),
+        stream_in,
+        f64::INFINITY,
+    )
+    .await;
+    assert_eq!(clean_high, high, "the same input on both brokers");
+    let expected = run_to_end(&clean, &clean_high, PARTITIONS).await;
     let (mut lost, mut doubled, mut differ) = (0i64, 0i64, 0usize);
     for (id, want) in &expected {
         let have = got.get(id);
@@ -432,7 +459,10 @@ async fn soak_with_poison_kills_and_broker_restarts() {
             .map(|r| r.headers["alert-id"].clone())
             .collect()
     };
-    let clean_alerts = ids(&clean.kafka.alerts_topic);
+    let clean_alerts: HashSet<String> = read_all(&reference, &clean.kafka.alerts_topic)
+        .iter()
+        .map(|r| r.headers["alert-id"].clone())
+        .collect();
     let crash_alerts = ids(&crash.kafka.alerts_topic);
     let missing = clean_alerts.difference(&crash_alerts).count();
     let unknown = crash_alerts.difference(&clean_alerts).count();
@@ -482,9 +512,10 @@ async fn soak_with_poison_kills_and_broker_restarts() {
     println!("  dead letters by reason       {by_reason:?}");
     println!("  poison pills not dead-lettered {unlettered}");
     println!(
-        "  event-to-commit latency      p50 {}, p99 {} (all processes, incl. time spent down)",
+        "  event-to-commit latency      p50 {}, p99 {}, mean {:.2} s (all processes, incl. time spent down and restoring)",
         quantile(&latency, 0.5),
-        quantile(&latency, 0.99)
+        quantile(&latency, 0.99),
+        latency.get("sum").copied().unwrap_or(0.0) / latency.get("count").copied().unwrap_or(0.0).max(1.0)
     );
     assert!(kills + broker_restarts > 0, "no chaos happened");
     assert_eq!(lost, 0, "events lost");
