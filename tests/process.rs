@@ -335,8 +335,30 @@ async fn a_stop_is_bounded_by_the_stop_timeout_when_the_broker_hangs() {
         "exit status {status}"
     );
     // The broker answers again: the restart applies the rest, each once.
+    // tansu 0.6 now and then leaves a restarted static member without
+    // partitions for minutes (its known bug: dead members are never
+    // expired); such a start is stopped and made again, at most twice.
     let port = free_port();
     let mut child = spawn_service(&broker, &state, port);
+    for _ in 0..2 {
+        let ready = async || matches!(http(port, "/readyz").await, Some((200, _)));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut up = false;
+        while Instant::now() < deadline {
+            if ready().await {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if up {
+            break;
+        }
+        eprintln!("the restart was left without partitions by tansu: starting it again");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        child = spawn_service(&broker, &state, port);
+    }
     wait_for("every event committed once", 90, async || {
         committed_purchases(port).await == TOTAL
     })

@@ -105,7 +105,7 @@ impl Config {
             _ if k.dead_letter_max_bytes == 0 => {
                 return Err(key_err("kafka.dead_letter_max_bytes", "must be at least 1"));
             }
-            Some(limit) if k.dead_letter_max_bytes + HEADER_ROOM > limit => {
+            Some(limit) if k.dead_letter_max_bytes.saturating_add(HEADER_ROOM) > limit => {
                 return Err(key_err(
                     "kafka.dead_letter_max_bytes",
                     format!(

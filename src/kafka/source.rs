@@ -494,15 +494,26 @@ impl Publisher {
 
     /// Sends one event to the input topic, keyed by customer id (an
     /// erasure requested over HTTP), and awaits its delivery.
+    /// A producer with a fatal error is replaced and the send tried again
+    /// once.
     pub async fn send_input(&self, key: &[u8], payload: &[u8]) -> Result<(), KafkaError> {
-        let record = FutureRecord::to(&self.input_topic)
-            .key(key)
-            .payload(payload);
-        self.current()
-            .send(record, Duration::from_secs(10))
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| e)
+        let send = async || {
+            let record = FutureRecord::to(&self.input_topic)
+                .key(key)
+                .payload(payload);
+            self.current()
+                .send(record, Duration::from_secs(10))
+                .await
+                .map(|_| ())
+                .map_err(|(e, _)| e)
+        };
+        match send().await {
+            Err(_) if self.fatal_error().is_some() => {
+                self.recreate()?;
+                send().await
+            }
+            done => done,
+        }
     }
 
     /// Waits up to `timeout` for records still in flight.

@@ -135,8 +135,9 @@ impl Committer<'_> {
                 break;
             }
             if let Some(reason) = self.publisher.fatal_error() {
-                // Every record failed with the producer: a new one sends
-                // them all again.
+                // The producer is dead: a new one sends the records that
+                // were not delivered (after a wait, so a fault that kills
+                // every new producer is not a busy loop).
                 self.metrics.emit(ProducerRecreated { reason: &reason });
                 if let Err(e) = self.publisher.recreate() {
                     return Err(Stopped::Halted(Halted::Refused {
@@ -144,7 +145,14 @@ impl Committer<'_> {
                         source: e,
                     }));
                 }
-                pending = delivery.failed.into_iter().map(|(r, _)| r).collect();
+                let (again, errors): (Vec<_>, Vec<_>) = delivery.failed.into_iter().unzip();
+                pending = again;
+                if *attempt > 0 {
+                    self.backoff(attempt, Dependency::KafkaProduce, &errors[0])
+                        .await?;
+                } else {
+                    *attempt += 1;
+                }
                 continue;
             }
             pending = Vec::new();

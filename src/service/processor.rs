@@ -685,6 +685,10 @@ mod tests {
         );
         assert_eq!(store.get(0, "d").unwrap().unwrap().purchases, 1);
         assert_eq!(store.meta(0).unwrap().unwrap().next_offset, 3);
+        // The damaged state's due-index entry went with it: one entry per
+        // customer.
+        let due = store.due(0, i64::MAX, 100).unwrap();
+        assert_eq!(due.len(), 2, "{due:?}");
         let q = sled.quarantined().unwrap();
         assert_eq!(q.len(), 1);
         assert!(q[0].0.starts_with("0/c/"), "{}", q[0].0);

@@ -142,6 +142,14 @@ impl Store for SledStore {
                 .map_err(io)?;
             tree.remove(key).map_err(io)?;
         }
+        // Its due-index entries (their time was in the state that cannot
+        // be read): found by the customer id that ends their keys.
+        for item in tree.scan_prefix(b"d") {
+            let (k, _) = item.map_err(io)?;
+            if k.len() == 9 + customer.len() && &k[9..] == customer.as_bytes() {
+                tree.remove(k).map_err(io)?;
+            }
+        }
         Ok(())
     }
 
