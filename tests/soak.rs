@@ -340,8 +340,13 @@ async fn soak_with_poison_kills_and_broker_restarts() {
                 log(runs).display()
             );
             if ready_since.elapsed() > Duration::from_secs(60) {
+                // Seen in a 120 s soak: tansu (SQLite) stopped answering
+                // group and metadata requests (timeouts) after many
+                // restarts; the broker is restarted too.
                 child.kill().unwrap();
                 child.wait().unwrap();
+                drop(broker);
+                broker = Broker::tansu_at(port, dir.path(), storage);
                 left_unassigned += 1;
                 runs += 1;
                 child = spawn(&mut crash, runs);
@@ -406,6 +411,8 @@ async fn soak_with_poison_kills_and_broker_restarts() {
         if !ready && ready_since.elapsed() > Duration::from_secs(60) {
             child.kill().unwrap();
             child.wait().unwrap();
+            drop(broker);
+            broker = Broker::tansu_at(port, dir.path(), storage);
             left_unassigned += 1;
             runs += 1;
             child = spawn(&mut crash, runs);
