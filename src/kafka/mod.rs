@@ -13,7 +13,7 @@
 //! - [`partitioner`]: which input partition a customer id belongs to;
 //!   [`owner`]: which group member holds it.
 
-pub use rdkafka::error::KafkaError;
+pub use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 pub mod changelog;
 pub mod client;

@@ -379,7 +379,7 @@ fn emit_done(metrics: &Metrics, batch: &Batch, started: std::time::Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdkafka::error::RDKafkaErrorCode as C;
+    use crate::kafka::RDKafkaErrorCode as C;
 
     fn record(kind: OutKind) -> OutRecord {
         OutRecord {
