@@ -38,10 +38,21 @@ impl Running {
         }
     }
 
-    /// Graceful stop; releases the sled directory.
+    /// Graceful stop; releases the sled directory (waits until nothing
+    /// else holds the store: the admin server's task drops its handle when
+    /// its own graceful shutdown ends).
     pub async fn stop(self) {
         self.stop.cancel();
         self.task.await.unwrap().unwrap();
+        drop(self.control);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Arc::strong_count(&self.store) > 1 {
+            assert!(
+                Instant::now() < deadline,
+                "the store is still held 30 s after the stop"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         drop(self.store);
     }
 
