@@ -192,6 +192,22 @@ fn spawn_service_with(
         .unwrap()
 }
 
+/// `total` purchases of `amount` spread over customers c-0..c-(customers-1),
+/// 200 a day of event time.
+fn purchases(total: u64, customers: u64, amount: u32) -> Vec<Msg> {
+    (0..total)
+        .map(|i| {
+            event(
+                &format!("c-{}", i % customers),
+                &format!("e{i}"),
+                i as f64 / 200.0,
+                "purchase",
+                &format!(r#""amount":{amount}"#),
+            )
+        })
+        .collect()
+}
+
 async fn consumed(port: u16) -> f64 {
     http(port, "/metrics").await.map_or(0.0, |(_, b)| {
         metric(&b, "churn_alert_events_consumed_total")
@@ -208,18 +224,12 @@ async fn sigterm_mid_stream_then_restart_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = test_config(&broker, dir.path());
     broker.create_topics(&cfg).await;
-    let msgs: Vec<Msg> = (0..TOTAL)
-        .map(|i| {
-            event(
-                &format!("c-{}", i % 50),
-                &format!("e{i}"),
-                i as f64 / 200.0,
-                "purchase",
-                r#""amount":3"#,
-            )
-        })
-        .collect();
-    produce(&broker, &cfg.kafka.input_topic, &msgs).await;
+    produce(
+        &broker,
+        &cfg.kafka.input_topic,
+        &purchases(TOTAL as u64, 50, 3),
+    )
+    .await;
     let state = dir.path().join("state");
     let port = free_port();
     let mut child = spawn_service(&broker, &state, port);
@@ -288,18 +298,7 @@ async fn a_stop_is_bounded_by_the_stop_timeout_when_the_broker_hangs() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = test_config(&broker, dir.path());
     broker.create_topics(&cfg).await;
-    let msgs: Vec<Msg> = (0..TOTAL)
-        .map(|i| {
-            event(
-                &format!("c-{}", i % 5),
-                &format!("e{i}"),
-                i as f64 / 200.0,
-                "purchase",
-                r#""amount":2"#,
-            )
-        })
-        .collect();
-    produce(&broker, &cfg.kafka.input_topic, &msgs).await;
+    produce(&broker, &cfg.kafka.input_topic, &purchases(TOTAL, 5, 2)).await;
     let state = dir.path().join("state");
     let port = free_port();
     let env = [("CHURN_ALERT__SERVICE__STOP_TIMEOUT_SECONDS", "3")];
