@@ -464,6 +464,52 @@ async fn lost_state_is_restored_from_the_changelog(broker: Broker) {
     svc.stop().await;
 }
 
+/// A customer's stored state that no longer decodes (a damaged disk) is
+/// moved aside and rebuilt from the changelog: the customer's next events
+/// add to everything before, and the partition goes on.
+async fn a_corrupt_state_is_rebuilt_from_the_changelog(broker: Broker) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = test_config(&broker, dir.path());
+    broker.create_topics(&cfg).await;
+    let svc = start(&cfg).await;
+    let (_, high) = produce(&broker, &cfg.kafka.input_topic, &purchases(12)).await;
+    svc.wait_committed(&high).await;
+    svc.stop().await;
+
+    let sled = churn_alert::store::SledStore::open(&cfg.store.path).unwrap();
+    let store: &dyn churn_alert::store::Store = &sled;
+    let p = (0..PARTITIONS)
+        .find(|p| store.get(*p, "c-1").unwrap().is_some())
+        .expect("c-1 is stored");
+    sled.put_raw_state(p, "c-1", b"\xff damaged").unwrap();
+    drop(sled);
+
+    let svc = start(&cfg).await;
+    let more: Vec<Msg> = (0..3)
+        .map(|i| {
+            event(
+                "c-1",
+                &format!("q{i}"),
+                2.0 + f64::from(i) * 0.1,
+                "purchase",
+                r#""amount":1"#,
+            )
+        })
+        .collect();
+    let (_, high) = produce(&broker, &cfg.kafka.input_topic, &more).await;
+    svc.wait_committed(&high).await;
+    let s = customer(svc.store.as_ref(), "c-1").expect("c-1 is stored");
+    assert_eq!(s.purchases, 4 + 3, "the purchases before the damage count");
+    assert_eq!(s.gross, 7.0);
+    assert_eq!(
+        svc.metric("churn_alert_states_quarantined_total", r#"state="rebuilt""#)
+            .await,
+        1.0
+    );
+    assert_eq!(svc.http_get("/readyz").await.0, 200);
+    svc.stop().await;
+}
+
 macro_rules! on_both_brokers {
     ($($scenario:ident),+) => {
         mod mock {
@@ -490,7 +536,8 @@ on_both_brokers!(
     poison_pills_are_dead_lettered_cut_to_size_and_nothing_stops,
     silent_customers_are_alerted_and_triggers_respect_consent,
     restart_keeps_state,
-    lost_state_is_restored_from_the_changelog
+    lost_state_is_restored_from_the_changelog,
+    a_corrupt_state_is_rebuilt_from_the_changelog
 );
 
 /// Local state from before the changelog existed (an upgrade): kept at the

@@ -256,6 +256,77 @@ pub fn last_meta(cfg: &KafkaConfig, partition: i32) -> Result<Option<MetaValue>,
     Ok(None)
 }
 
+/// One customer's state as the changelog holds it for the partition's
+/// records before offset `upto` (blocking): the value of its newest record
+/// in a batch closed by a meta record there. This is the state of the local
+/// commit whose `changelog_next` is `upto`, read again when the stored copy
+/// is corrupt. `None` when the changelog has no such record, or only a
+/// tombstone; a record that does not decode is an error of class Corrupt.
+pub fn committed_state(
+    cfg: &KafkaConfig,
+    partition: i32,
+    customer: &str,
+    upto: i64,
+) -> Result<Option<CustomerState>, RestoreError> {
+    let topic = &cfg.changelog_topic;
+    let consumer = restore_consumer(cfg)?;
+    let (low, _) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+    if upto <= low {
+        return Ok(None);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(low))?;
+    consumer.assign(&tpl)?;
+    // The newest value in the batch being read, and in the closed ones.
+    let (mut pending, mut closed): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
+    let mut next = low;
+    let mut last_progress = Instant::now();
+    const STALL: Duration = Duration::from_secs(60);
+    while next < upto {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                next = m.offset() + 1;
+                last_progress = Instant::now();
+                if m.offset() >= upto {
+                    break;
+                }
+                if is_meta(&m) {
+                    if pending.is_some() {
+                        closed = pending.take();
+                    }
+                } else if m.key() == Some(customer.as_bytes()) {
+                    pending = Some(m.payload().unwrap_or_default().to_vec());
+                }
+            }
+            // The partition ends before `upto`: it lost records (deleted or
+            // recreated); what was read is all there is.
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => return Err(e.into()),
+            None => {}
+        }
+        if last_progress.elapsed() > STALL {
+            return Err(RestoreError::Stalled {
+                partition,
+                at: next,
+                high: upto,
+                seconds: STALL.as_secs(),
+            });
+        }
+    }
+    Ok(match closed {
+        Some(v) if !v.is_empty() => Some(decode_state(&v)?),
+        _ => None,
+    })
+}
+
+/// Whether a changelog record is a meta record (by its header or key).
+fn is_meta(m: &impl Message) -> bool {
+    m.key() == Some(META_KEY)
+        || m.headers()
+            .and_then(|h| h.iter().find(|h| h.key == KIND_HEADER))
+            .is_some_and(|h| h.value == Some(b"meta".as_slice()))
+}
+
 /// Why a restore did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -369,14 +440,10 @@ pub fn restore(
         }
         match consumer.poll(Duration::from_millis(500)) {
             Some(Ok(m)) => {
-                let is_meta = m
-                    .headers()
-                    .and_then(|h| h.iter().find(|h| h.key == KIND_HEADER))
-                    .is_some_and(|h| h.value == Some(b"meta".as_slice()));
                 applier.push(
                     m.key().unwrap_or_default(),
                     m.payload(),
-                    is_meta,
+                    is_meta(&m),
                     m.offset(),
                 )?;
                 metrics.emit(RestoreRecordApplied);

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::kafka::changelog::RestoreError;
 use crate::kafka::record::dead_letter_body;
 pub use crate::kafka::record::{InMessage, OutKind, OutRecord};
 use crate::pipeline::decode::{RejectCode, Rejection, Validator};
@@ -66,6 +67,33 @@ pub struct Batch {
     pub timestamps: Vec<Millis>,
 }
 
+/// A second copy of the committed customer states (the changelog, in the
+/// service), read again when a stored state is corrupt.
+pub trait StateBackup: Send + Sync {
+    /// The customer's state as of the partition's last commit, whose
+    /// changelog position is `upto`; `Ok(None)` when the copy has none.
+    fn committed(
+        &self,
+        partition: i32,
+        customer: &str,
+        upto: i64,
+    ) -> Result<Option<CustomerState>, RestoreError>;
+}
+
+/// The changelog as the backup of committed states.
+pub struct ChangelogBackup(pub crate::kafka::settings::KafkaConfig);
+
+impl StateBackup for ChangelogBackup {
+    fn committed(
+        &self,
+        partition: i32,
+        customer: &str,
+        upto: i64,
+    ) -> Result<Option<CustomerState>, RestoreError> {
+        crate::kafka::changelog::committed_state(&self.0, partition, customer, upto)
+    }
+}
+
 struct Slot {
     /// `next_due` as stored, i.e. the due-index entry to replace.
     stored_due: Option<Millis>,
@@ -87,6 +115,8 @@ pub struct Processor {
     pub sweep_limit: usize,
     /// Largest payload a dead letter carries (`kafka.dead_letter_max_bytes`).
     pub dead_letter_max_bytes: usize,
+    /// Where a corrupt stored state is read again (none: it starts afresh).
+    pub backup: Option<Arc<dyn StateBackup>>,
     metas: HashMap<i32, PartitionMeta>,
 }
 
@@ -114,6 +144,7 @@ impl Processor {
             sweep_limit: 10_000,
             dead_letter_max_bytes: crate::kafka::settings::KafkaConfig::default()
                 .dead_letter_max_bytes,
+            backup: None,
             metas: HashMap::new(),
         }
     }
@@ -232,31 +263,57 @@ impl Processor {
         id: &str,
     ) -> Result<&'a mut Slot, StoreError> {
         if !slots.contains_key(id) {
-            let state = match self.store.get(p, id) {
-                Ok(s) => s,
-                Err(e) if e.class() == ErrorClass::Corrupt => {
-                    // Trying again reads the same bytes: move them aside
-                    // (an error here is the store's, settled by its class).
-                    self.store.quarantine(p, id)?;
-                    self.metrics.emit(StateQuarantined {
-                        partition: p,
-                        customer: id,
-                        error: &e,
-                    });
-                    None
-                }
-                Err(e) => return Err(e),
-            };
-            slots.insert(
-                id.to_string(),
-                Slot {
+            let slot = match self.store.get(p, id) {
+                Ok(state) => Slot {
                     stored_due: state.as_ref().and_then(|s| s.next_due),
                     existed: state.is_some(),
                     state,
                 },
-            );
+                Err(e) if e.class() == ErrorClass::Corrupt => self.quarantine(p, id, &e)?,
+                Err(e) => return Err(e),
+            };
+            slots.insert(id.to_string(), slot);
         }
         Ok(slots.get_mut(id).expect("inserted above"))
+    }
+
+    /// Moves a customer's corrupt stored state aside (trying again would
+    /// read the same bytes) and rebuilds it from the backup when that holds
+    /// it; otherwise the customer starts afresh. A backup that cannot be
+    /// read for now is an error of class Transient, before anything is
+    /// moved, so the batch is tried again.
+    fn quarantine(&self, p: i32, id: &str, error: &StoreError) -> Result<Slot, StoreError> {
+        // The committed metadata, loaded when the batch began.
+        let upto = self.metas.get(&p).map_or(0, |m| m.changelog_next);
+        let (state, unavailable) = match &self.backup {
+            Some(b) if upto > 0 => match b.committed(p, id, upto) {
+                Ok(s) => (s, None),
+                Err(e) if e.class() == ErrorClass::Transient => {
+                    return Err(StoreError::BackupUnavailable {
+                        customer: id.to_string(),
+                        message: e.to_string(),
+                    })
+                }
+                Err(e) => (None, Some(e.to_string())),
+            },
+            _ => (None, None),
+        };
+        // An error here is the store's, settled by its class.
+        self.store.quarantine(p, id)?;
+        self.metrics.emit(StateQuarantined {
+            partition: p,
+            customer: id,
+            error,
+            rebuilt: state.is_some(),
+            backup_error: unavailable.as_deref(),
+        });
+        Ok(Slot {
+            // The quarantine removed its due-index entries.
+            stored_due: None,
+            // Counted among the partition's customers when it was stored.
+            existed: true,
+            state,
+        })
     }
 
     fn apply_message(
@@ -694,8 +751,88 @@ mod tests {
         assert!(q[0].0.starts_with("0/c/"), "{}", q[0].0);
         assert_eq!(q[0].1, b"\xff not a state");
         assert_eq!(
-            p.metrics
-                .count(crate::telemetry::metrics::Count::StatesQuarantined, &[]),
+            p.metrics.count(
+                crate::telemetry::metrics::Count::StatesQuarantined,
+                &[("state", "afresh")]
+            ),
+            1
+        );
+        assert_eq!(store.meta(0).unwrap().unwrap().customers, 2);
+    }
+
+    /// A changelog copy that cannot be read the first time it is asked.
+    struct FlakyCopy {
+        state: CustomerState,
+        calls: std::sync::Mutex<Vec<(i32, String, i64)>>,
+    }
+
+    impl StateBackup for FlakyCopy {
+        fn committed(
+            &self,
+            partition: i32,
+            customer: &str,
+            upto: i64,
+        ) -> Result<Option<CustomerState>, RestoreError> {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push((partition, customer.to_string(), upto));
+            if calls.len() == 1 {
+                return Err(RestoreError::Stalled {
+                    partition,
+                    at: 0,
+                    high: upto,
+                    seconds: 60,
+                });
+            }
+            Ok(Some(self.state.clone()))
+        }
+    }
+
+    #[test]
+    fn a_corrupt_stored_state_is_rebuilt_from_the_changelog_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let sled = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        let store: Arc<dyn Store> = sled.clone();
+        let mut p = processor(store.clone());
+        run(&mut p, &[msg(0, 0, "c", "e0", 0, "purchase")]);
+        let committed = store.get(0, "c").unwrap().unwrap();
+        // As after a batch whose changelog records end at offset 7.
+        let meta = store.meta(0).unwrap().unwrap();
+        let c = Commit {
+            meta: PartitionMeta {
+                changelog_next: 7,
+                ..meta
+            },
+            ..Default::default()
+        };
+        store.commit(0, &c).unwrap();
+        p.forget(0);
+        let copy = Arc::new(FlakyCopy {
+            state: committed,
+            calls: Default::default(),
+        });
+        p.backup = Some(copy.clone());
+        sled.put_raw_state(0, "c", b"\xff not a state").unwrap();
+        let next = [msg(0, 1, "c", "e1", 1, "purchase")];
+        // The copy cannot be read yet: the batch fails as a transient
+        // store error and nothing is moved.
+        let e = p.process(&next, T0 + 1000 * DAY_MS).unwrap_err();
+        assert_eq!(e.class(), ErrorClass::Transient, "{e}");
+        assert!(sled.quarantined().unwrap().is_empty());
+        // Tried again: rebuilt from the copy, so no event is lost.
+        run(&mut p, &next);
+        assert_eq!(store.get(0, "c").unwrap().unwrap().purchases, 2);
+        assert_eq!(
+            copy.calls.lock().unwrap().last(),
+            Some(&(0, "c".to_string(), 7))
+        );
+        assert_eq!(sled.quarantined().unwrap().len(), 1);
+        assert_eq!(store.meta(0).unwrap().unwrap().customers, 1);
+        assert_eq!(store.due(0, i64::MAX, 100).unwrap().len(), 1);
+        assert_eq!(
+            p.metrics.count(
+                crate::telemetry::metrics::Count::StatesQuarantined,
+                &[("state", "rebuilt")]
+            ),
             1
         );
     }

@@ -158,6 +158,9 @@ impl Service {
             cfg.input_topic.clone(),
         );
         processor.dead_letter_max_bytes = cfg.dead_letter_max_bytes;
+        processor.backup = Some(Arc::new(crate::service::processor::ChangelogBackup(
+            cfg.clone(),
+        )));
         self.health.committing.store(true, Ordering::Relaxed);
         self.health
             .stall_after(Duration::from_secs(self.config.service.stall_seconds));

@@ -34,6 +34,10 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("stored state is corrupt ({what}): {message}")]
     Corrupt { what: String, message: String },
+    /// The second copy of a corrupt state (the changelog) cannot be read
+    /// for now.
+    #[error("customer {customer}'s stored state is corrupt and its changelog copy cannot be read yet: {message}")]
+    BackupUnavailable { customer: String, message: String },
 }
 
 impl Classify for StoreError {
@@ -48,7 +52,9 @@ impl Classify for StoreError {
                 source: sled::Error::Unsupported(_),
                 ..
             } => ErrorClass::Config,
-            Self::Sled { .. } | Self::Io(_) => ErrorClass::Transient,
+            Self::Sled { .. } | Self::Io(_) | Self::BackupUnavailable { .. } => {
+                ErrorClass::Transient
+            }
         }
     }
 }

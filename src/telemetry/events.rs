@@ -159,17 +159,33 @@ pub struct StateQuarantined<'a> {
     pub partition: i32,
     pub customer: &'a str,
     pub error: &'a dyn Failure,
+    /// Whether the state was rebuilt from the changelog (else it starts
+    /// afresh).
+    pub rebuilt: bool,
+    /// Why the changelog could not be read, when it could not.
+    pub backup_error: Option<&'a str>,
 }
 
 impl TelemetryEvent for StateQuarantined<'_> {
     fn emit(self, m: &Metrics) {
-        m.states_quarantined.inc();
-        tracing::error!(
-            partition = self.partition,
-            customer = self.customer,
-            error = %self.error,
-            "stored state is corrupt: moved to the store's quarantine; the customer's state starts afresh"
-        );
+        let state = if self.rebuilt { "rebuilt" } else { "afresh" };
+        m.states_quarantined.with_label_values(&[state]).inc();
+        if self.rebuilt {
+            tracing::error!(
+                partition = self.partition,
+                customer = self.customer,
+                error = %self.error,
+                "stored state is corrupt: moved to the store's quarantine and rebuilt from the changelog"
+            );
+        } else {
+            tracing::error!(
+                partition = self.partition,
+                customer = self.customer,
+                error = %self.error,
+                changelog_error = self.backup_error.unwrap_or("no copy there"),
+                "stored state is corrupt: moved to the store's quarantine; the customer's state starts afresh"
+            );
+        }
     }
 }
 

@@ -48,7 +48,7 @@ pub struct Metrics {
     pub(super) offset_gaps: IntCounter,
     pub(super) outputs_refused: IntCounterVec,
     pub(super) producer_recreated: IntCounter,
-    pub(super) states_quarantined: IntCounter,
+    pub(super) states_quarantined: IntCounterVec,
     pub(super) model_reloads: IntCounterVec,
     pub(super) model_info: IntGaugeVec,
 }
@@ -262,10 +262,11 @@ impl Metrics {
                 "churn_alert_producer_recreated_total",
                 "Times the producer was replaced after a fatal error.",
             ),
-            states_quarantined: counter(
+            states_quarantined: counter_vec(
                 &r,
                 "churn_alert_states_quarantined_total",
-                "Stored customer states that could not be decoded and were moved aside.",
+                "Stored customer states that could not be decoded and were moved aside, by what became of the customer: rebuilt from the changelog, or afresh.",
+                &["state"],
             ),
             offset_gaps: counter(
                 &r,
@@ -324,6 +325,9 @@ impl Metrics {
         }
         for d in Dependency::ALL {
             m.failures.with_label_values(&[d.as_str()]);
+        }
+        for state in ["rebuilt", "afresh"] {
+            m.states_quarantined.with_label_values(&[state]);
         }
         m
     }
@@ -437,7 +441,7 @@ pub enum Count {
     OutputsRefused,
     /// `churn_alert_producer_recreated_total`.
     ProducerRecreated,
-    /// `churn_alert_states_quarantined_total`.
+    /// `churn_alert_states_quarantined_total` (label `state`).
     StatesQuarantined,
 }
 
