@@ -504,10 +504,10 @@ pub async fn reload_policy(State(c): State<Arc<Control>>, headers: HeaderMap) ->
     match Config::load(c.config_path.as_deref()) {
         Ok(new) => {
             let rules = new.policy.campaigns.len();
+            *c.pending_policy.lock().expect("not poisoned") = Some(new);
             c.metrics.emit(PolicyReloaded {
                 campaign_rules: rules,
             });
-            *c.pending_policy.lock().expect("not poisoned") = Some(new);
             reply(
                 StatusCode::OK,
                 json!({"status": "accepted; applies from the next batch", "campaign_rules": rules}),

@@ -57,13 +57,17 @@ impl MainLoop<'_> {
                     self.partitions.follow(input, p);
                     self.partitions.release_unowned(input, p);
                     if sweeps {
-                        if let Err(stop) = self.committer.handle(p, None).await {
+                        self.take_reloads();
+                        if let Err(stop) = self.committer.handle(&mut self.processor, None).await {
                             break Err(stop);
                         }
                     }
                 }
                 first = input.recv() => {
                     let Some(msgs) = self.gather(first).await else { continue };
+                    // A reload accepted while the loop waited for input
+                    // applies to this batch.
+                    self.take_reloads();
                     if let Err(stop) = self.committer.handle(&mut self.processor, Some(msgs)).await {
                         break Err(stop);
                     }

@@ -716,13 +716,25 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_corrupt_stored_state_is_quarantined_and_the_partition_goes_on() {
+    /// A processor on a sled store in a temporary directory, after one
+    /// purchase of customer `c`.
+    fn one_purchase_on_sled() -> (
+        tempfile::TempDir,
+        Arc<crate::store::SledStore>,
+        Arc<dyn Store>,
+        Processor,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let sled = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
         let store: Arc<dyn Store> = sled.clone();
         let mut p = processor(store.clone());
         run(&mut p, &[msg(0, 0, "c", "e0", 0, "purchase")]);
+        (dir, sled, store, p)
+    }
+
+    #[test]
+    fn a_corrupt_stored_state_is_quarantined_and_the_partition_goes_on() {
+        let (_dir, sled, store, mut p) = one_purchase_on_sled();
         sled.put_raw_state(0, "c", b"\xff not a state").unwrap();
         assert!(store.get(0, "c").is_err(), "the damage is seen on read");
         // Events for the damaged customer and another are applied: the
@@ -789,11 +801,7 @@ mod tests {
 
     #[test]
     fn a_corrupt_stored_state_is_rebuilt_from_the_changelog_copy() {
-        let dir = tempfile::tempdir().unwrap();
-        let sled = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
-        let store: Arc<dyn Store> = sled.clone();
-        let mut p = processor(store.clone());
-        run(&mut p, &[msg(0, 0, "c", "e0", 0, "purchase")]);
+        let (_dir, sled, store, mut p) = one_purchase_on_sled();
         let committed = store.get(0, "c").unwrap().unwrap();
         // As after a batch whose changelog records end at offset 7.
         let meta = store.meta(0).unwrap().unwrap();

@@ -97,11 +97,14 @@ impl ModelWatcher {
                 }
             }
             Ok(m) => {
+                // Sent before it is reported: whoever sees the new version
+                // in the metrics can count on the next batch using it.
+                let m = Arc::new(m);
+                let _ = tx.send(m.clone());
                 self.metrics.emit(ModelInUse {
                     from: Some(old.version()),
                     to: m.version(),
                 });
-                let _ = tx.send(Arc::new(m));
             }
             Err(e) => {
                 self.metrics.emit(ReloadRefused {
