@@ -375,3 +375,57 @@ fn score_before_the_history_is_an_error() {
     assert!(ok.status.success(), "{}", stderr(&ok));
     assert!(String::from_utf8_lossy(&ok.stdout).contains("c-2,"));
 }
+
+/// Logs written to a pipe or file carry no terminal colour codes.
+#[test]
+fn redirected_logs_have_no_colour_codes() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_churn-alert"))
+        .arg("run")
+        .current_dir(root())
+        .env_remove("CHURN_ALERT_CONFIG")
+        .env("CHURN_ALERT__STORE__PATH", dir.path().join("state"))
+        .env("CHURN_ALERT__KAFKA__BROKERS", "127.0.0.1:9")
+        .env("CHURN_ALERT__ADMIN__LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run churn-alert");
+    let stderr = child.stderr.take().unwrap();
+    // The first info line (the admin server listening) comes at start.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        let Ok(line) = rx.recv_timeout(left) else {
+            break;
+        };
+        let done = line.contains("admin server listening");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        seen.iter().any(|l| l.contains("admin server listening")),
+        "no start-up log line: {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|l| !l.contains('\u{1b}')),
+        "colour codes in redirected logs: {seen:?}"
+    );
+}

@@ -51,6 +51,7 @@ pub struct Metrics {
     pub(super) states_quarantined: IntCounterVec,
     pub(super) model_reloads: IntCounterVec,
     pub(super) model_info: IntGaugeVec,
+    build_info: IntGaugeVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -290,8 +291,17 @@ impl Metrics {
                 "1 for the model version in use.",
                 &["version"],
             ),
+            build_info: gauge_vec(
+                &r,
+                "churn_alert_build_info",
+                "1, labelled with the version of the running binary.",
+                &["version"],
+            ),
             registry: r,
         };
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         for t in EVENT_TYPES {
             m.events_consumed.with_label_values(&[t]);
         }
@@ -345,7 +355,7 @@ impl Metrics {
     /// also export `_bucket`, `_sum` and `_count` series).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let all: [&dyn Collector; 33] = [
+        let all: [&dyn Collector; 34] = [
             &self.events_consumed,
             &self.dlq,
             &self.duplicates,
@@ -379,6 +389,7 @@ impl Metrics {
             &self.states_quarantined,
             &self.model_reloads,
             &self.model_info,
+            &self.build_info,
         ];
         all.iter()
             .flat_map(|c| c.desc())
@@ -488,6 +499,11 @@ mod tests {
             "churn_alert_dlq_total{reason=\"too_large\"} 1",
             "churn_alert_alerts_published_total{tier=\"high\"} 2",
             "churn_alert_duplicates_total 0",
+            concat!(
+                "churn_alert_build_info{version=\"",
+                env!("CARGO_PKG_VERSION"),
+                "\"} 1"
+            ),
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }
