@@ -389,6 +389,7 @@ fn redirected_logs_have_no_colour_codes() {
         .env("CHURN_ALERT__KAFKA__BROKERS", "127.0.0.1:9")
         .env("CHURN_ALERT__ADMIN__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

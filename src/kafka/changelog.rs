@@ -258,10 +258,14 @@ pub fn last_meta(cfg: &KafkaConfig, partition: i32) -> Result<Option<MetaValue>,
 
 /// One customer's state as the changelog holds it for the partition's
 /// records before offset `upto` (blocking): the value of its newest record
-/// in a batch closed by a meta record there. This is the state of the local
-/// commit whose `changelog_next` is `upto`, read again when the stored copy
-/// is corrupt. `None` when the changelog has no such record, or only a
-/// tombstone; a record that does not decode is an error of class Corrupt.
+/// there. With `upto` a local commit's `changelog_next` (the offset after
+/// the meta record that closed its batch) this is the state of that commit,
+/// read again when the stored copy is corrupt; it needs no meta record of
+/// its own, which compaction may have removed (all meta records share one
+/// key). `None` when the changelog has no such record, only a tombstone,
+/// or ends before `upto` (it was recreated or lost records: no record for
+/// a few seconds after the broker said it ends); a record that does not
+/// decode is an error of class Corrupt.
 pub fn committed_state(
     cfg: &KafkaConfig,
     partition: i32,
@@ -277,32 +281,36 @@ pub fn committed_state(
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Offset(low))?;
     consumer.assign(&tpl)?;
-    // The newest value in the batch being read, and in the closed ones.
-    let (mut pending, mut closed): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
+    let mut newest: Option<Vec<u8>> = None;
     let mut next = low;
     let mut last_progress = Instant::now();
+    // Since when the broker has said the partition ends (some brokers,
+    // tansu 0.6 among them, say so before their last records).
+    let mut ended: Option<Instant> = None;
     const STALL: Duration = Duration::from_secs(60);
+    const END_GRACE: Duration = Duration::from_secs(5);
     while next < upto {
         match consumer.poll(Duration::from_millis(500)) {
             Some(Ok(m)) => {
                 next = m.offset() + 1;
                 last_progress = Instant::now();
+                ended = None;
                 if m.offset() >= upto {
                     break;
                 }
-                if is_meta(&m) {
-                    if pending.is_some() {
-                        closed = pending.take();
-                    }
-                } else if m.key() == Some(customer.as_bytes()) {
-                    pending = Some(m.payload().unwrap_or_default().to_vec());
+                if !is_meta(&m) && m.key() == Some(customer.as_bytes()) {
+                    newest = Some(m.payload().unwrap_or_default().to_vec());
                 }
             }
-            // The partition ends before `upto`: it lost records (deleted or
-            // recreated); what was read is all there is.
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(KafkaError::PartitionEOF(_))) => {
+                ended.get_or_insert_with(Instant::now);
+            }
             Some(Err(e)) => return Err(e.into()),
             None => {}
+        }
+        if ended.is_some_and(|t| t.elapsed() > END_GRACE) {
+            // It ends before `upto`: recreated, or it lost records.
+            return Ok(None);
         }
         if last_progress.elapsed() > STALL {
             return Err(RestoreError::Stalled {
@@ -313,7 +321,7 @@ pub fn committed_state(
             });
         }
     }
-    Ok(match closed {
+    Ok(match newest {
         Some(v) if !v.is_empty() => Some(decode_state(&v)?),
         _ => None,
     })

@@ -277,11 +277,12 @@ impl Processor {
         Ok(slots.get_mut(id).expect("inserted above"))
     }
 
-    /// Moves a customer's corrupt stored state aside (trying again would
+    /// Copies a customer's corrupt stored state aside (trying again would
     /// read the same bytes) and rebuilds it from the backup when that holds
-    /// it; otherwise the customer starts afresh. A backup that cannot be
-    /// read for now is an error of class Transient, before anything is
-    /// moved, so the batch is tried again.
+    /// it; otherwise the customer starts afresh. The batch's commit then
+    /// replaces the stored bytes; a batch that fails before it finds them
+    /// again and rebuilds again. A backup that cannot be read for now is an
+    /// error of class Transient, so the batch is tried again.
     fn quarantine(&self, p: i32, id: &str, error: &StoreError) -> Result<Slot, StoreError> {
         // The committed metadata, loaded when the batch began.
         let upto = self.metas.get(&p).map_or(0, |m| m.changelog_next);
@@ -826,7 +827,11 @@ mod tests {
         let e = p.process(&next, T0 + 1000 * DAY_MS).unwrap_err();
         assert_eq!(e.class(), ErrorClass::Transient, "{e}");
         assert!(sled.quarantined().unwrap().is_empty());
-        // Tried again: rebuilt from the copy, so no event is lost.
+        // Tried again: rebuilt from the copy. A batch that then fails before
+        // its commit (dropped here) leaves the damage in place, and the
+        // next try rebuilds again: no event is lost either way.
+        let _failed_later = p.process(&next, T0 + 1000 * DAY_MS).unwrap();
+        assert!(store.get(0, "c").is_err(), "still damaged until a commit");
         run(&mut p, &next);
         assert_eq!(store.get(0, "c").unwrap().unwrap().purchases, 2);
         assert_eq!(
@@ -841,7 +846,8 @@ mod tests {
                 crate::telemetry::metrics::Count::StatesQuarantined,
                 &[("state", "rebuilt")]
             ),
-            1
+            2,
+            "each try that rebuilt counts"
         );
     }
 

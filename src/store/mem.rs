@@ -93,8 +93,8 @@ impl Store for MemStore {
     }
 
     /// Nothing in memory is ever undecodable: the state is just dropped.
-    fn quarantine(&self, partition: i32, customer: &str) -> Result<(), StoreError> {
-        self.with(partition, |p| p.states.remove(customer));
+    fn quarantine(&self, _partition: i32, _customer: &str) -> Result<(), StoreError> {
+        // States in memory are never undecodable: nothing to copy aside.
         Ok(())
     }
 

@@ -137,8 +137,10 @@ pub trait Store: Send + Sync + 'static {
     fn customers(&self, partition: i32) -> Result<Vec<(String, CustomerState)>, StoreError>;
     /// Bytes the store occupies on disk (0 in memory).
     fn size_on_disk(&self) -> u64;
-    /// Moves a customer's stored state aside (it could not be decoded):
-    /// it is kept apart for inspection, and the customer has no state.
+    /// Copies a customer's stored state aside (it could not be decoded),
+    /// for inspection, and removes the customer's due-index entries (their
+    /// times were in the state). The stored bytes stay until the next
+    /// commit of the customer replaces them.
     fn quarantine(&self, partition: i32, customer: &str) -> Result<(), StoreError>;
 }
 

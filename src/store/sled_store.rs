@@ -5,8 +5,8 @@
 //! - `d` + due time (8 bytes, order-preserving) + customer id → empty
 //! - `m` → bincode [`PartitionMeta`]
 //!
-//! States that cannot be decoded are moved to the `quarantine` tree, keyed
-//! by partition, customer id and the time they were moved.
+//! States that cannot be decoded are copied to the `quarantine` tree, keyed
+//! by partition, customer id and the first 8 bytes of their SHA-256 (hex).
 //!
 //! A commit is one `sled::Batch` on the partition's tree, so state, due index
 //! and offset change together or not at all. sled writes it to its log at
@@ -82,7 +82,7 @@ impl SledStore {
         })
     }
 
-    /// The quarantined states: (key `partition/customer/ms`, raw bytes).
+    /// The quarantined states: (key `partition/customer/hash`, raw bytes).
     pub fn quarantined(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let q = self.db.open_tree(QUARANTINE).map_err(io)?;
         q.iter()
@@ -131,16 +131,19 @@ impl Store for SledStore {
     fn quarantine(&self, partition: i32, customer: &str) -> Result<(), StoreError> {
         let tree = self.tree(partition)?;
         let key = state_key(customer);
-        if let Some(raw) = tree.get(&key).map_err(io)? {
-            let moved = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis());
+        if let Some(raw) = tree.get(key).map_err(io)? {
+            // Keyed by the bytes' hash: a batch tried again copies the same
+            // bytes to the same place. The state itself stays until the
+            // batch's commit replaces it, so a batch that fails before its
+            // commit finds the damage again.
+            use sha2::Digest;
+            let hash = sha2::Sha256::digest(&raw);
+            let short: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
             self.db
                 .open_tree(QUARANTINE)
                 .map_err(io)?
-                .insert(format!("{partition}/{customer}/{moved}"), raw)
+                .insert(format!("{partition}/{customer}/{short}"), raw)
                 .map_err(io)?;
-            tree.remove(key).map_err(io)?;
         }
         // Its due-index entries (their time was in the state that cannot
         // be read): found by the customer id that ends their keys.

@@ -153,8 +153,8 @@ impl TelemetryEvent for ProducerRecreated<'_> {
     }
 }
 
-/// A stored state could not be decoded: it was moved aside and the
-/// customer starts afresh.
+/// A stored state could not be decoded: it was copied aside, and the
+/// customer was rebuilt from the changelog or starts afresh.
 pub struct StateQuarantined<'a> {
     pub partition: i32,
     pub customer: &'a str,
@@ -175,7 +175,7 @@ impl TelemetryEvent for StateQuarantined<'_> {
                 partition = self.partition,
                 customer = self.customer,
                 error = %self.error,
-                "stored state is corrupt: moved to the store's quarantine and rebuilt from the changelog"
+                "stored state is corrupt: copied to the store's quarantine and rebuilt from the changelog"
             );
         } else {
             tracing::error!(
@@ -183,7 +183,7 @@ impl TelemetryEvent for StateQuarantined<'_> {
                 customer = self.customer,
                 error = %self.error,
                 changelog_error = self.backup_error.unwrap_or("no copy there"),
-                "stored state is corrupt: moved to the store's quarantine; the customer's state starts afresh"
+                "stored state is corrupt: copied to the store's quarantine; the customer's state starts afresh"
             );
         }
     }

@@ -266,7 +266,7 @@ impl Metrics {
             states_quarantined: counter_vec(
                 &r,
                 "churn_alert_states_quarantined_total",
-                "Stored customer states that could not be decoded and were moved aside, by what became of the customer: rebuilt from the changelog, or afresh.",
+                "Stored customer states that could not be decoded and were copied aside, by what became of the customer: rebuilt from the changelog, or afresh (a batch tried again counts again).",
                 &["state"],
             ),
             offset_gaps: counter(
