@@ -64,6 +64,7 @@ fn messages(events: &[SimEvent], partitions: i32) -> Vec<InMessage> {
             payload: Some(e.json.clone().into_bytes()),
             content_type: None,
             timestamp: None,
+            headers: Vec::new(),
         })
         .collect()
 }

@@ -14,7 +14,9 @@ use churn_alert::pipeline::event::DAY_MS;
 #[command(
     name = "churn-alert",
     version,
-    about = "Finds customers about to churn from their Kafka events and publishes alerts and retention triggers."
+    about = "Finds customers about to churn from their Kafka events and publishes alerts and retention triggers.",
+    arg_required_else_help = true,
+    after_help = EXIT_CODES
 )]
 struct Cli {
     /// TOML config file (defaults are used for anything it leaves out;
@@ -27,7 +29,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the service (the default).
+    /// Run the service.
     Run,
     /// Run the whole pipeline on an in-process mock Kafka cluster with a simulated population.
     Demo(churn_alert::offline::demo::DemoOptions),
@@ -73,9 +75,15 @@ enum Command {
     /// Replay an event history through the service's own processing and
     /// report how early its alerts came before churn onset.
     Backtest(churn_alert::offline::backtest::BacktestOptions),
-    /// Check the config (and the model it names) and exit.
+    /// Check the config (and the model it names, and the Kafka client
+    /// settings, by creating each client) and exit.
     CheckConfig,
+    /// Print the effective config (defaults, then the file, then the
+    /// environment) as TOML, with secrets masked.
+    Config,
 }
+
+const EXIT_CODES: &str = "Exit codes: 0 ok; 2 bad config, model file or usage (the message names the key or flag); 3 a dependency refused for good (Kafka authorization, a record refused, the store's disk); 1 anything else; 124 a stop that outlasted service.stop_timeout_seconds; 130 a second stop signal.";
 
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -138,9 +146,52 @@ async fn main() -> std::process::ExitCode {
     match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            eprintln!("error: {}", message(&e));
+            std::process::ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// The error and its causes, each said once: a cause whose text the
+/// message already holds (an I/O error shown by its context) is not
+/// repeated.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
+}
+
+/// The exit code for an error (see [`EXIT_CODES`]), from the class of the
+/// first error in the chain that knows it.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    use churn_alert::pipeline::error::{Classify, ErrorClass};
+    let class = e.chain().find_map(|c| {
+        if c.is::<churn_alert::offline::commands::Usage>()
+            || c.is::<churn_alert::config::ConfigError>()
+            || c.is::<churn_alert::pipeline::model::ModelError>()
+            || c.is::<churn_alert::kafka::client::ClientSettingsError>()
+        {
+            return Some(ErrorClass::Config);
+        }
+        if let Some(s) = c.downcast_ref::<churn_alert::service::StartError>() {
+            return Some(s.class());
+        }
+        if let Some(s) = c.downcast_ref::<churn_alert::store::StoreError>() {
+            return Some(s.class());
+        }
+        c.downcast_ref::<churn_alert::kafka::KafkaError>()
+            .map(Classify::class)
+    });
+    match class {
+        Some(ErrorClass::Config) => 2,
+        Some(_) => 3,
+        None => 1,
     }
 }
 
@@ -160,7 +211,8 @@ fn quiet_on_closed_pipe() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     init_logging(config.log.format == churn_alert::config::LogFormat::Json);
-    let command = cli.command.unwrap_or(Command::Run);
+    // `arg_required_else_help` prints the help for a bare `churn-alert`.
+    let command = cli.command.expect("clap requires a subcommand");
     if !matches!(command, Command::Run) {
         quiet_on_closed_pipe();
     }
@@ -172,9 +224,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             service.serve_admin(shutdown.clone()).await?;
             service.run(shutdown).await?;
         }
+        Command::Config => print!("{}", config.masked_toml()),
         Command::CheckConfig => {
             let spec = config.feature_spec();
             let model = churn_alert::pipeline::model::Model::load(&config.model.path, &spec)?;
+            churn_alert::kafka::client::check(&config.kafka)?;
             let policy = config.policy_for(Some(model.file()));
             println!(
                 "config ok; model {} ({} features) matches the feature code; alerts at {:.3}, re-armed below {:.3} ({})",
@@ -232,11 +286,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for d in &oracle_at {
                 let at = churn_alert::offline::commands::parse_time(d)?;
                 if at < cfg.start() || at >= cfg.end {
-                    anyhow::bail!(
+                    return Err(churn_alert::offline::commands::Usage(format!(
                         "--oracle-at {d} is outside the simulated days {} .. {}",
                         &churn_alert::pipeline::event::rfc3339(cfg.start())[..10],
                         &churn_alert::pipeline::event::rfc3339(cfg.end)[..10]
-                    );
+                    ))
+                    .into());
                 }
                 cfg.oracle_at.push(at);
             }

@@ -27,11 +27,36 @@ fn yaml(path: &str) -> serde_yaml::Value {
     serde_yaml::from_str(&std::fs::read_to_string(root().join(path)).unwrap()).unwrap()
 }
 
+/// The deploy config names the model where the image puts it; here the
+/// same model is read from the repository.
+fn shipped_model_override() -> (&'static str, String) {
+    let cfg = churn_alert::config::Config::load_with_env(
+        Some(&root().join("deploy/config/churn-alert.toml")),
+        Vec::new(),
+    )
+    .unwrap();
+    let dockerfile = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
+    let copied = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("COPY models/ "))
+        .expect("the image copies models/");
+    assert_eq!(
+        cfg.model.path,
+        Path::new(copied.trim()).join("churn-model.json"),
+        "the deploy config's model is where the image puts it"
+    );
+    (
+        "CHURN_ALERT__MODEL__PATH",
+        root().join("models/churn-model.json").display().to_string(),
+    )
+}
+
 #[test]
 fn deploy_config_loads_with_the_real_binary() {
+    let (k, v) = shipped_model_override();
     let o = churn_alert(
         &["--config", "deploy/config/churn-alert.toml", "check-config"],
-        &[],
+        &[(k, &v)],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("config ok"));
@@ -116,6 +141,8 @@ fn kubernetes_manifests_match_the_config_and_the_binary() {
         .collect();
     assert!(!overrides.is_empty());
     overrides.push(("CHURN_ALERT_CONFIG", "deploy/config/churn-alert.toml"));
+    let (k, v) = shipped_model_override();
+    overrides.push((k, &v));
     let o = churn_alert(&["check-config"], &overrides);
     assert!(o.status.success(), "{}", stderr(&o));
 }
@@ -428,5 +455,105 @@ fn redirected_logs_have_no_colour_codes() {
     assert!(
         seen.iter().all(|l| !l.contains('\u{1b}')),
         "colour codes in redirected logs: {seen:?}"
+    );
+}
+
+#[test]
+fn a_bare_command_prints_help_and_run_is_explicit() {
+    let o = churn_alert(&[], &[]);
+    assert_eq!(o.status.code(), Some(2), "usage");
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(text.contains("Usage:") && text.contains("  run "), "{text}");
+    assert!(text.contains("Exit codes:"), "{text}");
+}
+
+#[test]
+fn failures_exit_with_their_documented_code_and_say_the_cause_once() {
+    // A config file that is not there: 2, and the OS error once.
+    let o = churn_alert(&["--config", "/nonexistent/c.toml", "check-config"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+    assert!(err.contains("/nonexistent/c.toml"), "{err}");
+    // A flag value the command cannot use: 2.
+    let o = churn_alert(
+        &["score", "--events", "x.jsonl", "--as-of", "yesterday"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("\"yesterday\""), "{}", stderr(&o));
+    // A model file that is not there: 2, naming it.
+    let o = churn_alert(
+        &["check-config"],
+        &[("CHURN_ALERT__MODEL__PATH", "/nonexistent/m.json")],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o).matches("os error 2").count(),
+        1,
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Kafka client settings librdkafka refuses stop `run` at once with exit
+/// code 2 and the key (they used to be retried every 2 s, forever), and
+/// `check-config` finds them too.
+#[test]
+fn refused_client_settings_stop_the_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(
+        &p,
+        "[store]\npath = \"state\"\n[kafka]\nbrokers = \"127.0.0.1:9\"\n[kafka.client_properties]\n\"security.protocol\" = \"SSL\"\n\"ssl.ca.location\" = \"certs/missing-ca.pem\"\n",
+    )
+    .unwrap();
+    let model = root().join("models/churn-model.json");
+    let env = [("CHURN_ALERT__MODEL__PATH", model.to_str().unwrap())];
+    for cmd in ["check-config", "run"] {
+        let o = churn_alert(&["--config", p.to_str().unwrap(), cmd], &env);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("kafka.client_properties.\"ssl.ca.location\""),
+            "{cmd}: {err}"
+        );
+        // The relative CA path was read beside the config file.
+        assert!(
+            err.contains(
+                &dir.path()
+                    .join("certs/missing-ca.pem")
+                    .display()
+                    .to_string()
+            ),
+            "{cmd}: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_effective_config_prints_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(
+        &p,
+        "[model]\npath = \"m/model.json\"\n[kafka]\nbrokers = \"pkc-1.example:9092\"\n[kafka.client_properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"PLAIN\"\n\"sasl.username\" = \"API_KEY\"\n\"sasl.password\" = \"not-to-be-printed\"\n",
+    )
+    .unwrap();
+    let o = churn_alert(
+        &["--config", p.to_str().unwrap(), "config"],
+        &[("CHURN_ALERT__ADMIN__TOKEN", "also-not-to-be-printed")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!out.contains("not-to-be-printed"), "{out}");
+    assert!(out.contains("\"sasl.username\" = \"API_KEY\""), "{out}");
+    assert!(out.contains("brokers = \"pkc-1.example:9092\""), "{out}");
+    assert!(out.contains("token = \"***\""), "{out}");
+    // Paths in the file are relative to it.
+    let model = dir.path().join("m/model.json");
+    assert!(
+        out.contains(&format!("path = \"{}\"", model.display())),
+        "{out}"
     );
 }

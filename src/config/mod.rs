@@ -322,11 +322,14 @@ impl Config {
                     path: p.display().to_string(),
                     source,
                 })?;
-                text.parse::<toml::Table>()
+                let mut t = text
+                    .parse::<toml::Table>()
                     .map_err(|e| ConfigError::Syntax {
                         path: p.display().to_string(),
                         message: e.to_string(),
-                    })?
+                    })?;
+                resolve_paths(&mut t, p.parent().unwrap_or(Path::new("")));
+                t
             }
         };
         merge(&mut table, file);
@@ -351,6 +354,14 @@ impl Config {
         cfg.validate()?;
         cfg.source = path.map(Path::to_path_buf);
         Ok(cfg)
+    }
+
+    /// The effective config as TOML, with every secret (tokens, passwords,
+    /// keys) replaced by `"***"`, for `churn-alert config`.
+    pub fn masked_toml(&self) -> String {
+        let mut v = toml::Value::try_from(self).expect("the config serialises");
+        mask_secrets(&mut v);
+        toml::to_string_pretty(&v).expect("a TOML table prints")
     }
 
     /// The feature spec these settings define.
@@ -388,6 +399,76 @@ impl Config {
     /// any, else the model's, else the defaults.
     pub fn policy_for(&self, model: Option<&ModelFile>) -> Policy {
         self.policy.build(&self.segments, model)
+    }
+}
+
+/// Whether a config key or librdkafka property holds a secret.
+fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "token",
+        "password",
+        "secret",
+        "sasl.jaas",
+        "oauthbearer.config",
+        "key.pem",
+        "keystore",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+        && !k.ends_with(".location")
+        && !k.ends_with("token.endpoint.url")
+}
+
+fn mask_secrets(v: &mut toml::Value) {
+    if let toml::Value::Table(t) = v {
+        for (k, v) in t.iter_mut() {
+            if is_secret(k) && v.is_str() {
+                *v = toml::Value::String("***".into());
+            } else {
+                mask_secrets(v);
+            }
+        }
+    }
+}
+
+/// Makes the relative paths a config file sets relative to that file's
+/// directory, not the working directory: `store.path`, `model.path` and
+/// the librdkafka file properties (`ssl.*.location`,
+/// `sasl.kerberos.keytab`). Defaults and environment overrides stay
+/// relative to the working directory.
+fn resolve_paths(file: &mut toml::Table, dir: &Path) {
+    let resolve = |v: &mut toml::Value| {
+        if let toml::Value::String(p) = v {
+            if !p.is_empty() && Path::new(p.as_str()).is_relative() {
+                *p = dir.join(p.as_str()).display().to_string();
+            }
+        }
+    };
+    for section in ["store", "model"] {
+        if let Some(v) = file
+            .get_mut(section)
+            .and_then(toml::Value::as_table_mut)
+            .and_then(|t| t.get_mut("path"))
+        {
+            resolve(v);
+        }
+    }
+    let Some(kafka) = file.get_mut("kafka").and_then(toml::Value::as_table_mut) else {
+        return;
+    };
+    for props in [
+        "client_properties",
+        "consumer_properties",
+        "producer_properties",
+    ] {
+        if let Some(t) = kafka.get_mut(props).and_then(toml::Value::as_table_mut) {
+            for (k, v) in t.iter_mut() {
+                if k.ends_with(".location") || k == "sasl.kerberos.keytab" {
+                    resolve(v);
+                }
+            }
+        }
     }
 }
 
@@ -451,6 +532,80 @@ mod tests {
             Some(&p),
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
+    }
+
+    #[test]
+    fn relative_paths_in_the_file_resolve_against_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[store]\npath = \"state\"\n[model]\npath = \"/abs/m.json\"\n[kafka.client_properties]\n\"ssl.ca.location\" = \"certs/ca.pem\"\n\"security.protocol\" = \"SSL\"\n",
+        )
+        .unwrap();
+        let c = Config::load_with_env(Some(&p), Vec::new()).unwrap();
+        assert_eq!(c.store.path, dir.path().join("state"));
+        assert_eq!(c.model.path, PathBuf::from("/abs/m.json"));
+        assert_eq!(
+            c.kafka.client_properties["ssl.ca.location"],
+            dir.path().join("certs/ca.pem").display().to_string()
+        );
+        // An environment override is the shell's, relative to where it runs.
+        let c = Config::load_with_env(
+            Some(&p),
+            [("CHURN_ALERT__STORE__PATH".to_string(), "here".to_string())],
+        )
+        .unwrap();
+        assert_eq!(c.store.path, PathBuf::from("here"));
+        assert_eq!(c.model.path, PathBuf::from("/abs/m.json"));
+        // Defaults too.
+        std::fs::write(&p, "").unwrap();
+        let c = Config::load_with_env(Some(&p), Vec::new()).unwrap();
+        assert_eq!(c.store.path, PathBuf::from("data/state"));
+    }
+
+    #[test]
+    fn the_printed_config_masks_secrets_and_keeps_the_rest() {
+        let c = load(
+            "[admin]\ntoken = \"0123456789abcdef-secret\"\n[kafka.client_properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"PLAIN\"\n\"sasl.username\" = \"KEY\"\n\"sasl.password\" = \"hunter2-password\"\n\"ssl.ca.location\" = \"/ca.pem\"\n",
+            &[],
+        )
+        .unwrap();
+        let t = c.masked_toml();
+        assert!(
+            !t.contains("hunter2") && !t.contains("0123456789abcdef"),
+            "{t}"
+        );
+        assert!(t.contains("\"sasl.username\" = \"KEY\""), "{t}");
+        assert!(t.contains("\"ssl.ca.location\" = \"/ca.pem\""), "{t}");
+        assert!(t.contains("\"sasl.password\" = \"***\""), "{t}");
+        // It reads back as the same config, but for the secrets.
+        let back: Config = toml::from_str(&t).unwrap();
+        assert_eq!(back.kafka.brokers, c.kafka.brokers);
+        assert_eq!(back.admin.token.as_deref(), Some("***"));
+    }
+
+    #[test]
+    fn sasl_settings_are_checked_before_any_client_is_made() {
+        let err = |toml: &str| match load(toml, &[]) {
+            Err(ConfigError::Key { key, message }) => format!("{key}: {message}"),
+            other => panic!("{other:?}"),
+        };
+        let base = "[kafka.client_properties]\n\"security.protocol\" = \"SASL_SSL\"\n";
+        assert!(err(base).starts_with("kafka.client_properties.\"sasl.mechanism\": must be set"));
+        let plain = format!("{base}\"sasl.mechanism\" = \"PLAIN\"\n\"sasl.username\" = \"k\"\n");
+        assert!(err(&plain).starts_with("kafka.client_properties.\"sasl.password\": must be set"));
+        load(&format!("{plain}\"sasl.password\" = \"p\"\n"), &[]).unwrap();
+        let gss = format!("{base}\"sasl.mechanism\" = \"GSSAPI\"\n");
+        assert!(err(&gss).contains("GSSAPI (Kerberos) is not built in"));
+        let oidc = format!("{base}\"sasl.mechanism\" = \"OAUTHBEARER\"\n\"sasl.oauthbearer.method\" = \"oidc\"\n\"sasl.oauthbearer.client.id\" = \"id\"\n\"sasl.oauthbearer.client.secret\" = \"s\"\n");
+        assert!(err(&oidc).contains("sasl.oauthbearer.token.endpoint.url"));
+        // The producer's own protocol is checked too.
+        let e = err("[kafka.producer_properties]\n\"security.protocol\" = \"TLS\"\n");
+        assert!(
+            e.starts_with("kafka.producer_properties.\"security.protocol\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -43,6 +43,8 @@ impl Config {
                 "must start with http:// or https://",
             ));
         }
+        k.check_security()
+            .map_err(|(key, message)| key_err(&key, message))?;
         if k.batch_max_messages == 0 {
             return Err(key_err("kafka.batch_max_messages", "must be at least 1"));
         }

@@ -2,7 +2,12 @@
 //! producer and admin client of the service is built here, so security
 //! settings reach each of them by the same path.
 
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::BaseProducer;
 
 use crate::kafka::settings::KafkaConfig;
 
@@ -47,6 +52,96 @@ pub fn client_config(
     c
 }
 
+/// Kafka client settings that librdkafka refuses: the operator's to fix,
+/// so the start stops (exit code 2) instead of retrying.
+#[derive(Debug, thiserror::Error)]
+#[error("config key `{key}`: {message}")]
+pub struct ClientSettingsError {
+    /// Where the refused setting is, e.g.
+    /// `kafka.client_properties."security.protocol"`.
+    pub key: String,
+    pub message: String,
+}
+
+/// Creates each kind of client the service makes (consumer, producer,
+/// admin) from the settings, without connecting, so that a setting
+/// librdkafka refuses (an unknown property or value, a CA file that
+/// cannot be read, a mechanism it was built without) stops the start
+/// with the key named, not a retry loop.
+pub fn check(cfg: &KafkaConfig) -> Result<(), ClientSettingsError> {
+    let group = [("group.id", cfg.group_id.as_str())];
+    for role in [Role::Consumer, Role::Producer, Role::Admin] {
+        let c = client_config(
+            cfg,
+            role,
+            &group[..usize::from(role == Role::Consumer)],
+            &[],
+        );
+        let made = match role {
+            Role::Consumer => c.create::<BaseConsumer>().map(drop),
+            Role::Producer => c.create::<BaseProducer>().map(drop),
+            Role::Admin => c.create::<AdminClient<DefaultClientContext>>().map(drop),
+        };
+        made.map_err(|e| refused(cfg, role, &e))?;
+    }
+    Ok(())
+}
+
+/// The error for a client librdkafka would not create, naming the config
+/// key that holds the property it refused.
+fn refused(cfg: &KafkaConfig, role: Role, e: &KafkaError) -> ClientSettingsError {
+    let own = match role {
+        Role::Consumer => ("kafka.consumer_properties", &cfg.consumer_properties),
+        Role::Producer | Role::Admin => ("kafka.producer_properties", &cfg.producer_properties),
+    };
+    let maps = [own, ("kafka.client_properties", &cfg.client_properties)];
+    let key_of = |property: &str| {
+        if property == "bootstrap.servers" {
+            return Some("kafka.brokers".to_string());
+        }
+        maps.iter()
+            .find(|(_, m)| m.contains_key(property))
+            .map(|(section, _)| format!("{section}.\"{property}\""))
+    };
+    match e {
+        KafkaError::ClientConfig(_, description, property, value) => ClientSettingsError {
+            key: key_of(property)
+                .unwrap_or_else(|| format!("kafka (librdkafka property {property:?})")),
+            message: format!("librdkafka refuses {value:?}: {description}"),
+        },
+        other => {
+            let text = other.to_string();
+            // librdkafka names the property first, e.g. "ssl.ca.location
+            // failed: …"; find the user's setting it speaks of.
+            let named = maps
+                .iter()
+                .flat_map(|(_, m)| m.iter())
+                .filter(|(p, _)| text.contains(p.as_str()))
+                .max_by_key(|(p, _)| p.len());
+            // A file the setting names is shown (never a secret's value).
+            let message = match named {
+                Some((p, v)) if p.ends_with(".location") => format!("{text} (file {v:?})"),
+                _ => text.clone(),
+            };
+            let key = named
+                .and_then(|(p, _)| key_of(p))
+                .or_else(|| {
+                    // A property the user has not set, e.g. "sasl.username
+                    // and sasl.password must be set".
+                    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '_'))
+                        .find(|w| {
+                            w.contains('.')
+                                && !w.ends_with('.')
+                                && w.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                        })
+                        .map(|p| format!("kafka.client_properties.\"{p}\""))
+                })
+                .unwrap_or_else(|| "kafka.client_properties".to_string());
+            ClientSettingsError { key, message }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +174,46 @@ mod tests {
             assert_eq!(c.get("linger.ms"), Some("50"));
             assert_eq!(c.get("session.timeout.ms"), None);
         }
+    }
+
+    #[test]
+    fn refused_client_settings_name_their_key() {
+        let mut cfg = KafkaConfig::default();
+        check(&cfg).expect("the defaults make every client");
+        cfg.client_properties
+            .insert("security.protocol".into(), "SASL_SSL".into());
+        cfg.client_properties
+            .insert("sasl.mechanism".into(), "SCRAM-SHA-512".into());
+        let e = check(&cfg).unwrap_err();
+        assert_eq!(e.key, "kafka.client_properties.\"sasl.username\"", "{e}");
+        cfg.client_properties
+            .insert("sasl.username".into(), "key".into());
+        cfg.client_properties
+            .insert("sasl.password".into(), "secret".into());
+        check(&cfg).expect("TLS and SASL SCRAM are built in");
+        cfg.client_properties
+            .insert("security.protocol".into(), "SASL_TLS".into());
+        let e = check(&cfg).unwrap_err();
+        assert_eq!(e.key, "kafka.client_properties.\"security.protocol\"");
+        assert!(e.message.contains("SASL_TLS"), "{e}");
+        cfg.client_properties
+            .insert("security.protocol".into(), "SSL".into());
+        cfg.producer_properties
+            .insert("ssl.ca.location".into(), "/nonexistent/ca.pem".into());
+        let e = check(&cfg).unwrap_err();
+        assert_eq!(
+            e.key, "kafka.producer_properties.\"ssl.ca.location\"",
+            "{e}"
+        );
+        cfg.producer_properties.clear();
+        cfg.consumer_properties
+            .insert("compression.codec".into(), "zstd".into());
+        cfg.consumer_properties
+            .insert("no.such.property".into(), "1".into());
+        let e = check(&cfg).unwrap_err();
+        assert_eq!(
+            e.key, "kafka.consumer_properties.\"no.such.property\"",
+            "{e}"
+        );
     }
 }

@@ -19,14 +19,22 @@ pub enum Partitioner {
     ConsistentRandom,
     /// As `consistent_random`; keyless records all go to one partition.
     Consistent,
+    /// Go's Sarama and kafka-go (their hash partitioners): FNV-1a (32-bit)
+    /// of the key, read as signed and made positive, modulo the partition
+    /// count.
+    Fnv1aRandom,
+    /// As `fnv1a_random`; keyless records all go to one partition.
+    Fnv1a,
 }
 
 impl Partitioner {
-    pub const ALL: [Partitioner; 4] = [
+    pub const ALL: [Partitioner; 6] = [
         Self::Murmur2Random,
         Self::Murmur2,
         Self::ConsistentRandom,
         Self::Consistent,
+        Self::Fnv1aRandom,
+        Self::Fnv1a,
     ];
 
     /// The librdkafka `partitioner` setting.
@@ -36,6 +44,8 @@ impl Partitioner {
             Self::Murmur2 => "murmur2",
             Self::ConsistentRandom => "consistent_random",
             Self::Consistent => "consistent",
+            Self::Fnv1aRandom => "fnv1a_random",
+            Self::Fnv1a => "fnv1a",
         }
     }
 
@@ -50,6 +60,7 @@ impl Partitioner {
         let h = match self {
             Self::Murmur2Random | Self::Murmur2 => murmur2(key) & 0x7fff_ffff,
             Self::ConsistentRandom | Self::Consistent => crc32fast::hash(key),
+            Self::Fnv1aRandom | Self::Fnv1a => fnv1a(key),
         };
         (h % n) as i32
     }
@@ -87,6 +98,15 @@ pub fn murmur2(data: &[u8]) -> u32 {
     h
 }
 
+/// FNV-1a (32-bit) as Sarama's hash partitioner uses it (and librdkafka's
+/// `fnv1a`): the hash read as a signed integer, made positive.
+pub fn fnv1a(data: &[u8]) -> u32 {
+    let h = data.iter().fold(0x811c_9dc5_u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    (h as i32).wrapping_abs() as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +119,9 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", p.librdkafka_name()));
         }
         assert_eq!(Partitioner::parse("random"), None);
+        // librdkafka's own unit test values (rdfnv1a.c).
+        assert_eq!(fnv1a(b"kafka"), 0x0d33_c4e1);
+        assert_eq!(fnv1a(b"giberish123456789"), 0x77a5_8295);
         for p in Partitioner::ALL {
             let mut seen = [0u32; 7];
             for i in 0..7000 {

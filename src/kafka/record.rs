@@ -14,6 +14,8 @@ pub struct InMessage {
     pub content_type: Option<String>,
     /// Kafka timestamp (ms), if any.
     pub timestamp: Option<Millis>,
+    /// Every header of the message, in order (a dead letter keeps them).
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 /// A record to publish.
@@ -65,6 +67,43 @@ pub fn dead_letter_body(original: &[u8], max: usize) -> (Vec<u8>, Vec<(String, V
         ),
     ];
     (kept, headers)
+}
+
+/// The version of the JSON payloads of alerts, triggers and outcomes
+/// (their `schema_version` field; the schemas are in `schemas/`).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A JSON payload with its `schema_version` first.
+#[derive(serde::Serialize)]
+pub struct Versioned<'a, T> {
+    pub schema_version: u32,
+    #[serde(flatten)]
+    pub body: &'a T,
+}
+
+/// CloudEvents 1.0 headers in the Kafka protocol binding's binary mode
+/// (the payload is the event's data; `content-type` is set beside them):
+/// `ce_id` is the output's deterministic id, so a redelivered record has
+/// the same one; `ce_time` is the event time it refers to (left out when
+/// empty).
+pub fn cloudevents_headers(
+    kind: OutKind,
+    id: &str,
+    source: &str,
+    time: &str,
+) -> impl Iterator<Item = (String, Vec<u8>)> {
+    [
+        ("ce_specversion".into(), b"1.0".to_vec()),
+        ("ce_id".into(), id.as_bytes().to_vec()),
+        ("ce_source".into(), source.as_bytes().to_vec()),
+        (
+            "ce_type".into(),
+            format!("churn-alert.{}.v{SCHEMA_VERSION}", kind.as_str()).into_bytes(),
+        ),
+        ("ce_time".into(), time.as_bytes().to_vec()),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
 }
 
 impl OutKind {

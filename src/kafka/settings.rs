@@ -57,8 +57,10 @@ pub struct KafkaConfig {
     /// it from here before processing that partition's events.
     pub changelog_topic: String,
     /// How upstream producers pick the input partition from the customer
-    /// id: `murmur2_random` (Java clients, Kafka Streams, Kafka Connect) or
-    /// `consistent_random` (librdkafka's default: CRC32). Used to find which
+    /// id: `murmur2_random` (Java clients, Kafka Streams, Kafka Connect),
+    /// `consistent_random` (librdkafka's default: CRC32), or
+    /// `fnv1a_random` (Go: Sarama and kafka-go hash partitioners); also
+    /// `murmur2`, `consistent`, `fnv1a` (the same for keyed records). Used to find which
     /// instance owns a customer and to key erasure events like the rest.
     pub partitioner: Partitioner,
     /// Local state of a partition this instance no longer owns is deleted
@@ -123,6 +125,89 @@ impl KafkaConfig {
             .get("message.max.bytes")
             .or_else(|| self.client_properties.get("message.max.bytes"))
             .map_or(Some(1_000_000), |v| v.trim().parse().ok())
+    }
+
+    /// Checks the security settings each client would get, before any
+    /// client is made: a known `security.protocol`, a SASL mechanism this
+    /// build has, and the credentials that mechanism needs. Returns the
+    /// config key and what is wrong.
+    pub fn check_security(&self) -> Result<(), (String, String)> {
+        for (section, own) in [
+            ("kafka.consumer_properties", &self.consumer_properties),
+            ("kafka.producer_properties", &self.producer_properties),
+        ] {
+            // The role's own map overrides the shared one, as in the clients.
+            let get = |p: &str| {
+                own.get(p).map(|v| (section, v)).or_else(|| {
+                    self.client_properties
+                        .get(p)
+                        .map(|v| ("kafka.client_properties", v))
+                })
+            };
+            let key = |section: &str, p: &str| format!("{section}.\"{p}\"");
+            let protocol = get("security.protocol");
+            let sasl = match protocol {
+                None => false,
+                Some((s, v)) => match v.to_ascii_uppercase().as_str() {
+                    "PLAINTEXT" | "SSL" => false,
+                    "SASL_PLAINTEXT" | "SASL_SSL" => true,
+                    _ => {
+                        return Err((
+                            key(s, "security.protocol"),
+                            format!("{v:?} is not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"),
+                        ))
+                    }
+                },
+            };
+            if !sasl {
+                continue;
+            }
+            let Some((ms, mechanism)) = get("sasl.mechanism").or_else(|| get("sasl.mechanisms"))
+            else {
+                return Err((
+                    key("kafka.client_properties", "sasl.mechanism"),
+                    "must be set with a SASL security.protocol: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER".into(),
+                ));
+            };
+            let need: &[&str] = match mechanism.to_ascii_uppercase().as_str() {
+                "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512" => &["sasl.username", "sasl.password"],
+                "OAUTHBEARER" => match get("sasl.oauthbearer.method").map(|(_, v)| v.to_ascii_lowercase()) {
+                    Some(m) if m == "oidc" => &[
+                        "sasl.oauthbearer.client.id",
+                        "sasl.oauthbearer.client.secret",
+                        "sasl.oauthbearer.token.endpoint.url",
+                    ],
+                    _ if get("enable.sasl.oauthbearer.unsecure.jwt").is_some_and(|(_, v)| v == "true") => &[],
+                    _ => {
+                        return Err((
+                            key(ms, "sasl.mechanism"),
+                            "OAUTHBEARER needs \"sasl.oauthbearer.method\" = \"oidc\" (with the client id, secret and token endpoint URL of your identity provider)".into(),
+                        ))
+                    }
+                },
+                "GSSAPI" => {
+                    return Err((
+                        key(ms, "sasl.mechanism"),
+                        "GSSAPI (Kerberos) is not built in; use PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER".into(),
+                    ))
+                }
+                _ => {
+                    return Err((
+                        key(ms, "sasl.mechanism"),
+                        format!("{mechanism:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER"),
+                    ))
+                }
+            };
+            for p in need {
+                if get(p).is_none_or(|(_, v)| v.is_empty()) {
+                    return Err((
+                        key("kafka.client_properties", p),
+                        format!("must be set for SASL mechanism {mechanism}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every topic the service reads or writes: input, alerts, triggers,

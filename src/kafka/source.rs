@@ -387,12 +387,18 @@ pub fn producer(cfg: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
 
 /// Copies what the processor needs out of a Kafka message.
 pub fn detach(m: &BorrowedMessage<'_>) -> InMessage {
-    let content_type = m.headers().and_then(|h| {
-        h.iter()
-            .find(|h| h.key.eq_ignore_ascii_case("content-type"))
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    });
+    let headers: Vec<(String, Vec<u8>)> = m
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let content_type = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
     InMessage {
         partition: m.partition(),
         offset: m.offset(),
@@ -400,6 +406,7 @@ pub fn detach(m: &BorrowedMessage<'_>) -> InMessage {
         payload: m.payload().map(<[u8]>::to_vec),
         content_type,
         timestamp: m.timestamp().to_millis(),
+        headers,
     }
 }
 

@@ -402,6 +402,7 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
             payload: Some(line.to_vec()),
             content_type: None,
             timestamp: None,
+            headers: Vec::new(),
         });
         *off += 1;
         let span = seen

@@ -27,8 +27,10 @@ pub fn parse_time(s: &str) -> anyhow::Result<Millis> {
         return Ok(d.midnight().assume_utc().unix_timestamp() * 1000);
     }
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .with_context(|| {
-            format!("{s:?} is not a date like 2026-06-30 or a time like 2026-06-30T12:00:00Z")
+        .map_err(|_| {
+            Usage(format!(
+                "{s:?} is not a date like 2026-06-30 or a time like 2026-06-30T12:00:00Z"
+            ))
         })?;
     Ok((t.unix_timestamp_nanos() / 1_000_000) as Millis)
 }
@@ -39,10 +41,18 @@ pub fn parse_days(s: &str) -> anyhow::Result<Millis> {
         .strip_suffix('d')
         .unwrap_or(s)
         .parse()
-        .with_context(|| format!("{s:?} is not a number of days like 90d"))?;
-    anyhow::ensure!(n > 0.0, "{s:?}: the span must be positive");
+        .map_err(|_| Usage(format!("{s:?} is not a number of days like 90d")))?;
+    if n <= 0.0 || !n.is_finite() {
+        return Err(Usage(format!("{s:?}: the span must be a positive number of days")).into());
+    }
     Ok((n * DAY_MS as f64) as Millis)
 }
+
+/// A flag's value the command cannot use (exit code 2, as a flag clap
+/// itself refuses).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
 
 /// Flags of `churn-alert train`.
 #[derive(Debug, Clone, clap::Args)]
@@ -443,14 +453,16 @@ pub fn score(opts: ScoreOptions, config: &Config) -> anyhow::Result<()> {
         *slot = ingest(slot.take(), &e, &spec).0;
     })?;
     // Nothing to score is a mistake in the flags, not a result.
-    anyhow::ensure!(
-        read.used > 0,
-        "no valid event at or before --as-of {} ({} valid events after it, {} refused, in {} lines): choose a date within the history",
-        rfc3339(as_of),
-        read.after,
-        read.refused,
-        read.lines
-    );
+    if read.used == 0 {
+        return Err(Usage(format!(
+            "no valid event at or before --as-of {} ({} valid events after it, {} refused, in {} lines): choose a date within the history",
+            rfc3339(as_of),
+            read.after,
+            read.refused,
+            read.lines
+        ))
+        .into());
+    }
     states.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out: Box<dyn Write> = if opts.out == Path::new("-") {
         Box::new(std::io::BufWriter::new(std::io::stdout()))

@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::kafka::record::{dead_letter_body, InMessage, OutKind, OutRecord};
+use crate::kafka::record::{cloudevents_headers, dead_letter_body, InMessage, OutKind, OutRecord};
 use crate::kafka::source::{Input, Publisher};
 use crate::kafka::KafkaError;
 use crate::pipeline::error::{Classify, ErrorClass, Failure};
@@ -349,7 +349,27 @@ fn unpublishable(record: &OutRecord, e: &KafkaError, topic: &str, max: usize) ->
         ("dlq-output-topic".to_string(), topic.as_bytes().to_vec()),
     ];
     headers.extend(about);
-    headers.extend(record.headers.iter().cloned());
+    let own = |name: &str| {
+        record
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    let (id, source, time) = (own("ce_id"), own("ce_source"), own("ce_time"));
+    headers.extend(
+        record
+            .headers
+            .iter()
+            .map(|(k, v)| (format!("dlq-header-{k}"), v.clone())),
+    );
+    headers.extend(cloudevents_headers(
+        OutKind::DeadLetter,
+        &format!("unpublishable-{id}"),
+        &source,
+        &time,
+    ));
     OutRecord {
         kind: OutKind::DeadLetter,
         key: record.key.clone(),

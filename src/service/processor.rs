@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::kafka::changelog::RestoreError;
-use crate::kafka::record::dead_letter_body;
+use crate::kafka::record::{cloudevents_headers, dead_letter_body, Versioned, SCHEMA_VERSION};
 pub use crate::kafka::record::{InMessage, OutKind, OutRecord};
 use crate::pipeline::decode::{RejectCode, Rejection, Validator};
 use crate::pipeline::error::{Classify, ErrorClass};
@@ -33,22 +33,36 @@ use crate::telemetry::metrics::Metrics;
 /// partition's watermark crosses a multiple of this.
 pub const SWEEP_TICK_MS: Millis = 3_600_000;
 
-/// An output keyed by customer id, as JSON with its `alert-id` header.
-fn json_record(
+/// An output keyed by customer id: JSON with its `schema_version`, the
+/// `alert-id` header and CloudEvents headers (`ce_id` = `id`, `ce_time` =
+/// `time`, the event time it refers to).
+struct Publishable<'a> {
     kind: OutKind,
-    customer_id: &str,
-    alert_id: &str,
-    body: &impl serde::Serialize,
-) -> OutRecord {
-    OutRecord {
-        kind,
-        key: Some(customer_id.as_bytes().to_vec()),
-        payload: serde_json::to_vec(body).expect("outputs serialise"),
-        headers: vec![
+    customer_id: &'a str,
+    alert_id: &'a str,
+    id: &'a str,
+    time: &'a str,
+}
+
+impl Publishable<'_> {
+    fn record(self, source: &str, body: &impl serde::Serialize) -> OutRecord {
+        let payload = serde_json::to_vec(&Versioned {
+            schema_version: SCHEMA_VERSION,
+            body,
+        })
+        .expect("outputs serialise");
+        let mut headers = vec![
             ("content-type".into(), b"application/json".to_vec()),
-            ("alert-id".into(), alert_id.as_bytes().to_vec()),
-        ],
-        partition: None,
+            ("alert-id".into(), self.alert_id.as_bytes().to_vec()),
+        ];
+        headers.extend(cloudevents_headers(self.kind, self.id, source, self.time));
+        OutRecord {
+            kind: self.kind,
+            key: Some(self.customer_id.as_bytes().to_vec()),
+            payload,
+            headers,
+            partition: None,
+        }
     }
 }
 
@@ -111,6 +125,9 @@ pub struct Processor {
     pub metrics: Metrics,
     pub clock: ClockMode,
     pub input_topic: String,
+    /// The CloudEvents `ce_source` of the outputs: `/churn-alert/` and the
+    /// input topic.
+    pub ce_source: String,
     /// Most silent customers re-scored per partition per batch.
     pub sweep_limit: usize,
     /// Largest payload a dead letter carries (`kafka.dead_letter_max_bytes`).
@@ -140,6 +157,7 @@ impl Processor {
             store,
             metrics,
             clock,
+            ce_source: format!("/churn-alert/{input_topic}"),
             input_topic,
             sweep_limit: 10_000,
             dead_letter_max_bytes: crate::kafka::settings::KafkaConfig::default()
@@ -471,18 +489,31 @@ impl Processor {
         }
         if let Some(a) = &out.alert {
             self.metrics.emit(AlertPublished { tier: &a.risk_tier });
-            records.push(json_record(OutKind::Alert, &a.customer_id, &a.alert_id, a));
+            records.push(
+                Publishable {
+                    kind: OutKind::Alert,
+                    customer_id: &a.customer_id,
+                    alert_id: &a.alert_id,
+                    id: &a.alert_id,
+                    time: &a.as_of,
+                }
+                .record(&self.ce_source, a),
+            );
         }
         if let Some(t) = &out.trigger {
             self.metrics.emit(TriggerPublished {
                 campaign_id: &t.campaign_id,
             });
-            records.push(json_record(
-                OutKind::Trigger,
-                &t.customer_id,
-                &t.alert_id,
-                t,
-            ));
+            records.push(
+                Publishable {
+                    kind: OutKind::Trigger,
+                    customer_id: &t.customer_id,
+                    alert_id: &t.alert_id,
+                    id: &t.trigger_id,
+                    time: t.released_at.as_deref().unwrap_or(&t.as_of),
+                }
+                .record(&self.ce_source, t),
+            );
         }
         if out.held {
             self.metrics.emit(TriggerHeld);
@@ -493,12 +524,16 @@ impl Processor {
                 group: o.group.as_str(),
                 outcome: o.outcome.as_str(),
             });
-            records.push(json_record(
-                OutKind::Outcome,
-                &o.customer_id,
-                &o.alert_id,
-                o,
-            ));
+            records.push(
+                Publishable {
+                    kind: OutKind::Outcome,
+                    customer_id: &o.customer_id,
+                    alert_id: &o.alert_id,
+                    id: &o.outcome_id,
+                    time: &o.decided_at,
+                }
+                .record(&self.ce_source, o),
+            );
         }
         if let Some(why) = out.suppressed {
             self.metrics.emit(TriggerSuppressed { reason: why });
@@ -529,11 +564,36 @@ impl Processor {
         if let Some(ct) = &m.content_type {
             headers.push(("content-type".to_string(), ct.clone().into_bytes()));
         }
+        // The original's own headers and timestamp, to trace it back to
+        // its producer. (The record's Kafka timestamp stays the time it was
+        // dead-lettered, so the topic's retention counts from then.)
+        if let Some(ts) = m.timestamp {
+            headers.push((
+                "dlq-original-timestamp".to_string(),
+                ts.to_string().into_bytes(),
+            ));
+        }
+        headers.extend(
+            m.headers
+                .iter()
+                .map(|(k, v)| (format!("dlq-header-{k}"), v.clone())),
+        );
         let (payload, about) = dead_letter_body(
             m.payload.as_deref().unwrap_or(&[]),
             self.dead_letter_max_bytes,
         );
         headers.extend(about);
+        let id = format!("{}-{}-{}", self.input_topic, m.partition, m.offset);
+        let time = m
+            .timestamp
+            .map(crate::pipeline::event::rfc3339)
+            .unwrap_or_default();
+        headers.extend(cloudevents_headers(
+            OutKind::DeadLetter,
+            &id,
+            &self.ce_source,
+            &time,
+        ));
         OutRecord {
             kind: OutKind::DeadLetter,
             key: m.key.clone(),
@@ -609,6 +669,7 @@ mod tests {
             ),
             content_type: None,
             timestamp: None,
+            headers: Vec::new(),
         }
     }
 

@@ -34,6 +34,8 @@ pub enum StartError {
     Kafka(#[from] KafkaError),
     #[error(transparent)]
     Topic(#[from] crate::kafka::topics::TopicError),
+    #[error(transparent)]
+    ClientSettings(#[from] crate::kafka::client::ClientSettingsError),
     #[error("stopped: {0}; the uncommitted batch is replayed at the next start")]
     Halted(#[from] crate::service::committer::Halted),
     #[error("admin server cannot listen on {addr}: {source}")]
@@ -49,9 +51,11 @@ impl Classify for StartError {
             Self::Store(e) => e.class(),
             Self::Kafka(e) => e.class(),
             Self::Halted(e) => e.class(),
-            Self::Config(_) | Self::Model(_) | Self::Topic(_) | Self::Admin { .. } => {
-                ErrorClass::Config
-            }
+            Self::Config(_)
+            | Self::Model(_)
+            | Self::Topic(_)
+            | Self::ClientSettings(_)
+            | Self::Admin { .. } => ErrorClass::Config,
         }
     }
 }
@@ -132,6 +136,9 @@ impl Service {
     /// writes state and offsets, flushes and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartError> {
         let cfg = self.config.kafka.clone();
+        // Settings librdkafka refuses stop the start here, named, instead
+        // of failing every retry below.
+        crate::kafka::client::check(&cfg)?;
         if crate::kafka::topics::ensure(&cfg, &shutdown).await?
             == crate::kafka::topics::Checked::Stopped
         {
