@@ -104,6 +104,18 @@ async fn bad_input_is_dead_lettered_and_the_service_keeps_going(broker: Broker) 
         assert!(!r.headers["dlq-reason"].is_empty());
         assert_eq!(r.headers["dlq-source-topic"], cfg.kafka.input_topic);
         assert_eq!(r.payload, cases[i].0.payload, "original bytes kept");
+        assert_matches_schema("dead-letter", r, None);
+        // The original's timestamp and own headers are kept, prefixed.
+        assert!(r.headers["dlq-original-timestamp"].parse::<i64>().unwrap() > 0);
+        assert_eq!(
+            r.headers.get("dlq-header-content-type").map(String::as_str),
+            cases[i].0.content_type,
+            "case {i}"
+        );
+        assert_eq!(
+            r.headers["ce_id"],
+            format!("{}-{p}-{o}", cfg.kafka.input_topic)
+        );
         assert_eq!(
             r.key.as_deref(),
             cases[i].0.key.as_deref().map(str::as_bytes),
@@ -224,7 +236,9 @@ async fn poison_pills_are_dead_lettered_cut_to_size_and_nothing_stops(broker: Br
 /// reasons; triggers go only to customers with marketing consent.
 async fn silent_customers_are_alerted_and_triggers_respect_consent(broker: Broker) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = test_config(&broker, dir.path());
+    let mut cfg = test_config(&broker, dir.path());
+    // Outcomes of the day-11 alerts are decided within the 30 days.
+    cfg.policy.outcome_window_days = 10.0;
     broker.create_topics(&cfg).await;
     let svc = start(&cfg).await;
     // The quiet customers, one per partition, act on day 0 and go silent.
@@ -290,6 +304,8 @@ async fn silent_customers_are_alerted_and_triggers_respect_consent(broker: Broke
         for field in ["alert_id", "risk_tier", "as_of_ms", "customer_value"] {
             assert!(!a[field].is_null(), "alert has {field}");
         }
+        assert_matches_schema("alert", r, Some("alert_id"));
+        assert_eq!(r.headers["ce_time"], a["as_of"].as_str().unwrap());
     }
     let triggers = read_all(&broker, &cfg.kafka.triggers_topic);
     assert_eq!(
@@ -298,6 +314,7 @@ async fn silent_customers_are_alerted_and_triggers_respect_consent(broker: Broke
         "only the consenting, subscribed customer: {triggers:?}"
     );
     let t = triggers[0].json();
+    assert_matches_schema("trigger", &triggers[0], Some("trigger_id"));
     assert_eq!(t["customer_id"], "quiet-consent");
     assert_eq!(triggers[0].key.as_deref(), Some(&b"quiet-consent"[..]));
     let alert = alerts
@@ -324,6 +341,13 @@ async fn silent_customers_are_alerted_and_triggers_respect_consent(broker: Broke
         1.0
     );
     assert!(svc.metric("churn_alert_rescored_silent_total", "").await > 0.0);
+    // Ten days on, each alert's outcome: churned (no activity since).
+    let outcomes = read_all(&broker, &cfg.kafka.outcomes_topic);
+    assert_eq!(outcomes.len(), 3, "{outcomes:?}");
+    for o in &outcomes {
+        assert_matches_schema("outcome", o, Some("outcome_id"));
+        assert_eq!(o.json()["outcome"], "churned");
+    }
     svc.stop().await;
 }
 

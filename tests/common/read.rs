@@ -115,3 +115,40 @@ pub fn committed(broker: &Broker, cfg: &Config, partitions: i32) -> BTreeMap<i32
         })
         .collect()
 }
+
+/// Checks a published record against the repository's JSON Schema for its
+/// kind (`alert`, `trigger`, `outcome`: the payload; `dead-letter`: the
+/// headers) and its CloudEvents headers: `ce_type` names the kind and
+/// schema version, `ce_id` is `id_field` of the payload (alerts, triggers,
+/// outcomes).
+pub fn assert_matches_schema(kind: &str, r: &Record, id_field: Option<&str>) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("schemas/{kind}.v1.json"));
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let instance = match id_field {
+        Some(_) => r.json(),
+        None => serde_json::to_value(&r.headers).unwrap(),
+    };
+    let errors: Vec<String> = validator
+        .iter_errors(&instance)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{kind} does not match its schema: {errors:#?}\n{instance:#}"
+    );
+    assert_eq!(r.headers["ce_specversion"], "1.0");
+    let ce_kind = kind.replace('-', "_");
+    assert_eq!(r.headers["ce_type"], format!("churn-alert.{ce_kind}.v1"));
+    assert!(r.headers["ce_source"].starts_with("/churn-alert/"));
+    if let Some(f) = id_field {
+        let body = r.json();
+        assert_eq!(r.headers["ce_id"], body[f].as_str().unwrap());
+        assert_eq!(body["schema_version"], 1);
+        assert_eq!(r.headers["content-type"], "application/json");
+    }
+}
