@@ -8,6 +8,17 @@ cd "$(dirname "$0")/.."
 
 scripts/tansu.sh install
 export TANSU_BIN="$(scripts/tansu.sh bin)"
+# stunnel (a real TLS terminator in front of tansu) and openssl (the test's
+# own CA) for tests/tls.rs, from Debian's packages when missing.
+need=()
+command -v stunnel4 >/dev/null 2>&1 || command -v stunnel >/dev/null 2>&1 || need+=(stunnel4)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]} from Debian's packages..."
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
 
 cargo fmt --check
 cargo clippy --release --all-targets -- -D warnings

@@ -11,11 +11,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
 use tokio_util::sync::CancellationToken;
 
-use crate::kafka::client::{client_config, Role};
+use crate::kafka::client::{client_config, ClientSettingsError, Role};
+use crate::kafka::error::class_of;
 use crate::kafka::settings::KafkaConfig;
 use crate::pipeline::error::{Classify, ErrorClass};
 
@@ -35,6 +37,16 @@ impl Classify for TopicError {
     }
 }
 
+/// Why the start cannot go on: a topic, or brokers that refuse this
+/// client's security settings.
+#[derive(Debug, thiserror::Error)]
+pub enum EnsureError {
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    #[error(transparent)]
+    Refused(#[from] ClientSettingsError),
+}
+
 /// Whether the check finished or the service was asked to stop first.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Checked {
@@ -46,10 +58,45 @@ fn admin(cfg: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, KafkaEr
     client_config(cfg, Role::Admin, &[], &[]).create()
 }
 
+/// Keeps what librdkafka reports that no retry can fix: a TLS handshake
+/// the client refuses (an unknown CA, a wrong host name) or failed
+/// authentication.
+#[derive(Default)]
+struct Refusals(std::sync::Mutex<Option<String>>);
+
+impl ClientContext for Refusals {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if class_of(&error) == ErrorClass::Config {
+            *self.0.lock().expect("not poisoned") = Some(reason.to_string());
+        }
+        tracing::warn!(%error, reason, "kafka client");
+    }
+}
+
+impl ProducerContext for Refusals {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
+}
+
 /// Topic name → partition count, and the number of brokers.
-fn metadata(cfg: &KafkaConfig) -> Result<(BTreeMap<String, usize>, usize), KafkaError> {
-    let a = admin(cfg)?;
-    let md = a.inner().fetch_metadata(None, Duration::from_secs(5))?;
+type Metadata = (BTreeMap<String, usize>, usize);
+
+/// The metadata; on failure, also the refusal librdkafka reported
+/// meanwhile, if any.
+fn metadata(cfg: &KafkaConfig) -> Result<Metadata, (KafkaError, Option<String>)> {
+    // A producer client, whose poll serves the error callback.
+    let p: BaseProducer<Refusals> = client_config(cfg, Role::Admin, &[], &[])
+        .create_with_context(Refusals::default())
+        .map_err(|e| (e, None))?;
+    let md = match p.client().fetch_metadata(None, Duration::from_secs(5)) {
+        Ok(md) => md,
+        Err(e) => {
+            // The refusal's report may land just after the failure.
+            p.poll(Duration::from_millis(500));
+            let refusal = p.context().0.lock().expect("not poisoned").take();
+            return Err((e, refusal));
+        }
+    };
     let topics = md
         .topics()
         .iter()
@@ -59,11 +106,18 @@ fn metadata(cfg: &KafkaConfig) -> Result<(BTreeMap<String, usize>, usize), Kafka
     Ok((topics, md.brokers().len()))
 }
 
+/// Failed metadata reads in a row, each with a refusal, after which the
+/// start stops instead of waiting.
+const REFUSALS_TO_STOP: u32 = 3;
+
 /// Checks and creates topics; waits while the brokers are unreachable.
+/// Brokers that refuse the client's TLS or credentials every time stop the
+/// start, with librdkafka's reason.
 pub async fn ensure(
     cfg: &KafkaConfig,
     shutdown: &CancellationToken,
-) -> Result<Checked, TopicError> {
+) -> Result<Checked, EnsureError> {
+    let mut refused = 0;
     let (topics, brokers) = loop {
         let c = cfg.clone();
         match tokio::task::spawn_blocking(move || metadata(&c))
@@ -71,7 +125,23 @@ pub async fn ensure(
             .expect("metadata task does not panic")
         {
             Ok(m) => break m,
-            Err(e) => {
+            Err((e, refusal)) => {
+                match refusal {
+                    Some(reason) => {
+                        refused += 1;
+                        if refused >= REFUSALS_TO_STOP {
+                            return Err(ClientSettingsError {
+                                key: "kafka.client_properties".into(),
+                                message: format!(
+                                    "the brokers at {} cannot be used with these security settings: {reason} (check security.protocol, ssl.ca.location and the sasl.* settings)",
+                                    cfg.brokers
+                                ),
+                            }
+                            .into());
+                        }
+                    }
+                    None => refused = 0,
+                }
                 tracing::warn!(error = %e, class = e.class().as_str(), "cannot read topic metadata; waiting for the brokers");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(Checked::Stopped),
@@ -80,6 +150,15 @@ pub async fn ensure(
             }
         }
     };
+    Ok(create_missing(cfg, &topics, brokers).await?)
+}
+
+/// Checks the input and changelog topics and creates the missing outputs.
+async fn create_missing(
+    cfg: &KafkaConfig,
+    topics: &BTreeMap<String, usize>,
+    brokers: usize,
+) -> Result<Checked, TopicError> {
     let Some(&partitions) = topics.get(&cfg.input_topic) else {
         return Err(TopicError {
             key: "kafka.input_topic".into(),

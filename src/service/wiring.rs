@@ -33,7 +33,7 @@ pub enum StartError {
     #[error("kafka client: {0}")]
     Kafka(#[from] KafkaError),
     #[error(transparent)]
-    Topic(#[from] crate::kafka::topics::TopicError),
+    Topic(#[from] crate::kafka::topics::EnsureError),
     #[error(transparent)]
     ClientSettings(#[from] crate::kafka::client::ClientSettingsError),
     #[error("stopped: {0}; the uncommitted batch is replayed at the next start")]

@@ -66,14 +66,21 @@ impl Broker {
     /// Starts `tansu broker` on `port` with a storage engine URL, in `dir`
     /// (where a relative `sqlite://FILE` lives, so a restart keeps the data).
     pub fn tansu_at(port: u16, dir: &Path, storage: &str) -> Self {
+        Self::tansu_advertising(port, port, dir, storage)
+    }
+
+    /// [`Broker::tansu_at`], telling clients to connect to `advertised`
+    /// (say a TLS terminator's port in front of it) instead.
+    pub fn tansu_advertising(port: u16, advertised: u16, dir: &Path, storage: &str) -> Self {
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = format!("tcp://127.0.0.1:{advertised}");
         let child = Command::new(tansu_bin())
             .args([
                 "broker",
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
                 "--storage-engine",
                 storage,
             ])
