@@ -75,6 +75,9 @@ enum Command {
     /// Replay an event history through the service's own processing and
     /// report how early its alerts came before churn onset.
     Backtest(churn_alert::offline::backtest::BacktestOptions),
+    /// Send an event history (JSONL, e.g. from `simulate`) to the input
+    /// topic, keyed by customer id, with the config's Kafka settings.
+    Produce(churn_alert::offline::produce::ProduceOptions),
     /// Check the config (and the model it names, and the Kafka client
     /// settings, by creating each client) and exit.
     CheckConfig,
@@ -225,6 +228,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             service.run(shutdown).await?;
         }
         Command::Config => print!("{}", config.masked_toml()),
+        Command::Produce(opts) => churn_alert::offline::produce::run(opts, &config).await?,
         Command::CheckConfig => {
             let spec = config.feature_spec();
             let model = churn_alert::pipeline::model::Model::load(&config.model.path, &spec)?;

@@ -1,7 +1,8 @@
 //! TLS end to end against real processes: tansu behind Debian's stunnel (a
 //! real TLS terminator; tansu itself speaks plaintext only), the broker
 //! advertising the TLS port, a CA the test makes with openssl, and the
-//! real binary consuming, creating topics and publishing through it. A CA
+//! real binary producing input (`produce`), consuming, creating topics and
+//! publishing through it. A CA
 //! that did not sign the broker's certificate stops the start with exit
 //! code 2 and librdkafka's reason, instead of waiting forever.
 
@@ -14,7 +15,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::Message;
 
@@ -229,13 +229,11 @@ async fn the_service_consumes_and_publishes_through_tls() {
     let log = run.path().join("service.log");
     let _service = spawn(&config, &log);
 
-    let producer: FutureProducer = broker
-        .client()
-        .set("partitioner", "murmur2_random")
-        .create()
-        .unwrap();
-    let mut good = 0;
-    for (i, m) in (0..20)
+    // The events go in through TLS with the binary's own `produce`, on the
+    // same config file.
+    let bad = r#"{"customer_id":"c-1","type":"session"}"#;
+    let good = 20;
+    let mut lines: Vec<Vec<u8>> = (0..good)
         .map(|i| {
             event(
                 &format!("c-{}", i % 4),
@@ -244,22 +242,29 @@ async fn the_service_consumes_and_publishes_through_tls() {
                 "session",
                 "",
             )
+            .payload
         })
-        .chain([json("c-1", "not an event".into())])
-        .enumerate()
-    {
-        let key = m.key.clone().unwrap();
-        producer
-            .send(
-                FutureRecord::to("customer-events")
-                    .key(&key)
-                    .payload(&m.payload),
-                Duration::from_secs(30),
-            )
-            .await
-            .unwrap_or_else(|(e, _)| panic!("produce {i} through TLS: {e}"));
-        good += usize::from(i < 20);
-    }
+        .collect();
+    lines.push(bad.as_bytes().to_vec());
+    let history = run.path().join("events.jsonl");
+    std::fs::write(&history, lines.join(&b'\n')).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_churn-alert"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "produce",
+            "--events",
+            history.to_str().unwrap(),
+        ])
+        .env_remove("CHURN_ALERT_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "produce: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("sent {} events", good + 1)));
 
     // Consumed through TLS: every good event applied.
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -302,7 +307,7 @@ async fn the_service_consumes_and_publishes_through_tls() {
             break m.detach();
         }
     };
-    assert_eq!(dead_letter.payload(), Some(&b"not an event"[..]));
+    assert_eq!(dead_letter.payload(), Some(bad.as_bytes()));
     assert_eq!(dead_letter.key(), Some(&b"c-1"[..]));
 }
 

@@ -523,6 +523,29 @@ impl Publisher {
         }
     }
 
+    /// Sends events to the input topic (keyed records; `None`: no key)
+    /// all at once and awaits their delivery; returns how many were
+    /// delivered, or the first error.
+    pub async fn send_inputs(
+        &self,
+        records: &[(Option<Vec<u8>>, Vec<u8>)],
+    ) -> Result<usize, KafkaError> {
+        let producer = self.current();
+        let sends = records.iter().map(|(key, payload)| {
+            let mut rec = FutureRecord::<[u8], [u8]>::to(&self.input_topic).payload(payload);
+            if let Some(k) = key {
+                rec = rec.key(k);
+            }
+            producer.send(rec, Duration::from_secs(30))
+        });
+        let mut sent = 0;
+        for r in futures::future::join_all(sends).await {
+            r.map_err(|(e, _)| e)?;
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
     /// Waits up to `timeout` for records still in flight.
     pub fn flush(&self, timeout: Duration) {
         let _ = rdkafka::producer::Producer::flush(&self.current(), timeout);

@@ -15,6 +15,7 @@ pub mod commands;
 pub mod demo;
 pub mod evaluate;
 pub mod history;
+pub mod produce;
 pub mod report;
 pub mod simulate;
 pub mod train;
