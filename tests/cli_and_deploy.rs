@@ -557,3 +557,38 @@ fn the_effective_config_prints_with_secrets_masked() {
         "{out}"
     );
 }
+
+/// The README's SASL_SSL example (Confluent Cloud style) is accepted by
+/// `check-config` as written, and the same without its password is
+/// refused naming the key.
+#[test]
+fn the_readmes_sasl_ssl_example_passes_check_config() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let section = &readme[readme
+        .find("### Connecting to your cluster")
+        .expect("section")..];
+    let start = section.find("```toml\n").expect("toml block") + "```toml\n".len();
+    let example = &section[start..start + section[start..].find("```").unwrap()];
+    assert!(
+        example.contains("\"security.protocol\" = \"SASL_SSL\""),
+        "{example}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("cloud.toml");
+    std::fs::write(&p, example).unwrap();
+    let o = churn_alert(&["--config", p.to_str().unwrap(), "check-config"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let without: String = example
+        .lines()
+        .filter(|l| !l.starts_with("\"sasl.password\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&p, without).unwrap();
+    let o = churn_alert(&["--config", p.to_str().unwrap(), "check-config"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("kafka.client_properties.\"sasl.password\""),
+        "{}",
+        stderr(&o)
+    );
+}
