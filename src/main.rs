@@ -86,7 +86,7 @@ enum Command {
     Config,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 ok; 2 bad config, model file or usage (the message names the key or flag); 3 a dependency refused for good (Kafka authorization, a record refused, the store's disk); 1 anything else; 124 a stop that outlasted service.stop_timeout_seconds; 130 a second stop signal.";
+const EXIT_CODES: &str = "Exit codes: 0 ok; 2 bad config, credentials, model file or usage (the message names the key or flag); 3 data a dependency refuses for good (a record the broker refuses, corrupt stored state); 1 anything else (a dependency still failing included); 124 a stop that outlasted service.stop_timeout_seconds; 130 a second stop signal.";
 
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -193,8 +193,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     });
     match class {
         Some(ErrorClass::Config) => 2,
-        Some(_) => 3,
-        None => 1,
+        Some(ErrorClass::Rejected | ErrorClass::Corrupt) => 3,
+        Some(ErrorClass::Transient) | None => 1,
     }
 }
 
@@ -222,6 +222,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match command {
         Command::Run => {
             let stop_timeout = std::time::Duration::from_secs(config.service.stop_timeout_seconds);
+            // Refused client settings stop the start before the store is
+            // opened or the admin port taken.
+            churn_alert::kafka::client::check(&config.kafka)?;
             let service = churn_alert::service::Service::new(config)?;
             let shutdown = shutdown_on_signals(stop_timeout);
             service.serve_admin(shutdown.clone()).await?;

@@ -509,7 +509,10 @@ fn refused_client_settings_stop_the_start_naming_the_key() {
     )
     .unwrap();
     let model = root().join("models/churn-model.json");
-    let env = [("CHURN_ALERT__MODEL__PATH", model.to_str().unwrap())];
+    let env = [
+        ("CHURN_ALERT__MODEL__PATH", model.to_str().unwrap()),
+        ("CHURN_ALERT__ADMIN__LISTEN", "127.0.0.1:0"),
+    ];
     for cmd in ["check-config", "run"] {
         let o = churn_alert(&["--config", p.to_str().unwrap(), cmd], &env);
         assert_eq!(o.status.code(), Some(2), "{cmd}: {}", stderr(&o));

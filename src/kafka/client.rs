@@ -9,7 +9,7 @@ use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::BaseProducer;
 
-use crate::kafka::settings::KafkaConfig;
+use crate::kafka::settings::{is_secret, KafkaConfig};
 
 /// What a client is for: which of the configured property maps applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +46,15 @@ pub fn client_config(
     for (k, v) in cfg.client_properties.iter().chain(own) {
         c.set(k, v);
     }
+    // TLS with no CA set trusts the system's CA certificates (librdkafka's
+    // probe of the usual paths): the OpenSSL built in would otherwise look
+    // only under its own build prefix, and public clusters would fail.
+    let tls = c
+        .get("security.protocol")
+        .is_some_and(|p| p.eq_ignore_ascii_case("SSL") || p.eq_ignore_ascii_case("SASL_SSL"));
+    if tls && c.get("ssl.ca.location").is_none() && c.get("ssl.ca.pem").is_none() {
+        c.set("ssl.ca.location", "probe");
+    }
     for (k, v) in fixed {
         c.set(*k, *v);
     }
@@ -61,6 +70,31 @@ pub struct ClientSettingsError {
     /// `kafka.client_properties."security.protocol"`.
     pub key: String,
     pub message: String,
+}
+
+/// The input consumer's own settings (before the user's).
+pub fn consumer_defaults(cfg: &KafkaConfig) -> Vec<(&str, &str)> {
+    vec![
+        ("group.id", cfg.group_id.as_str()),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", cfg.auto_offset_reset.as_str()),
+        ("statistics.interval.ms", "2000"),
+        ("session.timeout.ms", "10000"),
+        ("heartbeat.interval.ms", "2000"),
+    ]
+}
+
+/// The output producer's own settings (before the user's).
+pub fn producer_defaults(cfg: &KafkaConfig) -> Vec<(&str, &str)> {
+    vec![
+        ("enable.idempotence", "true"),
+        // Keyed outputs and erasure events land where upstream producers
+        // put the same customer.
+        ("partitioner", cfg.partitioner.librdkafka_name()),
+        ("linger.ms", "5"),
+        ("message.timeout.ms", "30000"),
+    ]
 }
 
 /// Creates each kind of client the service makes (consumer, producer,
@@ -104,11 +138,20 @@ fn refused(cfg: &KafkaConfig, role: Role, e: &KafkaError) -> ClientSettingsError
             .map(|(section, _)| format!("{section}.\"{property}\""))
     };
     match e {
-        KafkaError::ClientConfig(_, description, property, value) => ClientSettingsError {
-            key: key_of(property)
-                .unwrap_or_else(|| format!("kafka (librdkafka property {property:?})")),
-            message: format!("librdkafka refuses {value:?}: {description}"),
-        },
+        KafkaError::ClientConfig(_, description, property, value) => {
+            let known = !description.contains("No such configuration property");
+            ClientSettingsError {
+                key: key_of(property)
+                    .unwrap_or_else(|| format!("kafka (librdkafka property {property:?})")),
+                // The value only where it cannot be a secret (a misspelt
+                // property name could be one).
+                message: if known && !is_secret(property) {
+                    format!("librdkafka refuses {value:?}: {description}")
+                } else {
+                    format!("librdkafka refuses it: {description}")
+                },
+            }
+        }
         other => {
             let text = other.to_string();
             // librdkafka names the property first, e.g. "ssl.ca.location
@@ -165,6 +208,8 @@ mod tests {
         );
         assert_eq!(c.get("bootstrap.servers"), Some(cfg.brokers.as_str()));
         assert_eq!(c.get("security.protocol"), Some("SSL"));
+        // TLS with no CA of the user's trusts the system's.
+        assert_eq!(c.get("ssl.ca.location"), Some("probe"));
         assert_eq!(c.get("session.timeout.ms"), Some("30000"));
         assert_eq!(c.get("group.id"), Some("ours"));
         assert_eq!(c.get("linger.ms"), None);
@@ -209,8 +254,12 @@ mod tests {
         cfg.consumer_properties
             .insert("compression.codec".into(), "zstd".into());
         cfg.consumer_properties
-            .insert("no.such.property".into(), "1".into());
+            .insert("no.such.property".into(), "hunter2".into());
         let e = check(&cfg).unwrap_err();
+        assert!(
+            !e.message.contains("hunter2"),
+            "a misspelt secret's value is not shown: {e}"
+        );
         assert_eq!(
             e.key, "kafka.consumer_properties.\"no.such.property\"",
             "{e}"

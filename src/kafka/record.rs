@@ -69,6 +69,31 @@ pub fn dead_letter_body(original: &[u8], max: usize) -> (Vec<u8>, Vec<(String, V
     (kept, headers)
 }
 
+/// The prefix of a dead letter's copies of the original's own headers.
+pub const ORIGINAL_HEADER_PREFIX: &str = "dlq-header-";
+
+/// Most bytes of the original's own headers a dead letter copies, so that
+/// with the service's own headers they stay within the 16 KiB the config
+/// check leaves beside the payload.
+pub const ORIGINAL_HEADERS_MAX_BYTES: usize = 8 * 1024;
+
+/// A dead letter's copies of the original's headers, prefixed, in order,
+/// while they fit in [`ORIGINAL_HEADERS_MAX_BYTES`]; then
+/// `dlq-headers-truncated: true`.
+pub fn original_headers(headers: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::with_capacity(headers.len());
+    let mut size = 0;
+    for (k, v) in headers {
+        size += ORIGINAL_HEADER_PREFIX.len() + k.len() + v.len();
+        if size > ORIGINAL_HEADERS_MAX_BYTES {
+            out.push(("dlq-headers-truncated".to_string(), b"true".to_vec()));
+            break;
+        }
+        out.push((format!("{ORIGINAL_HEADER_PREFIX}{k}"), v.clone()));
+    }
+    out
+}
+
 /// The version of the JSON payloads of alerts, triggers and outcomes
 /// (their `schema_version` field; the schemas are in `schemas/`).
 pub const SCHEMA_VERSION: u32 = 1;
@@ -126,6 +151,23 @@ mod tests {
     fn header<'a>(h: &'a [(String, Vec<u8>)], k: &str) -> &'a str {
         let v = &h.iter().find(|(n, _)| n == k).expect(k).1;
         std::str::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn a_dead_letter_copies_the_original_headers_within_a_bound() {
+        let small = vec![("trace".to_string(), b"abc".to_vec())];
+        assert_eq!(
+            original_headers(&small),
+            vec![("dlq-header-trace".to_string(), b"abc".to_vec())]
+        );
+        let big: Vec<(String, Vec<u8>)> = (0..10)
+            .map(|i| (format!("h{i}"), vec![b'x'; 2000]))
+            .collect();
+        let h = original_headers(&big);
+        let copied: usize = h.iter().map(|(k, v)| k.len() + v.len()).sum();
+        assert!(copied <= ORIGINAL_HEADERS_MAX_BYTES + 64, "{copied}");
+        assert_eq!(h.last().unwrap().0, "dlq-headers-truncated");
+        assert_eq!(h.len(), 5, "four whole headers, then the marker");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::Message;
 
-use crate::kafka::client::{client_config, Role};
+use crate::kafka::client::{client_config, consumer_defaults, producer_defaults, Role};
 use crate::kafka::record::{InMessage, OutKind, OutRecord};
 use crate::kafka::settings::{KafkaConfig, OffsetReset};
 use crate::store::Store;
@@ -349,15 +349,7 @@ pub fn consumer(
     advertised_url: Option<&str>,
     ctx: ConsumerCtx,
 ) -> Result<StreamConsumer<ConsumerCtx>, KafkaError> {
-    let mut defaults = vec![
-        ("group.id", cfg.group_id.as_str()),
-        ("enable.auto.commit", "false"),
-        ("enable.auto.offset.store", "false"),
-        ("auto.offset.reset", cfg.auto_offset_reset.as_str()),
-        ("statistics.interval.ms", "2000"),
-        ("session.timeout.ms", "10000"),
-        ("heartbeat.interval.ms", "2000"),
-    ];
+    let mut defaults = consumer_defaults(cfg);
     if let Some(id) = &cfg.instance_id {
         defaults.push(("group.instance.id", id));
     }
@@ -374,15 +366,7 @@ pub fn consumer(
 
 /// Creates the idempotent producer for outputs.
 pub fn producer(cfg: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
-    let defaults = [
-        ("enable.idempotence", "true"),
-        // Keyed outputs and erasure events land where upstream producers
-        // put the same customer.
-        ("partitioner", cfg.partitioner.librdkafka_name()),
-        ("linger.ms", "5"),
-        ("message.timeout.ms", "30000"),
-    ];
-    client_config(cfg, Role::Producer, &defaults, &[]).create()
+    client_config(cfg, Role::Producer, &producer_defaults(cfg), &[]).create()
 }
 
 /// Copies what the processor needs out of a Kafka message.

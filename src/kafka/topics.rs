@@ -66,10 +66,17 @@ struct Refusals(std::sync::Mutex<Option<String>>);
 
 impl ClientContext for Refusals {
     fn error(&self, error: KafkaError, reason: &str) {
-        if class_of(&error) == ErrorClass::Config {
+        // A socket that fails mid-handshake is a transport problem (it
+        // passes); a certificate, a handshake alert, credentials, or TLS
+        // spoken to a plaintext listener do not.
+        let refused = (class_of(&error) == ErrorClass::Config
+            && !reason.contains("SSL transport error"))
+            || reason.contains("PLAINTEXT broker listener");
+        if refused {
             *self.0.lock().expect("not poisoned") = Some(reason.to_string());
         }
-        tracing::warn!(%error, reason, "kafka client");
+        // Said once, by the caller's warning (rdkafka calls this twice).
+        tracing::debug!(%error, reason, "kafka client");
     }
 }
 
@@ -126,7 +133,7 @@ pub async fn ensure(
         {
             Ok(m) => break m,
             Err((e, refusal)) => {
-                match refusal {
+                match &refusal {
                     Some(reason) => {
                         refused += 1;
                         if refused >= REFUSALS_TO_STOP {
@@ -142,7 +149,7 @@ pub async fn ensure(
                     }
                     None => refused = 0,
                 }
-                tracing::warn!(error = %e, class = e.class().as_str(), "cannot read topic metadata; waiting for the brokers");
+                tracing::warn!(error = %e, class = e.class().as_str(), refused = refusal.as_deref().unwrap_or("no"), "cannot read topic metadata; waiting for the brokers");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(Checked::Stopped),
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}

@@ -40,7 +40,7 @@ pub async fn run(opts: ProduceOptions, config: &Config) -> anyhow::Result<()> {
     for path in &opts.events {
         let file =
             std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        for line in std::io::BufReader::new(file).lines() {
+        for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
             let line = line.with_context(|| format!("reading {}", path.display()))?;
             if line.trim().is_empty() {
                 continue;
@@ -54,14 +54,29 @@ pub async fn run(opts: ProduceOptions, config: &Config) -> anyhow::Result<()> {
                 });
             chunk.push((key, line.into_bytes()));
             if chunk.len() == CHUNK {
-                sent += send(&publisher, &cfg.input_topic, &mut chunk).await?;
+                sent += send(&publisher, &cfg.input_topic, &mut chunk)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "{sent} events were delivered before the {CHUNK} up to {} line {}; some of those may be delivered too",
+                            path.display(),
+                            n + 1
+                        )
+                    })?;
                 if sent % 100_000 == 0 {
                     eprintln!("sent {sent} events to {}", cfg.input_topic);
                 }
             }
         }
     }
-    sent += send(&publisher, &cfg.input_topic, &mut chunk).await?;
+    sent += send(&publisher, &cfg.input_topic, &mut chunk)
+        .await
+        .with_context(|| {
+            format!(
+                "{sent} events were delivered before the last {}",
+                chunk.len()
+            )
+        })?;
     eprintln!(
         "sent {sent} events to {} at {}",
         cfg.input_topic, cfg.brokers

@@ -20,7 +20,10 @@ use std::sync::atomic::Ordering;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::kafka::record::{cloudevents_headers, dead_letter_body, InMessage, OutKind, OutRecord};
+use crate::kafka::record::{
+    cloudevents_headers, dead_letter_body, original_headers, InMessage, OutKind, OutRecord,
+    ORIGINAL_HEADER_PREFIX,
+};
 use crate::kafka::source::{Input, Publisher};
 use crate::kafka::KafkaError;
 use crate::pipeline::error::{Classify, ErrorClass, Failure};
@@ -323,6 +326,9 @@ fn settle(record: &OutRecord, e: &KafkaError, topic: &str, dead_letter_max_bytes
         {
             let mut bare = record.clone();
             bare.payload.clear();
+            // The original's own headers go too: they may be what is large.
+            bare.headers
+                .retain(|(k, _)| !k.starts_with(ORIGINAL_HEADER_PREFIX));
             bare.headers.push((
                 "dlq-payload-dropped".to_string(),
                 e.to_string().into_bytes(),
@@ -358,12 +364,7 @@ fn unpublishable(record: &OutRecord, e: &KafkaError, topic: &str, max: usize) ->
             .unwrap_or_default()
     };
     let (id, source, time) = (own("ce_id"), own("ce_source"), own("ce_time"));
-    headers.extend(
-        record
-            .headers
-            .iter()
-            .map(|(k, v)| (format!("dlq-header-{k}"), v.clone())),
-    );
+    headers.extend(original_headers(&record.headers));
     headers.extend(cloudevents_headers(
         OutKind::DeadLetter,
         &format!("unpublishable-{id}"),

@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::kafka::changelog::RestoreError;
-use crate::kafka::record::{cloudevents_headers, dead_letter_body, Versioned, SCHEMA_VERSION};
+use crate::kafka::record::{
+    cloudevents_headers, dead_letter_body, original_headers, Versioned, SCHEMA_VERSION,
+};
 pub use crate::kafka::record::{InMessage, OutKind, OutRecord};
 use crate::pipeline::decode::{RejectCode, Rejection, Validator};
 use crate::pipeline::error::{Classify, ErrorClass};
@@ -573,11 +575,7 @@ impl Processor {
                 ts.to_string().into_bytes(),
             ));
         }
-        headers.extend(
-            m.headers
-                .iter()
-                .map(|(k, v)| (format!("dlq-header-{k}"), v.clone())),
-        );
+        headers.extend(original_headers(&m.headers));
         let (payload, about) = dead_letter_body(
             m.payload.as_deref().unwrap_or(&[]),
             self.dead_letter_max_bytes,

@@ -138,7 +138,10 @@ impl Service {
         let cfg = self.config.kafka.clone();
         // Settings librdkafka refuses stop the start here, named, instead
         // of failing every retry below.
-        crate::kafka::client::check(&cfg)?;
+        let c = cfg.clone();
+        tokio::task::spawn_blocking(move || crate::kafka::client::check(&c))
+            .await
+            .expect("the check does not panic")?;
         if crate::kafka::topics::ensure(&cfg, &shutdown).await?
             == crate::kafka::topics::Checked::Stopped
         {
@@ -176,6 +179,8 @@ impl Service {
             topic = %cfg.input_topic,
             group = %cfg.group_id,
             model = %self.model.version(),
+            model_path = %self.config.model.path.display(),
+            store = %self.config.store.path.display(),
             clock = ?clock,
             "churn-alert started"
         );

@@ -64,9 +64,11 @@ impl Running {
             .unwrap()
     }
 
-    /// Waits until the committed state covers every offset in `high`.
+    /// Waits until the committed state covers every offset in `high`
+    /// (generously: after a broker restart, tansu can take a while to give
+    /// the group its partitions back on a loaded machine).
     pub async fn wait_committed(&self, high: &BTreeMap<i32, i64>) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let done = high.iter().all(|(p, h)| {
                 self.store
