@@ -402,23 +402,7 @@ impl Config {
     }
 }
 
-/// Whether a config key or librdkafka property holds a secret.
-fn is_secret(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    [
-        "token",
-        "password",
-        "secret",
-        "sasl.jaas",
-        "oauthbearer.config",
-        "key.pem",
-        "keystore",
-    ]
-    .iter()
-    .any(|s| k.contains(s))
-        && !k.ends_with(".location")
-        && !k.ends_with("token.endpoint.url")
-}
+use crate::kafka::settings::is_secret;
 
 fn mask_secrets(v: &mut toml::Value) {
     if let toml::Value::Table(t) = v {
@@ -614,6 +598,17 @@ mod tests {
         assert!(t.contains("\"sasl.username\" = \"KEY\""), "{t}");
         assert!(t.contains("\"ssl.ca.location\" = \"/ca.pem\""), "{t}");
         assert!(t.contains("\"sasl.password\" = \"***\""), "{t}");
+        for secret in [
+            "sasl.oauthbearer.assertion.private.key.passphrase",
+            "ssl.key.password",
+            "sasl.oauthbearer.client.secret",
+            "read_token",
+        ] {
+            assert!(is_secret(secret), "{secret}");
+        }
+        for plain in ["ssl.ca.location", "sasl.username", "security.protocol"] {
+            assert!(!is_secret(plain), "{plain}");
+        }
         // It reads back as the same config, but for the secrets.
         let back: Config = toml::from_str(&t).unwrap();
         assert_eq!(back.kafka.brokers, c.kafka.brokers);
