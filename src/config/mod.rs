@@ -472,7 +472,8 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 
 /// Applies `CHURN_ALERT__A__B=value` to `table` as `a.b = value`. The value
 /// is read as a TOML value when it parses as one (numbers, booleans, arrays),
-/// else as a string.
+/// else as a string; librdkafka properties (`*_properties`) and secrets are
+/// always taken as written.
 fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
     let path: Vec<String> = var[ENV_PREFIX.len()..]
         .split("__")

@@ -103,14 +103,24 @@ pub fn producer_defaults(cfg: &KafkaConfig) -> Vec<(&str, &str)> {
 /// cannot be read, a mechanism it was built without) stops the start
 /// with the key named, not a retry loop.
 pub fn check(cfg: &KafkaConfig) -> Result<(), ClientSettingsError> {
-    let group = [("group.id", cfg.group_id.as_str())];
     for role in [Role::Consumer, Role::Producer, Role::Admin] {
-        let c = client_config(
-            cfg,
-            role,
-            &group[..usize::from(role == Role::Consumer)],
-            &[],
-        );
+        // The real clients' own settings, so that the check refuses what
+        // they would refuse (e.g. `acks` other than `all` beside
+        // idempotence) and accepts what they accept.
+        let defaults = match role {
+            Role::Consumer => {
+                let mut d = consumer_defaults(cfg);
+                if let Some(id) = &cfg.instance_id {
+                    d.push(("group.instance.id", id));
+                }
+                d
+            }
+            Role::Producer => producer_defaults(cfg),
+            Role::Admin => Vec::new(),
+        };
+        let mut c = client_config(cfg, role, &defaults, &[]);
+        // Made to be checked, not to connect.
+        c.remove("bootstrap.servers");
         let made = match role {
             Role::Consumer => c.create::<BaseConsumer>().map(drop),
             Role::Producer => c.create::<BaseProducer>().map(drop),
@@ -236,6 +246,16 @@ mod tests {
         cfg.client_properties
             .insert("sasl.password".into(), "secret".into());
         check(&cfg).expect("TLS and SASL SCRAM are built in");
+        // What the real producer refuses beside idempotence, and what the
+        // real consumer accepts with its own session timeout.
+        cfg.producer_properties.insert("acks".into(), "1".into());
+        let e = check(&cfg).unwrap_err();
+        assert_eq!(e.key, "kafka.producer_properties.\"acks\"", "{e}");
+        cfg.producer_properties.clear();
+        cfg.consumer_properties
+            .insert("max.poll.interval.ms".into(), "20000".into());
+        check(&cfg).expect("above the service's 10 s session timeout");
+        cfg.consumer_properties.clear();
         cfg.client_properties
             .insert("security.protocol".into(), "SASL_TLS".into());
         let e = check(&cfg).unwrap_err();

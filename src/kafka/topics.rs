@@ -67,11 +67,11 @@ struct Refusals(std::sync::Mutex<Option<String>>);
 impl ClientContext for Refusals {
     fn error(&self, error: KafkaError, reason: &str) {
         // A socket that fails mid-handshake is a transport problem (it
-        // passes); a certificate, a handshake alert, credentials, or TLS
-        // spoken to a plaintext listener do not.
-        let refused = (class_of(&error) == ErrorClass::Config
-            && !reason.contains("SSL transport error"))
-            || reason.contains("PLAINTEXT broker listener");
+        // passes); a certificate, a handshake alert or credentials do not.
+        // (TLS spoken to a plaintext listener looks like a broker closing
+        // connections, so it is waited for, as an outage is.)
+        let refused =
+            class_of(&error) == ErrorClass::Config && !reason.contains("SSL transport error");
         if refused {
             *self.0.lock().expect("not poisoned") = Some(reason.to_string());
         }

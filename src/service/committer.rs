@@ -327,8 +327,9 @@ fn settle(record: &OutRecord, e: &KafkaError, topic: &str, dead_letter_max_bytes
             let mut bare = record.clone();
             bare.payload.clear();
             // The original's own headers go too: they may be what is large.
-            bare.headers
-                .retain(|(k, _)| !k.starts_with(ORIGINAL_HEADER_PREFIX));
+            bare.headers.retain(|(k, _)| {
+                !k.starts_with(ORIGINAL_HEADER_PREFIX) && k != "dlq-headers-truncated"
+            });
             bare.headers.push((
                 "dlq-payload-dropped".to_string(),
                 e.to_string().into_bytes(),
