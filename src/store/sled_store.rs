@@ -72,10 +72,27 @@ impl SledStore {
         if let Some(ms) = flush_every_ms {
             cfg = cfg.flush_every_ms(Some(ms));
         }
-        let db = cfg.open().map_err(|source| StoreError::Sled {
-            context: format!("cannot open state directory {}", dir.display()),
-            source,
-        })?;
+        // The directory's lock is released when the last handle of a
+        // closed store goes, which sled's background flusher may hold for
+        // a moment after the store is dropped (a restart in the same
+        // process): wait a little for it, as for any short-lived holder.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let db = loop {
+            match cfg.open() {
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => {
+                    break other.map_err(|source| StoreError::Sled {
+                        context: format!("cannot open state directory {}", dir.display()),
+                        source,
+                    })?
+                }
+            }
+        };
         Ok(Self {
             db,
             trees: Mutex::new(HashMap::new()),
