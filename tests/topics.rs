@@ -110,6 +110,14 @@ async fn no_broker_at_start_waits_unready_then_runs() {
     let port = free_port();
     let mut cfg = test_config(&Broker::mock(), dir.path());
     cfg.kafka.brokers = format!("127.0.0.1:{port}");
+    // The topics exist before the service can first reach the broker (a
+    // broker on disk, stopped, then started again below): created after
+    // it comes up, the service could look in between, find no input
+    // topic and stop, as it must.
+    let storage = "sqlite://tansu.db";
+    Broker::tansu_at(port, dir.path(), storage)
+        .create_topics(&cfg)
+        .await;
     let svc = start(&cfg).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (status, why) = svc.http_get("/readyz").await;
@@ -117,8 +125,7 @@ async fn no_broker_at_start_waits_unready_then_runs() {
     assert!(why.contains("not connected"), "{why}");
     assert_eq!(svc.http_get("/healthz").await.0, 200);
 
-    let broker = Broker::tansu_at(port, dir.path(), "memory://tansu/");
-    broker.create_topics(&cfg).await;
+    let broker = Broker::tansu_at(port, dir.path(), storage);
     one_event_committed(&broker, &cfg, &svc).await;
     svc.stop().await;
 }
