@@ -14,6 +14,8 @@
 //! 3. [`kafka`]: the only folder that speaks to Kafka: client settings,
 //!    record types, the consumer and its rebalances, the changelog,
 //!    topics, the partitioner and partition owners.
+//!    [`registry`]: the other edge of input decoding, fetching Schema
+//!    Registry schemas by id.
 //! 4. [`config`]: layered configuration, refused with the key at fault.
 //! 5. [`admin`]: the admin HTTP server and its endpoints.
 //! 6. [`service`]: the running service: its loop, the processor that turns
@@ -22,7 +24,7 @@
 //! 7. [`offline`]: the commands that run beside the service: train, score,
 //!    backtest, report, simulate and demo.
 //!
-//! Rule: `pipeline ← store, telemetry ← kafka ← config ← admin ← service ←
+//! Rule: `pipeline ← store, telemetry ← kafka, registry ← config ← admin ← service ←
 //! offline ← main`. Nothing imports upward and nothing imports in a cycle.
 
 pub mod pipeline;
@@ -31,6 +33,7 @@ pub mod store;
 pub mod telemetry;
 
 pub mod kafka;
+pub mod registry;
 
 pub mod config;
 

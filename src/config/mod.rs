@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use crate::kafka::settings::{KafkaConfig, OffsetReset, Partitioner};
+pub use crate::registry::RegistryConfig;
 use crate::pipeline::decode::Validator;
 pub use crate::pipeline::event::ClockMode;
 use crate::pipeline::event::{Millis, DAY_MS};
@@ -58,6 +59,8 @@ pub(crate) fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub kafka: KafkaConfig,
+    /// Schemas of messages in Confluent's Schema Registry wire format.
+    pub schema_registry: RegistryConfig,
     pub store: StoreConfig,
     pub clock: ClockConfig,
     pub features: FeaturesConfig,
@@ -417,8 +420,9 @@ fn mask_secrets(v: &mut toml::Value) {
 }
 
 /// Makes the relative paths a config file sets relative to that file's
-/// directory, not the working directory: `store.path`, `model.path` and
-/// the librdkafka file properties (`ssl.*.location`,
+/// directory, not the working directory: `store.path`, `model.path`,
+/// `schema_registry.dir` and `.ca_location`, and the librdkafka file
+/// properties (`ssl.*.location`,
 /// `sasl.kerberos.keytab`). Defaults and environment overrides stay
 /// relative to the working directory.
 fn resolve_paths(file: &mut toml::Table, dir: &Path) {
@@ -430,11 +434,16 @@ fn resolve_paths(file: &mut toml::Table, dir: &Path) {
             }
         }
     };
-    for section in ["store", "model"] {
+    for (section, key) in [
+        ("store", "path"),
+        ("model", "path"),
+        ("schema_registry", "dir"),
+        ("schema_registry", "ca_location"),
+    ] {
         if let Some(v) = file
             .get_mut(section)
             .and_then(toml::Value::as_table_mut)
-            .and_then(|t| t.get_mut("path"))
+            .and_then(|t| t.get_mut(key))
         {
             resolve(v);
         }

@@ -45,6 +45,9 @@ impl Config {
         }
         k.check_security()
             .map_err(|(key, message)| key_err(&key, message))?;
+        self.schema_registry
+            .check()
+            .map_err(|(key, message)| key_err(key, message))?;
         if k.batch_max_messages == 0 {
             return Err(key_err("kafka.batch_max_messages", "must be at least 1"));
         }

@@ -21,6 +21,8 @@ pub fn is_secret(key: &str) -> bool {
         "key.pem",
         "keystore",
         "private.key",
+        "user.info",
+        "user_info",
     ]
     .iter()
     .any(|s| k.contains(s))

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use prost::Message as _;
 use serde_json::{Map, Value};
 
+use crate::pipeline::wire::{self, SchemaEntry, Schemas};
 use crate::pipeline::event::{
     Channel, EmailAction, Event, EventKind, Millis, Severity, SubscriptionAction, EVENT_TYPES,
 };
@@ -38,11 +39,17 @@ pub enum RejectCode {
     /// Older than the de-duplication window for its customer: it cannot be
     /// told apart from a duplicate, so it is not applied.
     TooLate,
+    /// Framed in the Schema Registry wire format with a schema id whose
+    /// schema cannot be had: the registry does not know it, it cannot be
+    /// parsed, or no registry is configured.
+    UnknownSchema,
+    /// Framed with a known schema that the bytes do not fit.
+    SchemaMismatch,
 }
 
 impl RejectCode {
     /// Every code, for metric initialisation and docs.
-    pub const ALL: [RejectCode; 10] = [
+    pub const ALL: [RejectCode; 12] = [
         RejectCode::Undecodable,
         RejectCode::TooLarge,
         RejectCode::MissingId,
@@ -53,6 +60,8 @@ impl RejectCode {
         RejectCode::FutureTime,
         RejectCode::UnknownCurrency,
         RejectCode::TooLate,
+        RejectCode::UnknownSchema,
+        RejectCode::SchemaMismatch,
     ];
 
     /// The code as written in headers and metric labels.
@@ -68,6 +77,8 @@ impl RejectCode {
             RejectCode::FutureTime => "future_time",
             RejectCode::UnknownCurrency => "unknown_currency",
             RejectCode::TooLate => "too_late",
+            RejectCode::UnknownSchema => "unknown_schema",
+            RejectCode::SchemaMismatch => "schema_mismatch",
         }
     }
 }
@@ -146,16 +157,31 @@ impl Validator {
         self.decode(Some(UNKEYED), line, None, now)
     }
 
-    /// Decodes and validates one Kafka message.
-    ///
-    /// `key` is the Kafka message key, `content_type` the header if any,
-    /// `now` the wall clock used for the future-time check.
+    /// Decodes and validates one Kafka message that is not framed for a
+    /// schema registry (see [`Validator::decode_with`]).
     pub fn decode(
         &self,
         key: Option<&[u8]>,
         payload: &[u8],
         content_type: Option<&str>,
         now: Millis,
+    ) -> Result<Event, Rejection> {
+        self.decode_with(key, payload, content_type, now, &Schemas::new())
+    }
+
+    /// Decodes and validates one Kafka message.
+    ///
+    /// `key` is the Kafka message key, `content_type` the header if any,
+    /// `now` the wall clock used for the future-time check. A message in
+    /// the Schema Registry wire format is decoded with its schema from
+    /// `schemas` (the content type is then not used).
+    pub fn decode_with(
+        &self,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        content_type: Option<&str>,
+        now: Millis,
+        schemas: &Schemas,
     ) -> Result<Event, Rejection> {
         if payload.len() > self.max_message_bytes {
             return Err(Rejection::new(
@@ -167,12 +193,16 @@ impl Validator {
                 ),
             ));
         }
-        let encoding = content_type
-            .and_then(Encoding::from_content_type)
-            .unwrap_or_else(|| Encoding::sniff(payload));
-        let fields = match encoding {
-            Encoding::Json => json_fields(payload)?,
-            Encoding::Protobuf => protobuf_fields(payload)?,
+        let fields = if payload.first() == Some(&wire::MAGIC) {
+            framed_fields(payload, schemas)?
+        } else {
+            match content_type
+                .and_then(Encoding::from_content_type)
+                .unwrap_or_else(|| Encoding::sniff(payload))
+            {
+                Encoding::Json => json_fields(payload)?,
+                Encoding::Protobuf => protobuf_fields(payload)?,
+            }
         };
         let event = self.validate(&fields, now)?;
         if key == Some(UNKEYED) {
@@ -383,6 +413,31 @@ fn protobuf_fields(payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
         return Err(Rejection::new(RejectCode::Undecodable, "empty message"));
     }
     Ok(protobuf_to_map(e))
+}
+
+/// The field map of a message in the Schema Registry wire format.
+fn framed_fields(payload: &[u8], schemas: &Schemas) -> Result<Map<String, Value>, Rejection> {
+    let id = wire::framed_id(payload).ok_or_else(|| {
+        Rejection::new(
+            RejectCode::Undecodable,
+            format!(
+                "starts with the schema registry's magic byte 0 but is {} bytes, shorter than the 5-byte header",
+                payload.len()
+            ),
+        )
+    })?;
+    match schemas.get(&id) {
+        Some(SchemaEntry::Ready(schema)) => schema.decode(&payload[5..]),
+        Some(SchemaEntry::Unusable(why)) => {
+            Err(Rejection::new(RejectCode::UnknownSchema, why.clone()))
+        }
+        None => Err(Rejection::new(
+            RejectCode::UnknownSchema,
+            format!(
+                "framed with schema id {id} in the schema registry wire format, but no schema_registry is configured"
+            ),
+        )),
+    }
 }
 
 /// Maps a protobuf event onto the JSON field names (unset fields are absent).
@@ -667,11 +722,22 @@ mod tests {
         );
         let v = validator();
         assert_eq!(
-            v.decode(Some(b"c"), b"\x00\x01garbage\xff", None, NOW)
+            v.decode(Some(b"c"), b"\x07\x01garbage\xff", None, NOW)
                 .unwrap_err()
                 .code,
             RejectCode::Undecodable
         );
+        // The Schema Registry's magic byte 0: too short for its header,
+        // and a schema id with no registry configured.
+        assert_eq!(
+            v.decode(Some(b"c"), b"\x00\x01", None, NOW).unwrap_err().code,
+            RejectCode::Undecodable
+        );
+        let framed = v
+            .decode(Some(b"c"), b"\x00\x00\x00\x00\x07{}", None, NOW)
+            .unwrap_err();
+        assert_eq!(framed.code, RejectCode::UnknownSchema);
+        assert!(framed.reason.contains("schema id 7"), "{}", framed.reason);
         assert_eq!(
             v.decode(Some(b"c"), b"[1,2]", None, NOW).unwrap_err().code,
             RejectCode::Undecodable

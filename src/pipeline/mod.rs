@@ -27,6 +27,7 @@ pub mod policy;
 pub mod segments;
 pub mod settings;
 pub mod step;
+pub mod wire;
 
 /// Code generated from `proto/churn/v1/events.proto`.
 pub mod proto {

@@ -57,6 +57,8 @@ pub enum Halted {
     },
     #[error("the state store failed in a way no retry can fix: {0}")]
     Store(#[source] StoreError),
+    #[error("{0}")]
+    Registry(#[source] crate::registry::RegistryError),
 }
 
 impl Classify for Halted {
@@ -64,6 +66,7 @@ impl Classify for Halted {
         match self {
             Self::Refused { source, .. } => source.class(),
             Self::Store(e) => e.class(),
+            Self::Registry(e) => e.class(),
         }
     }
 }
@@ -92,9 +95,49 @@ pub struct Committer<'a> {
     pub owner: Option<String>,
     /// Largest payload a dead letter carries (`kafka.dead_letter_max_bytes`).
     pub dead_letter_max_bytes: usize,
+    /// Where the schemas of framed messages come from (`schema_registry`).
+    pub registry: Option<&'a crate::registry::Registry>,
 }
 
 impl Committer<'_> {
+    /// Fetches the schemas of the batch's framed messages that the
+    /// processor does not know yet. A registry that cannot be reached is
+    /// waited for (nothing is decoded, so nothing is dead-lettered for
+    /// it); credentials it refuses stop the service.
+    async fn resolve_schemas(
+        &self,
+        processor: &mut Processor,
+        msgs: &[InMessage],
+        attempt: &mut u32,
+    ) -> Result<(), Stopped> {
+        let Some(registry) = self.registry else {
+            return Ok(());
+        };
+        let mut wanted: Vec<u32> = msgs
+            .iter()
+            .filter_map(|m| crate::pipeline::wire::framed_id(m.payload.as_deref()?))
+            .filter(|id| !processor.schemas.contains_key(id))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        for id in wanted {
+            let entry = loop {
+                match registry.fetch(id).await {
+                    Ok(entry) => break entry,
+                    Err(e) if e.class().retry_helps() => {
+                        self.backoff(attempt, Dependency::SchemaRegistry, &e).await?
+                    }
+                    Err(e) => return Err(Stopped::Halted(Halted::Registry(e))),
+                }
+            };
+            if let crate::pipeline::wire::SchemaEntry::Unusable(why) = &entry {
+                tracing::warn!(schema_id = id, reason = %why, "schema cannot be used; its messages are dead-lettered as unknown_schema");
+            }
+            processor.remember_schema(id, entry);
+        }
+        Ok(())
+    }
+
     /// Waits before the next attempt; `Stopped::Shutdown` if the service
     /// is stopping.
     async fn backoff(
@@ -229,6 +272,9 @@ impl Committer<'_> {
     ) -> Result<(), Stopped> {
         let started = std::time::Instant::now();
         let mut attempt = 0;
+        if let Some(m) = &msgs {
+            self.resolve_schemas(processor, m, &mut attempt).await?;
+        }
         let mut batch: Batch = loop {
             let res = match &msgs {
                 Some(m) => processor.process(m, wall_now()),

@@ -136,6 +136,8 @@ pub struct Processor {
     pub dead_letter_max_bytes: usize,
     /// Where a corrupt stored state is read again (none: it starts afresh).
     pub backup: Option<Arc<dyn StateBackup>>,
+    /// The schemas of framed messages fetched so far, by id.
+    pub schemas: crate::pipeline::wire::Schemas,
     metas: HashMap<i32, PartitionMeta>,
 }
 
@@ -165,6 +167,7 @@ impl Processor {
             dead_letter_max_bytes: crate::kafka::settings::KafkaConfig::default()
                 .dead_letter_max_bytes,
             backup: None,
+            schemas: crate::pipeline::wire::Schemas::new(),
             metas: HashMap::new(),
         }
     }
@@ -337,6 +340,19 @@ impl Processor {
         })
     }
 
+    /// Keeps a fetched schema (ids never change what they name). Past
+    /// 10,000 ids, those that could not be had are forgotten first, so a
+    /// stream of made-up ids cannot grow memory without bound; they are
+    /// asked for again when met again.
+    pub fn remember_schema(&mut self, id: u32, entry: crate::pipeline::wire::SchemaEntry) {
+        use crate::pipeline::wire::SchemaEntry;
+        if self.schemas.len() >= 10_000 {
+            self.schemas
+                .retain(|_, e| matches!(e, SchemaEntry::Ready(_)));
+        }
+        self.schemas.insert(id, entry);
+    }
+
     fn apply_message(
         &self,
         m: &InMessage,
@@ -346,11 +362,12 @@ impl Processor {
         wall_now: Millis,
     ) -> Result<(), StoreError> {
         let payload = m.payload.as_deref().unwrap_or(&[]);
-        let event = match self.validator.decode(
+        let event = match self.validator.decode_with(
             m.key.as_deref(),
             payload,
             m.content_type.as_deref(),
             wall_now,
+            &self.schemas,
         ) {
             Ok(e) => e,
             Err(rej) => {

@@ -38,6 +38,8 @@ pub enum StartError {
     ClientSettings(#[from] crate::kafka::client::ClientSettingsError),
     #[error("stopped: {0}; the uncommitted batch is replayed at the next start")]
     Halted(#[from] crate::service::committer::Halted),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
     #[error("admin server cannot listen on {addr}: {source}")]
     Admin {
         addr: String,
@@ -51,6 +53,7 @@ impl Classify for StartError {
             Self::Store(e) => e.class(),
             Self::Kafka(e) => e.class(),
             Self::Halted(e) => e.class(),
+            Self::Registry(e) => e.class(),
             Self::Config(_)
             | Self::Model(_)
             | Self::Topic(_)
@@ -147,6 +150,7 @@ impl Service {
         {
             return Ok(());
         }
+        let registry = crate::registry::Registry::new(&self.config.schema_registry)?;
         let shared = Shared {
             store: self.store.clone(),
             health: self.health.clone(),
@@ -182,6 +186,7 @@ impl Service {
             model_path = %self.config.model.path.display(),
             store = %self.config.store.path.display(),
             clock = ?clock,
+            schema_registry = registry.as_ref().map(|r| r.describe()),
             "churn-alert started"
         );
         self.metrics.emit(ModelInUse {
@@ -210,6 +215,7 @@ impl Service {
             shutdown: &shutdown,
             owner: owner.clone(),
             dead_letter_max_bytes: cfg.dead_letter_max_bytes,
+            registry: registry.as_ref(),
         };
         let partitions = Partitions::new(
             cfg.clone(),

@@ -463,14 +463,16 @@ pub enum Dependency {
     KafkaConsume,
     Store,
     Changelog,
+    SchemaRegistry,
 }
 
 impl Dependency {
-    pub const ALL: [Dependency; 4] = [
+    pub const ALL: [Dependency; 5] = [
         Self::KafkaProduce,
         Self::KafkaConsume,
         Self::Store,
         Self::Changelog,
+        Self::SchemaRegistry,
     ];
 
     /// The `dependency` label.
@@ -480,6 +482,7 @@ impl Dependency {
             Self::KafkaConsume => "kafka_consume",
             Self::Store => "store",
             Self::Changelog => "changelog",
+            Self::SchemaRegistry => "schema_registry",
         }
     }
 }

@@ -1,0 +1,393 @@
+//! The Schema Registry edge: fetches schemas by id for messages in
+//! Confluent's wire format, from a registry's REST API
+//! (`GET /schemas/ids/{id}`) or, for sites without one, from a folder of
+//! the same answers saved as `<id>.json`. Parsing and decoding are the
+//! pure core's ([`crate::pipeline::wire`]); the service keeps what was
+//! fetched (a schema id never changes what it names).
+//!
+//! - An id the registry does not know (HTTP 404, or no file) is a schema
+//!   that cannot be had: its messages are dead-lettered as
+//!   `unknown_schema`.
+//! - A registry that cannot be reached, or answers 5xx or 429, is waited
+//!   for (the service reports not ready), never skipped.
+//! - Credentials the registry refuses (401, 403) stop the service: no
+//!   retry fixes them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::error::{Classify, ErrorClass};
+use crate::pipeline::wire::{RegisteredSchema, SchemaEntry};
+
+/// `schema_registry`: where schemas of framed messages come from. With
+/// neither `url` nor `dir`, framed messages are dead-lettered as
+/// `unknown_schema`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Base URL of a Confluent-compatible Schema Registry, e.g.
+    /// `https://psrc-xxxxx.europe-west3.gcp.confluent.cloud`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `KEY:SECRET` for HTTP basic auth (Confluent Cloud's registry API key
+    /// and secret); best set by
+    /// `CHURN_ALERT__SCHEMA_REGISTRY__BASIC_AUTH_USER_INFO`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub basic_auth_user_info: Option<String>,
+    /// A bearer token instead of basic auth.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<String>,
+    /// PEM file of the CA that signed the registry's certificate (default:
+    /// the system's CAs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_location: Option<PathBuf>,
+    /// Instead of `url`: a folder of schema files for sites without a
+    /// registry, each `<id>.json` holding the registry's answer for that id
+    /// (`curl $URL/schemas/ids/<id> > <id>.json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// Longest wait, in seconds, for one answer of the registry.
+    pub timeout_seconds: u64,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            basic_auth_user_info: None,
+            bearer_token: None,
+            ca_location: None,
+            dir: None,
+            timeout_seconds: 10,
+        }
+    }
+}
+
+impl RegistryConfig {
+    /// The checks serde cannot make: `(key, message)` of the first refused.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.url.is_some() && self.dir.is_some() {
+            return Err((
+                "schema_registry.dir",
+                "set either schema_registry.url or schema_registry.dir, not both".into(),
+            ));
+        }
+        if let Some(url) = &self.url {
+            let ok = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"))
+                .is_some_and(|rest| !rest.is_empty());
+            if !ok {
+                return Err((
+                    "schema_registry.url",
+                    format!("{url:?} is not an http:// or https:// URL"),
+                ));
+            }
+        }
+        if self.basic_auth_user_info.is_some() && self.bearer_token.is_some() {
+            return Err((
+                "schema_registry.bearer_token",
+                "set either basic_auth_user_info or bearer_token, not both".into(),
+            ));
+        }
+        if let Some(info) = &self.basic_auth_user_info {
+            if !info.contains(':') {
+                return Err((
+                    "schema_registry.basic_auth_user_info",
+                    "must be KEY:SECRET (the value is not shown)".into(),
+                ));
+            }
+        }
+        if self.url.is_none()
+            && (self.basic_auth_user_info.is_some()
+                || self.bearer_token.is_some()
+                || self.ca_location.is_some())
+        {
+            return Err((
+                "schema_registry.url",
+                "credentials or a CA are set but no url to use them with".into(),
+            ));
+        }
+        if let Some(ca) = &self.ca_location {
+            if let Err(e) = std::fs::read(ca) {
+                return Err((
+                    "schema_registry.ca_location",
+                    format!("cannot read {}: {e}", ca.display()),
+                ));
+            }
+        }
+        if let Some(dir) = &self.dir {
+            if !dir.is_dir() {
+                return Err((
+                    "schema_registry.dir",
+                    format!("{} is not a folder", dir.display()),
+                ));
+            }
+        }
+        if self.timeout_seconds == 0 {
+            return Err(("schema_registry.timeout_seconds", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A fetch that failed: waited for, or for good.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// Unreachable, a timeout, 5xx, 429, a folder that cannot be read.
+    #[error("schema registry unavailable: {0}")]
+    Unavailable(String),
+    /// Credentials refused (401, 403), or a client that cannot be built.
+    #[error("schema registry refused the service: {0}")]
+    Refused(String),
+}
+
+impl Classify for RegistryError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Unavailable(_) => ErrorClass::Transient,
+            Self::Refused(_) => ErrorClass::Config,
+        }
+    }
+}
+
+enum Source {
+    Http {
+        client: reqwest::Client,
+        base: String,
+        auth: Auth,
+    },
+    Dir(PathBuf),
+}
+
+enum Auth {
+    None,
+    Basic(String, String),
+    Bearer(String),
+}
+
+/// Fetches schemas by id.
+pub struct Registry {
+    source: Source,
+}
+
+impl Registry {
+    /// The registry of the config; `None` when none is configured.
+    pub fn new(cfg: &RegistryConfig) -> Result<Option<Self>, RegistryError> {
+        let source = if let Some(url) = &cfg.url {
+            let mut builder =
+                reqwest::Client::builder().timeout(Duration::from_secs(cfg.timeout_seconds));
+            if let Some(ca) = &cfg.ca_location {
+                let pem = std::fs::read(ca).map_err(|e| {
+                    RegistryError::Refused(format!(
+                        "schema_registry.ca_location: cannot read {}: {e}",
+                        ca.display()
+                    ))
+                })?;
+                let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                    RegistryError::Refused(format!(
+                        "schema_registry.ca_location: {} is not a PEM certificate: {e}",
+                        ca.display()
+                    ))
+                })?;
+                builder = builder.add_root_certificate(cert);
+            }
+            let client = builder
+                .build()
+                .map_err(|e| RegistryError::Refused(format!("HTTP client: {e}")))?;
+            let auth = match (&cfg.basic_auth_user_info, &cfg.bearer_token) {
+                (Some(info), _) => {
+                    let (user, pass) = info.split_once(':').unwrap_or((info, ""));
+                    Auth::Basic(user.to_string(), pass.to_string())
+                }
+                (None, Some(t)) => Auth::Bearer(t.clone()),
+                (None, None) => Auth::None,
+            };
+            Source::Http {
+                client,
+                base: url.trim_end_matches('/').to_string(),
+                auth,
+            }
+        } else if let Some(dir) = &cfg.dir {
+            Source::Dir(dir.clone())
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(Self { source }))
+    }
+
+    /// Where schemas come from, for logs.
+    pub fn describe(&self) -> String {
+        match &self.source {
+            Source::Http { base, .. } => base.clone(),
+            Source::Dir(d) => d.display().to_string(),
+        }
+    }
+
+    /// Fetches and parses schema `id`. A schema that cannot be had or
+    /// used is an [`SchemaEntry::Unusable`] entry, not an error.
+    pub async fn fetch(&self, id: u32) -> Result<SchemaEntry, RegistryError> {
+        let body = match &self.source {
+            Source::Http { client, base, auth } => {
+                match fetch_http(client, base, auth, id).await? {
+                    Some(b) => b,
+                    None => {
+                        return Ok(SchemaEntry::Unusable(format!(
+                            "the schema registry at {base} has no schema id {id}"
+                        )))
+                    }
+                }
+            }
+            Source::Dir(dir) => match read_file(dir, id)? {
+                Some(b) => b,
+                None => {
+                    return Ok(SchemaEntry::Unusable(format!(
+                        "schema id {id} is not in {} (no {id}.json)",
+                        dir.display()
+                    )))
+                }
+            },
+        };
+        Ok(match RegisteredSchema::from_registry_body(id, &body) {
+            Ok(s) => SchemaEntry::Ready(std::sync::Arc::new(s)),
+            Err(why) => SchemaEntry::Unusable(why),
+        })
+    }
+}
+
+async fn fetch_http(
+    client: &reqwest::Client,
+    base: &str,
+    auth: &Auth,
+    id: u32,
+) -> Result<Option<Vec<u8>>, RegistryError> {
+    let url = format!("{base}/schemas/ids/{id}");
+    let mut req = client
+        .get(&url)
+        .header("Accept", "application/vnd.schemaregistry.v1+json");
+    req = match auth {
+        Auth::None => req,
+        Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
+        Auth::Bearer(t) => req.bearer_auth(t),
+    };
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| RegistryError::Unavailable(format!("GET {url}: {}", chain(&e))))?;
+    let status = resp.status();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| RegistryError::Unavailable(format!("GET {url}: {}", chain(&e))))?;
+    match status.as_u16() {
+        200 => Ok(Some(body.to_vec())),
+        404 => Ok(None),
+        401 | 403 => Err(RegistryError::Refused(format!(
+            "GET {url} answered {status}: check schema_registry.basic_auth_user_info or bearer_token"
+        ))),
+        _ => Err(RegistryError::Unavailable(format!(
+            "GET {url} answered {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        ))),
+    }
+}
+
+/// An error with its causes, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}
+
+fn read_file(dir: &Path, id: u32) -> Result<Option<Vec<u8>>, RegistryError> {
+    let path = dir.join(format!("{id}.json"));
+    match std::fs::read(&path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(RegistryError::Unavailable(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_is_checked_naming_the_key() {
+        let ok = RegistryConfig {
+            url: Some("https://sr.example.com".into()),
+            basic_auth_user_info: Some("k:s".into()),
+            ..Default::default()
+        };
+        assert!(ok.check().is_ok());
+        let key = |c: RegistryConfig| c.check().unwrap_err().0;
+        assert_eq!(
+            key(RegistryConfig {
+                url: Some("sr.example.com".into()),
+                ..Default::default()
+            }),
+            "schema_registry.url"
+        );
+        assert_eq!(
+            key(RegistryConfig {
+                basic_auth_user_info: Some("nocolon".into()),
+                ..ok.clone()
+            }),
+            "schema_registry.basic_auth_user_info"
+        );
+        assert_eq!(
+            key(RegistryConfig {
+                bearer_token: Some("t".into()),
+                ..ok.clone()
+            }),
+            "schema_registry.bearer_token"
+        );
+        assert_eq!(
+            key(RegistryConfig {
+                dir: Some("/nonexistent/schemas".into()),
+                url: None,
+                basic_auth_user_info: None,
+                ..Default::default()
+            }),
+            "schema_registry.dir"
+        );
+        assert_eq!(
+            key(RegistryConfig {
+                url: None,
+                ..ok.clone()
+            }),
+            "schema_registry.url"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_folder_serves_schemas_by_id_and_a_missing_id_is_unusable() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("7.json"),
+            r#"{"schema":"{\"type\":\"object\"}","schemaType":"JSON"}"#,
+        )
+        .unwrap();
+        let r = Registry::new(&RegistryConfig {
+            dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+        assert!(matches!(r.fetch(7).await.unwrap(), SchemaEntry::Ready(_)));
+        match r.fetch(8).await.unwrap() {
+            SchemaEntry::Unusable(why) => assert!(why.contains("8.json"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
