@@ -20,6 +20,10 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
+# confluent-kafka (Confluent's serializers, for tests/schema_registry.rs's
+# wire-format fixtures) from PyPI, into a virtualenv under target/.
+scripts/sr_fixtures.sh install
+
 cargo fmt --check
 cargo clippy --release --all-targets -- -D warnings
 cargo test --release --all-targets

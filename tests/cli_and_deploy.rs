@@ -576,6 +576,7 @@ fn the_readmes_sasl_ssl_example_passes_check_config() {
         example.contains("\"security.protocol\" = \"SASL_SSL\""),
         "{example}"
     );
+    assert!(example.contains("[schema_registry]"), "{example}");
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("cloud.toml");
     std::fs::write(&p, example).unwrap();

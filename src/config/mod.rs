@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use crate::kafka::settings::{KafkaConfig, OffsetReset, Partitioner};
-pub use crate::registry::RegistryConfig;
 use crate::pipeline::decode::Validator;
 pub use crate::pipeline::event::ClockMode;
 use crate::pipeline::event::{Millis, DAY_MS};
@@ -22,6 +21,7 @@ use crate::pipeline::features::FeatureSpec;
 use crate::pipeline::model::ModelFile;
 use crate::pipeline::policy::Policy;
 pub use crate::pipeline::settings::{PolicyConfig, SegmentsConfig, DEFAULT_ENTER, DEFAULT_EXIT};
+pub use crate::registry::RegistryConfig;
 
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "CHURN_ALERT__";
@@ -596,13 +596,15 @@ mod tests {
     #[test]
     fn the_printed_config_masks_secrets_and_keeps_the_rest() {
         let c = load(
-            "[admin]\ntoken = \"0123456789abcdef-secret\"\n[kafka.client_properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"PLAIN\"\n\"sasl.username\" = \"KEY\"\n\"sasl.password\" = \"hunter2-password\"\n\"ssl.ca.location\" = \"/ca.pem\"\n",
+            "[admin]\ntoken = \"0123456789abcdef-secret\"\n[kafka.client_properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"PLAIN\"\n\"sasl.username\" = \"KEY\"\n\"sasl.password\" = \"hunter2-password\"\n\"ssl.ca.location\" = \"/ca.pem\"\n[schema_registry]\nurl = \"https://sr.example.com\"\nbasic_auth_user_info = \"SRKEY:sr-secret-value\"\n",
             &[],
         )
         .unwrap();
         let t = c.masked_toml();
         assert!(
-            !t.contains("hunter2") && !t.contains("0123456789abcdef"),
+            !t.contains("hunter2")
+                && !t.contains("0123456789abcdef")
+                && !t.contains("sr-secret-value"),
             "{t}"
         );
         assert!(t.contains("\"sasl.username\" = \"KEY\""), "{t}");
@@ -613,6 +615,8 @@ mod tests {
             "ssl.key.password",
             "sasl.oauthbearer.client.secret",
             "read_token",
+            "basic_auth_user_info",
+            "bearer_token",
         ] {
             assert!(is_secret(secret), "{secret}");
         }

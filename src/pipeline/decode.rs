@@ -9,10 +9,10 @@ use std::collections::{BTreeMap, HashMap};
 use prost::Message as _;
 use serde_json::{Map, Value};
 
-use crate::pipeline::wire::{self, SchemaEntry, Schemas};
 use crate::pipeline::event::{
     Channel, EmailAction, Event, EventKind, Millis, Severity, SubscriptionAction, EVENT_TYPES,
 };
+use crate::pipeline::wire::{self, SchemaEntry, Schemas};
 
 /// Why a message was refused; the code is the `reason` label of the DLQ
 /// metric and the `dlq-reason-code` header.
@@ -427,7 +427,9 @@ fn framed_fields(payload: &[u8], schemas: &Schemas) -> Result<Map<String, Value>
         )
     })?;
     match schemas.get(&id) {
-        Some(SchemaEntry::Ready(schema)) => schema.decode(&payload[5..]),
+        Some(SchemaEntry::Ready(schema)) => schema
+            .decode(&payload[5..])
+            .map_err(|why| Rejection::new(RejectCode::SchemaMismatch, why)),
         Some(SchemaEntry::Unusable(why)) => {
             Err(Rejection::new(RejectCode::UnknownSchema, why.clone()))
         }
@@ -730,7 +732,9 @@ mod tests {
         // The Schema Registry's magic byte 0: too short for its header,
         // and a schema id with no registry configured.
         assert_eq!(
-            v.decode(Some(b"c"), b"\x00\x01", None, NOW).unwrap_err().code,
+            v.decode(Some(b"c"), b"\x00\x01", None, NOW)
+                .unwrap_err()
+                .code,
             RejectCode::Undecodable
         );
         let framed = v

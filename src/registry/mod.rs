@@ -127,7 +127,10 @@ impl RegistryConfig {
             }
         }
         if self.timeout_seconds == 0 {
-            return Err(("schema_registry.timeout_seconds", "must be at least 1".into()));
+            return Err((
+                "schema_registry.timeout_seconds",
+                "must be at least 1".into(),
+            ));
         }
         Ok(())
     }

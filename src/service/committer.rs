@@ -125,7 +125,8 @@ impl Committer<'_> {
                 match registry.fetch(id).await {
                     Ok(entry) => break entry,
                     Err(e) if e.class().retry_helps() => {
-                        self.backoff(attempt, Dependency::SchemaRegistry, &e).await?
+                        self.backoff(attempt, Dependency::SchemaRegistry, &e)
+                            .await?
                     }
                     Err(e) => return Err(Stopped::Halted(Halted::Registry(e))),
                 }
