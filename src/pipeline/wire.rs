@@ -21,6 +21,10 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+/// The largest string, byte array or item count an Avro datum may claim:
+/// more than a Kafka message holds (a process-wide apache-avro setting).
+pub const AVRO_MAX_ALLOCATION: usize = 8 << 20;
+
 /// The first byte of a framed message.
 pub const MAGIC: u8 = 0;
 
@@ -144,6 +148,10 @@ impl RegisteredSchema {
         let mismatch = |why: String| format!("{self:?}: {why}");
         let value = match &self.parsed {
             Parsed::Avro(schema) => {
+                // A length prefix is trusted up to this many bytes or items
+                // (apache-avro's own default is 512 MiB, which a poison pill
+                // of ten bytes would make it allocate).
+                apache_avro::max_allocation_bytes(AVRO_MAX_ALLOCATION);
                 let mut reader = after_id;
                 let datum = apache_avro::from_avro_datum(schema, &mut reader, None)
                     .map_err(|e| mismatch(format!("not an Avro datum of the schema: {e}")))?;
