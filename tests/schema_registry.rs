@@ -368,17 +368,18 @@ async fn framed_events_decode_with_schemas_from_a_folder() {
     run(Broker::tansu(), "dir").await;
 }
 
-/// Credentials the registry refuses stop the service (a config error,
-/// exit code 2) naming the settings to fix, instead of waiting forever.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_credentials_stop_the_service_naming_the_setting() {
+/// What no retry can fix stops the service (a config error, exit code 2)
+/// naming the setting to fix, instead of waiting forever or
+/// dead-lettering: `path` is appended to the registry's URL, `secret` is
+/// the basic-auth secret.
+async fn stops_for_good(path: &str, secret: &str, expect: &[&str]) {
     let broker = Broker::tansu();
     let dir = tempfile::tempdir().unwrap();
     let (fx, folder) = fixtures(dir.path());
     let registry = Registry::serve(folder, true);
     let mut cfg = test_config(&broker, dir.path());
-    cfg.schema_registry.url = Some(registry.url.clone());
-    cfg.schema_registry.basic_auth_user_info = Some(format!("{USER}:wrong"));
+    cfg.schema_registry.url = Some(format!("{}{path}", registry.url));
+    cfg.schema_registry.basic_auth_user_info = Some(format!("{USER}:{secret}"));
     broker.create_topics(&cfg).await;
     let svc = start(&cfg).await;
     let m = &fx[0];
@@ -392,13 +393,35 @@ async fn refused_credentials_stop_the_service_naming_the_setting() {
     let err = svc.finished().await.expect_err("the service stops");
     assert_eq!(err.class(), ErrorClass::Config, "{err}");
     let text = err.to_string();
-    assert!(
-        text.contains("401") && text.contains("basic_auth_user_info"),
-        "{text}"
-    );
-    assert!(!text.contains("wrong"), "the secret is not shown: {text}");
+    for e in expect {
+        assert!(text.contains(e), "{e:?} in {text}");
+    }
+    assert!(!text.contains(secret), "the secret is not shown: {text}");
     assert!(
         read_all(&broker, &cfg.kafka.dlq_topic).is_empty(),
         "nothing dead-lettered"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_stop_the_service_naming_the_setting() {
+    stops_for_good(
+        "",
+        "wrong-secret",
+        &["answered 401", "basic_auth_user_info"],
+    )
+    .await;
+}
+
+/// A URL that does not lead to a registry (a 404 without the registry's
+/// schema-not-found code) is not taken for "schema unknown", which would
+/// dead-letter every framed message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_that_is_no_registry_stops_the_service_naming_it() {
+    stops_for_good(
+        "/not-the-registry",
+        SECRET,
+        &["answered 404", "schema_registry.url"],
+    )
+    .await;
 }

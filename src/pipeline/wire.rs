@@ -88,6 +88,74 @@ impl std::fmt::Debug for RegisteredSchema {
     }
 }
 
+/// Why a registry answer gives no schema to decode with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaError {
+    /// Not the registry's JSON at all (a proxy's page, a file being
+    /// written): the source is not answering as a registry.
+    NotAnAnswer(String),
+    /// A schema that cannot be used: its messages are `unknown_schema`.
+    Unusable(String),
+}
+
+impl std::fmt::Display for SchemaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotAnAnswer(s) | Self::Unusable(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Refuses Avro schemas whose data could make the decoder recurse or
+/// allocate without bound: a record that contains itself (each level of
+/// nesting costs a byte, so 64 KiB would nest 64,000 deep), and arrays of
+/// items that take no bytes (each block's count would allocate that many
+/// values for free). `stack`: the records being walked.
+fn avro_bounded(s: &apache_avro::Schema, stack: &mut Vec<String>) -> Result<(), String> {
+    use apache_avro::Schema as S;
+    match s {
+        S::Record(r) => {
+            stack.push(r.name.fullname(None));
+            for f in &r.fields {
+                avro_bounded(&f.schema, stack)?;
+            }
+            stack.pop();
+        }
+        S::Ref { name } => {
+            let n = name.fullname(None);
+            if stack.contains(&n) {
+                return Err(format!(
+                    "the Avro type {n} contains itself, which is not supported"
+                ));
+            }
+        }
+        S::Array(a) => {
+            if avro_zero_size(&a.items) {
+                return Err("an Avro array of items that take no bytes is not supported".into());
+            }
+            avro_bounded(&a.items, stack)?;
+        }
+        S::Map(m) => avro_bounded(&m.types, stack)?,
+        S::Union(u) => {
+            for v in u.variants() {
+                avro_bounded(v, stack)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn avro_zero_size(s: &apache_avro::Schema) -> bool {
+    use apache_avro::Schema as S;
+    match s {
+        S::Null => true,
+        S::Fixed(f) => f.size == 0,
+        S::Record(r) => r.fields.iter().all(|f| avro_zero_size(&f.schema)),
+        _ => false,
+    }
+}
+
 /// The body of the registry's `GET /schemas/ids/{id}`.
 #[derive(serde::Deserialize)]
 struct Body {
@@ -100,11 +168,17 @@ struct Body {
 
 impl RegisteredSchema {
     /// Parses the body of `GET /schemas/ids/{id}` (the same JSON is what a
-    /// local schema file holds). The error says why the schema cannot be
-    /// used.
-    pub fn from_registry_body(id: u32, body: &[u8]) -> Result<Self, String> {
-        let body: Body = serde_json::from_slice(body)
-            .map_err(|e| format!("schema {id}: the registry's answer is not a schema: {e}"))?;
+    /// local schema file holds).
+    pub fn from_registry_body(id: u32, body: &[u8]) -> Result<Self, SchemaError> {
+        let body: Body = serde_json::from_slice(body).map_err(|e| {
+            SchemaError::NotAnAnswer(format!(
+                "schema {id}: the answer is not the registry's JSON for a schema: {e}"
+            ))
+        })?;
+        Self::from_body(id, body).map_err(SchemaError::Unusable)
+    }
+
+    fn from_body(id: u32, body: Body) -> Result<Self, String> {
         let kind = match body.schema_type.as_deref().unwrap_or("AVRO") {
             "AVRO" => SchemaKind::Avro,
             "PROTOBUF" => SchemaKind::Protobuf,
@@ -116,10 +190,12 @@ impl RegisteredSchema {
             }
         };
         let parsed = match kind {
-            SchemaKind::Avro => Parsed::Avro(
-                apache_avro::Schema::parse_str(&body.schema)
-                    .map_err(|e| format!("schema {id}: not a valid Avro schema: {e}"))?,
-            ),
+            SchemaKind::Avro => {
+                let schema = apache_avro::Schema::parse_str(&body.schema)
+                    .map_err(|e| format!("schema {id}: not a valid Avro schema: {e}"))?;
+                avro_bounded(&schema, &mut Vec::new()).map_err(|e| format!("schema {id}: {e}"))?;
+                Parsed::Avro(schema)
+            }
             SchemaKind::Protobuf => {
                 Parsed::Protobuf(compile_proto(id, &body.schema).map_err(|e| {
                     let refs = if body.references.is_empty() {
@@ -151,7 +227,7 @@ impl RegisteredSchema {
                 // A length prefix is trusted up to this many bytes or items
                 // (apache-avro's own default is 512 MiB, which a poison pill
                 // of ten bytes would make it allocate).
-                apache_avro::max_allocation_bytes(AVRO_MAX_ALLOCATION);
+                apache_avro::util::max_allocation_bytes(AVRO_MAX_ALLOCATION);
                 let mut reader = after_id;
                 let datum = apache_avro::from_avro_datum(schema, &mut reader, None)
                     .map_err(|e| mismatch(format!("not an Avro datum of the schema: {e}")))?;
@@ -160,6 +236,10 @@ impl RegisteredSchema {
                         "{} bytes left over after the Avro datum",
                         reader.len()
                     )));
+                }
+                // The decoder reads a missing trailing value as null.
+                if !datum.validate(schema) {
+                    return Err(mismatch("the Avro datum does not fit the schema".into()));
                 }
                 avro_to_json(datum)
             }
@@ -171,7 +251,17 @@ impl RegisteredSchema {
                 let name = desc.full_name().to_string();
                 let msg = prost_reflect::DynamicMessage::decode(desc, body)
                     .map_err(|e| mismatch(format!("not a {name} message: {e}")))?;
-                proto_to_json(&msg)
+                let mut v = proto_to_json(&msg).map_err(mismatch)?;
+                // The contract's protobuf names the epoch-milliseconds
+                // time `occurred_at_ms` (a oneof with `occurred_at`).
+                if let Value::Object(m) = &mut v {
+                    if !m.contains_key("occurred_at") {
+                        if let Some(ms) = m.remove("occurred_at_ms") {
+                            m.insert("occurred_at".into(), ms);
+                        }
+                    }
+                }
+                v
             }
             Parsed::Json(validator) => {
                 let v: Value = serde_json::from_slice(after_id)
@@ -186,16 +276,7 @@ impl RegisteredSchema {
             }
         };
         match value {
-            Value::Object(mut m) => {
-                // The contract's protobuf names the epoch-milliseconds time
-                // `occurred_at_ms` (a oneof with `occurred_at`).
-                if !m.contains_key("occurred_at") {
-                    if let Some(ms) = m.remove("occurred_at_ms") {
-                        m.insert("occurred_at".into(), ms);
-                    }
-                }
-                Ok(m)
-            }
+            Value::Object(m) => Ok(m),
             other => Err(mismatch(format!(
                 "the value is not a record/object but {}",
                 kind_of(&other)
@@ -280,7 +361,8 @@ pub fn message_indexes(bytes: &[u8]) -> Result<(Vec<i32>, &[u8]), String> {
     }
     let mut out = Vec::with_capacity(count as usize);
     for _ in 0..count {
-        out.push(zigzag(&mut rest)? as i32);
+        let i = zigzag(&mut rest)?;
+        out.push(i32::try_from(i).map_err(|_| format!("message index {i} is out of range"))?);
     }
     Ok((out, rest))
 }
@@ -321,7 +403,7 @@ fn number(v: f64) -> Value {
 
 /// A decoded protobuf message as a JSON object of its set fields, by
 /// field name; a `google.protobuf.Timestamp` becomes epoch milliseconds.
-fn proto_to_json(msg: &prost_reflect::DynamicMessage) -> Value {
+fn proto_to_json(msg: &prost_reflect::DynamicMessage) -> Result<Value, String> {
     use prost_reflect::ReflectMessage as _;
     if msg.descriptor().full_name() == "google.protobuf.Timestamp" {
         let get = |n: &str| match msg.get_field_by_name(n).as_deref() {
@@ -329,18 +411,25 @@ fn proto_to_json(msg: &prost_reflect::DynamicMessage) -> Value {
             Some(prost_reflect::Value::I32(v)) => i64::from(*v),
             _ => 0,
         };
-        return Value::from(get("seconds") * 1000 + get("nanos") / 1_000_000);
+        return get("seconds")
+            .checked_mul(1000)
+            .and_then(|ms| ms.checked_add(get("nanos") / 1_000_000))
+            .map(Value::from)
+            .ok_or_else(|| "a google.protobuf.Timestamp is out of range".to_string());
     }
     let mut m = Map::new();
     for (field, value) in msg.fields() {
-        m.insert(field.name().to_string(), proto_value(&field, value));
+        m.insert(field.name().to_string(), proto_value(&field, value)?);
     }
-    Value::Object(m)
+    Ok(Value::Object(m))
 }
 
-fn proto_value(field: &prost_reflect::FieldDescriptor, v: &prost_reflect::Value) -> Value {
+fn proto_value(
+    field: &prost_reflect::FieldDescriptor,
+    v: &prost_reflect::Value,
+) -> Result<Value, String> {
     use prost_reflect::{Kind, MapKey, Value as P};
-    match v {
+    Ok(match v {
         P::Bool(b) => Value::from(*b),
         P::I32(i) => Value::from(*i),
         P::I64(i) => Value::from(*i),
@@ -357,8 +446,13 @@ fn proto_value(field: &prost_reflect::FieldDescriptor, v: &prost_reflect::Value)
                 .unwrap_or_else(|| Value::from(*n)),
             _ => Value::from(*n),
         },
-        P::Message(m) => proto_to_json(m),
-        P::List(items) => Value::Array(items.iter().map(|i| proto_value(field, i)).collect()),
+        P::Message(m) => proto_to_json(m)?,
+        P::List(items) => Value::Array(
+            items
+                .iter()
+                .map(|i| proto_value(field, i))
+                .collect::<Result<_, _>>()?,
+        ),
         P::Map(entries) => {
             let value_field = match field.kind() {
                 Kind::Message(entry) => entry.map_entry_value_field(),
@@ -376,12 +470,12 @@ fn proto_value(field: &prost_reflect::FieldDescriptor, v: &prost_reflect::Value)
                             MapKey::U32(i) => i.to_string(),
                             MapKey::U64(i) => i.to_string(),
                         };
-                        (key, proto_value(&value_field, v))
+                        Ok((key, proto_value(&value_field, v)?))
                     })
-                    .collect(),
+                    .collect::<Result<_, String>>()?,
             )
         }
-    }
+    })
 }
 
 /// An Avro datum as JSON: records become objects (null fields left out,
@@ -508,14 +602,39 @@ mod tests {
 
     #[test]
     fn unusable_schemas_say_why() {
-        let e = RegisteredSchema::from_registry_body(6, &body(Some("THRIFT"), "x")).unwrap_err();
+        let unusable = |b: Vec<u8>| match RegisteredSchema::from_registry_body(6, &b) {
+            Err(SchemaError::Unusable(e)) => e,
+            other => panic!("{other:?}"),
+        };
+        let e = unusable(body(Some("THRIFT"), "x"));
         assert!(e.contains("THRIFT"), "{e}");
-        let e = RegisteredSchema::from_registry_body(6, &body(None, "{nope")).unwrap_err();
+        let e = unusable(body(None, "{nope"));
         assert!(e.contains("Avro"), "{e}");
-        let e = RegisteredSchema::from_registry_body(6, &body(Some("PROTOBUF"), "message {"))
-            .unwrap_err();
+        // Data that could nest or allocate without bound.
+        let e = unusable(body(
+            None,
+            r#"{"type":"record","name":"N","fields":[{"name":"next","type":["null","N"]}]}"#,
+        ));
+        assert!(e.contains("contains itself"), "{e}");
+        let e = unusable(body(
+            None,
+            r#"{"type":"record","name":"A","fields":[{"name":"xs","type":{"type":"array","items":"null"}}]}"#,
+        ));
+        assert!(e.contains("no bytes"), "{e}");
+        // A named type used twice (not recursion) is fine.
+        assert!(RegisteredSchema::from_registry_body(
+            6,
+            &body(
+                None,
+                r#"{"type":"record","name":"P","fields":[{"name":"a","type":{"type":"record","name":"Q","fields":[{"name":"x","type":"int"}]}},{"name":"b","type":"Q"}]}"#
+            )
+        )
+        .is_ok());
+        let e = unusable(body(Some("PROTOBUF"), "message {"));
         assert!(e.contains(".proto"), "{e}");
-        let e = RegisteredSchema::from_registry_body(6, b"<html>").unwrap_err();
-        assert!(e.contains("not a schema"), "{e}");
+        match RegisteredSchema::from_registry_body(6, b"<html>") {
+            Err(SchemaError::NotAnAnswer(e)) => assert!(e.contains("not the registry's"), "{e}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::error::{Classify, ErrorClass};
-use crate::pipeline::wire::{RegisteredSchema, SchemaEntry};
+use crate::pipeline::wire::{RegisteredSchema, SchemaEntry, SchemaError};
 
 /// `schema_registry`: where schemas of framed messages come from. With
 /// neither `url` nor `dir`, framed messages are dead-lettered as
@@ -75,14 +75,19 @@ impl RegistryConfig {
             ));
         }
         if let Some(url) = &self.url {
-            let ok = url
-                .strip_prefix("https://")
-                .or_else(|| url.strip_prefix("http://"))
-                .is_some_and(|rest| !rest.is_empty());
-            if !ok {
+            // The value is not shown: it could hold credentials.
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| ("schema_registry.url", format!("not a URL: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
                 return Err((
                     "schema_registry.url",
-                    format!("{url:?} is not an http:// or https:// URL"),
+                    "must be an http:// or https:// URL".into(),
+                ));
+            }
+            if !parsed.username().is_empty() || parsed.password().is_some() {
+                return Err((
+                    "schema_registry.url",
+                    "must not hold credentials (they would show in logs): set schema_registry.basic_auth_user_info".into(),
                 ));
             }
         }
@@ -139,10 +144,12 @@ impl RegistryConfig {
 /// A fetch that failed: waited for, or for good.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    /// Unreachable, a timeout, 5xx, 429, a folder that cannot be read.
+    /// Unreachable, a timeout, 5xx, 408, 429, an answer that is not the
+    /// registry's JSON, a file that cannot be read.
     #[error("schema registry unavailable: {0}")]
     Unavailable(String),
-    /// Credentials refused (401, 403), or a client that cannot be built.
+    /// Credentials refused (401, 403), another 4xx (a wrong URL among
+    /// them), redirects without end, or a client that cannot be built.
     #[error("schema registry refused the service: {0}")]
     Refused(String),
 }
@@ -229,8 +236,9 @@ impl Registry {
         }
     }
 
-    /// Fetches and parses schema `id`. A schema that cannot be had or
-    /// used is an [`SchemaEntry::Unusable`] entry, not an error.
+    /// Fetches and parses schema `id`. A schema the registry does not know
+    /// (404 with its error code 40403, or no file), or that cannot be
+    /// used, is an [`SchemaEntry::Unusable`] entry, not an error.
     pub async fn fetch(&self, id: u32) -> Result<SchemaEntry, RegistryError> {
         let body = match &self.source {
             Source::Http { client, base, auth } => {
@@ -238,7 +246,7 @@ impl Registry {
                     Some(b) => b,
                     None => {
                         return Ok(SchemaEntry::Unusable(format!(
-                            "the schema registry at {base} has no schema id {id}"
+                            "the schema registry has no schema id {id}"
                         )))
                     }
                 }
@@ -253,10 +261,11 @@ impl Registry {
                 }
             },
         };
-        Ok(match RegisteredSchema::from_registry_body(id, &body) {
-            Ok(s) => SchemaEntry::Ready(std::sync::Arc::new(s)),
-            Err(why) => SchemaEntry::Unusable(why),
-        })
+        match RegisteredSchema::from_registry_body(id, &body) {
+            Ok(s) => Ok(SchemaEntry::Ready(std::sync::Arc::new(s))),
+            Err(SchemaError::Unusable(why)) => Ok(SchemaEntry::Unusable(why)),
+            Err(SchemaError::NotAnAnswer(why)) => Err(RegistryError::Unavailable(why)),
+        }
     }
 }
 
@@ -275,26 +284,48 @@ async fn fetch_http(
         Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
         Auth::Bearer(t) => req.bearer_auth(t),
     };
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| RegistryError::Unavailable(format!("GET {url}: {}", chain(&e))))?;
+    let resp = req.send().await.map_err(|e| {
+        let why = format!("GET {url}: {}", chain(&e));
+        if e.is_builder() || e.is_redirect() {
+            RegistryError::Refused(why)
+        } else {
+            RegistryError::Unavailable(why)
+        }
+    })?;
     let status = resp.status();
     let body = resp
         .bytes()
         .await
         .map_err(|e| RegistryError::Unavailable(format!("GET {url}: {}", chain(&e))))?;
+    let text = || String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
     match status.as_u16() {
         200 => Ok(Some(body.to_vec())),
-        404 => Ok(None),
+        // The registry's own "schema not found"; any other 404 is a URL
+        // that does not lead to a registry.
+        404 if error_code(&body) == Some(40403) => Ok(None),
+        404 => Err(RegistryError::Refused(format!(
+            "GET {url} answered {status} without the registry's schema-not-found code (40403): check schema_registry.url"
+        ))),
         401 | 403 => Err(RegistryError::Refused(format!(
             "GET {url} answered {status}: check schema_registry.basic_auth_user_info or bearer_token"
         ))),
-        _ => Err(RegistryError::Unavailable(format!(
+        408 | 429 | 500..=599 => Err(RegistryError::Unavailable(format!(
             "GET {url} answered {status}: {}",
-            String::from_utf8_lossy(&body[..body.len().min(200)])
+            text()
+        ))),
+        _ => Err(RegistryError::Refused(format!(
+            "GET {url} answered {status}: {}",
+            text()
         ))),
     }
+}
+
+/// The `error_code` of a registry error answer.
+fn error_code(body: &[u8]) -> Option<i64> {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()?
+        .get("error_code")?
+        .as_i64()
 }
 
 /// An error with its causes, on one line.
@@ -334,13 +365,19 @@ mod tests {
         };
         assert!(ok.check().is_ok());
         let key = |c: RegistryConfig| c.check().unwrap_err().0;
-        assert_eq!(
-            key(RegistryConfig {
-                url: Some("sr.example.com".into()),
+        for bad in [
+            "sr.example.com",
+            "ftp://sr.example.com",
+            "https://k:s@sr.example.com",
+        ] {
+            let c = RegistryConfig {
+                url: Some(bad.into()),
                 ..Default::default()
-            }),
-            "schema_registry.url"
-        );
+            };
+            let (k, why) = c.check().unwrap_err();
+            assert_eq!(k, "schema_registry.url", "{bad}");
+            assert!(!why.contains("k:s"), "{why}");
+        }
         assert_eq!(
             key(RegistryConfig {
                 basic_auth_user_info: Some("nocolon".into()),

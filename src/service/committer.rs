@@ -120,9 +120,14 @@ impl Committer<'_> {
             .collect();
         wanted.sort_unstable();
         wanted.dedup();
+        processor.make_room_for_schemas(wanted.len());
         for id in wanted {
             let entry = loop {
-                match registry.fetch(id).await {
+                let fetched = tokio::select! {
+                    _ = self.shutdown.cancelled() => return Err(Stopped::Shutdown),
+                    f = registry.fetch(id) => f,
+                };
+                match fetched {
                     Ok(entry) => break entry,
                     Err(e) if e.class().retry_helps() => {
                         self.backoff(attempt, Dependency::SchemaRegistry, &e)

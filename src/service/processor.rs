@@ -340,17 +340,21 @@ impl Processor {
         })
     }
 
-    /// Keeps a fetched schema (ids never change what they name). Past
-    /// 10,000 ids, those that could not be had are forgotten first, so a
-    /// stream of made-up ids cannot grow memory without bound; they are
-    /// asked for again when met again.
+    /// Keeps a fetched schema (ids never change what they name).
     pub fn remember_schema(&mut self, id: u32, entry: crate::pipeline::wire::SchemaEntry) {
+        self.schemas.insert(id, entry);
+    }
+
+    /// Before `more` ids are fetched for a batch: past 10,000 ids, those
+    /// that could not be had are forgotten (asked for again when met
+    /// again), so a stream of made-up ids cannot grow memory without
+    /// bound. Never during a batch, which needs its own.
+    pub fn make_room_for_schemas(&mut self, more: usize) {
         use crate::pipeline::wire::SchemaEntry;
-        if self.schemas.len() >= 10_000 {
+        if self.schemas.len() + more > 10_000 {
             self.schemas
                 .retain(|_, e| matches!(e, SchemaEntry::Ready(_)));
         }
-        self.schemas.insert(id, entry);
     }
 
     fn apply_message(
