@@ -147,6 +147,190 @@ fn kubernetes_manifests_match_the_config_and_the_binary() {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
+/// The restricted Pod Security Standard's settings of a pod spec and its
+/// containers.
+fn assert_restricted(pod: &serde_yaml::Value, what: &str) {
+    let sc = &pod["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true, "{what}");
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{what}");
+    let containers = pod["containers"].as_sequence().unwrap().iter();
+    let init = pod["initContainers"].as_sequence().into_iter().flatten();
+    for c in containers.chain(init) {
+        let name = c["name"].as_str().unwrap();
+        let csc = &c["securityContext"];
+        assert_eq!(csc["allowPrivilegeEscalation"], false, "{what} {name}");
+        assert_eq!(csc["readOnlyRootFilesystem"], true, "{what} {name}");
+        assert_eq!(csc["capabilities"]["drop"][0], "ALL", "{what} {name}");
+        // A read-only root needs a writable /tmp.
+        if name != "seed-model" {
+            assert!(
+                c["volumeMounts"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .any(|m| m["mountPath"] == "/tmp"),
+                "{what} {name}: no /tmp"
+            );
+        }
+    }
+}
+
+/// The Kubernetes base is hardened and operable: a disruption budget, the
+/// restricted security context, the admin port open only to monitoring, a
+/// ServiceMonitor on the admin port, and the model on a shared volume
+/// where the retraining CronJob writes the file the pods read.
+#[test]
+fn kubernetes_manifests_are_hardened_and_take_the_model_from_a_volume() {
+    let kust = yaml("deploy/k8s/kustomization.yaml");
+    let resources: Vec<&str> = kust["resources"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    for f in ["pdb.yaml", "networkpolicy.yaml", "models-pvc.yaml"] {
+        assert!(resources.contains(&f), "{f} not in the kustomization");
+    }
+    let sts = yaml("deploy/k8s/statefulset.yaml");
+    let labels = &sts["spec"]["template"]["metadata"]["labels"];
+    let pod = &sts["spec"]["template"]["spec"];
+    assert_restricted(pod, "statefulset");
+
+    let pdb = yaml("deploy/k8s/pdb.yaml");
+    assert_eq!(pdb["kind"], "PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert_eq!(
+        &pdb["spec"]["selector"]["matchLabels"]["app"],
+        &labels["app"]
+    );
+
+    let admin_port = pod["containers"][0]["ports"][0]["containerPort"].clone();
+    let np = yaml("deploy/k8s/networkpolicy.yaml");
+    assert_eq!(np["kind"], "NetworkPolicy");
+    assert_eq!(
+        &np["spec"]["podSelector"]["matchLabels"]["app"],
+        &labels["app"]
+    );
+    let ingress = np["spec"]["ingress"].as_sequence().unwrap();
+    assert_eq!(ingress.len(), 1, "one rule: monitoring to the admin port");
+    assert_eq!(ingress[0]["ports"][0]["port"], admin_port);
+    assert!(ingress[0]["from"][0]["namespaceSelector"].is_mapping());
+
+    let sm = yaml("deploy/k8s/monitoring/servicemonitor.yaml");
+    let svc = yaml("deploy/k8s/service.yaml");
+    assert_eq!(sm["kind"], "ServiceMonitor");
+    assert_eq!(
+        &sm["spec"]["selector"]["matchLabels"]["app"],
+        &svc["metadata"]["labels"]["app"]
+    );
+    assert_eq!(
+        sm["spec"]["endpoints"][0]["port"],
+        svc["spec"]["ports"][0]["name"]
+    );
+    assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
+
+    // The model: read from the shared volume (read-only), seeded there from
+    // the image on the first start, written there by the CronJob.
+    let c = &pod["containers"][0];
+    let model_path = c["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "CHURN_ALERT__MODEL__PATH")
+        .expect("the model path is set")["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mount_of = |c: &serde_yaml::Value, volume: &str| -> serde_yaml::Value {
+        c["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == volume)
+            .unwrap_or_else(|| panic!("no {volume} mount"))
+            .clone()
+    };
+    let models = mount_of(c, "models");
+    assert_eq!(models["readOnly"], true);
+    let (dir, file) = model_path.rsplit_once('/').unwrap();
+    assert_eq!(models["mountPath"], dir);
+    let claim = |pod: &serde_yaml::Value| -> String {
+        pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "models")
+            .unwrap()["persistentVolumeClaim"]["claimName"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let pvc = yaml("deploy/k8s/models-pvc.yaml");
+    assert_eq!(claim(pod), pvc["metadata"]["name"].as_str().unwrap());
+    assert_eq!(pvc["spec"]["accessModes"][0], "ReadWriteMany");
+    let seed = &pod["initContainers"][0];
+    let seed_dir = mount_of(seed, "models")["mountPath"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let script = seed["args"][0].as_str().unwrap();
+    assert!(script.contains(&format!("{seed_dir}/{file}")), "{script}");
+    let dockerfile = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
+    let copied = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("COPY models/ "))
+        .unwrap()
+        .trim();
+    assert!(
+        script.contains(&format!("{copied}{file}")) || script.contains(&format!("{copied}/{file}")),
+        "{script}"
+    );
+
+    let overlay = yaml("deploy/k8s/retrain/kustomization.yaml");
+    let res: Vec<&str> = overlay["resources"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(res, ["../", "cronjob.yaml"]);
+    let cron = yaml("deploy/k8s/retrain/cronjob.yaml");
+    assert_eq!(cron["kind"], "CronJob");
+    let job = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_restricted(job, "cronjob");
+    assert_eq!(claim(job), claim(pod));
+    let train = &job["containers"][0];
+    let train_dir = mount_of(train, "models")["mountPath"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cmd = train["args"][0].as_str().unwrap();
+    assert!(cmd.starts_with("churn-alert train "), "{cmd}");
+    assert!(cmd.contains(&format!("--out {train_dir}/{file}")), "{cmd}");
+    // The train command's flags are the binary's.
+    let help = churn_alert(&["train", "--help"], &[]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in cmd.split_whitespace().filter(|w| w.starts_with("--")) {
+        assert!(help.contains(flag), "{flag} is not a train flag");
+    }
+}
+
+/// The image build: a context without target/ and .git, cached
+/// dependencies, and a binary without debug info.
+#[test]
+fn the_image_build_is_lean_and_cached() {
+    let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
+    for dir in ["target/", ".git/"] {
+        assert!(ignore.lines().any(|l| l.trim() == dir), "{dir} not ignored");
+    }
+    let dockerfile = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
+    assert!(dockerfile.contains("--mount=type=cache,target=/src/target"));
+    assert!(dockerfile.contains("CARGO_PROFILE_RELEASE_STRIP=symbols"));
+    assert!(dockerfile.contains("CARGO_PROFILE_RELEASE_DEBUG=0"));
+    // Numeric, so that Kubernetes' runAsNonRoot can check it.
+    assert!(dockerfile.lines().any(|l| l.trim() == "USER 10001"));
+}
+
 /// The autoscaling example scales this StatefulSet on the lag of the
 /// group and topic the deploy config consumes, never beyond the partitions
 /// compose creates.

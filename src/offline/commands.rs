@@ -348,7 +348,17 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    std::fs::write(&opts.out, serde_json::to_string_pretty(&model)? + "\n")
+    // Written beside and renamed into place, so a service that watches the
+    // file never reads half of it.
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("writing {}", opts.out.display()))?;
+    std::io::Write::write_all(
+        &mut tmp,
+        (serde_json::to_string_pretty(&model)? + "\n").as_bytes(),
+    )
+    .and_then(|_| tmp.as_file().sync_all())
+    .with_context(|| format!("writing {}", opts.out.display()))?;
+    tmp.persist(&opts.out)
         .with_context(|| format!("writing {}", opts.out.display()))?;
     let stem = opts
         .out
