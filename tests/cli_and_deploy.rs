@@ -510,10 +510,45 @@ fn dashboard_and_alert_rules_query_metrics_the_service_exports() {
     ] {
         assert!(names.contains(&want), "no alert rule {want}");
     }
+    // Rules that must fire while the service's own metrics are gone read
+    // Prometheus' `up` of the scrape job.
+    let prom = yaml("deploy/prometheus.yml");
+    let job = prom["scrape_configs"][0]["job_name"].as_str().unwrap();
+    let svc = yaml("deploy/k8s/service.yaml");
+    assert_eq!(
+        svc["metadata"]["name"], job,
+        "the ServiceMonitor's job is the Service's name"
+    );
+    let up = format!("up{{job=\"{job}\"}}");
+    let expr_of = |name: &str| {
+        rules
+            .iter()
+            .find(|r| r["alert"] == name)
+            .unwrap_or_else(|| panic!("no alert rule {name}"))["expr"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(expr_of("ChurnAlertDown"), format!("{up} == 0"));
+    assert_eq!(expr_of("ChurnAlertAbsent"), format!("absent({up} == 1)"));
+    // Every rule links its runbook, a section of docs/runbooks.md.
+    let runbooks = std::fs::read_to_string(root().join("docs/runbooks.md")).unwrap();
+    for r in &rules {
+        let name = r["alert"].as_str().unwrap();
+        let url = r["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} has no runbook_url"));
+        assert_eq!(url, format!("docs/runbooks.md#{}", name.to_lowercase()));
+        assert!(
+            runbooks.lines().any(|l| l == format!("## {name}")),
+            "no runbook section for {name}"
+        );
+    }
     queries.extend(
         rules
             .iter()
-            .map(|r| r["expr"].as_str().unwrap().to_string()),
+            .map(|r| r["expr"].as_str().unwrap().to_string())
+            .filter(|q| !q.contains(&up)),
     );
     for q in &queries {
         let used = metric_names_in(q, &histograms);
@@ -526,7 +561,6 @@ fn dashboard_and_alert_rules_query_metrics_the_service_exports() {
         }
     }
     // Prometheus in compose loads the rules.
-    let prom = yaml("deploy/prometheus.yml");
     let rule_file = prom["rule_files"][0].as_str().unwrap();
     let compose = std::fs::read_to_string(root().join("deploy/docker-compose.yml")).unwrap();
     assert!(compose.contains(&format!("./prometheus-rules.yml:{rule_file}:ro")));

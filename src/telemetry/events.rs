@@ -492,6 +492,24 @@ impl TelemetryEvent for ModelInUse<'_> {
     }
 }
 
+/// The alert thresholds in use: at start, and after a model or policy
+/// reload.
+pub struct ThresholdsInUse {
+    pub enter: f64,
+    pub exit: f64,
+}
+
+impl TelemetryEvent for ThresholdsInUse {
+    fn emit(self, m: &Metrics) {
+        m.model_threshold
+            .with_label_values(&["enter"])
+            .set(self.enter);
+        m.model_threshold
+            .with_label_values(&["exit"])
+            .set(self.exit);
+    }
+}
+
 /// A new policy was accepted (it takes effect with the next batch).
 pub struct PolicyReloaded {
     pub campaign_rules: usize,

@@ -51,6 +51,7 @@ pub struct Metrics {
     pub(super) states_quarantined: IntCounterVec,
     pub(super) model_reloads: IntCounterVec,
     pub(super) model_info: IntGaugeVec,
+    pub(super) model_threshold: prometheus::GaugeVec,
     build_info: IntGaugeVec,
 }
 
@@ -291,6 +292,18 @@ impl Metrics {
                 "1 for the model version in use.",
                 &["version"],
             ),
+            model_threshold: {
+                let g = prometheus::GaugeVec::new(
+                    Opts::new(
+                        "churn_alert_model_threshold",
+                        "The alert thresholds in use (kind: enter, exit), for dashboards and rules that compare scores with them.",
+                    ),
+                    &["kind"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             build_info: gauge_vec(
                 &r,
                 "churn_alert_build_info",
@@ -355,7 +368,7 @@ impl Metrics {
     /// also export `_bucket`, `_sum` and `_count` series).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let all: [&dyn Collector; 34] = [
+        let all: [&dyn Collector; 35] = [
             &self.events_consumed,
             &self.dlq,
             &self.duplicates,
@@ -389,6 +402,7 @@ impl Metrics {
             &self.states_quarantined,
             &self.model_reloads,
             &self.model_info,
+            &self.model_threshold,
             &self.build_info,
         ];
         all.iter()
