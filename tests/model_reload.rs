@@ -69,6 +69,18 @@ async fn new_model_files_are_used_and_invalid_ones_refused() {
         svc.metric("churn_alert_model_info", "version=\"v1\"").await,
         1.0
     );
+    // The thresholds in use are exported, for dashboards and rules.
+    let p1 = cfg.policy_for(Some(&file));
+    assert_eq!(
+        svc.metric("churn_alert_model_threshold", "kind=\"enter\"")
+            .await,
+        p1.enter
+    );
+    assert_eq!(
+        svc.metric("churn_alert_model_threshold", "kind=\"exit\"")
+            .await,
+        p1.exit
+    );
 
     // A model whose features the code does not compute: refused, v1 stays.
     let mut bad = file.clone();
@@ -87,6 +99,12 @@ async fn new_model_files_are_used_and_invalid_ones_refused() {
 
     // A valid new model: used from the next batch on.
     file.version = "v2".into();
+    // With thresholds of its own (lower: c-3 is still alerted).
+    file.thresholds = Some(churn_alert::pipeline::model::Thresholds {
+        enter: 0.6,
+        exit: 0.5,
+        basis: "test".into(),
+    });
     std::fs::write(&cfg.model.path, serde_json::to_string(&file).unwrap()).unwrap();
     wait_metric(
         &svc,
@@ -103,6 +121,21 @@ async fn new_model_files_are_used_and_invalid_ones_refused() {
         svc.metric("churn_alert_model_info", "version=\"v1\"").await,
         0.0
     );
+    // The new model's thresholds are the ones in use now.
+    let p2 = cfg.policy_for(Some(&file));
+    assert_ne!(p2.enter, p1.enter);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while svc
+        .metric("churn_alert_model_threshold", "kind=\"enter\"")
+        .await
+        != p2.enter
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the threshold metric was not updated"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (_, high) = produce(&broker, &topic, &alert_for("c-3", 40.0)).await;
     svc.wait_committed(&high).await;
     svc.stop().await;
