@@ -18,6 +18,9 @@ macro_rules! named_enum {
         }
 
         impl $name {
+            /// Every value.
+            pub const ALL: &'static [Self] = &[$(Self::$var,)+];
+
             /// Its name, as written.
             pub fn as_str(self) -> &'static str {
                 match self {

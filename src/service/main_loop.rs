@@ -15,7 +15,7 @@ use crate::pipeline::model::Model;
 use crate::service::committer::{Committer, Halted, Stopped};
 use crate::service::partitions::Partitions;
 use crate::service::processor::{ClockMode, Processor};
-use crate::telemetry::events::{Dependency, DependencyFailed, ThresholdsInUse};
+use crate::telemetry::events::{Dependency, DependencyFailed, PolicyInUse};
 
 /// The loop and what it works with.
 pub struct MainLoop<'a> {
@@ -91,9 +91,8 @@ impl MainLoop<'_> {
         if new_policy.is_some() || self.models.has_changed().unwrap_or(false) {
             let m = self.models.borrow_and_update().clone();
             self.processor.policy = self.config.policy_for(Some(m.file()));
-            self.committer.metrics.emit(ThresholdsInUse {
-                enter: self.processor.policy.enter,
-                exit: self.processor.policy.exit,
+            self.committer.metrics.emit(PolicyInUse {
+                policy: &self.processor.policy,
             });
             self.processor.model = m.clone();
             self.control.set_current(m, self.processor.policy.clone());

@@ -193,11 +193,9 @@ impl Service {
             from: None,
             to: self.model.version(),
         });
-        self.metrics
-            .emit(crate::telemetry::events::ThresholdsInUse {
-                enter: processor.policy.enter,
-                exit: processor.policy.exit,
-            });
+        self.metrics.emit(crate::telemetry::events::PolicyInUse {
+            policy: &processor.policy,
+        });
         let models = crate::service::reload::ModelWatcher {
             path: self.config.model.path.clone(),
             spec: self.config.feature_spec(),

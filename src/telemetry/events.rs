@@ -492,21 +492,34 @@ impl TelemetryEvent for ModelInUse<'_> {
     }
 }
 
-/// The alert thresholds in use: at start, and after a model or policy
-/// reload.
-pub struct ThresholdsInUse {
-    pub enter: f64,
-    pub exit: f64,
+/// The policy in use: at start, and after a model or policy reload. Its
+/// thresholds are exported, and the series of its tiers and campaigns
+/// exist from now on (at 0), so dashboards and rules see them before the
+/// first alert.
+pub struct PolicyInUse<'a> {
+    pub policy: &'a crate::pipeline::policy::Policy,
 }
 
-impl TelemetryEvent for ThresholdsInUse {
+impl TelemetryEvent for PolicyInUse<'_> {
     fn emit(self, m: &Metrics) {
-        m.model_threshold
-            .with_label_values(&["enter"])
-            .set(self.enter);
-        m.model_threshold
-            .with_label_values(&["exit"])
-            .set(self.exit);
+        use crate::pipeline::output::{Group, Retention};
+        let p = self.policy;
+        m.model_threshold.with_label_values(&["enter"]).set(p.enter);
+        m.model_threshold.with_label_values(&["exit"]).set(p.exit);
+        for t in &p.tiers {
+            m.alerts.with_label_values(&[t.name.as_str()]);
+        }
+        let campaigns = p.campaigns.iter().map(|c| c.campaign_id.as_str());
+        for c in campaigns.clone() {
+            m.triggers.with_label_values(&[c]);
+        }
+        for c in campaigns.chain(["none"]) {
+            for g in Group::ALL {
+                for o in Retention::ALL {
+                    m.outcomes.with_label_values(&[c, g.as_str(), o.as_str()]);
+                }
+            }
+        }
     }
 }
 

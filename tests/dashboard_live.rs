@@ -1,0 +1,204 @@
+//! The dashboard and the alert rules against a live scrape: the real
+//! binary runs against tansu, takes some traffic, and every selector of
+//! every dashboard and rule query (label values included) must match a
+//! series its `/metrics` exports. A query whose selector matches nothing
+//! shows "no data" or never fires; checking metric names alone missed
+//! that once (`le="0.7"` against a bound printed `0.7000000000000001`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A series of the exposition text: its name and labels.
+type Series = (String, BTreeMap<String, String>);
+
+fn series_of(body: &str) -> Vec<Series> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let head = l.rsplit_once(' ').unwrap().0;
+            match head.split_once('{') {
+                None => (head.to_string(), BTreeMap::new()),
+                Some((name, rest)) => (
+                    name.to_string(),
+                    matchers(rest.trim_end_matches('}'))
+                        .into_iter()
+                        .map(|(k, _, v)| (k, v))
+                        .collect(),
+                ),
+            }
+        })
+        .collect()
+}
+
+/// `label op "value"` pairs of a selector's braces (values hold no commas
+/// or quotes here).
+fn matchers(inside: &str) -> Vec<(String, String, String)> {
+    inside
+        .split(',')
+        .filter(|m| !m.trim().is_empty())
+        .map(|m| {
+            let m = m.trim();
+            let at = m
+                .find(['=', '!'])
+                .unwrap_or_else(|| panic!("matcher {m:?}"));
+            let (label, rest) = m.split_at(at);
+            let op_len =
+                if rest.starts_with("=~") || rest.starts_with("!=") || rest.starts_with("!~") {
+                    2
+                } else {
+                    1
+                };
+            let (op, value) = rest.split_at(op_len);
+            (
+                label.trim().to_string(),
+                op.to_string(),
+                value.trim().trim_matches('"').to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Every `name{matchers}` selector of a query.
+fn selectors(query: &str) -> Vec<(String, Vec<(String, String, String)>)> {
+    let mut out = Vec::new();
+    let mut rest = query;
+    while let Some(open) = rest.find('{') {
+        let name_start = rest[..open]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .map_or(0, |i| i + 1);
+        let name = &rest[name_start..open];
+        let close = open + rest[open..].find('}').unwrap();
+        if !name.is_empty() {
+            out.push((name.to_string(), matchers(&rest[open + 1..close])));
+        }
+        rest = &rest[close + 1..];
+    }
+    out
+}
+
+fn matches(s: &Series, name: &str, ms: &[(String, String, String)]) -> bool {
+    s.0 == name
+        && ms.iter().all(|(label, op, value)| {
+            let got = s.1.get(label).map(String::as_str).unwrap_or("");
+            // Regexes here are alternations of plain values.
+            assert!(
+                value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.|-".contains(c)),
+                "a regex this test cannot read: {value}"
+            );
+            let any = || value.split('|').any(|v| v == got);
+            match op.as_str() {
+                "=" => got == value,
+                "!=" => got != value,
+                "=~" => any(),
+                "!~" => !any(),
+                other => panic!("operator {other}"),
+            }
+        })
+}
+
+fn queries() -> Vec<String> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("deploy/grafana/churn-alert-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let mut out: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().clone())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    let rules: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root.join("deploy/prometheus-rules.yml")).unwrap(),
+    )
+    .unwrap();
+    out.extend(
+        rules["groups"][0]["rules"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|r| r["expr"].as_str().unwrap().to_string()),
+    );
+    out
+}
+
+#[test]
+fn the_selector_reader_reads_what_the_queries_use() {
+    let s = selectors(r#"1 - sum(rate(a_bucket{le="0.7"}[1h])) / sum(b{x=~"p|q",y!="z"})"#);
+    assert_eq!(s.len(), 2);
+    assert_eq!(s[0].0, "a_bucket");
+    assert_eq!(s[1].1[0], ("x".into(), "=~".into(), "p|q".into()));
+    let series =
+        series_of("# HELP a x\na_bucket{le=\"0.7\",cause=\"event\"} 3\nb{x=\"q\",y=\"w\"} 1\n");
+    assert!(matches(&series[0], "a_bucket", &s[0].1));
+    assert!(matches(&series[1], "b", &s[1].1));
+    assert!(!matches(
+        &series[0],
+        "a_bucket",
+        &[("le".into(), "=".into(), "0.70".into())]
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_and_rule_selector_matches_a_live_series() {
+    let broker = Broker::tansu();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = process_config(&broker, dir.path());
+    broker.create_topics(&cfg).await;
+    let port = free_port();
+    let _service = spawn_service(&cfg, port, &dir.path().join("service.log"));
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Some traffic: events of a few customers and a bad message.
+    let mut msgs: Vec<Msg> = (0..5)
+        .map(|i| {
+            event(
+                &format!("c-{i}"),
+                &format!("e-{i}"),
+                1.0 + i as f64,
+                "purchase",
+                r#""amount":10,"currency":"EUR""#,
+            )
+        })
+        .collect();
+    msgs.push(json("c-0", "not an event".into()));
+    produce(&broker, &cfg.kafka.input_topic, &msgs).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let body = loop {
+        if let Some((200, body)) = http_get(addr, "/metrics").await {
+            if metric_value(&body, "churn_alert_events_consumed_total", "") >= 5.0
+                && metric_value(&body, "churn_alert_dlq_total", "") >= 1.0
+            {
+                break body;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the service did not take the traffic (see its log)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let series = series_of(&body);
+    let mut checked = 0;
+    for q in queries() {
+        for (name, ms) in selectors(&q) {
+            // Prometheus' own series of the scrape job.
+            if name == "up" {
+                continue;
+            }
+            assert!(
+                series.iter().any(|s| matches(s, &name, &ms)),
+                "no live series matches {name}{ms:?} (in `{q}`)"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "{checked} selectors checked");
+}
