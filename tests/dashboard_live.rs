@@ -16,6 +16,9 @@ use common::*;
 /// A series of the exposition text: its name and labels.
 type Series = (String, BTreeMap<String, String>);
 
+/// A label matcher: label, operator, value.
+type Matcher = (String, String, String);
+
 fn series_of(body: &str) -> Vec<Series> {
     body.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
@@ -37,7 +40,7 @@ fn series_of(body: &str) -> Vec<Series> {
 
 /// `label op "value"` pairs of a selector's braces (values hold no commas
 /// or quotes here).
-fn matchers(inside: &str) -> Vec<(String, String, String)> {
+fn matchers(inside: &str) -> Vec<Matcher> {
     inside
         .split(',')
         .filter(|m| !m.trim().is_empty())
@@ -64,7 +67,7 @@ fn matchers(inside: &str) -> Vec<(String, String, String)> {
 }
 
 /// Every `name{matchers}` selector of a query.
-fn selectors(query: &str) -> Vec<(String, Vec<(String, String, String)>)> {
+fn selectors(query: &str) -> Vec<(String, Vec<Matcher>)> {
     let mut out = Vec::new();
     let mut rest = query;
     while let Some(open) = rest.find('{') {
@@ -81,7 +84,7 @@ fn selectors(query: &str) -> Vec<(String, Vec<(String, String, String)>)> {
     out
 }
 
-fn matches(s: &Series, name: &str, ms: &[(String, String, String)]) -> bool {
+fn matches(s: &Series, name: &str, ms: &[Matcher]) -> bool {
     s.0 == name
         && ms.iter().all(|(label, op, value)| {
             let got = s.1.get(label).map(String::as_str).unwrap_or("");
