@@ -362,6 +362,47 @@ fn unusable_histories_are_refused_with_a_reason() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("no valid events"), "{err}");
 
+    // Too short a history: the error says how much these flags need.
+    let short = dir.path().join("short.jsonl");
+    std::fs::write(
+        &short,
+        "{\"event_id\":\"e1\",\"customer_id\":\"c1\",\"type\":\"session\",\"occurred_at\":\"2026-07-20T00:00:00Z\"}\n",
+    )
+    .unwrap();
+    for (flags, days, from) in [
+        (&[][..], 118, "2026-05-06"),
+        (
+            &[
+                "--horizon",
+                "14d",
+                "--snapshot-step",
+                "7d",
+                "--label",
+                "silence",
+            ][..],
+            58,
+            "2026-07-05",
+        ),
+    ] {
+        let mut args = vec![
+            "train",
+            "--events",
+            s(&short),
+            "--as-of",
+            "2026-09-01",
+            "--out",
+            s(&out),
+        ];
+        args.extend_from_slice(flags);
+        let o = churn_alert(&args);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("at least {days} days before --as-of ({from})")),
+            "{flags:?}: {err}"
+        );
+    }
+
     // Everyone active every day: nobody churns, one class only.
     let mut lines = String::new();
     for day in 0..200i64 {

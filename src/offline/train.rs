@@ -153,6 +153,31 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// How much history these settings need, in words: the first event at
+    /// least this long before `--as-of`.
+    pub fn history_needed(&self) -> String {
+        let days = |ms: Millis| ms / DAY_MS;
+        let gap = if self.label == Label::Onset {
+            self.churn_gap_ms
+        } else {
+            0
+        };
+        let need = self.warm_up_ms + 2 * self.snapshot_step_ms + self.horizon_ms + gap;
+        let gap_text = if gap > 0 {
+            format!(" + the churn gap ({} d)", days(gap))
+        } else {
+            String::new()
+        };
+        format!(
+            "These settings need events from at least {} days before --as-of ({}): warm-up ({} d) + 3 observation dates --snapshot-step ({} d) apart + --horizon ({} d){gap_text}. Lower --snapshot-step or --horizon for a shorter history.",
+            days(need),
+            &rfc3339(self.as_of - need)[..10],
+            days(self.warm_up_ms),
+            days(self.snapshot_step_ms),
+            days(self.horizon_ms),
+        )
+    }
+
     pub fn new(as_of: Millis, horizon_ms: Millis, spec: &FeatureSpec) -> Self {
         Self {
             as_of,
@@ -767,13 +792,15 @@ pub fn fit(
 ) -> Result<Trained, TrainError> {
     let nd = snaps.dates.len();
     if snaps.is_empty() {
-        return Err(TrainError::NoData(
-            "no snapshots: the history is empty or shorter than warm-up plus horizon".into(),
-        ));
+        return Err(TrainError::NoData(format!(
+            "no snapshots: the history is empty or too short. {}",
+            cfg.history_needed()
+        )));
     }
     if nd < 3 {
         return Err(TrainError::NoData(format!(
-            "{nd} observation date(s) fit in the history; need at least 3 (train, validation, test): lengthen the history, or lower --snapshot-step or --horizon"
+            "{nd} observation date(s) fit in the history; need at least 3 (train, validation, test). {}",
+            cfg.history_needed()
         )));
     }
     let (test_d, valid_d) = ((nd - 1) as u8, (nd - 2) as u8);
