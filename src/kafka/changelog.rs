@@ -109,6 +109,18 @@ pub enum Plan {
     Full(i64),
 }
 
+/// As the restore's log line says it.
+impl std::fmt::Display for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Plan::Reuse => f.write_str("local state is current"),
+            Plan::Seed => f.write_str("local state seeds the changelog"),
+            Plan::CatchUp(o) => write!(f, "catch up from changelog offset {o}"),
+            Plan::Full(o) => write!(f, "full restore from changelog offset {o}"),
+        }
+    }
+}
+
 /// Decides how to bring a partition up to date, from the local metadata
 /// and the changelog partition's low and high watermarks.
 pub fn plan(local: Option<PartitionMeta>, low: i64, high: i64) -> Plan {

@@ -198,6 +198,16 @@ pub enum ClockMode {
     Event,
 }
 
+/// As written in the config (`wall`, `event`).
+impl std::fmt::Display for ClockMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ClockMode::Wall => "wall",
+            ClockMode::Event => "event",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

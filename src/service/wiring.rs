@@ -185,7 +185,7 @@ impl Service {
             model = %self.model.version(),
             model_path = %self.config.model.path.display(),
             store = %self.config.store.path.display(),
-            clock = ?clock,
+            clock = %clock,
             schema_registry = registry.as_ref().map(|r| r.describe()),
             "churn-alert started"
         );

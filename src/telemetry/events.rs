@@ -406,7 +406,7 @@ impl TelemetryEvent for PartitionsRevoked<'_> {
 /// A partition's state was brought up to date from the changelog.
 pub struct PartitionRestored<'a> {
     pub partition: i32,
-    pub plan: &'a dyn std::fmt::Debug,
+    pub plan: &'a dyn std::fmt::Display,
     pub records: u64,
     pub customers: Option<u64>,
     pub seconds: f64,
@@ -422,7 +422,7 @@ impl TelemetryEvent for PartitionRestored<'_> {
         }
         tracing::info!(
             partition = self.partition,
-            plan = ?self.plan,
+            plan = %self.plan,
             records = self.records,
             customers = self.customers.unwrap_or(0),
             seconds = self.seconds,
