@@ -188,6 +188,19 @@ async fn every_dashboard_and_rule_selector_matches_a_live_series() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // The standard process metrics and the build's version are there too.
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+        "churn_alert_build_info",
+    ] {
+        assert!(
+            body.lines().any(|l| l.starts_with(name)),
+            "{name} is not exported"
+        );
+    }
     let series = series_of(&body);
     let mut checked = 0;
     for q in queries() {

@@ -315,6 +315,14 @@ impl Metrics {
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        // process_cpu_seconds_total, process_resident_memory_bytes,
+        // process_open_fds, process_start_time_seconds, ...
+        #[cfg(target_os = "linux")]
+        m.registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metrics");
         for t in EVENT_TYPES {
             m.events_consumed.with_label_values(&[t]);
         }
