@@ -392,6 +392,91 @@ fn compose_mounts_the_same_config() {
     assert!(root().join("deploy").join(src).is_file());
 }
 
+/// `docker compose up` shows alerts on a dashboard: a producer of
+/// simulated events from the same image, and Grafana provisioned with the
+/// compose Prometheus and the dashboard.
+#[test]
+fn compose_has_a_producer_and_grafana_with_the_dashboard() {
+    let compose = yaml("deploy/docker-compose.yml");
+    let services = &compose["services"];
+    let image = services["churn-alert"]["image"].as_str().unwrap();
+    let events = &services["events"];
+    assert_eq!(events["image"], image, "the producer runs the built image");
+    let script = events["command"][0].as_str().unwrap();
+    let sim = churn_alert(&["simulate", "--help"], &[]);
+    let sim = String::from_utf8_lossy(&sim.stdout).to_string();
+    let prod = churn_alert(&["produce", "--help"], &[]);
+    let prod = String::from_utf8_lossy(&prod.stdout).to_string();
+    let mut out_dir = None;
+    for cmd in script.split("&&") {
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        assert_eq!(words[0], "churn-alert", "{cmd}");
+        let help = match words[1] {
+            "simulate" => &sim,
+            "produce" => &prod,
+            other => panic!("unexpected command {other}"),
+        };
+        for w in words.iter().filter(|w| w.starts_with("--")) {
+            assert!(help.contains(*w), "{w} is not a flag of {}", words[1]);
+        }
+        if let Some(i) = words.iter().position(|w| *w == "--out") {
+            out_dir = Some(words[i + 1].to_string());
+        }
+        if words[1] == "produce" {
+            let i = words.iter().position(|w| *w == "--events").unwrap();
+            assert_eq!(
+                Some(words[i + 1].to_string()),
+                out_dir.as_ref().map(|d| format!("{d}/events.jsonl")),
+                "produce sends what simulate wrote"
+            );
+        }
+    }
+    let grafana = &services["grafana"];
+    let mounts: Vec<(String, String)> = grafana["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let mut p = v.as_str().unwrap().split(':');
+            (p.next().unwrap().to_string(), p.next().unwrap().to_string())
+        })
+        .collect();
+    let target_of = |src: &str| {
+        mounts
+            .iter()
+            .find(|(s, _)| s == src)
+            .unwrap_or_else(|| panic!("{src} not mounted"))
+            .1
+            .clone()
+    };
+    assert_eq!(
+        target_of("./grafana/provisioning"),
+        "/etc/grafana/provisioning"
+    );
+    let dash_target = target_of("./grafana/churn-alert-dashboard.json");
+    let provider = yaml("deploy/grafana/provisioning/dashboards/churn-alert.yml");
+    let path = provider["providers"][0]["options"]["path"]
+        .as_str()
+        .unwrap();
+    assert!(
+        dash_target.starts_with(&format!("{path}/")),
+        "{dash_target} not under {path}"
+    );
+    let ds = yaml("deploy/grafana/provisioning/datasources/prometheus.yml");
+    assert_eq!(ds["datasources"][0]["type"], "prometheus");
+    let prom_port = services["prometheus"]["ports"][0]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        ds["datasources"][0]["url"],
+        format!("http://prometheus:{prom_port}")
+    );
+}
+
 #[test]
 fn bad_config_is_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
