@@ -76,6 +76,20 @@ fn simulate_train_and_score_from_the_command_line() {
         ]))
     };
     let printed = train(&model);
+    // Written atomically (no temporary file left beside it) and readable
+    // by the service's user, as a plain write would leave it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&model).unwrap().permissions().mode();
+        assert_eq!(mode & 0o044, 0o044, "model file mode {mode:o}");
+    }
+    let left: Vec<_> = std::fs::read_dir(model.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
     // The default label: churn onset within 30 days, known 30 + 30 days
     // before as-of.
     assert!(printed.contains("held out 2026-07-03"), "{printed}");

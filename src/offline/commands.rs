@@ -356,7 +356,17 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
         &mut tmp,
         (serde_json::to_string_pretty(&model)? + "\n").as_bytes(),
     )
-    .and_then(|_| tmp.as_file().sync_all())
+    .and_then(|_| {
+        // Readable by the service's user, as a plain write would leave it
+        // (a temporary file is created private).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        }
+        tmp.as_file().sync_all()
+    })
     .with_context(|| format!("writing {}", opts.out.display()))?;
     tmp.persist(&opts.out)
         .with_context(|| format!("writing {}", opts.out.display()))?;
