@@ -217,4 +217,37 @@ async fn every_dashboard_and_rule_selector_matches_a_live_series() {
         }
     }
     assert!(checked >= 3, "{checked} selectors checked");
+    // And every metric a query names, with or without a selector, has a
+    // live series (histograms by their _bucket, _sum and _count). Some are
+    // set by periodic work (lag from the client's statistics): waited for.
+    let mut wanted = std::collections::BTreeSet::new();
+    for q in queries() {
+        let mut rest = q.as_str();
+        while let Some(i) = rest.find("churn_alert_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(tail.len());
+            wanted.insert(tail[..end].to_string());
+            rest = &tail[end..];
+        }
+    }
+    assert!(wanted.len() >= 20, "{} metric names", wanted.len());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = http_get(addr, "/metrics").await.unwrap();
+        let live = series_of(&body);
+        let missing: Vec<&String> = wanted
+            .iter()
+            .filter(|w| !live.iter().any(|(n, _)| n == *w))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics the dashboard or rules use have no live series: {missing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

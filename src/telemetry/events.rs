@@ -509,12 +509,21 @@ impl TelemetryEvent for PolicyInUse<'_> {
         for t in &p.tiers {
             m.alerts.with_label_values(&[t.name.as_str()]);
         }
-        let campaigns = p.campaigns.iter().map(|c| c.campaign_id.as_str());
-        for c in campaigns.clone() {
-            m.triggers.with_label_values(&[c]);
+        // Outcomes of the groups a campaign can have: one that contacts
+        // nobody (channel `none`), and alerts with no campaign (`none`),
+        // only have customers not contacted.
+        let mut outcomes = vec![("none", &[Group::NotContacted][..])];
+        for c in &p.campaigns {
+            let id = c.campaign_id.as_str();
+            if c.channel == "none" {
+                outcomes.push((id, &[Group::NotContacted][..]));
+            } else {
+                m.triggers.with_label_values(&[id]);
+                outcomes.push((id, Group::ALL));
+            }
         }
-        for c in campaigns.chain(["none"]) {
-            for g in Group::ALL {
+        for (c, groups) in outcomes {
+            for g in groups {
                 for o in Retention::ALL {
                     m.outcomes.with_label_values(&[c, g.as_str(), o.as_str()]);
                 }
