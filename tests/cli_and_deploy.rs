@@ -172,9 +172,10 @@ fn assert_restricted(pod: &serde_yaml::Value, what: &str) {
 }
 
 /// The Kubernetes base is hardened and operable: a disruption budget, the
-/// restricted security context, the admin port open only to monitoring, a
-/// ServiceMonitor on the admin port, and the model on a shared volume
-/// where the retraining CronJob writes the file the pods read.
+/// restricted security context, the admin port open only to monitoring and
+/// a ServiceMonitor on the admin port; the overlay deploy/k8s-retrain puts
+/// the model on a shared volume where the retraining CronJob writes the
+/// file the pods read.
 #[test]
 fn kubernetes_manifests_are_hardened_and_take_the_model_from_a_volume() {
     let kust = yaml("deploy/k8s/kustomization.yaml");

@@ -5,13 +5,14 @@
 //! pure core's ([`crate::pipeline::wire`]); the service keeps what was
 //! fetched (a schema id never changes what it names).
 //!
-//! - An id the registry does not know (HTTP 404, or no file) is a schema
-//!   that cannot be had: its messages are dead-lettered as
-//!   `unknown_schema`.
-//! - A registry that cannot be reached, or answers 5xx or 429, is waited
-//!   for (the service reports not ready), never skipped.
-//! - Credentials the registry refuses (401, 403) stop the service: no
-//!   retry fixes them.
+//! - An id the registry does not know (404 with its error code 40403, or
+//!   no file) is a schema that cannot be had: its messages are
+//!   dead-lettered as `unknown_schema`.
+//! - A registry that cannot be reached, times out, answers 5xx, 408 or
+//!   429, or answers with something that is not its JSON is waited for
+//!   (the service reports not ready), never skipped.
+//! - Credentials it refuses (401, 403), another 404 (a URL that is not
+//!   the registry) or another 4xx stop the service: no retry fixes them.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -314,7 +315,7 @@ async fn fetch_http(
             text()
         ))),
         _ => Err(RegistryError::Refused(format!(
-            "GET {url} answered {status}: {}",
+            "GET {url} answered {status}: {} (check schema_registry.url)",
             text()
         ))),
     }

@@ -245,7 +245,7 @@ impl Metrics {
             failures: counter_vec(
                 &r,
                 "churn_alert_dependency_failures_total",
-                "Failed attempts at a dependency (kafka_produce, kafka_consume, store), retried.",
+                "Failed attempts at a dependency (kafka_produce, kafka_consume, store, changelog, schema_registry), retried.",
                 &["dependency"],
             ),
             ready: gauge(
