@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use crate::pipeline::event::{
     Channel, EmailAction, Event, EventKind, Millis, Severity, SubscriptionAction, EVENT_TYPES,
 };
-use crate::pipeline::wire::{self, SchemaEntry, Schemas};
+use crate::pipeline::wire::{self, json_kind, SchemaEntry, Schemas};
 
 /// Why a message was refused; the code is the `reason` label of the DLQ
 /// metric and the `dlq-reason-code` header.
@@ -387,17 +387,6 @@ fn json_fields(payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
             RejectCode::Undecodable,
             format!("not valid JSON: {e}"),
         )),
-    }
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

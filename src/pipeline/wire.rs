@@ -279,13 +279,14 @@ impl RegisteredSchema {
             Value::Object(m) => Ok(m),
             other => Err(mismatch(format!(
                 "the value is not a record/object but {}",
-                kind_of(&other)
+                json_kind(&other)
             ))),
         }
     }
 }
 
-fn kind_of(v: &Value) -> &'static str {
+/// A JSON value's kind, for messages ("a number").
+pub fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
