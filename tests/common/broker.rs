@@ -9,6 +9,9 @@ pub enum Broker {
     Tansu {
         child: Child,
         addr: String,
+        /// Where the broker's own log goes (`$TANSU_LOG` sets its level,
+        /// e.g. `tansu_broker::coordinator=debug`; warnings by default).
+        log: PathBuf,
         _dir: Option<tempfile::TempDir>,
     },
 }
@@ -74,6 +77,13 @@ impl Broker {
     pub fn tansu_advertising(port: u16, advertised: u16, dir: &Path, storage: &str) -> Self {
         let url = format!("tcp://127.0.0.1:{port}");
         let advertised = format!("tcp://127.0.0.1:{advertised}");
+        let log = dir.join(format!("tansu-{port}.log"));
+        // Appended to, so a broker restarted in the same place keeps it.
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("tansu's log file");
         let child = Command::new(tansu_bin())
             .args([
                 "broker",
@@ -85,8 +95,13 @@ impl Broker {
                 storage,
             ])
             .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .env(
+                "RUST_LOG",
+                std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            // tansu logs to stdout; a panic goes to stderr.
+            .stdout(out.try_clone().expect("tansu's log file"))
+            .stderr(out)
             .spawn()
             .expect("start tansu");
         let addr = format!("127.0.0.1:{port}");
@@ -101,6 +116,7 @@ impl Broker {
         Broker::Tansu {
             child,
             addr,
+            log,
             _dir: None,
         }
     }
@@ -116,6 +132,18 @@ impl Broker {
             .set("partitioner", "murmur2_random")
             .create()
             .unwrap()
+    }
+
+    /// The last `lines` lines of a tansu broker's log (empty for the mock).
+    pub fn log_tail(&self, lines: usize) -> String {
+        match self {
+            Broker::Mock(_) => String::new(),
+            Broker::Tansu { log, .. } => {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                let all: Vec<&str> = text.lines().collect();
+                all[all.len().saturating_sub(lines)..].join("\n")
+            }
+        }
     }
 
     pub fn bootstrap(&self) -> String {

@@ -172,6 +172,25 @@ pub fn spawn_service(cfg: &Config, port: u16, log: &Path) -> Proc {
     if let Some(url) = &cfg.admin.advertised_url {
         c.env("CHURN_ALERT__ADMIN__ADVERTISED_URL", url);
     }
+    // librdkafka properties, by name (dots and all).
+    for (section, props) in [
+        ("CLIENT", &k.client_properties),
+        ("CONSUMER", &k.consumer_properties),
+        ("PRODUCER", &k.producer_properties),
+    ] {
+        for (name, v) in props {
+            c.env(
+                format!("CHURN_ALERT__KAFKA__{section}_PROPERTIES__{name}"),
+                v,
+            );
+        }
+    }
+    if let Some(t) = &cfg.admin.token {
+        c.env("CHURN_ALERT__ADMIN__TOKEN", t);
+    }
+    if let Some(t) = &cfg.admin.read_token {
+        c.env("CHURN_ALERT__ADMIN__READ_TOKEN", t);
+    }
     Proc(c.spawn().unwrap())
 }
 
