@@ -88,22 +88,44 @@ enum Command {
 
 const EXIT_CODES: &str = "Exit codes: 0 ok; 2 bad config, credentials, model file or usage (the message names the key or flag); 3 data a dependency refuses for good (a record the broker refuses, corrupt stored state); 1 anything else (a dependency still failing included); 124 a stop that outlasted service.stop_timeout_seconds; 130 a second stop signal.";
 
-fn init_logging(json: bool) {
+/// Logs to stderr and, with `log.otlp_endpoint`, spans by OTLP; the
+/// tracer provider returned is shut down at exit so its last spans go out.
+fn init_logging(
+    log: &churn_alert::config::LogConfig,
+) -> anyhow::Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>> {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn"));
     // Colour only for a person at a terminal who has not set NO_COLOR,
     // never in redirected logs.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(colour)
         .with_writer(std::io::stderr);
-    if json {
-        b.json().init();
-    } else {
-        b.init();
+    let fmt = match log.format {
+        churn_alert::config::LogFormat::Json => fmt.json().boxed(),
+        churn_alert::config::LogFormat::Text => fmt.boxed(),
+    };
+    let provider = match &log.otlp_endpoint {
+        Some(url) => Some(churn_alert::telemetry::trace::otlp_provider(url)?),
+        None => None,
+    };
+    let spans = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("churn-alert")));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(spans)
+        .init();
+    if let Some(url) = &log.otlp_endpoint {
+        tracing::info!(endpoint = %url, "spans are exported by OTLP");
     }
+    Ok(provider)
 }
 
 /// First SIGINT/SIGTERM cancels the token (graceful stop), which may take
@@ -213,7 +235,17 @@ fn quiet_on_closed_pipe() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
-    init_logging(config.log.format == churn_alert::config::LogFormat::Json);
+    let provider = init_logging(&config.log)?;
+    let done = command(cli, config).await;
+    if let Some(p) = provider {
+        if let Err(e) = p.shutdown() {
+            tracing::warn!(error = %e, "the last spans could not be exported");
+        }
+    }
+    done
+}
+
+async fn command(cli: Cli, config: Config) -> anyhow::Result<()> {
     // `arg_required_else_help` prints the help for a bare `churn-alert`.
     let command = cli.command.expect("clap requires a subcommand");
     if !matches!(command, Command::Run) {
@@ -310,6 +342,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .with_context(|| format!("creating {}", path.display()))?,
             );
             let (mut n, mut day) = (0u64, 0u32);
+            let mut progress = churn_alert::offline::progress::Progress::new(
+                "simulating",
+                churn_alert::offline::progress::Unit::Days,
+                Some(u64::from(days)),
+            );
             let mut daily = match oracle_daily {
                 true => {
                     let p = out.join("oracle-daily.csv");
@@ -343,10 +380,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     n += 1;
                 }
                 day += 1;
-                if day % 30 == 0 {
-                    eprintln!("simulated {day} of {days} days: {n} events");
-                }
+                progress.set(u64::from(day), || format!("{n} events"));
             }
+            progress.finish();
             w.flush()?;
             if let Some(mut d) = daily {
                 d.flush()?;

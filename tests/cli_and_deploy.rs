@@ -196,6 +196,7 @@ fn kubernetes_manifests_are_hardened_and_take_the_model_from_a_volume() {
     let pdb = yaml("deploy/k8s/pdb.yaml");
     assert_eq!(pdb["kind"], "PodDisruptionBudget");
     assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert_eq!(pdb["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow");
     assert_eq!(
         &pdb["spec"]["selector"]["matchLabels"]["app"],
         &labels["app"]
@@ -644,7 +645,7 @@ fn dashboard_and_alert_rules_query_metrics_the_service_exports() {
     let histograms: Vec<String> = [
         "churn_alert_batch_duration_seconds",
         "churn_alert_processing_latency_seconds",
-        "churn_alert_score",
+        "churn_alert_score_ratio",
     ]
     .map(String::from)
     .to_vec();
@@ -978,4 +979,56 @@ fn the_readmes_sasl_ssl_example_passes_check_config() {
         "{}",
         stderr(&o)
     );
+}
+
+/// `simulate` and `train` draw progress bars at a terminal (a pty from
+/// util-linux's `script`) and write no bar's control codes when stderr is
+/// redirected.
+#[test]
+fn progress_bars_at_a_terminal_plain_lines_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let hist = dir.path().join("hist");
+    let bin = env!("CARGO_BIN_EXE_churn-alert");
+    let sim = format!(
+        "{bin} simulate --customers 1000 --days 240 --end 2026-09-01 --seed 5 --out {}",
+        hist.display()
+    );
+    let train = format!(
+        "{bin} train --events {} --as-of 2026-09-01 --out {}",
+        hist.join("events.jsonl").display(),
+        dir.path().join("model.json").display()
+    );
+    // Redirected: no bar, no carriage returns, no escape codes.
+    for cmd in [&sim, &train] {
+        let out = Command::new("sh")
+            .args(["-c", cmd])
+            .current_dir(root())
+            .env_remove("CHURN_ALERT_CONFIG")
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(out.status.success(), "{cmd}: {err}");
+        assert!(
+            !err.contains('\u{1b}') && !err.contains('\r'),
+            "control codes in redirected output of {cmd}: {err:?}"
+        );
+    }
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("util-linux's script is not installed: the terminal half is not checked");
+        return;
+    }
+    for (cmd, bar) in [(&sim, "simulating"), (&train, "replaying")] {
+        let out = Command::new("script")
+            .args(["-q", "-e", "-c", &format!("{cmd} >/dev/null"), "/dev/null"])
+            .current_dir(root())
+            .env_remove("CHURN_ALERT_CONFIG")
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{cmd}: {shown}");
+        assert!(
+            shown.contains(bar) && shown.contains('\u{1b}'),
+            "no {bar} bar at a terminal: {shown:?}"
+        );
+    }
 }

@@ -53,6 +53,14 @@ pub struct Control {
 
 type Reply = (StatusCode, Json<Value>);
 
+/// An error answer: `error` says what; some answers add fields (the
+/// customer's `partition`, its `owner`, the failure's `class`, a `status`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the JSON the handlers build.
+pub struct ErrorBody {
+    error: String,
+}
+
 fn reply(status: StatusCode, body: Value) -> Reply {
     (status, Json(body))
 }
@@ -262,6 +270,23 @@ fn bearer_is(headers: &HeaderMap, token: &str) -> bool {
 
 /// `GET /customers/{id}`: the view on the owning instance; elsewhere the
 /// owner (see [`elsewhere`]). Needs `admin.read_token` when it is set.
+#[utoipa::path(
+    get,
+    path = "/customers/{id}",
+    tag = "customers",
+    params(("id" = String, Path, description = "The customer id, as in events' `customer_id`")),
+    responses(
+        (status = 200, description = "The customer's state, features, probability, reasons, alert and contact history, as held by this instance", body = Object),
+        (status = 307, description = "Held by another instance: `Location` is the owner's admin URL for the customer", body = ErrorBody,
+            headers(("Location" = String, description = "The owner's `/customers/{id}`"))),
+        (status = 400, description = "A malformed path", body = String, content_type = "text/plain"),
+        (status = 401, description = "`admin.read_token` is set and the bearer token is missing or wrong", body = ErrorBody),
+        (status = 404, description = "Unknown customer (its partition's owner has no state for it)", body = ErrorBody),
+        (status = 500, description = "The owner lookup failed unexpectedly", body = ErrorBody),
+        (status = 503, description = "State or the owner cannot be read for now, or the partition is restoring or moving", body = ErrorBody),
+    ),
+    security((), ("read_token" = []), ("admin_token" = [])),
+)]
 pub async fn get_customer(
     State(c): State<Arc<Control>>,
     Path(id): Path<String>,
@@ -385,6 +410,20 @@ fn percent_encode(id: &str) -> String {
 }
 
 /// `DELETE /customers/{id}`: queues an erasure event for the customer.
+#[utoipa::path(
+    delete,
+    path = "/customers/{id}",
+    tag = "customers",
+    params(("id" = String, Path, description = "The customer id, as in events' `customer_id`")),
+    responses(
+        (status = 202, description = "The erasure is queued on the input topic: state removed and tombstones published when the owner processes it", body = Object),
+        (status = 400, description = "A malformed path", body = String, content_type = "text/plain"),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 403, description = "Mutating endpoints are disabled: no `admin.token` is set", body = ErrorBody),
+        (status = 503, description = "Not connected to Kafka yet, or the erasure could not be queued", body = ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 pub async fn delete_customer(
     State(c): State<Arc<Control>>,
     headers: HeaderMap,
@@ -430,7 +469,40 @@ pub async fn delete_customer(
     }
 }
 
+/// `GET /alerts/recent`: the latest alerts this instance raised, with
+/// their reasons, newest first. Customer ids only for a reader allowed to
+/// read customers (`admin.read_token` or the admin token, when a read token
+/// is set); otherwise they are left out.
+#[utoipa::path(
+    get,
+    path = "/alerts/recent",
+    tag = "status",
+    responses((status = 200, description = "`alerts`: the latest alerts (at most 50, as published, with `raised_at`, the wall-clock time), newest first; `customer_ids_shown` says whether their `customer_id` is given", body = Object)),
+    security((), ("read_token" = []), ("admin_token" = [])),
+)]
+pub async fn recent_alerts(State(c): State<Arc<Control>>, headers: HeaderMap) -> Reply {
+    let shown = c.authorize_read(&headers).is_ok();
+    let mut alerts = c.metrics.recent_alerts.list();
+    if !shown {
+        for a in &mut alerts {
+            if let Some(o) = a.as_object_mut() {
+                o.remove("customer_id");
+            }
+        }
+    }
+    reply(
+        StatusCode::OK,
+        json!({"customer_ids_shown": shown, "alerts": alerts}),
+    )
+}
+
 /// `GET /model`
+#[utoipa::path(
+    get,
+    path = "/model",
+    tag = "model and policy",
+    responses((status = 200, description = "The model in use: version, path, features, thresholds in use and in the file, segments, training report", body = Object)),
+)]
 pub async fn get_model(State(c): State<Arc<Control>>) -> Reply {
     let (model, policy) = c.current.read().expect("not poisoned").clone();
     let f = model.file();
@@ -450,6 +522,18 @@ pub async fn get_model(State(c): State<Arc<Control>>) -> Reply {
 
 /// `POST /model/reload`: validates the file now and has the watcher apply
 /// it from the next batch.
+#[utoipa::path(
+    post,
+    path = "/model/reload",
+    tag = "model and policy",
+    responses(
+        (status = 200, description = "Accepted: scores use it from the next batch", body = Object),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 403, description = "Mutating endpoints are disabled: no `admin.token` is set", body = ErrorBody),
+        (status = 422, description = "The file is refused (the error names the field); the previous model stays", body = ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 pub async fn reload_model(State(c): State<Arc<Control>>, headers: HeaderMap) -> Reply {
     if let Err(r) = c.authorize(&headers) {
         return r;
@@ -476,6 +560,12 @@ pub async fn reload_model(State(c): State<Arc<Control>>, headers: HeaderMap) -> 
 }
 
 /// `GET /policy`
+#[utoipa::path(
+    get,
+    path = "/policy",
+    tag = "model and policy",
+    responses((status = 200, description = "The alert and retention policy in use: thresholds, tiers, campaign and contact rules, holdout, segments", body = Object)),
+)]
 pub async fn get_policy(State(c): State<Arc<Control>>) -> Reply {
     let (_, p) = c.current.read().expect("not poisoned").clone();
     reply(
@@ -497,6 +587,18 @@ pub async fn get_policy(State(c): State<Arc<Control>>) -> Reply {
 /// `POST /policy/reload`: re-reads the config file; a valid `[policy]` and
 /// `[segments]` apply from the next batch, an invalid file is refused
 /// naming the key and the policy in use stays.
+#[utoipa::path(
+    post,
+    path = "/policy/reload",
+    tag = "model and policy",
+    responses(
+        (status = 200, description = "Accepted: applies from the next batch", body = Object),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 403, description = "Mutating endpoints are disabled: no `admin.token` is set", body = ErrorBody),
+        (status = 422, description = "The config file is refused (the error names the key); the policy in use stays", body = ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 pub async fn reload_policy(State(c): State<Arc<Control>>, headers: HeaderMap) -> Reply {
     if let Err(r) = c.authorize(&headers) {
         return r;

@@ -288,12 +288,17 @@ impl Default for ServiceConfig {
 pub struct LogConfig {
     /// `text` or `json`.
     pub format: LogFormat,
+    /// Where spans go by OTLP over HTTP (protobuf), the full traces URL,
+    /// e.g. `http://otel-collector:4318/v1/traces`; unset: no export. The
+    /// service name is `churn-alert` unless `OTEL_SERVICE_NAME` says.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::Text,
+            otlp_endpoint: None,
         }
     }
 }
@@ -739,6 +744,11 @@ mod tests {
         for (text, key_at, allowed) in [
             ("[store]\nengine = \"rocks\"\n", "store.engine", "`sled`"),
             ("[log]\nformat = \"xml\"\n", "log.format", "`json`"),
+            (
+                "[log]\notlp_endpoint = \"collector:4317\"\n",
+                "log.otlp_endpoint",
+                "http://",
+            ),
             (
                 "[kafka]\npartitioner = \"random\"\n",
                 "kafka.partitioner",

@@ -43,6 +43,17 @@ impl Config {
                 "must start with http:// or https://",
             ));
         }
+        if self
+            .log
+            .otlp_endpoint
+            .as_deref()
+            .is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+        {
+            return Err(key_err(
+                "log.otlp_endpoint",
+                "must start with http:// or https:// (OTLP over HTTP, e.g. http://otel-collector:4318/v1/traces)",
+            ));
+        }
         k.check_security()
             .map_err(|(key, message)| key_err(&key, message))?;
         self.schema_registry

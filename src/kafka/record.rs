@@ -94,6 +94,47 @@ pub fn original_headers(headers: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)>
     out
 }
 
+/// The W3C Trace Context headers of an input (`traceparent`, with
+/// `tracestate` when present), copied onto the outputs it causes so they
+/// continue its trace. A `traceparent` that is not well-formed is left out,
+/// and its `tracestate` with it, as the specification says.
+pub fn trace_context(headers: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
+    let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    let Some(parent) = get("traceparent").filter(|v| valid_traceparent(v)) else {
+        return Vec::new();
+    };
+    let mut out = vec![("traceparent".to_string(), parent.clone())];
+    if let Some(state) = get("tracestate").filter(|v| v.len() <= 512) {
+        out.push(("tracestate".to_string(), state.clone()));
+    }
+    out
+}
+
+/// `version-traceid-parentid-flags` in lowercase hex: version `ff` and
+/// all-zero ids are invalid; version `00` has exactly four fields, later
+/// versions may append more.
+fn valid_traceparent(v: &[u8]) -> bool {
+    let Ok(s) = std::str::from_utf8(v) else {
+        return false;
+    };
+    let f: Vec<&str> = s.split('-').collect();
+    let hex = |p: &str, n: usize| {
+        p.len() == n
+            && p.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let nonzero = |p: &str| p.bytes().any(|b| b != b'0');
+    f.len() >= 4
+        && hex(f[0], 2)
+        && f[0] != "ff"
+        && (f[0] != "00" || f.len() == 4)
+        && hex(f[1], 32)
+        && nonzero(f[1])
+        && hex(f[2], 16)
+        && nonzero(f[2])
+        && hex(f[3], 2)
+}
+
 /// The version of the JSON payloads of alerts, triggers and outcomes
 /// (their `schema_version` field; the schemas are in `schemas/`).
 pub const SCHEMA_VERSION: u32 = 1;
@@ -151,6 +192,36 @@ mod tests {
     fn header<'a>(h: &'a [(String, Vec<u8>)], k: &str) -> &'a str {
         let v = &h.iter().find(|(n, _)| n == k).expect(k).1;
         std::str::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn only_a_well_formed_traceparent_is_carried() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let h = |v: &str| {
+            vec![
+                ("traceparent".to_string(), v.as_bytes().to_vec()),
+                ("tracestate".to_string(), b"congo=t61rcWkgMzE".to_vec()),
+                ("other".to_string(), b"x".to_vec()),
+            ]
+        };
+        let got = trace_context(&h(tp));
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0], ("traceparent".into(), tp.as_bytes().to_vec()));
+        assert_eq!(got[1].0, "tracestate");
+        // A later version may carry more fields.
+        assert_eq!(trace_context(&h(&format!("01{}-more", &tp[2..]))).len(), 2);
+        for bad in [
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "",
+        ] {
+            assert!(trace_context(&h(bad)).is_empty(), "{bad}");
+        }
+        assert!(trace_context(&[("tracestate".into(), b"a=b".to_vec())]).is_empty());
     }
 
     #[test]

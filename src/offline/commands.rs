@@ -226,25 +226,8 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
         tc.label.describe()
     );
     let mut replay = train::Replay::new(&spec, &tc)?;
-    let mut last_report = std::time::Instant::now();
     // Events after as-of are not read: labels end there.
-    let read = read_sorted(&opts.history, config, as_of - 1, |e, _| {
-        replay.push(e);
-        if last_report.elapsed().as_secs() >= 10 {
-            last_report = std::time::Instant::now();
-            eprintln!(
-                "  replayed {} events (up to {}), {} snapshots taken, {:.0} s",
-                replay.stats.events,
-                replay
-                    .stats
-                    .last_event
-                    .map(|t| rfc3339(t)[..10].to_string())
-                    .unwrap_or_default(),
-                replay.stats.snapshots_taken,
-                started.elapsed().as_secs_f64()
-            );
-        }
-    })?;
+    let read = read_sorted(&opts.history, config, as_of - 1, |e, _| replay.push(e))?;
     eprintln!(
         "read {} lines in {} file(s): {} events before as-of, {} refused by validation {:?}{}",
         read.lines,

@@ -21,7 +21,8 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::pipeline::event::{Event, Millis};
+use crate::offline::progress::{Progress, Unit};
+use crate::pipeline::event::{rfc3339, Event, Millis};
 
 /// Default memory for sorting, in MiB.
 pub const DEFAULT_SORT_BUFFER_MB: usize = 512;
@@ -222,6 +223,17 @@ pub fn read_sorted(
     let mut chunk = Chunk::default();
     let mut tmp: Option<tempfile::TempDir> = None;
     let mut runs = Vec::new();
+    // Sizes are known unless a file is standard input.
+    let total_bytes = files
+        .iter()
+        .map(|p| {
+            (p != Path::new("-"))
+                .then(|| std::fs::metadata(p).ok().map(|m| m.len()))
+                .flatten()
+        })
+        .sum::<Option<u64>>();
+    let mut reading = Progress::new("reading", Unit::Bytes, total_bytes);
+    let (mut bytes, mut gathered) = (0u64, 0u64);
     for path in &files {
         let reader: Box<dyn BufRead> = if path == Path::new("-") {
             Box::new(BufReader::new(std::io::stdin()))
@@ -234,12 +246,17 @@ pub fn read_sorted(
         for line in reader.split(b'\n') {
             let line = line.with_context(|| format!("reading {}", path.display()))?;
             sum.lines += 1;
+            bytes += line.len() as u64 + 1;
+            reading.set(bytes, || format!("{} lines", sum.lines));
             let line = line.strip_suffix(b"\r").unwrap_or(&line);
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
             match v.decode_line(line, Millis::MAX / 2) {
-                Ok(e) if e.occurred_at <= until => chunk.push(e.occurred_at, line),
+                Ok(e) if e.occurred_at <= until => {
+                    chunk.push(e.occurred_at, line);
+                    gathered += 1;
+                }
                 Ok(_) => sum.after += 1,
                 Err(r) => {
                     sum.refused += 1;
@@ -263,14 +280,18 @@ pub fn read_sorted(
             }
         }
     }
+    reading.finish();
     let mut hash = Sha256::new();
+    let mut replaying = Progress::new("replaying", Unit::Events, Some(gathered));
     let mut emit = |line: &[u8], sum: &mut ReadSummary| {
         hash.update(line);
         hash.update(b"\n");
         sum.used += 1;
         // Valid when gathered, so valid now.
         if let Ok(e) = v.decode_line(line, Millis::MAX / 2) {
+            let at = e.occurred_at;
             f(e, line);
+            replaying.set(sum.used, || format!("up to {}", &rfc3339(at)[..10]));
         }
     };
     if runs.is_empty() {
@@ -284,6 +305,7 @@ pub fn read_sorted(
         sum.spilled_runs = runs.len();
         merge_runs(&runs, budget, |line| emit(line, &mut sum))?;
     }
+    replaying.finish();
     sum.sha256 = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
     Ok(sum)
 }

@@ -9,6 +9,7 @@
 //!   with lead times.
 //! - [`simulate`]: the seeded population generator with ground truth.
 //! - [`demo`]: the whole service on an in-process mock cluster.
+//! - [`progress`]: progress bars at a terminal, plain lines otherwise.
 
 pub mod backtest;
 pub mod commands;
@@ -16,6 +17,7 @@ pub mod demo;
 pub mod evaluate;
 pub mod history;
 pub mod produce;
+pub mod progress;
 pub mod report;
 pub mod simulate;
 pub mod train;

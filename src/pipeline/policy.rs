@@ -336,7 +336,7 @@ impl Policy {
             .find(|t| p >= t.min_probability)
             .or(self.tiers.last())
             .map(|t| t.name.as_str())
-            .unwrap_or("elevated")
+            .unwrap_or("low")
     }
 
     /// The first rule that matches (rules are checked at load to cover
@@ -424,6 +424,8 @@ pub(crate) mod tests {
         assert_eq!(p.tier(0.95), "critical");
         assert_eq!(p.tier(0.85), "high");
         assert_eq!(p.tier(0.71), "elevated");
+        assert_eq!(p.tier(0.5), "elevated");
+        assert_eq!(p.tier(0.02), "low");
         let id = |c: Case| p.rule_for(&c).unwrap().campaign_id.clone();
         assert_eq!(
             id(case("critical", "high", true, "none")),

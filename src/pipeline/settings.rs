@@ -131,7 +131,8 @@ impl Default for PolicyConfig {
             tiers: vec![
                 tier("critical", 0.9),
                 tier("high", 0.8),
-                tier("elevated", 0.0),
+                tier("elevated", 0.5),
+                tier("low", 0.0),
             ],
             campaigns: vec![
                 rule(

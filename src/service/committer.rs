@@ -264,7 +264,12 @@ impl Committer<'_> {
         msgs: Option<Vec<InMessage>>,
     ) -> Result<(), Stopped> {
         self.health.working();
-        let done = self.handle_inner(processor, msgs).await;
+        let span = tracing::info_span!(
+            "batch",
+            messages = msgs.as_ref().map_or(0, Vec::len),
+            sweep = msgs.is_none()
+        );
+        let done = tracing::Instrument::instrument(self.handle_inner(processor, msgs), span).await;
         if done.is_ok() {
             self.health.progressed();
         }
@@ -349,7 +354,14 @@ impl Committer<'_> {
         }
         // Records are counted before they are moved out for publishing.
         batch.published = first.len();
+        // A span per output (not per changelog record), kept until delivered.
+        let spans: Vec<tracing::Span> = first
+            .iter_mut()
+            .filter(|r| r.kind != OutKind::Changelog)
+            .map(|r| crate::telemetry::trace::publish_span(r.kind.as_str(), &mut r.headers))
+            .collect();
         self.deliver(first, attempt).await?;
+        drop(spans);
         let written = self.deliver(metas, attempt).await?;
         for (p, offset) in written {
             if let Some(c) = batch.commits.get_mut(&p) {

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use crate::kafka::changelog::RestoreError;
 use crate::kafka::record::{
-    cloudevents_headers, dead_letter_body, original_headers, Versioned, SCHEMA_VERSION,
+    cloudevents_headers, dead_letter_body, original_headers, trace_context, Versioned,
+    SCHEMA_VERSION,
 };
 pub use crate::kafka::record::{InMessage, OutKind, OutRecord};
 use crate::pipeline::decode::{RejectCode, Rejection, Validator};
@@ -448,7 +449,15 @@ impl Processor {
         self.metrics.emit(EventConsumed {
             kind: event.kind.type_name(),
         });
+        let from = records.len();
         self.outputs(&out, ScoreCause::Event, records);
+        // What the event caused continues its trace.
+        let trace = trace_context(&m.headers);
+        if !trace.is_empty() {
+            for r in &mut records[from..] {
+                r.headers.extend(trace.iter().cloned());
+            }
+        }
         Ok(())
     }
 
@@ -512,6 +521,10 @@ impl Processor {
         }
         if let Some(a) = &out.alert {
             self.metrics.emit(AlertPublished { tier: &a.risk_tier });
+            self.metrics.recent_alerts.note(
+                a,
+                crate::pipeline::event::rfc3339(crate::pipeline::event::wall_now()),
+            );
             records.push(
                 Publishable {
                     kind: OutKind::Alert,
@@ -597,6 +610,7 @@ impl Processor {
             ));
         }
         headers.extend(original_headers(&m.headers));
+        headers.extend(trace_context(&m.headers));
         let (payload, about) = dead_letter_body(
             m.payload.as_deref().unwrap_or(&[]),
             self.dead_letter_max_bytes,

@@ -53,6 +53,8 @@ pub struct Metrics {
     pub(super) model_info: IntGaugeVec,
     pub(super) model_threshold: prometheus::GaugeVec,
     build_info: IntGaugeVec,
+    /// The latest alerts, for the status page.
+    pub recent_alerts: crate::telemetry::recent::RecentAlerts,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -101,7 +103,7 @@ impl Metrics {
             prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets");
         let scores = HistogramVec::new(
             HistogramOpts::new(
-                "churn_alert_score",
+                "churn_alert_score_ratio",
                 "Churn probabilities computed, by cause (event or silence).",
             )
             // i/20, not i*0.05: the bounds print exactly (le="0.7", which
@@ -311,6 +313,7 @@ impl Metrics {
                 &["version"],
             ),
             registry: r,
+            recent_alerts: Default::default(),
         };
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -537,7 +540,7 @@ mod tests {
         m.scores.with_label_values(&["event"]).observe(0.65);
         let text = m.render();
         for le in ["0.05", "0.3", "0.7", "0.85", "1"] {
-            let series = format!("churn_alert_score_bucket{{cause=\"event\",le=\"{le}\"}}");
+            let series = format!("churn_alert_score_ratio_bucket{{cause=\"event\",le=\"{le}\"}}");
             assert!(text.contains(&series), "missing {series} in\n{text}");
         }
         assert!(!text.contains("0000000"), "inexact bucket bound in\n{text}");

@@ -1,6 +1,8 @@
 //! What the service tells its operators: Prometheus metrics, health and
-//! readiness, and the typed events that change them.
+//! readiness, the typed events that change them, and traces.
 
 pub mod events;
 pub mod health;
 pub mod metrics;
+pub mod recent;
+pub mod trace;
