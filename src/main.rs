@@ -238,7 +238,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let provider = init_logging(&config.log)?;
     let done = command(cli, config).await;
     if let Some(p) = provider {
-        if let Err(e) = p.shutdown() {
+        // Off the runtime's threads, and bounded: a collector that is down
+        // must not hold up the exit.
+        let flushed = tokio::task::spawn_blocking(move || {
+            p.shutdown_with_timeout(std::time::Duration::from_secs(5))
+        })
+        .await;
+        if let Ok(Err(e)) = flushed {
             tracing::warn!(error = %e, "the last spans could not be exported");
         }
     }

@@ -196,7 +196,6 @@ fn kubernetes_manifests_are_hardened_and_take_the_model_from_a_volume() {
     let pdb = yaml("deploy/k8s/pdb.yaml");
     assert_eq!(pdb["kind"], "PodDisruptionBudget");
     assert_eq!(pdb["spec"]["maxUnavailable"], 1);
-    assert_eq!(pdb["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow");
     assert_eq!(
         &pdb["spec"]["selector"]["matchLabels"]["app"],
         &labels["app"]

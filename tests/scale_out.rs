@@ -310,7 +310,9 @@ async fn three_instances_lose_one_gain_an_empty_one_and_match_a_single_run() {
         .flat_map(|i| {
             i.log()
                 .lines()
-                .filter(|l| l.contains("partition state is up to date") && l.contains("Full"))
+                .filter(|l| {
+                    l.contains("partition state is up to date") && l.contains("plan=full restore")
+                })
                 .filter(|l| !l.contains("records=0"))
                 .map(|l| format!("{}: {l}", i.name))
                 .collect::<Vec<_>>()

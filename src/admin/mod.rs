@@ -132,7 +132,7 @@ async fn openapi_handler() -> axum::Json<utoipa::openapi::OpenApi> {
 /// The status page, for a person who opens the admin port in a browser:
 /// throughput, lag, partitions and restores, the model and its thresholds,
 /// the score distribution, alerts per hour and the latest alerts (from
-/// `/metrics`, `/model` and `/alerts/recent`, polled by the page).
+/// `/metrics` and `/alerts/recent`, polled by the page).
 #[utoipa::path(
     get,
     path = "/",

@@ -32,27 +32,23 @@ impl Config {
                 "must not be the input topic",
             ));
         }
-        if self
-            .admin
-            .advertised_url
-            .as_deref()
-            .is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://")))
-        {
-            return Err(key_err(
-                "admin.advertised_url",
-                "must start with http:// or https://",
-            ));
-        }
-        if self
-            .log
-            .otlp_endpoint
-            .as_deref()
-            .is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://")))
-        {
-            return Err(key_err(
+        for (key, url, example) in [
+            ("admin.advertised_url", &self.admin.advertised_url, ""),
+            (
                 "log.otlp_endpoint",
-                "must start with http:// or https:// (OTLP over HTTP, e.g. http://otel-collector:4318/v1/traces)",
-            ));
+                &self.log.otlp_endpoint,
+                " (OTLP over HTTP, e.g. http://otel-collector:4318/v1/traces)",
+            ),
+        ] {
+            if url
+                .as_deref()
+                .is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+            {
+                return Err(key_err(
+                    key,
+                    format!("must start with http:// or https://{example}"),
+                ));
+            }
         }
         k.check_security()
             .map_err(|(key, message)| key_err(&key, message))?;

@@ -21,8 +21,8 @@ use std::sync::atomic::Ordering;
 use tokio_util::sync::CancellationToken;
 
 use crate::kafka::record::{
-    cloudevents_headers, dead_letter_body, original_headers, InMessage, OutKind, OutRecord,
-    ORIGINAL_HEADER_PREFIX,
+    cloudevents_headers, dead_letter_body, original_headers, trace_context, InMessage, OutKind,
+    OutRecord, ORIGINAL_HEADER_PREFIX,
 };
 use crate::kafka::source::{Input, Publisher};
 use crate::kafka::KafkaError;
@@ -264,11 +264,11 @@ impl Committer<'_> {
         msgs: Option<Vec<InMessage>>,
     ) -> Result<(), Stopped> {
         self.health.working();
-        let span = tracing::info_span!(
-            "batch",
-            messages = msgs.as_ref().map_or(0, Vec::len),
-            sweep = msgs.is_none()
-        );
+        // Sweeps (mostly empty) are spans only at debug level.
+        let span = match &msgs {
+            Some(m) => tracing::info_span!("batch", messages = m.len()),
+            None => tracing::debug_span!("sweep"),
+        };
         let done = tracing::Instrument::instrument(self.handle_inner(processor, msgs), span).await;
         if done.is_ok() {
             self.health.progressed();
@@ -430,6 +430,7 @@ fn unpublishable(record: &OutRecord, e: &KafkaError, topic: &str, max: usize) ->
     };
     let (id, source, time) = (own("ce_id"), own("ce_source"), own("ce_time"));
     headers.extend(original_headers(&record.headers));
+    headers.extend(trace_context(&record.headers));
     headers.extend(cloudevents_headers(
         OutKind::DeadLetter,
         &format!("unpublishable-{id}"),

@@ -431,6 +431,7 @@ impl Processor {
                     partition: m.partition,
                     offset: m.offset,
                 });
+                self.metrics.recent_alerts.forget(&event.customer_id);
                 for kind in [OutKind::Alert, OutKind::Trigger, OutKind::Outcome] {
                     records.push(OutRecord {
                         kind,
@@ -451,11 +452,24 @@ impl Processor {
         });
         let from = records.len();
         self.outputs(&out, ScoreCause::Event, records);
-        // What the event caused continues its trace.
+        // What the event caused continues its trace: its alert, and a
+        // trigger sent now (not one it released from quiet hours, nor an
+        // outcome, which belong to an earlier alert).
         let trace = trace_context(&m.headers);
+        let released = out
+            .trigger
+            .as_ref()
+            .is_some_and(|t| t.released_at.is_some());
         if !trace.is_empty() {
             for r in &mut records[from..] {
-                r.headers.extend(trace.iter().cloned());
+                let caused = match r.kind {
+                    OutKind::Alert => true,
+                    OutKind::Trigger => !released,
+                    _ => false,
+                };
+                if caused {
+                    r.headers.extend(trace.iter().cloned());
+                }
             }
         }
         Ok(())

@@ -31,6 +31,12 @@ impl RecentAlerts {
         q.truncate(KEPT);
     }
 
+    /// Forgets a customer's alerts (on erasure).
+    pub fn forget(&self, customer_id: &str) {
+        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        q.retain(|a| a.get("customer_id").and_then(Value::as_str) != Some(customer_id));
+    }
+
     /// Newest first.
     pub fn list(&self) -> Vec<Value> {
         let q = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -55,5 +61,8 @@ mod tests {
         assert_eq!(l[0]["alert_id"], format!("a{}", KEPT + 4));
         assert_eq!(l[0]["raised_at"], "t");
         assert_eq!(l[KEPT - 1]["alert_id"], "a5");
+        r.note(&json!({"alert_id": "x", "customer_id": "c-9"}), "t".into());
+        r.forget("c-9");
+        assert!(r.list().iter().all(|a| a["alert_id"] != "x"), "erased");
     }
 }

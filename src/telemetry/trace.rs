@@ -55,9 +55,14 @@ pub fn publish_span(kind: &'static str, headers: &mut Vec<(String, Vec<u8>)>) ->
     let span = tracing::info_span!("publish", otel.kind = "producer", output = kind);
     let propagator = TraceContextPropagator::new();
     let parent = propagator.extract(&Headers(headers));
+    let carried = headers.iter().any(|(k, _)| k == "traceparent");
     if parent.span().span_context().is_valid() {
         // Fails only when the span is not recorded (no exporter).
         let _ = span.set_parent(parent);
+    } else if carried {
+        // A header this SDK does not read (flags of a later revision, say)
+        // goes on unchanged rather than being replaced by another trace.
+        return span;
     }
     let cx = span.context();
     if cx.span().span_context().is_valid() {
