@@ -2,7 +2,9 @@
 //!   (a) the pure step with in-memory state,
 //!   (b) the batch processor with sled state (decode, step, one write per
 //!       customer per batch, offsets in the same batch),
-//!   (c) end to end through a real tansu broker, state committed,
+//!   (c) end to end through a real tansu broker, state committed, beside
+//!       a plain rdkafka consumer reading the same topic in the same run
+//!       (the ceiling the broker sets) and as a ratio of it,
 //!   (d) restoring a partition's state from the changelog on a real tansu
 //!       broker into an empty sled store (customers per second),
 //! and the bytes of sled state per customer for 1M customers.
@@ -175,7 +177,41 @@ fn walk(p: &std::path::Path) -> u64 {
         .sum()
 }
 
-async fn bench_broker(events: &[SimEvent], cfg_base: &Config, model: &Model) -> (f64, f64) {
+/// A plain consumer (no group, no processing) reading `topic` from the
+/// start to `high` on every partition: events per second.
+fn raw_consume(bootstrap: &str, topic: &str, high: &BTreeMap<i32, i64>) -> f64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "raw-bench")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in high.keys() {
+        tpl.add_partition_offset(topic, *p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let total: i64 = high.values().sum();
+    let mut seen = 0i64;
+    let start = Instant::now();
+    while seen < total {
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "the raw consumer read {seen} of {total}"
+        );
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+            seen += 1;
+        }
+    }
+    per_sec(total as usize, start.elapsed())
+}
+
+/// End to end through tansu: (all events / wall time, events / time after
+/// the first commit, the raw consumer's rate on the same topic).
+async fn bench_broker(events: &[SimEvent], cfg_base: &Config, model: &Model) -> (f64, f64, f64) {
     let broker = common::Broker::tansu();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = common::test_config(&broker, dir.path());
@@ -192,6 +228,14 @@ async fn bench_broker(events: &[SimEvent], cfg_base: &Config, model: &Model) -> 
     for chunk in events.chunks(20_000) {
         common::produce_events(&producer, &cfg.kafka.input_topic, chunk, &mut high).await;
     }
+    let (bootstrap, topic, h) = (
+        broker.bootstrap(),
+        cfg.kafka.input_topic.clone(),
+        high.clone(),
+    );
+    let raw = tokio::task::spawn_blocking(move || raw_consume(&bootstrap, &topic, &h))
+        .await
+        .unwrap();
     let service = churn_alert::service::Service::with_model(cfg.clone(), model.clone()).unwrap();
     let store = service.store.clone();
     let stop = tokio_util::sync::CancellationToken::new();
@@ -222,6 +266,7 @@ async fn bench_broker(events: &[SimEvent], cfg_base: &Config, model: &Model) -> 
     (
         per_sec(total, end - start),
         per_sec(total - n1 as usize, end - t1),
+        raw,
     )
 }
 
@@ -361,8 +406,13 @@ fn main() {
 
     if full {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let (total, steady) = rt.block_on(bench_broker(&sim, &cfg, &model));
+        let (total, steady, raw) = rt.block_on(bench_broker(&sim, &cfg, &model));
         println!("(c) end to end via tansu, committed:   {:>10.0} events/s ({steady:.0}/s after the consumer group joined)", total);
+        println!(
+            "    a plain consumer, the same topic:  {raw:>10.0} events/s; end to end is {:.2} of it ({:.2} after the join)",
+            total / raw,
+            steady / raw
+        );
         let broker = common::Broker::tansu();
         for n in [100_000, 400_000] {
             let (secs, records) = rt.block_on(bench_restore(&broker, &sample, n));
