@@ -202,6 +202,14 @@ async fn the_status_page_shows_the_service_in_a_browser() {
                 "{k} shown without the token"
             );
         }
+        for r in a["reasons"].as_array().unwrap() {
+            let keys: Vec<&String> = r.as_object().unwrap().keys().collect();
+            assert_eq!(
+                keys,
+                ["feature", "top_feature"],
+                "a reason without the token"
+            );
+        }
     }
 
     // With it (given in the fragment, which never leaves the browser).

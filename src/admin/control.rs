@@ -472,12 +472,13 @@ pub async fn delete_customer(
 /// `GET /alerts/recent`: the latest alerts this instance raised, with
 /// their reasons, newest first. Whole alerts (customer id, features, value)
 /// only for a reader who gives `admin.read_token` or the admin token;
-/// anyone else gets the fields that say nothing of the customer.
+/// anyone else gets the alert's id, score, tier, cause, time and model, and
+/// which behaviours drove it without the customer's values of them.
 #[utoipa::path(
     get,
     path = "/alerts/recent",
     tag = "status",
-    responses((status = 200, description = "`alerts`: the latest alerts (at most 50, with `raised_at`, the wall-clock time), newest first; whole, as published, with `customer_ids_shown: true` for a reader who gave the read or admin token; else only `alert_id`, `probability`, `risk_tier`, `cause`, `as_of`, `model_version`, `reasons` and `raised_at`", body = Object)),
+    responses((status = 200, description = "`alerts`: the latest alerts (at most 50, with `raised_at`, the wall-clock time), newest first; whole, as published, with `customer_ids_shown: true` for a reader who gave the read or admin token; else only `alert_id`, `probability`, `risk_tier`, `cause`, `as_of`, `model_version`, `raised_at` and `reasons` with only their `feature` and `top_feature`", body = Object)),
     security((), ("read_token" = []), ("admin_token" = [])),
 )]
 pub async fn recent_alerts(State(c): State<Arc<Control>>, headers: HeaderMap) -> Reply {
@@ -503,6 +504,12 @@ pub async fn recent_alerts(State(c): State<Arc<Control>>, headers: HeaderMap) ->
         for a in &mut alerts {
             if let Some(o) = a.as_object_mut() {
                 o.retain(|k, _| PLAIN.contains(&k.as_str()));
+                // Which behaviours, not the customer's values of them.
+                if let Some(Value::Array(reasons)) = o.get_mut("reasons") {
+                    for r in reasons.iter_mut().filter_map(Value::as_object_mut) {
+                        r.retain(|k, _| k == "feature" || k == "top_feature");
+                    }
+                }
             }
         }
     }
