@@ -5,6 +5,10 @@
 //!   (c) end to end through a real tansu broker, state committed, beside
 //!       a plain rdkafka consumer reading the same topic in the same run
 //!       (the ceiling the broker sets) and as a ratio of it,
+//!   (c') a Quix Streams peer doing the same job on the same topic
+//!       (benches/quix_peer.py, in a venv the script makes),
+//!   (c'') event-to-commit latency, p50/p99, of a live stream sent at half
+//!       of the end-to-end rate (c) measured,
 //!   (d) restoring a partition's state from the changelog on a real tansu
 //!       broker into an empty sled store (customers per second),
 //! and the bytes of sled state per customer for 1M customers.
@@ -209,15 +213,175 @@ fn raw_consume(bootstrap: &str, topic: &str, high: &BTreeMap<i32, i64>) -> f64 {
     per_sec(total as usize, start.elapsed())
 }
 
+/// Creates `topic` with 4 partitions and `retention.ms` set.
+async fn create_with_retention(broker: &common::Broker, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    let t = NewTopic::new(topic, 4, TopicReplication::Fixed(1)).set("retention.ms", "-1");
+    for r in admin
+        .create_topics([&t], &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.map_err(|(_, e)| e).unwrap();
+    }
+}
+
+/// The Quix Streams peer on the same topic: its result line.
+fn quix_peer(bootstrap: &str, topic: &str, total: usize) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(root.join("benches/quix_peer.sh"))
+        .args(["--bootstrap", bootstrap, "--topic", topic])
+        .args(["--total", &total.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run benches/quix_peer.sh");
+    assert!(
+        out.status.success(),
+        "the Quix peer failed: {:?}",
+        out.status
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A field `name=value` of the peer's result line.
+fn field(line: &str, name: &str) -> f64 {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Event-to-commit latency of a live stream: `events` sent at `rate` a
+/// second into a fresh topic that a service (the config of (c)) reads from
+/// its start. For each event, the time from the producer's `send` call to
+/// the first moment the store's committed offset of its partition passes
+/// it (polled every millisecond). Returns (p50, p99, max) in ms.
+async fn bench_latency(
+    broker: &common::Broker,
+    events: &[SimEvent],
+    cfg_base: &Config,
+    model: &Model,
+    rate: f64,
+    fetch_wait_ms: Option<u32>,
+) -> (f64, f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::test_config(broker, dir.path());
+    cfg.features = cfg_base.features.clone();
+    let run = format!("latency-{}", fetch_wait_ms.unwrap_or(0));
+    common::own_topics(&mut cfg, &run);
+    cfg.kafka.input_topic = format!("{run}-in");
+    if let Some(ms) = fetch_wait_ms {
+        cfg.kafka
+            .consumer_properties
+            .insert("fetch.wait.max.ms".into(), ms.to_string());
+    }
+    broker.create_topics_with(&cfg, 4).await;
+    let service = churn_alert::service::Service::with_model(cfg.clone(), model.clone()).unwrap();
+    let store = service.store.clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(service.run(stop.clone()));
+    // Committed offsets, sampled.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (store, done) = (store.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut samples: Vec<(Instant, [i64; 4])> = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut next = [0i64; 4];
+                for (p, n) in next.iter_mut().enumerate() {
+                    *n = store.meta(p as i32).unwrap().map_or(0, |m| m.next_offset);
+                }
+                if samples.last().is_none_or(|(_, last)| *last != next) {
+                    samples.push((Instant::now(), next));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            samples
+        })
+    };
+    // An upstream producer with librdkafka's default linger (tansu takes
+    // records one batch at a time, so a producer without linger sends
+    // fewer than its intake).
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let start = Instant::now();
+    let mut sent = Vec::with_capacity(events.len());
+    for (i, e) in events.iter().enumerate() {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        let now = Instant::now();
+        if due > now {
+            tokio::time::sleep(due - now).await;
+        }
+        let at = Instant::now();
+        let f = producer.send_result(
+            rdkafka::producer::FutureRecord::to(&cfg.kafka.input_topic)
+                .key(&e.customer_id)
+                .payload(&e.json),
+        );
+        sent.push((at, f.map_err(|(e, _)| e).unwrap()));
+    }
+    let mut offsets = Vec::with_capacity(sent.len());
+    for (at, f) in sent {
+        let d = f.await.unwrap().map_err(|(e, _)| e).unwrap();
+        offsets.push((at, d.partition as usize, d.offset));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let all = offsets
+            .iter()
+            .all(|(_, p, o)| store.meta(*p as i32).unwrap().map_or(0, |m| m.next_offset) > *o);
+        if all {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the service did not commit the stream"
+        );
+        if task.is_finished() {
+            panic!("the service stopped: {:?}", task.await);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let samples = sampler.join().unwrap();
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let mut ms: Vec<f64> = offsets
+        .iter()
+        .map(|(at, p, o)| {
+            let i = samples.partition_point(|(_, next)| next[*p] <= *o);
+            let committed = samples.get(i).map_or(Instant::now(), |(t, _)| *t);
+            committed.saturating_duration_since(*at).as_secs_f64() * 1000.0
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    let q = |f: f64| ms[((ms.len() - 1) as f64 * f).round() as usize];
+    (q(0.5), q(0.99), q(1.0))
+}
+
 /// End to end through tansu: (all events / wall time, events / time after
-/// the first commit, the raw consumer's rate on the same topic).
-async fn bench_broker(events: &[SimEvent], cfg_base: &Config, model: &Model) -> (f64, f64, f64) {
+/// the first commit, the raw consumer's rate on the same topic, the Quix
+/// peer's result line).
+async fn bench_broker(
+    events: &[SimEvent],
+    cfg_base: &Config,
+    model: &Model,
+) -> (f64, f64, f64, String) {
     let broker = common::Broker::tansu();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = common::test_config(&broker, dir.path());
     cfg.features = cfg_base.features.clone();
-    cfg.kafka.batch_max_messages = 5000;
-    broker.create_topics(&cfg).await;
+    // The peer (c') reads the input topic's `retention.ms`, which tansu
+    // describes only when the topic was created with it.
+    create_with_retention(&broker, &cfg.kafka.input_topic).await;
+    broker.create_topics_with(&cfg, 4).await;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
         .set("linger.ms", "20")
@@ -256,6 +420,9 @@ async fn bench_broker(events: &[SimEvent], cfg_base: &Config, model: &Model) -> 
         {
             break;
         }
+        if task.is_finished() {
+            panic!("the service stopped: {:?}", task.await);
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let end = Instant::now();
@@ -263,10 +430,15 @@ async fn bench_broker(events: &[SimEvent], cfg_base: &Config, model: &Model) -> 
     task.await.unwrap().unwrap();
     let (t1, n1) = first.unwrap();
     let total = events.len();
+    let (bootstrap, topic) = (broker.bootstrap(), cfg.kafka.input_topic.clone());
+    let peer = tokio::task::spawn_blocking(move || quix_peer(&bootstrap, &topic, total))
+        .await
+        .unwrap();
     (
         per_sec(total, end - start),
         per_sec(total - n1 as usize, end - t1),
         raw,
+        peer,
     )
 }
 
@@ -406,14 +578,34 @@ fn main() {
 
     if full {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let (total, steady, raw) = rt.block_on(bench_broker(&sim, &cfg, &model));
+        let (total, steady, raw, peer) = rt.block_on(bench_broker(&sim, &cfg, &model));
         println!("(c) end to end via tansu, committed:   {:>10.0} events/s ({steady:.0}/s after the consumer group joined)", total);
         println!(
             "    a plain consumer, the same topic:  {raw:>10.0} events/s; end to end is {:.2} of it ({:.2} after the join)",
             total / raw,
             steady / raw
         );
+        println!(
+            "(c') Quix Streams peer, the same topic: {:>9.0} events/s ({:.0}/s with its start-up; {} alerts) [{peer}]",
+            field(&peer, "events_per_s"),
+            field(&peer, "wall_events_per_s"),
+            field(&peer, "alerts"),
+        );
         let broker = common::Broker::tansu();
+        let rate = (total / 2.0).round();
+        // tansu answers a fetch at the end of a partition only after the
+        // consumer's fetch.wait.max.ms (500 ms by default), even when
+        // records arrive meanwhile; Kafka answers as soon as they do.
+        for wait in [None, Some(10)] {
+            let (p50, p99, max) =
+                rt.block_on(bench_latency(&broker, &sim, &cfg, &model, rate, wait));
+            let fetch = wait.map_or("librdkafka's default fetch.wait.max.ms (500)".into(), |w| {
+                format!("fetch.wait.max.ms = {w}")
+            });
+            println!(
+                "(c'') event to commit at {rate:.0} events/s (half of (c)), {fetch}: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms"
+            );
+        }
         for n in [100_000, 400_000] {
             let (secs, records) = rt.block_on(bench_restore(&broker, &sample, n));
             println!(

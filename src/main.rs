@@ -1,5 +1,8 @@
 //! The `churn-alert` binary: parses flags, starts logging, dispatches.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::Write;
 use std::path::PathBuf;
 

@@ -137,13 +137,14 @@ impl Store for FailingDisk {
     fn get(&self, p: i32, c: &str) -> Result<Option<CustomerState>, StoreError> {
         self.inner.get(p, c)
     }
-    fn due(
+    fn due_between(
         &self,
         p: i32,
+        from: Millis,
         up_to: Millis,
         limit: usize,
     ) -> Result<Vec<(Millis, String)>, StoreError> {
-        self.inner.due(p, up_to, limit)
+        self.inner.due_between(p, from, up_to, limit)
     }
     fn commit(&self, p: i32, c: &Commit) -> Result<(), StoreError> {
         self.check()?;

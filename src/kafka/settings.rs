@@ -129,7 +129,7 @@ impl Default for KafkaConfig {
             changelog_topic: "churn-alert-state-changelog".into(),
             partitioner: Partitioner::Murmur2Random,
             release_unowned_after_seconds: 300,
-            batch_max_messages: 2000,
+            batch_max_messages: 10_000,
             batch_linger_ms: 50,
             auto_offset_reset: OffsetReset::Earliest,
             client_properties: BTreeMap::new(),

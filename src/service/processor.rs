@@ -196,45 +196,66 @@ impl Processor {
         }
         let mut batch = Batch::default();
         for (p, msgs) in by_part {
-            let mut meta = self.meta(p)?;
-            let mut slots: HashMap<String, Slot> = HashMap::new();
-            for m in msgs {
-                if m.offset < meta.next_offset {
-                    continue; // already in the state: a redelivery after restart
-                }
-                if m.offset > meta.next_offset && meta.next_offset > 0 {
-                    // Offsets can skip (compaction, transaction markers), but
-                    // a gap after a restart would mean skipped input: say so.
-                    self.metrics.emit(OffsetGap {
-                        partition: p,
-                        expected: meta.next_offset,
-                        got: m.offset,
-                    });
-                }
-                meta.next_offset = m.offset + 1;
-                batch.consumed += 1;
-                if let Some(ts) = m.timestamp {
-                    batch.timestamps.push(ts);
-                }
-                let before = meta.watermark;
-                self.apply_message(m, &mut meta, &mut slots, &mut batch.records, wall_now)?;
-                // Event time: sweep whenever the watermark crosses a tick
-                // boundary. Those points follow from the message sequence
-                // alone, so a replay cut into other batches (after a crash,
-                // say) re-scores at the same points and gives the same state
-                // and outputs, late events included.
-                if self.clock == ClockMode::Event
-                    && meta.watermark.div_euclid(SWEEP_TICK_MS) > before.div_euclid(SWEEP_TICK_MS)
-                {
-                    self.sweep(p, meta.watermark, &mut slots, &mut batch.records)?;
-                }
-            }
-            if self.clock == ClockMode::Wall {
-                self.sweep(p, wall_now, &mut slots, &mut batch.records)?;
-            }
-            batch.commits.insert(p, self.build_commit(meta, slots));
+            let meta = self.meta(p)?;
+            self.process_partition(p, meta, &msgs, wall_now, &mut batch)?;
         }
         Ok(batch)
+    }
+
+    /// One partition's messages of a batch, from its committed metadata.
+    fn process_partition(
+        &self,
+        p: i32,
+        mut meta: PartitionMeta,
+        msgs: &[&InMessage],
+        wall_now: Millis,
+        batch: &mut Batch,
+    ) -> Result<(), StoreError> {
+        let mut slots: HashMap<String, Slot> = HashMap::new();
+        // Stored due entries before this time are in `slots` already.
+        let mut swept = Millis::MIN;
+        for &m in msgs {
+            if m.offset < meta.next_offset {
+                continue; // already in the state: a redelivery after restart
+            }
+            if m.offset > meta.next_offset && meta.next_offset > 0 {
+                // Offsets can skip (compaction, transaction markers), but
+                // a gap after a restart would mean skipped input: say so.
+                self.metrics.emit(OffsetGap {
+                    partition: p,
+                    expected: meta.next_offset,
+                    got: m.offset,
+                });
+            }
+            meta.next_offset = m.offset + 1;
+            batch.consumed += 1;
+            if let Some(ts) = m.timestamp {
+                batch.timestamps.push(ts);
+            }
+            let before = meta.watermark;
+            self.apply_message(m, &mut meta, &mut slots, &mut batch.records, wall_now)?;
+            // Event time: sweep whenever the watermark crosses a tick
+            // boundary. Those points follow from the message sequence
+            // alone, so a replay cut into other batches (after a crash,
+            // say) re-scores at the same points and gives the same state
+            // and outputs, late events included.
+            if self.clock == ClockMode::Event
+                && meta.watermark.div_euclid(SWEEP_TICK_MS) > before.div_euclid(SWEEP_TICK_MS)
+            {
+                self.sweep(
+                    p,
+                    meta.watermark,
+                    &mut swept,
+                    &mut slots,
+                    &mut batch.records,
+                )?;
+            }
+        }
+        if self.clock == ClockMode::Wall {
+            self.sweep(p, wall_now, &mut swept, &mut slots, &mut batch.records)?;
+        }
+        batch.commits.insert(p, self.build_commit(meta, slots));
+        Ok(())
     }
 
     /// The live-mode sweep: re-scores due silent customers of the given
@@ -257,7 +278,8 @@ impl Processor {
             }
             let now = wall_now;
             let mut slots = HashMap::new();
-            self.sweep(p, now, &mut slots, &mut batch.records)?;
+            let mut from = Millis::MIN;
+            self.sweep(p, now, &mut from, &mut slots, &mut batch.records)?;
             if !slots.is_empty() {
                 batch.commits.insert(p, self.build_commit(meta, slots));
             }
@@ -477,10 +499,16 @@ impl Processor {
 
     /// Re-scores every customer of partition `p` who is due at or before
     /// `now`: those in the stored due index and those touched in this batch.
+    ///
+    /// `swept` is where the stored due index is still to be read from:
+    /// the store is not written during a batch, so the entries an earlier
+    /// sweep of the same batch read are in `slots` by now, and their
+    /// current due times are in the slots' states.
     fn sweep(
         &self,
         p: i32,
         now: Millis,
+        swept: &mut Millis,
         slots: &mut HashMap<String, Slot>,
         records: &mut Vec<OutRecord>,
     ) -> Result<(), StoreError> {
@@ -490,7 +518,10 @@ impl Processor {
             ClockMode::Wall => self.sweep_limit,
             ClockMode::Event => usize::MAX,
         };
-        let mut due: Vec<(Millis, String)> = self.store.due(p, now, limit)?;
+        let mut due: Vec<(Millis, String)> = self.store.due_between(p, *swept, now, limit)?;
+        if due.len() < limit {
+            *swept = (*swept).max(now.saturating_add(1));
+        }
         due.extend(slots.iter().filter_map(|(id, s)| {
             let d = s.state.as_ref()?.next_due?;
             (d <= now).then(|| (d, id.clone()))
@@ -509,8 +540,12 @@ impl Processor {
     /// do not depend on how the stream was cut into batches; with the wall
     /// clock it is one re-score as of `until`.
     fn catch_up(&self, id: &str, slot: &mut Slot, until: Millis, records: &mut Vec<OutRecord>) {
+        let due = slot.state.as_ref().and_then(|s| s.next_due);
+        if due.is_none_or(|d| d > until) {
+            return; // erased, or nothing due
+        }
         let Some(mut state) = slot.state.take() else {
-            return; // erased
+            return;
         };
         while let Some(due) = state.next_due.filter(|d| *d <= until) {
             let at = match self.clock {

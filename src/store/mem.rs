@@ -36,15 +36,16 @@ impl Store for MemStore {
         Ok(self.with(partition, |p| p.states.get(customer).cloned()))
     }
 
-    fn due(
+    fn due_between(
         &self,
         partition: i32,
+        from: Millis,
         up_to: Millis,
         limit: usize,
     ) -> Result<Vec<(Millis, String)>, StoreError> {
         Ok(self.with(partition, |p| {
             p.due
-                .iter()
+                .range((from, String::new())..)
                 .take_while(|(t, _)| *t <= up_to)
                 .take(limit)
                 .cloned()

@@ -124,6 +124,17 @@ pub trait Store: Send + Sync + 'static {
         partition: i32,
         up_to: Millis,
         limit: usize,
+    ) -> Result<Vec<(Millis, String)>, StoreError> {
+        self.due_between(partition, Millis::MIN, up_to, limit)
+    }
+    /// Due-index entries with a due time from `from` to `up_to` (both
+    /// included), earliest first.
+    fn due_between(
+        &self,
+        partition: i32,
+        from: Millis,
+        up_to: Millis,
+        limit: usize,
     ) -> Result<Vec<(Millis, String)>, StoreError>;
     /// Applies a commit atomically.
     fn commit(&self, partition: i32, commit: &Commit) -> Result<(), StoreError>;
@@ -249,6 +260,11 @@ mod tests {
         assert_eq!(store.due(3, 60, 10).unwrap(), vec![(50, "b".to_string())]);
         assert_eq!(store.due(3, 1000, 10).unwrap().len(), 2);
         assert_eq!(store.due(3, 1000, 1).unwrap().len(), 1);
+        assert_eq!(
+            store.due_between(3, 51, 1000, 10).unwrap(),
+            vec![(100, "a".to_string())]
+        );
+        assert!(store.due_between(3, 51, 99, 10).unwrap().is_empty());
         let c2 = Commit {
             states: vec![("b".into(), None)],
             due_remove: vec![(50, "b".into())],

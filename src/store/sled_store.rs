@@ -187,18 +187,24 @@ impl Store for SledStore {
         }
     }
 
-    fn due(
+    fn due_between(
         &self,
         partition: i32,
+        from: Millis,
         up_to: Millis,
         limit: usize,
     ) -> Result<Vec<(Millis, String)>, StoreError> {
+        if from > up_to {
+            return Ok(Vec::new());
+        }
         let tree = self.tree(partition)?;
+        let mut start = vec![b'd'];
+        start.extend_from_slice(&due_bytes(from));
         let mut end = vec![b'd'];
         end.extend_from_slice(&due_bytes(up_to));
         end.push(0xff);
         let mut out = Vec::new();
-        for item in tree.range(b"d".to_vec()..end).take(limit) {
+        for item in tree.range(start..end).take(limit) {
             let (k, _) = item.map_err(io)?;
             if k.len() < 9 {
                 continue;
