@@ -31,7 +31,8 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-(cd "$OUT" && RUST_LOG=warn "$("$ROOT/scripts/tansu.sh" bin)" broker \
+TANSU=$("$ROOT/scripts/tansu.sh" bin)
+(cd "$OUT" && RUST_LOG=warn exec "$TANSU" broker \
   --listener-url "tcp://127.0.0.1:$PORT" --advertised-listener-url "tcp://127.0.0.1:$PORT" \
   --storage-engine memory://tansu/ >tansu.log 2>&1) &
 pids+=($!)
@@ -39,23 +40,30 @@ for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && brea
 
 "$BIN" simulate --customers "$CUSTOMERS" --days "$DAYS" --out "$OUT/sim" >/dev/null 2>&1
 TOTAL=$(wc -l <"$OUT/sim/events.jsonl")
-"$("$ROOT/scripts/tansu.sh" bin)" topic create --broker "tcp://127.0.0.1:$PORT" --partitions 4 profile-in >/dev/null
+"$TANSU" topic create --broker "tcp://127.0.0.1:$PORT" --partitions 4 profile-in >/dev/null
 export CHURN_ALERT__KAFKA__BROKERS="127.0.0.1:$PORT" CHURN_ALERT__KAFKA__INPUT_TOPIC=profile-in \
   CHURN_ALERT__CLOCK__MODE=event CHURN_ALERT__STORE__PATH="$OUT/state" \
   CHURN_ALERT__ADMIN__LISTEN="$ADMIN" CHURN_ALERT__MODEL__PATH="$ROOT/models/churn-model.json"
 "$BIN" produce --events "$OUT/sim/events.jsonl" >/dev/null
 
 perf record -F 499 --call-graph dwarf,32768 -o "$OUT/perf.data" -- "$BIN" run >"$OUT/service.log" 2>&1 &
-pids+=($!)
+perf_pid=$!
+pids+=("$perf_pid")
 start=$(date +%s.%N)
+deadline=$((SECONDS + 900))
 while :; do
   sleep 0.5
-  done_=$(curl -s "http://$ADMIN/metrics" | awk '/^churn_alert_committed_offset\{/ {s += $2} END {print s + 0}')
+  if ! kill -0 "$perf_pid" 2>/dev/null || [ "$SECONDS" -gt "$deadline" ]; then
+    echo "the service stopped or did not finish in 15 minutes; see $OUT/service.log" >&2
+    exit 1
+  fi
+  done_=$(curl -s "http://$ADMIN/metrics" | awk '/^churn_alert_committed_offset\{/ {s += $2} END {print s + 0}' || true)
   [ "${done_%.*}" -ge "$TOTAL" ] && break
 done
 end=$(date +%s.%N)
-pkill -INT -f "$BIN run" || true
-wait "${pids[1]}" || true
+# SIGINT to the service only (perf's child): it stops cleanly, then perf.
+kill -INT "$(pgrep -P "$perf_pid")" 2>/dev/null || true
+wait "$perf_pid" || true
 python3 -c "print('$TOTAL events in %.1f s under perf: %.0f events/s' % ($end - $start, $TOTAL / ($end - $start)))"
 perf report -i "$OUT/perf.data" --children --sort sym -g none 2>/dev/null |
   grep -E '^ +[0-9]' | grep -E 'churn_alert::(service|pipeline|store)|sled::tree::Tree::(apply_batch|get)|serde_json::de::from_slice|__ieee754_log|malloc' |

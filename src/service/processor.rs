@@ -501,9 +501,10 @@ impl Processor {
     /// `now`: those in the stored due index and those touched in this batch.
     ///
     /// `swept` is where the stored due index is still to be read from:
-    /// the store is not written during a batch, so the entries an earlier
-    /// sweep of the same batch read are in `slots` by now, and their
-    /// current due times are in the slots' states.
+    /// a batch adds no due entries to the store (its commit does), and the
+    /// only ones it removes (a quarantine's) belong to customers then in
+    /// `slots`; so the entries an earlier sweep of the same batch read are
+    /// in `slots` by now, with their current due times in the states.
     fn sweep(
         &self,
         p: i32,
