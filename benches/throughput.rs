@@ -9,13 +9,16 @@
 //!       (benches/quix_peer.py, in a venv the script makes),
 //!   (c'') event-to-commit latency, p50/p99, of a live stream sent at half
 //!       of the end-to-end rate (c) measured,
-//!   (d) restoring a partition's state from the changelog on a real tansu
-//!       broker into an empty sled store (customers per second),
+//!   (d) restoring partitions' state from the changelog on a real tansu
+//!       broker into an empty sled store (customers per second), one
+//!       partition and four at once, beside a plain consumer reading the
+//!       same partitions,
 //! and the bytes of sled state per customer for 1M customers.
 //!
 //! `cargo bench --bench throughput` prints the figures (tansu must be
-//! installed: `scripts/tansu.sh install`). Under `cargo test` it runs a
-//! small smoke pass that checks the same paths work.
+//! installed: `scripts/tansu.sh install`). `BENCH_ROWS=d,size` (any of
+//! `a`, `b`, `size`, `c`, `d`) prints only those rows. Under `cargo test`
+//! it runs a small smoke pass that checks the same paths work.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -442,40 +445,51 @@ async fn bench_broker(
     )
 }
 
-/// Writes `n` customers' states to changelog partition 0 as the service
-/// does (batches of 2,000 states, each closed by a meta record), then times
-/// a full restore into an empty sled store. Returns (seconds, records).
-async fn bench_restore(broker: &common::Broker, sample: &[CustomerState], n: usize) -> (f64, u64) {
+/// Writes `n` customers' states to each of `partitions` changelog
+/// partitions as the service does (batches of 2,000 states, each closed by
+/// a meta record), then times full restores of every partition at once
+/// into an empty sled store, as the service runs them after a rebalance.
+/// Returns (seconds, records, a plain consumer's records per second on the
+/// same partitions).
+async fn bench_restore(
+    broker: &common::Broker,
+    sample: &[CustomerState],
+    n: usize,
+    partitions: i32,
+) -> (f64, u64, f64) {
     let mut cfg = Config::default();
     cfg.kafka.brokers = broker.bootstrap();
-    cfg.kafka.changelog_topic = format!("restore-bench-{n}");
-    broker.create_with(&[&cfg.kafka.changelog_topic], 1).await;
+    cfg.kafka.changelog_topic = format!("restore-bench-{n}-{partitions}");
+    broker
+        .create_with(&[&cfg.kafka.changelog_topic], partitions)
+        .await;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
         .set("linger.ms", "20")
         .set("enable.idempotence", "true")
         .create()
         .unwrap();
-    let mut i = 0;
-    while i < n {
+    for (p, i) in (0..partitions).flat_map(|p| (0..n).step_by(2000).map(move |i| (p, i))) {
         let mut c = Commit::default();
         for j in i..(i + 2000).min(n) {
-            c.states
-                .push((format!("c-{j:08}"), Some(sample[j % sample.len()].clone())));
+            c.states.push((
+                format!("c-{p}-{j:08}"),
+                Some(sample[j % sample.len()].clone()),
+            ));
         }
-        i += c.states.len();
+        let i = i + c.states.len();
         c.meta = PartitionMeta {
             next_offset: i as i64,
             watermark: 0,
             customers: i as u64,
             changelog_next: 0,
         };
-        let mut records = churn_alert::kafka::changelog::state_records(0, &c);
-        records.push(churn_alert::kafka::changelog::meta_record(0, &c.meta, None));
+        let mut records = churn_alert::kafka::changelog::state_records(p, &c);
+        records.push(churn_alert::kafka::changelog::meta_record(p, &c.meta, None));
         let sends = records.iter().map(|r| {
             let mut rec =
                 rdkafka::producer::FutureRecord::<[u8], [u8]>::to(&cfg.kafka.changelog_topic)
-                    .partition(0)
+                    .partition(p)
                     .key(r.key.as_deref().unwrap());
             if !r.payload.is_empty() {
                 rec = rec.payload(&r.payload);
@@ -486,20 +500,47 @@ async fn bench_restore(broker: &common::Broker, sample: &[CustomerState], n: usi
             r.map_err(|(e, _)| e).unwrap();
         }
     }
+    let written = i64::try_from(n + n.div_ceil(2000)).unwrap();
+    let raw = raw_consume(
+        &broker.bootstrap(),
+        &cfg.kafka.changelog_topic,
+        &(0..partitions).map(|p| (p, written)).collect(),
+    );
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(dir.path()).unwrap();
     let metrics = Metrics::new();
     let cancel = std::sync::atomic::AtomicBool::new(false);
-    let r =
-        churn_alert::kafka::changelog::restore(&cfg.kafka, 0, &store, &metrics, &cancel).unwrap();
-    let m = r.meta.unwrap();
-    assert_eq!(m.customers as usize, n);
-    assert_eq!(store.customers(0).unwrap().len(), n);
-    (r.seconds, r.records)
+    let start = Instant::now();
+    let records: u64 = std::thread::scope(|scope| {
+        let restores: Vec<_> = (0..partitions)
+            .map(|p| {
+                let (cfg, store, metrics, cancel) = (&cfg, &store, &metrics, &cancel);
+                scope.spawn(move || {
+                    churn_alert::kafka::changelog::restore(&cfg.kafka, p, store, metrics, cancel)
+                        .unwrap()
+                })
+            })
+            .collect();
+        restores
+            .into_iter()
+            .map(|r| {
+                let r = r.join().unwrap();
+                assert_eq!(r.meta.unwrap().customers as usize, n);
+                r.records
+            })
+            .sum()
+    });
+    let seconds = start.elapsed().as_secs_f64();
+    for p in 0..partitions {
+        assert_eq!(store.customers(p).unwrap().len(), n);
+    }
+    (seconds, records, raw)
 }
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
+    let rows = std::env::var("BENCH_ROWS").unwrap_or_default();
+    let row = |r: &str| rows.is_empty() || rows.split(',').any(|x| x.trim() == r);
     let cfg = Config::default();
     let model = model(&cfg);
     let (customers, days) = if full { (5000, 180) } else { (200, 60) };
@@ -517,47 +558,54 @@ fn main() {
         events.len()
     );
 
-    let start = Instant::now();
-    let mut ok = 0usize;
-    for e in &sim {
-        ok += usize::from(
-            v.decode(Some(e.customer_id.as_bytes()), e.json.as_bytes(), None, end)
-                .is_ok(),
+    let mut a = None;
+    if !full || row("a") {
+        let start = Instant::now();
+        let mut ok = 0usize;
+        for e in &sim {
+            ok += usize::from(
+                v.decode(Some(e.customer_id.as_bytes()), e.json.as_bytes(), None, end)
+                    .is_ok(),
+            );
+        }
+        println!(
+            "    decode + validate only (JSON):     {:>10.0} events/s",
+            per_sec(ok, start.elapsed())
+        );
+
+        let rounds = if full { 5 } else { 1 };
+        let a = *a.insert(bench_step(&events, &cfg, &model, rounds));
+        println!(
+            "(a) pure step, in-memory state:        {:>10.0} events/s",
+            a
         );
     }
-    println!(
-        "    decode + validate only (JSON):     {:>10.0} events/s",
-        per_sec(ok, start.elapsed())
-    );
-
-    let rounds = if full { 5 } else { 1 };
-    let a = bench_step(&events, &cfg, &model, rounds);
-    println!(
-        "(a) pure step, in-memory state:        {:>10.0} events/s",
-        a
-    );
-
-    let msgs = messages(&sim, 4);
-    let (b, _, writes) = bench_sled(&msgs, &cfg, &model, 2000, ClockMode::Wall, true);
-    println!("(b) decode + step + sled commit:       {:>10.0} events/s (batches of 2000, flushed at each commit, {writes} state writes)", b);
-    let (lazy, _, _) = bench_sled(&msgs, &cfg, &model, 2000, ClockMode::Wall, false);
-    println!(
-        "    the same, background flush only:   {:>10.0} events/s (store.flush_on_commit = false)",
-        lazy
-    );
-    // Small batches (a quiet live stream): one fsync per 50 events.
-    let few = &msgs[..msgs.len().min(if full { 100_000 } else { 5_000 })];
-    let (small, _, _) = bench_sled(few, &cfg, &model, 50, ClockMode::Wall, true);
-    let (small_lazy, _, _) = bench_sled(few, &cfg, &model, 50, ClockMode::Wall, false);
-    println!(
-        "    batches of 50, flushed / not:      {small:>10.0} / {small_lazy:.0} events/s ({} events)",
-        few.len()
-    );
-    let (replay, rescored, writes) = bench_sled(&msgs, &cfg, &model, 2000, ClockMode::Event, true);
-    println!(
-        "    the same replayed in event time:   {:>10.0} events/s (+{rescored} silent re-scores, {writes} state writes)",
-        replay
-    );
+    let mut b = None;
+    if !full || row("b") {
+        let msgs = messages(&sim, 4);
+        let (bw, _, writes) = bench_sled(&msgs, &cfg, &model, 2000, ClockMode::Wall, true);
+        let b = *b.insert(bw);
+        println!("(b) decode + step + sled commit:       {:>10.0} events/s (batches of 2000, flushed at each commit, {writes} state writes)", b);
+        let (lazy, _, _) = bench_sled(&msgs, &cfg, &model, 2000, ClockMode::Wall, false);
+        println!(
+            "    the same, background flush only:   {:>10.0} events/s (store.flush_on_commit = false)",
+            lazy
+        );
+        // Small batches (a quiet live stream): one fsync per 50 events.
+        let few = &msgs[..msgs.len().min(if full { 100_000 } else { 5_000 })];
+        let (small, _, _) = bench_sled(few, &cfg, &model, 50, ClockMode::Wall, true);
+        let (small_lazy, _, _) = bench_sled(few, &cfg, &model, 50, ClockMode::Wall, false);
+        println!(
+            "    batches of 50, flushed / not:      {small:>10.0} / {small_lazy:.0} events/s ({} events)",
+            few.len()
+        );
+        let (replay, rescored, writes) =
+            bench_sled(&msgs, &cfg, &model, 2000, ClockMode::Event, true);
+        println!(
+            "    the same replayed in event time:   {:>10.0} events/s (+{rescored} silent re-scores, {writes} state writes)",
+            replay
+        );
+    }
 
     // Realistic states: the simulated customers at the end of their history.
     let spec = cfg.feature_spec();
@@ -571,55 +619,76 @@ fn main() {
     }
     let sample: Vec<CustomerState> = states.into_values().collect();
     let n = if full { 1_000_000 } else { 10_000 };
-    let (disk, enc) = bytes_per_customer(&sample, n);
-    println!(
-        "sled state: {disk:.0} bytes/customer on disk for {n} customers ({enc:.0} bytes encoded)"
-    );
+    let mut disk = None;
+    if !full || row("size") {
+        let (d, enc) = bytes_per_customer(&sample, n);
+        disk = Some(d);
+        println!(
+            "sled state: {d:.0} bytes/customer on disk for {n} customers ({enc:.0} bytes encoded)"
+        );
+    }
 
     if full {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let (total, steady, raw, peer) = rt.block_on(bench_broker(&sim, &cfg, &model));
-        println!("(c) end to end via tansu, committed:   {:>10.0} events/s ({steady:.0}/s after the consumer group joined)", total);
-        println!(
-            "    a plain consumer, the same topic:  {raw:>10.0} events/s; end to end is {:.2} of it ({:.2} after the join)",
-            total / raw,
-            steady / raw
-        );
-        println!(
-            "(c') Quix Streams peer, the same topic: {:>9.0} events/s ({:.0}/s with its start-up; {} alerts) [{peer}]",
-            field(&peer, "events_per_s"),
-            field(&peer, "wall_events_per_s"),
-            field(&peer, "alerts"),
-        );
         let broker = common::Broker::tansu();
-        let rate = (total / 2.0).round();
-        // tansu answers a fetch at the end of a partition only after the
-        // consumer's fetch.wait.max.ms (500 ms by default), even when
-        // records arrive meanwhile; Kafka answers as soon as they do.
-        for wait in [None, Some(10)] {
-            let (p50, p99, max) =
-                rt.block_on(bench_latency(&broker, &sim, &cfg, &model, rate, wait));
-            let fetch = wait.map_or("librdkafka's default fetch.wait.max.ms (500)".into(), |w| {
-                format!("fetch.wait.max.ms = {w}")
-            });
-            println!(
-                "(c'') event to commit at {rate:.0} events/s (half of (c)), {fetch}: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms"
-            );
+        if row("c") {
+            broker_rows(&rt, &broker, &sim, &cfg, &model);
         }
-        for n in [100_000, 400_000] {
-            let (secs, records) = rt.block_on(bench_restore(&broker, &sample, n));
-            println!(
-                "(d) restore from the changelog (tansu): {n} customers ({records} records) in {secs:.2} s = {:.0} customers/s, {:.2} s per 100k",
-                n as f64 / secs,
-                secs / n as f64 * 100_000.0
-            );
+        if row("d") {
+            for (n, partitions) in [(100_000, 1), (400_000, 1), (100_000, 4)] {
+                let (secs, records, raw) =
+                    rt.block_on(bench_restore(&broker, &sample, n, partitions));
+                let all = n * partitions as usize;
+                println!(
+                    "(d) restore from the changelog (tansu): {partitions} partition(s) of {n} customers at once ({records} records) in {secs:.2} s = {:.0} customers/s; a plain consumer reads the same partitions at {raw:.0} records/s",
+                    all as f64 / secs,
+                );
+            }
         }
     } else {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let broker = common::Broker::mock();
-        let (secs, _) = rt.block_on(bench_restore(&broker, &sample, 5_000));
-        println!("(d) restore smoke pass (mock cluster): 5000 customers in {secs:.2} s");
-        assert!(a > 0.0 && b > 0.0 && disk > 0.0);
+        let (secs, _, _) = rt.block_on(bench_restore(&broker, &sample, 5_000, 2));
+        println!(
+            "(d) restore smoke pass (mock cluster): 2 partitions of 5000 customers in {secs:.2} s"
+        );
+        assert!(a > Some(0.0) && b > Some(0.0) && disk > Some(0.0));
         println!("(c) skipped in the smoke pass; run `cargo bench --bench throughput`");
+    }
+}
+
+/// Rows (c), (c') and (c'') on the tansu broker.
+fn broker_rows(
+    rt: &tokio::runtime::Runtime,
+    broker: &common::Broker,
+    sim: &[SimEvent],
+    cfg: &Config,
+    model: &Model,
+) {
+    let (total, steady, raw, peer) = rt.block_on(bench_broker(sim, cfg, model));
+    println!("(c) end to end via tansu, committed:   {:>10.0} events/s ({steady:.0}/s after the consumer group joined)", total);
+    println!(
+        "    a plain consumer, the same topic:  {raw:>10.0} events/s; end to end is {:.2} of it ({:.2} after the join)",
+        total / raw,
+        steady / raw
+    );
+    println!(
+        "(c') Quix Streams peer, the same topic: {:>9.0} events/s ({:.0}/s with its start-up; {} alerts) [{peer}]",
+        field(&peer, "events_per_s"),
+        field(&peer, "wall_events_per_s"),
+        field(&peer, "alerts"),
+    );
+    let rate = (total / 2.0).round();
+    // tansu answers a fetch at the end of a partition only after the
+    // consumer's fetch.wait.max.ms (500 ms by default), even when
+    // records arrive meanwhile; Kafka answers as soon as they do.
+    for wait in [None, Some(10)] {
+        let (p50, p99, max) = rt.block_on(bench_latency(broker, sim, cfg, model, rate, wait));
+        let fetch = wait.map_or("librdkafka's default fetch.wait.max.ms (500)".into(), |w| {
+            format!("fetch.wait.max.ms = {w}")
+        });
+        println!(
+            "(c'') event to commit at {rate:.0} events/s (half of (c)), {fetch}: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms"
+        );
     }
 }
