@@ -540,7 +540,18 @@ async fn bench_restore(
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let rows = std::env::var("BENCH_ROWS").unwrap_or_default();
-    let row = |r: &str| rows.is_empty() || rows.split(',').any(|x| x.trim() == r);
+    let picked: Vec<&str> = rows
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .collect();
+    if let Some(bad) = picked
+        .iter()
+        .find(|r| !["a", "b", "size", "c", "d"].contains(r))
+    {
+        panic!("BENCH_ROWS: unknown row {bad:?} (rows: a, b, size, c, d)");
+    }
+    let row = |r: &str| picked.is_empty() || picked.contains(&r);
     let cfg = Config::default();
     let model = model(&cfg);
     let (customers, days) = if full { (5000, 180) } else { (200, 60) };
@@ -630,11 +641,11 @@ fn main() {
 
     if full {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let broker = common::Broker::tansu();
         if row("c") {
-            broker_rows(&rt, &broker, &sim, &cfg, &model);
+            broker_rows(&rt, &sim, &cfg, &model);
         }
         if row("d") {
+            let broker = common::Broker::tansu();
             for (n, partitions) in [(100_000, 1), (400_000, 1), (100_000, 4)] {
                 let (secs, records, raw) =
                     rt.block_on(bench_restore(&broker, &sample, n, partitions));
@@ -658,13 +669,7 @@ fn main() {
 }
 
 /// Rows (c), (c') and (c'') on the tansu broker.
-fn broker_rows(
-    rt: &tokio::runtime::Runtime,
-    broker: &common::Broker,
-    sim: &[SimEvent],
-    cfg: &Config,
-    model: &Model,
-) {
+fn broker_rows(rt: &tokio::runtime::Runtime, sim: &[SimEvent], cfg: &Config, model: &Model) {
     let (total, steady, raw, peer) = rt.block_on(bench_broker(sim, cfg, model));
     println!("(c) end to end via tansu, committed:   {:>10.0} events/s ({steady:.0}/s after the consumer group joined)", total);
     println!(
@@ -678,6 +683,7 @@ fn broker_rows(
         field(&peer, "wall_events_per_s"),
         field(&peer, "alerts"),
     );
+    let broker = &common::Broker::tansu();
     let rate = (total / 2.0).round();
     // tansu answers a fetch at the end of a partition only after the
     // consumer's fetch.wait.max.ms (500 ms by default), even when
