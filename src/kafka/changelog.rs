@@ -168,7 +168,7 @@ impl<'a> Applier<'a> {
     }
 
     /// An applier into a partition that holds nothing yet (a full
-    /// restore): no state is read back per record.
+    /// restore): a customer's first record reads no state back.
     pub fn into_empty(store: &'a dyn Store, partition: i32) -> Self {
         Self {
             written: Some(Default::default()),
@@ -634,7 +634,8 @@ mod tests {
         );
         let m = store.meta(0).unwrap().unwrap();
         assert_eq!((m.next_offset, m.customers, m.changelog_next), (20, 1, 6));
-        // A full restore, which reads no state back, gives the same.
+        // A full restore, which reads state back only for a customer met
+        // again, gives the same.
         let fresh = MemStore::default();
         assert_eq!(replay_with(Applier::into_empty(&fresh, 0), &log, 0), 1);
         assert_eq!(fresh.customers(0).unwrap(), store.customers(0).unwrap());
