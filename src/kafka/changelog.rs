@@ -4,7 +4,7 @@
 //!
 //! Layout: changelog partition `p` holds input partition `p`'s state.
 //! - A state record: key = customer id, value = the stored state encoding
-//!   (version byte + bincode); a tombstone (null value) when the customer
+//!   (version byte + postcard); a tombstone (null value) when the customer
 //!   was erased.
 //! - A meta record, written after each batch's state records were
 //!   delivered: key = [`META_KEY`] (a single space, never a customer id),

@@ -646,6 +646,7 @@ pub enum SubStatus {
 pub struct Latest<T> {
     pub value: T,
     pub at: Millis,
+    #[serde(with = "fixed_hash")]
     pub tie: u64,
 }
 
@@ -725,6 +726,9 @@ pub struct CustomerState {
     /// Latest value per attribute key.
     pub attributes: BTreeMap<String, Latest<String>>,
     /// Recent (event time, event-id hash) pairs for de-duplication, sorted.
+    /// A hash is stored as its 8 bytes (a varint of a random number takes
+    /// 10).
+    #[serde(with = "fixed_hashes")]
     pub seen: Vec<(Millis, u64)>,
     /// Alert hysteresis state.
     pub alert: AlertState,
@@ -749,6 +753,40 @@ pub struct CustomerState {
     pub plan_value_first: Option<Latest<f64>>,
     /// Purchases, sessions and activity counts over the customer's life.
     pub engagement_events: f64,
+}
+
+/// An event-id hash stored as its 8 little-endian bytes. For bincode's
+/// fixed-width integers that is the same layout as a `u64`, so states
+/// written before this stay readable.
+mod fixed_hash {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &u64, s: S) -> Result<S::Ok, S::Error> {
+        h.to_le_bytes().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        <[u8; 8]>::deserialize(d).map(u64::from_le_bytes)
+    }
+}
+
+/// The de-duplication pairs, each hash as in [`fixed_hash`].
+mod fixed_hashes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::pipeline::event::Millis;
+
+    pub fn serialize<S: Serializer>(seen: &[(Millis, u64)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(seen.iter().map(|&(t, h)| (t, h.to_le_bytes())))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(Millis, u64)>, D::Error> {
+        let pairs = Vec::<(Millis, [u8; 8])>::deserialize(d)?;
+        Ok(pairs
+            .into_iter()
+            .map(|(t, h)| (t, u64::from_le_bytes(h)))
+            .collect())
+    }
 }
 
 /// Result of the de-duplication check.

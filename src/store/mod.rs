@@ -74,29 +74,40 @@ pub struct PartitionMeta {
     pub changelog_next: i64,
 }
 
-/// Encodes partition metadata for storage.
+/// Encodes partition metadata for storage: its four numbers as 8
+/// little-endian bytes each (the layout bincode gave it before).
 pub fn encode_meta(m: &PartitionMeta) -> Vec<u8> {
-    bincode::serialize(m).expect("serialising to a Vec cannot fail")
+    [
+        m.next_offset,
+        m.watermark,
+        m.customers as i64,
+        m.changelog_next,
+    ]
+    .iter()
+    .flat_map(|n| n.to_le_bytes())
+    .collect()
 }
 
 /// Decodes stored partition metadata; metadata written before the
-/// changelog existed (three fields) reads with `changelog_next` 0.
+/// changelog existed (three numbers) reads with `changelog_next` 0.
 pub fn decode_meta(bytes: &[u8], partition: i32) -> Result<PartitionMeta, StoreError> {
-    let corrupt = |e: bincode::Error| StoreError::Corrupt {
-        what: format!("partition {partition} metadata"),
-        message: e.to_string(),
-    };
-    if bytes.len() == 24 {
-        let (next_offset, watermark, customers): (i64, Millis, u64) =
-            bincode::deserialize(bytes).map_err(corrupt)?;
-        return Ok(PartitionMeta {
-            next_offset,
-            watermark,
-            customers,
-            changelog_next: 0,
+    if bytes.len() != 24 && bytes.len() != 32 {
+        return Err(StoreError::Corrupt {
+            what: format!("partition {partition} metadata"),
+            message: format!("{} bytes, not 24 or 32", bytes.len()),
         });
     }
-    bincode::deserialize(bytes).map_err(corrupt)
+    let n = |i: usize| {
+        bytes
+            .get(i * 8..i * 8 + 8)
+            .map_or(0, |b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    Ok(PartitionMeta {
+        next_offset: n(0),
+        watermark: n(1),
+        customers: n(2) as u64,
+        changelog_next: n(3),
+    })
 }
 
 /// Everything one batch changed in one partition, applied atomically.
@@ -158,12 +169,14 @@ pub trait Store: Send + Sync + 'static {
 // Compile-time check that the trait stays usable as `dyn Store`.
 const _: Option<&dyn Store> = None;
 
-/// State encoding version, the first byte of every stored state.
-/// Version 1 lacked the trailing `returned_at` and `contact` fields;
-/// version 2 the engagement-day fields (`first_engaged`, `engaged_days`,
-/// `day_bits`, `day_anchor`), `plan_value_first` and `engagement_events`,
-/// which a migrated state starts empty.
-const STATE_VERSION: u8 = 3;
+/// State encoding version, the first byte of every stored state and
+/// changelog record. Version 4 is postcard (varint integers, one-byte
+/// lengths). Versions 1-3 were bincode 1 and are still read: version 1
+/// lacked the trailing `returned_at` and `contact` fields; version 2 the
+/// engagement-day fields (`first_engaged`, `engaged_days`, `day_bits`,
+/// `day_anchor`), `plan_value_first` and `engagement_events`, which a
+/// migrated state starts empty.
+const STATE_VERSION: u8 = 4;
 
 type V3Tail = (
     Option<Millis>,
@@ -179,28 +192,38 @@ fn v3_tail() -> V3Tail {
     (None, 0, 0, 0, None, 0.0)
 }
 
-/// Encodes a customer state for storage (version byte + bincode).
+/// Encodes a customer state for storage (version byte + postcard).
 pub fn encode_state(s: &CustomerState) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+    let mut out = Vec::with_capacity(512);
     out.push(STATE_VERSION);
-    bincode::serialize_into(&mut out, s).expect("serialising to a Vec cannot fail");
-    out
+    postcard::to_extend(s, out).expect("serialising to a Vec cannot fail")
 }
 
-/// Decodes a stored customer state.
-pub fn decode_state(bytes: &[u8]) -> Result<CustomerState, StoreError> {
-    let corrupt = |e: bincode::Error| StoreError::Corrupt {
+fn corrupt_state(message: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
         what: "customer state".into(),
-        message: e.to_string(),
-    };
+        message: message.to_string(),
+    }
+}
+
+/// Decodes a stored customer state, of any version.
+pub fn decode_state(bytes: &[u8]) -> Result<CustomerState, StoreError> {
     match bytes.split_first() {
-        Some((&STATE_VERSION, rest)) => bincode::deserialize(rest).map_err(corrupt),
+        Some((&STATE_VERSION, rest)) => match postcard::take_from_bytes(rest) {
+            Ok((s, [])) => Ok(s),
+            Ok((_, extra)) => Err(corrupt_state(format!(
+                "{} bytes after the end of the state",
+                extra.len()
+            ))),
+            Err(e) => Err(corrupt_state(e)),
+        },
+        Some((3, rest)) => bincode::deserialize(rest).map_err(corrupt_state),
         // bincode writes fields back to back, so an older state followed by
-        // the later fields' defaults is a current state.
+        // the later fields' defaults is a version 3 state.
         Some((2, rest)) => {
             let mut v3 = rest.to_vec();
             bincode::serialize_into(&mut v3, &v3_tail()).expect("serialising to a Vec cannot fail");
-            bincode::deserialize(&v3).map_err(corrupt)
+            bincode::deserialize(&v3).map_err(corrupt_state)
         }
         Some((1, rest)) => {
             let mut v3 = rest.to_vec();
@@ -213,17 +236,19 @@ pub fn decode_state(bytes: &[u8]) -> Result<CustomerState, StoreError> {
                 ),
             )
             .expect("serialising to a Vec cannot fail");
-            bincode::deserialize(&v3).map_err(corrupt)
+            bincode::deserialize(&v3).map_err(corrupt_state)
         }
-        Some((v, _)) => Err(StoreError::Corrupt {
-            what: "customer state".into(),
-            message: format!("unknown state version {v}"),
-        }),
-        None => Err(StoreError::Corrupt {
-            what: "customer state".into(),
-            message: "empty value".into(),
-        }),
+        Some((v, _)) => Err(corrupt_state(format!("unknown state version {v}"))),
+        None => Err(corrupt_state("empty value")),
     }
+}
+
+/// The version 3 encoding (bincode 1), for tests that migrate old states.
+#[cfg(test)]
+pub(crate) fn encode_state_v3(s: &CustomerState) -> Vec<u8> {
+    let mut out = vec![3];
+    bincode::serialize_into(&mut out, s).expect("serialising to a Vec cannot fail");
+    out
 }
 
 #[cfg(test)]
@@ -308,9 +333,14 @@ mod tests {
         );
         let new = PartitionMeta {
             changelog_next: 9,
+            watermark: -3,
             ..m
         };
         assert_eq!(decode_meta(&encode_meta(&new), 0).unwrap(), new);
+        // The layout is the one bincode wrote, so stores from before read.
+        assert_eq!(encode_meta(&new), bincode::serialize(&new).unwrap());
+        let err = decode_meta(&[1, 2, 3], 4).unwrap_err().to_string();
+        assert!(err.contains("partition 4 metadata"), "{err}");
     }
 
     #[test]
@@ -340,10 +370,102 @@ mod tests {
         assert!(decode_state(&bad).is_err());
     }
 
+    /// A state with every field set, hashes and times at the extremes.
+    fn busy_state() -> CustomerState {
+        use crate::pipeline::contact::{Awaiting, PastAlert};
+        use crate::pipeline::features::{Latest, SubStatus};
+        use crate::pipeline::output::{Group, Retention};
+        let at = 1_764_000_000_000;
+        fn latest<T>(value: T) -> Latest<T> {
+            Latest {
+                value,
+                at: 1_764_000_000_000,
+                tie: u64::MAX - 7,
+            }
+        }
+        let mut s = CustomerState {
+            first_seen: i64::MIN,
+            last_seen: at,
+            last_engaged: Some(at - 5),
+            last_purchase: Some(-1),
+            purchases: u32::MAX,
+            refunds: 2,
+            gross: 1234.5678,
+            refunded: f64::MIN_POSITIVE,
+            tickets: 3,
+            complaints: 1,
+            payment_failures: 4,
+            rate_anchor: at,
+            rates: vec![0.0, 1.0 / 3.0, 7.25e-300, f64::MAX],
+            activity_rates: vec![("login".into(), vec![0.5, 0.0])],
+            subscription: Some(latest(SubStatus::Cancelled)),
+            plan_value: Some(latest(19.99)),
+            nps: Some(latest(9)),
+            consent: Some(latest(true)),
+            unsubscribed: Some(latest(false)),
+            seen: vec![(at, 0), (at, u64::MAX), (i64::MAX, 0x0123_4567_89ab_cdef)],
+            next_due: Some(i64::MAX),
+            returned_at: Some(at - 86_400_000),
+            first_engaged: Some(at - 10),
+            engaged_days: 17,
+            day_bits: u128::MAX >> 3,
+            day_anchor: 20_400,
+            plan_value_first: Some(latest(9.99)),
+            engagement_events: 41.0,
+            ..Default::default()
+        };
+        s.attributes
+            .insert("country".into(), latest("ü-ß \"x\"".to_string()));
+        s.alert.active = true;
+        s.alert.count = 2;
+        s.alert.last_alert_at = Some(at);
+        s.alert.last_probability = 0.8125;
+        s.contact.sent = vec![at - 1, at];
+        s.contact.awaiting = Some(Awaiting {
+            alert_id: "a-1".into(),
+            alerted_at: at,
+            due: at + 1,
+            campaign_id: Some("winback".into()),
+            group: Group::Treated,
+        });
+        s.contact.history = vec![PastAlert {
+            alert_id: "a-0".into(),
+            at: at - 100,
+            probability: 0.75,
+            risk_tier: "high".into(),
+            campaign_id: None,
+            group: Group::Holdout,
+            outcome: Some(Retention::Retained),
+        }];
+        s
+    }
+
+    #[test]
+    fn every_field_survives_the_compact_encoding_and_a_v3_migration() {
+        let s = busy_state();
+        let v4 = encode_state(&s);
+        assert_eq!(v4[0], 4);
+        assert_eq!(decode_state(&v4).unwrap(), s);
+        let v3 = encode_state_v3(&s);
+        assert_eq!(decode_state(&v3).unwrap(), s, "a version 3 state reads");
+        assert!(
+            v4.len() < v3.len() * 3 / 4,
+            "compact: {} bytes against {} before",
+            v4.len(),
+            v3.len()
+        );
+        // Truncated or padded bytes are refused, not misread.
+        assert!(decode_state(&v4[..v4.len() - 1]).is_err());
+        let mut padded = v4.clone();
+        padded.push(0);
+        let err = decode_state(&padded).unwrap_err().to_string();
+        assert!(err.contains("after the end"), "{err}");
+    }
+
     #[test]
     fn version_1_and_2_states_still_load() {
         let s = state(3);
-        let v3 = encode_state(&s);
+        let v3 = encode_state_v3(&s);
         let v3_fields = bincode::serialize(&v3_tail()).unwrap();
         assert!(v3.ends_with(&v3_fields));
         let mut v2 = v3[..v3.len() - v3_fields.len()].to_vec();
@@ -367,7 +489,7 @@ mod tests {
         s.engaged_days = 9;
         s.day_bits = 0b1011;
         s.day_anchor = 20_000;
-        let v3 = encode_state(&s);
+        let v3 = encode_state_v3(&s);
         let tail = bincode::serialize(&(
             Some(5i64),
             9u32,

@@ -3,7 +3,7 @@
 //! Keys inside a partition's tree:
 //! - `c` + customer id → encoded [`CustomerState`]
 //! - `d` + due time (8 bytes, order-preserving) + customer id → empty
-//! - `m` → bincode [`PartitionMeta`]
+//! - `m` → [`PartitionMeta`] (four little-endian `i64`s)
 //!
 //! States that cannot be decoded are copied to the `quarantine` tree, keyed
 //! by partition, customer id and the first 8 bytes of their SHA-256 (hex).
