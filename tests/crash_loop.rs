@@ -9,21 +9,34 @@ mod common;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use churn_alert::config::StoreEngine;
 use churn_alert::offline::simulate::{SimConfig, Simulator};
-use churn_alert::store::{SledStore, Store};
+use churn_alert::service::open_store;
 use common::*;
 use rand::{Rng, SeedableRng};
-
-const KILLS: usize = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "about 4 minutes; scripts/test.sh runs it with --ignored"]
 async fn sigkill_loop_leaves_state_exact_and_loses_no_alert() {
+    crash_loop(StoreEngine::Sled, 20).await;
+}
+
+/// The same with the fjall engine, killed 6 times (a restart's length is
+/// mostly the broker's group join, the same for either engine, so fewer
+/// kills keep the suite's time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "about 2.5 minutes; scripts/test.sh runs it with --ignored"]
+async fn sigkill_loop_on_fjall_leaves_state_exact_and_loses_no_alert() {
+    crash_loop(StoreEngine::Fjall, 6).await;
+}
+
+async fn crash_loop(engine: StoreEngine, kills: usize) {
     let broker = Broker::tansu();
     let dir = tempfile::tempdir().unwrap();
     // The killed process is configured by its environment only (default
     // policy: quiet hours, a 10% holdout); the clean run must match it.
-    let base = process_config(&broker, dir.path());
+    let mut base = process_config(&broker, dir.path());
+    base.store.engine = engine;
     let clean = named_run(&base, "clean", dir.path());
     let mut crash = named_run(&base, "crash", dir.path());
     broker.create_topics(&clean).await;
@@ -43,7 +56,7 @@ async fn sigkill_loop_leaves_state_exact_and_loses_no_alert() {
     assert!(customers.len() >= 4900);
     let producer = one_record_batches(&broker);
     let mut high = BTreeMap::new();
-    let mut chunks = events.chunks(events.len() / (KILLS + 1) + 1);
+    let mut chunks = events.chunks(events.len() / (kills + 1) + 1);
 
     // The crash loop: the real binary (a static group member, as in the
     // StatefulSet) consumes while more events arrive, and is killed at a
@@ -54,7 +67,7 @@ async fn sigkill_loop_leaves_state_exact_and_loses_no_alert() {
     let admin: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let (mut progress, mut recovery) = (Vec::new(), Vec::new());
     let mut stuck = 0;
-    for _ in 0..KILLS {
+    for _ in 0..kills {
         produce_events(
             &producer,
             &base.kafka.input_topic,
@@ -97,7 +110,7 @@ async fn sigkill_loop_leaves_state_exact_and_loses_no_alert() {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..1500))).await;
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        let store = SledStore::open(&crash.store.path).unwrap();
+        let store = open_store(&crash).unwrap();
         progress.push(
             (0..PARTITIONS)
                 .map(|p| store.meta(p).unwrap().map_or(0, |m| m.next_offset))
@@ -137,7 +150,7 @@ async fn sigkill_loop_leaves_state_exact_and_loses_no_alert() {
         .filter(|id| got.get(*id) != expected.get(*id))
         .collect();
     if !mismatched.is_empty() {
-        for i in 0..KILLS {
+        for i in 0..kills {
             let log = std::fs::read_to_string(dir.path().join(format!("crash-{i}.log")))
                 .unwrap_or_default();
             for l in log
@@ -236,7 +249,7 @@ async fn sigkill_loop_leaves_state_exact_and_loses_no_alert() {
     assert!(held_out > 0, "the default 10% holdout drew nobody");
     let duplicated: usize = counts.values().map(|n| n - 1).sum();
     eprintln!(
-        "crash loop: {KILLS} SIGKILLs, {} events, {} customers, 0 state mismatches, {} alerts, {} redelivered copies",
+        "crash loop ({engine:?}): {kills} SIGKILLs, {} events, {} customers, 0 state mismatches, {} alerts, {} redelivered copies",
         events.len(),
         expected.len(),
         clean_alerts.len(),

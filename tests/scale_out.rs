@@ -10,8 +10,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use churn_alert::config::Config;
+use churn_alert::config::StoreEngine;
 use churn_alert::offline::simulate::{SimConfig, Simulator};
-use churn_alert::store::{SledStore, Store};
+use churn_alert::service::open_store;
+use churn_alert::store::Store;
 use common::*;
 use rdkafka::producer::FutureRecord;
 use rdkafka::ClientConfig;
@@ -146,9 +148,21 @@ async fn wait_all_owned(live: &[&Instance], within: Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "about 3 minutes; scripts/test.sh runs it with --ignored"]
 async fn three_instances_lose_one_gain_an_empty_one_and_match_a_single_run() {
+    scale_out(StoreEngine::Sled).await;
+}
+
+/// The same with every instance on the fjall engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "about 3 minutes; scripts/test.sh runs it with --ignored"]
+async fn on_fjall_three_instances_lose_one_gain_an_empty_one_and_match_a_single_run() {
+    scale_out(StoreEngine::Fjall).await;
+}
+
+async fn scale_out(engine: StoreEngine) {
     let broker = Broker::tansu();
     let dir = tempfile::tempdir().unwrap();
-    let base = process_config(&broker, dir.path());
+    let mut base = process_config(&broker, dir.path());
+    base.store.engine = engine;
     let clean = named_run(&base, "single", dir.path());
     let mut scale = named_run(&base, "scale", dir.path());
     // tansu 0.6 expires a dead static member on another member's heartbeat
@@ -324,10 +338,10 @@ async fn three_instances_lose_one_gain_an_empty_one_and_match_a_single_run() {
 
     // The union of the owners' state: per partition, the store that got
     // furthest (the current owner; the killed one's store is behind).
-    let stores: Vec<(&str, SledStore)> = live
+    let stores: Vec<(&str, std::sync::Arc<dyn Store>)> = live
         .iter()
         .chain([&b])
-        .map(|i| (i.name, SledStore::open(&i.cfg.store.path).unwrap()))
+        .map(|i| (i.name, open_store(&i.cfg).unwrap()))
         .collect();
     let mut got = BTreeMap::new();
     let mut owners = Vec::new();

@@ -80,17 +80,18 @@ pub struct Config {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `sled` (on disk, survives restarts) or `memory` (for tests: lost on
+    /// `sled` (on disk, survives restarts), `fjall` (on disk, an LSM tree:
+    /// smaller on disk) or `memory` (for tests: lost on
     /// exit, so offsets are not committed to Kafka and each start replays
     /// from `kafka.auto_offset_reset`).
     pub engine: StoreEngine,
-    /// Directory of the sled database.
+    /// Directory of the database (sled or fjall).
     pub path: PathBuf,
-    /// sled's background flush interval in milliseconds: how much of the
+    /// The engine's background flush interval in milliseconds: how much of the
     /// latest committed work a crash can take back. Offsets are stored with
     /// the state, so that work is replayed from Kafka, not lost.
     pub flush_every_ms: u64,
-    /// Flush (fsync) sled after every committed batch, so a commit is
+    /// Flush (fsync) the engine after every committed batch, so a commit is
     /// durable before the next batch is fetched. Off: durable at the next
     /// background flush; a crash then replays up to `flush_every_ms` of work.
     pub flush_on_commit: bool,
@@ -111,8 +112,10 @@ impl Default for StoreConfig {
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreEngine {
-    /// On disk: survives restarts.
+    /// On disk: survives restarts. The default.
     Sled,
+    /// On disk in fjall, an LSM tree: survives restarts, smaller on disk.
+    Fjall,
     /// In memory: lost on restart (tests, demos).
     Memory,
 }

@@ -16,7 +16,7 @@ use crate::service::committer::Committer;
 use crate::service::main_loop::MainLoop;
 use crate::service::partitions::Partitions;
 use crate::service::processor::Processor;
-use crate::store::{MemStore, SledStore, Store, StoreError};
+use crate::store::{FjallStore, MemStore, SledStore, Store, StoreError};
 use crate::telemetry::events::ModelInUse;
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
@@ -79,6 +79,10 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match config.store.engine {
         StoreEngine::Memory => Arc::new(MemStore::default()),
         StoreEngine::Sled => Arc::new(SledStore::open_with(
+            &config.store.path,
+            Some(config.store.flush_every_ms),
+        )?),
+        StoreEngine::Fjall => Arc::new(FjallStore::open_with(
             &config.store.path,
             Some(config.store.flush_every_ms),
         )?),

@@ -7,9 +7,12 @@
 //! partition is applied atomically: the offset a partition has consumed is
 //! always stored together with the state it produced.
 
+mod fjall_store;
+mod keys;
 mod mem;
 mod sled_store;
 
+pub use fjall_store::FjallStore;
 pub use mem::MemStore;
 pub use sled_store::SledStore;
 
@@ -28,6 +31,13 @@ pub enum StoreError {
         context: String,
         #[source]
         source: sled::Error,
+    },
+    /// The fjall engine failed (`context`: what was being done).
+    #[error("state store: {context}: {source}")]
+    Fjall {
+        context: String,
+        #[source]
+        source: fjall::Error,
     },
     /// An I/O failure outside the engine (or injected by a test).
     #[error("state store I/O failed: {0}")]
@@ -52,9 +62,23 @@ impl Classify for StoreError {
                 source: sled::Error::Unsupported(_),
                 ..
             } => ErrorClass::Config,
-            Self::Sled { .. } | Self::Io(_) | Self::BackupUnavailable { .. } => {
-                ErrorClass::Transient
-            }
+            // A failed write poisons fjall for good (it asks to be
+            // restarted and recovered); what it cannot read back is damaged.
+            Self::Fjall {
+                source:
+                    fjall::Error::Poisoned
+                    | fjall::Error::Unrecoverable
+                    | fjall::Error::JournalRecovery(_)
+                    | fjall::Error::InvalidVersion(_)
+                    | fjall::Error::Decompress(_)
+                    | fjall::Error::InvalidTrailer
+                    | fjall::Error::InvalidTag(_),
+                ..
+            } => ErrorClass::Corrupt,
+            Self::Sled { .. }
+            | Self::Fjall { .. }
+            | Self::Io(_)
+            | Self::BackupUnavailable { .. } => ErrorClass::Transient,
         }
     }
 }
@@ -359,6 +383,24 @@ mod tests {
         assert_eq!(s.meta(5).unwrap().unwrap().next_offset, 10);
         assert_eq!(s.get(5, "a").unwrap().unwrap().purchases, 1);
         assert_eq!(s.meta(3).unwrap(), None, "dropped partitions stay dropped");
+    }
+
+    #[test]
+    fn fjall_store_scenario_and_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = FjallStore::open_with(dir.path(), Some(5)).unwrap();
+            scenario(&s);
+        }
+        let s = FjallStore::open(dir.path()).unwrap();
+        assert_eq!(s.meta(5).unwrap().unwrap().next_offset, 10);
+        assert_eq!(s.get(5, "a").unwrap().unwrap().purchases, 1);
+        assert_eq!(s.meta(3).unwrap(), None, "dropped partitions stay dropped");
+        assert_eq!(s.partitions().unwrap(), vec![5]);
+        // A quarantined state is kept aside and its due entries go.
+        s.quarantine(5, "a").unwrap();
+        assert_eq!(s.quarantined().unwrap().len(), 1);
+        assert_eq!(s.due(5, i64::MAX, 10).unwrap(), vec![(50, "b".into())]);
     }
 
     #[test]

@@ -1,9 +1,5 @@
-//! sled-backed [`Store`]: one sled tree per input partition.
-//!
-//! Keys inside a partition's tree:
-//! - `c` + customer id → encoded [`CustomerState`]
-//! - `d` + due time (8 bytes, order-preserving) + customer id → empty
-//! - `m` → [`PartitionMeta`] (four little-endian `i64`s)
+//! sled-backed [`Store`]: one sled tree per input partition, keyed as in
+//! [`keys`](super::keys).
 //!
 //! States that cannot be decoded are copied to the `quarantine` tree, keyed
 //! by partition, customer id and the first 8 bytes of their SHA-256 (hex).
@@ -17,15 +13,15 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
+use super::keys::{
+    customer_of, due_key, due_key_is_for, due_range, parse_due_key, partition_name, partition_of,
+    quarantine_key, state_key, DUE_PREFIX, META_KEY, QUARANTINE, STATE_PREFIX,
+};
 use super::{
     decode_meta, decode_state, encode_meta, encode_state, Commit, PartitionMeta, Store, StoreError,
 };
 use crate::pipeline::event::Millis;
 use crate::pipeline::features::CustomerState;
-
-const TREE_PREFIX: &str = "partition-";
-const META_KEY: &[u8] = b"m";
-const QUARANTINE: &str = "quarantine";
 
 /// Customer state in a sled database on disk.
 pub struct SledStore {
@@ -38,26 +34,6 @@ fn io(source: sled::Error) -> StoreError {
         context: "read or write".into(),
         source,
     }
-}
-
-/// Due time as 8 bytes that sort like the signed number.
-fn due_bytes(t: Millis) -> [u8; 8] {
-    ((t as u64) ^ (1 << 63)).to_be_bytes()
-}
-
-fn due_key(t: Millis, customer: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(9 + customer.len());
-    k.push(b'd');
-    k.extend_from_slice(&due_bytes(t));
-    k.extend_from_slice(customer.as_bytes());
-    k
-}
-
-fn state_key(customer: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + customer.len());
-    k.push(b'c');
-    k.extend_from_slice(customer.as_bytes());
-    k
 }
 
 impl SledStore {
@@ -135,10 +111,7 @@ impl SledStore {
         if let Some(t) = trees.get(&partition) {
             return Ok(t.clone());
         }
-        let t = self
-            .db
-            .open_tree(format!("{TREE_PREFIX}{partition}"))
-            .map_err(io)?;
+        let t = self.db.open_tree(partition_name(partition)).map_err(io)?;
         trees.insert(partition, t.clone());
         Ok(t)
     }
@@ -149,24 +122,20 @@ impl Store for SledStore {
         let tree = self.tree(partition)?;
         let key = state_key(customer);
         if let Some(raw) = tree.get(key).map_err(io)? {
-            // Keyed by the bytes' hash: a batch tried again copies the same
-            // bytes to the same place. The state itself stays until the
-            // batch's commit replaces it, so a batch that fails before its
-            // commit finds the damage again.
-            use sha2::Digest;
-            let hash = sha2::Sha256::digest(&raw);
-            let short: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+            // The state itself stays until the batch's commit replaces it,
+            // so a batch that fails before its commit finds the damage
+            // again.
             self.db
                 .open_tree(QUARANTINE)
                 .map_err(io)?
-                .insert(format!("{partition}/{customer}/{short}"), raw)
+                .insert(quarantine_key(partition, customer, &raw), raw)
                 .map_err(io)?;
         }
         // Its due-index entries (their time was in the state that cannot
         // be read): found by the customer id that ends their keys.
-        for item in tree.scan_prefix(b"d") {
+        for item in tree.scan_prefix(DUE_PREFIX) {
             let (k, _) = item.map_err(io)?;
-            if k.len() == 9 + customer.len() && &k[9..] == customer.as_bytes() {
+            if due_key_is_for(&k, customer) {
                 tree.remove(k).map_err(io)?;
             }
         }
@@ -197,25 +166,11 @@ impl Store for SledStore {
         if from > up_to {
             return Ok(Vec::new());
         }
-        let tree = self.tree(partition)?;
-        let mut start = vec![b'd'];
-        start.extend_from_slice(&due_bytes(from));
-        let mut end = vec![b'd'];
-        end.extend_from_slice(&due_bytes(up_to));
-        end.push(0xff);
+        let (start, end) = due_range(from, up_to);
         let mut out = Vec::new();
-        for item in tree.range(start..end).take(limit) {
+        for item in self.tree(partition)?.range(start..end).take(limit) {
             let (k, _) = item.map_err(io)?;
-            if k.len() < 9 {
-                continue;
-            }
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&k[1..9]);
-            let t = (u64::from_be_bytes(b) ^ (1 << 63)) as Millis;
-            if t > up_to {
-                break;
-            }
-            out.push((t, String::from_utf8_lossy(&k[9..]).into_owned()));
+            out.extend(parse_due_key(&k));
         }
         Ok(out)
     }
@@ -248,13 +203,7 @@ impl Store for SledStore {
             .db
             .tree_names()
             .iter()
-            .filter_map(|n| {
-                std::str::from_utf8(n)
-                    .ok()?
-                    .strip_prefix(TREE_PREFIX)?
-                    .parse()
-                    .ok()
-            })
+            .filter_map(|n| partition_of(n))
             .filter(|p| self.meta(*p).ok().flatten().is_some())
             .collect();
         v.sort();
@@ -267,19 +216,16 @@ impl Store for SledStore {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&partition);
         self.db
-            .drop_tree(format!("{TREE_PREFIX}{partition}"))
+            .drop_tree(partition_name(partition))
             .map(|_| ())
             .map_err(io)
     }
 
     fn customers(&self, partition: i32) -> Result<Vec<(String, CustomerState)>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tree(partition)?.scan_prefix(b"c") {
+        for item in self.tree(partition)?.scan_prefix(STATE_PREFIX) {
             let (k, v) = item.map_err(io)?;
-            out.push((
-                String::from_utf8_lossy(&k[1..]).into_owned(),
-                decode_state(&v)?,
-            ));
+            out.push((customer_of(&k), decode_state(&v)?));
         }
         Ok(out)
     }

@@ -161,6 +161,13 @@ pub fn spawn_service(cfg: &Config, port: u16, log: &Path) -> Proc {
         .env("CHURN_ALERT__KAFKA__OUTCOMES_TOPIC", &k.outcomes_topic)
         .env("CHURN_ALERT__KAFKA__CHANGELOG_TOPIC", &k.changelog_topic)
         .env("CHURN_ALERT__STORE__PATH", &cfg.store.path)
+        .env(
+            "CHURN_ALERT__STORE__ENGINE",
+            serde_json::to_value(cfg.store.engine)
+                .unwrap()
+                .as_str()
+                .unwrap(),
+        )
         .env("CHURN_ALERT__CLOCK__MODE", "event")
         .env("CHURN_ALERT__ADMIN__LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "warn,churn_alert=info")
