@@ -27,14 +27,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use churn_alert::config::Config;
+use churn_alert::config::{Config, StoreEngine};
 use churn_alert::offline::simulate::{SimConfig, SimEvent, Simulator};
 use churn_alert::pipeline::event::{Event, DAY_MS};
 use churn_alert::pipeline::features::CustomerState;
 use churn_alert::pipeline::model::Model;
 use churn_alert::pipeline::step;
 use churn_alert::service::processor::{ClockMode, InMessage, Processor};
-use churn_alert::store::{Commit, PartitionMeta, SledStore, Store};
+use churn_alert::store::{Commit, FjallStore, PartitionMeta, SledStore, Store};
 use churn_alert::telemetry::metrics::Count;
 use churn_alert::telemetry::metrics::Metrics;
 use rdkafka::config::ClientConfig;
@@ -98,7 +98,19 @@ fn bench_step(events: &[Event], cfg: &Config, model: &Model, rounds: usize) -> f
     per_sec(events.len() * rounds, start.elapsed())
 }
 
-fn bench_sled(
+/// A fresh store of the engine in `dir`.
+fn open_engine(engine: StoreEngine, dir: &std::path::Path) -> Arc<dyn Store> {
+    match engine {
+        StoreEngine::Sled => Arc::new(SledStore::open(dir).unwrap()),
+        StoreEngine::Fjall => Arc::new(FjallStore::open(dir).unwrap()),
+        StoreEngine::Memory => Arc::new(churn_alert::store::MemStore::default()),
+    }
+}
+
+const ENGINES: [StoreEngine; 2] = [StoreEngine::Sled, StoreEngine::Fjall];
+
+fn bench_store(
+    engine: StoreEngine,
     msgs: &[InMessage],
     cfg: &Config,
     model: &Model,
@@ -107,7 +119,7 @@ fn bench_sled(
     flush_on_commit: bool,
 ) -> (f64, u64, usize) {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    let store = open_engine(engine, dir.path());
     let mut p = Processor::new(
         cfg.feature_spec(),
         cfg.validator(),
@@ -137,10 +149,11 @@ fn bench_sled(
     )
 }
 
-/// Writes `n` customers (copies of real simulated states) and measures sled's size.
-fn bytes_per_customer(sample: &[CustomerState], n: usize) -> (f64, f64) {
+/// Writes `n` customers (copies of real simulated states) and measures the
+/// engine's size on disk once it is closed.
+fn bytes_per_customer(engine: StoreEngine, sample: &[CustomerState], n: usize) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = open_engine(engine, dir.path());
     let encoded: usize = sample
         .iter()
         .map(|s| churn_alert::store::encode_state(s).len())
@@ -284,16 +297,25 @@ async fn bench_latency(
     }
     broker.create_topics_with(&cfg, 4).await;
     let service = churn_alert::service::Service::with_model(cfg.clone(), model.clone()).unwrap();
-    let store = service.store.clone();
+    let (store, health) = (service.store.clone(), service.health.clone());
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(service.run(stop.clone()));
+    // The stream starts once the service is ready (its group joined, its
+    // partitions assigned): the figure is the steady state, not the join.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while health.check().is_err() {
+        assert!(Instant::now() < deadline, "the service never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Committed offsets, sampled.
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
         let (store, done) = (store.clone(), done.clone());
         std::thread::spawn(move || {
             let mut samples: Vec<(Instant, [i64; 4])> = Vec::new();
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            loop {
+                // Read after `done` is seen, so the last commit is sampled.
+                let last = done.load(std::sync::atomic::Ordering::Relaxed);
                 let mut next = [0i64; 4];
                 for (p, n) in next.iter_mut().enumerate() {
                     *n = store.meta(p as i32).unwrap().map_or(0, |m| m.next_offset);
@@ -301,9 +323,11 @@ async fn bench_latency(
                 if samples.last().is_none_or(|(_, last)| *last != next) {
                     samples.push((Instant::now(), next));
                 }
+                if last {
+                    break samples;
+                }
                 std::thread::sleep(Duration::from_millis(1));
             }
-            samples
         })
     };
     // An upstream producer with librdkafka's default linger (tansu takes
@@ -456,7 +480,8 @@ async fn bench_restore(
     sample: &[CustomerState],
     n: usize,
     partitions: i32,
-) -> (f64, u64, f64) {
+    engines: &[StoreEngine],
+) -> (Vec<(f64, u64)>, f64) {
     let mut cfg = Config::default();
     cfg.kafka.brokers = broker.bootstrap();
     cfg.kafka.changelog_topic = format!("restore-bench-{n}-{partitions}");
@@ -506,15 +531,26 @@ async fn bench_restore(
         &cfg.kafka.changelog_topic,
         &(0..partitions).map(|p| (p, written)).collect(),
     );
+    let restored = engines
+        .iter()
+        .map(|&engine| restore_into(engine, &cfg, n, partitions))
+        .collect();
+    (restored, raw)
+}
+
+/// Restores `partitions` changelog partitions at once into a fresh store of
+/// the engine: (seconds, records read).
+fn restore_into(engine: StoreEngine, cfg: &Config, n: usize, partitions: i32) -> (f64, u64) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = open_engine(engine, dir.path());
+    let store = store.as_ref();
     let metrics = Metrics::new();
     let cancel = std::sync::atomic::AtomicBool::new(false);
     let start = Instant::now();
     let records: u64 = std::thread::scope(|scope| {
         let restores: Vec<_> = (0..partitions)
             .map(|p| {
-                let (cfg, store, metrics, cancel) = (&cfg, &store, &metrics, &cancel);
+                let (metrics, cancel) = (&metrics, &cancel);
                 scope.spawn(move || {
                     churn_alert::kafka::changelog::restore(&cfg.kafka, p, store, metrics, cancel)
                         .unwrap()
@@ -534,7 +570,7 @@ async fn bench_restore(
     for p in 0..partitions {
         assert_eq!(store.customers(p).unwrap().len(), n);
     }
-    (seconds, records, raw)
+    (seconds, records)
 }
 
 fn main() {
@@ -594,27 +630,34 @@ fn main() {
     let mut b = None;
     if !full || row("b") {
         let msgs = messages(&sim, 4);
-        let (bw, _, writes) = bench_sled(&msgs, &cfg, &model, 2000, ClockMode::Wall, true);
+        let sled = StoreEngine::Sled;
+        let (bw, _, writes) = bench_store(sled, &msgs, &cfg, &model, 2000, ClockMode::Wall, true);
         let b = *b.insert(bw);
         println!("(b) decode + step + sled commit:       {:>10.0} events/s (batches of 2000, flushed at each commit, {writes} state writes)", b);
-        let (lazy, _, _) = bench_sled(&msgs, &cfg, &model, 2000, ClockMode::Wall, false);
+        let (lazy, _, _) = bench_store(sled, &msgs, &cfg, &model, 2000, ClockMode::Wall, false);
         println!(
             "    the same, background flush only:   {:>10.0} events/s (store.flush_on_commit = false)",
             lazy
         );
         // Small batches (a quiet live stream): one fsync per 50 events.
         let few = &msgs[..msgs.len().min(if full { 100_000 } else { 5_000 })];
-        let (small, _, _) = bench_sled(few, &cfg, &model, 50, ClockMode::Wall, true);
-        let (small_lazy, _, _) = bench_sled(few, &cfg, &model, 50, ClockMode::Wall, false);
+        let (small, _, _) = bench_store(sled, few, &cfg, &model, 50, ClockMode::Wall, true);
+        let (small_lazy, _, _) = bench_store(sled, few, &cfg, &model, 50, ClockMode::Wall, false);
         println!(
             "    batches of 50, flushed / not:      {small:>10.0} / {small_lazy:.0} events/s ({} events)",
             few.len()
         );
         let (replay, rescored, writes) =
-            bench_sled(&msgs, &cfg, &model, 2000, ClockMode::Event, true);
+            bench_store(sled, &msgs, &cfg, &model, 2000, ClockMode::Event, true);
         println!(
             "    the same replayed in event time:   {:>10.0} events/s (+{rescored} silent re-scores, {writes} state writes)",
             replay
+        );
+        let fjall = StoreEngine::Fjall;
+        let (fw, _, _) = bench_store(fjall, &msgs, &cfg, &model, 2000, ClockMode::Wall, true);
+        let (fs, _, _) = bench_store(fjall, few, &cfg, &model, 50, ClockMode::Wall, true);
+        println!(
+            "    fjall instead of sled:             {fw:>10.0} events/s (batches of 2000, flushed at each commit); batches of 50: {fs:.0}"
         );
     }
 
@@ -632,11 +675,13 @@ fn main() {
     let n = if full { 1_000_000 } else { 10_000 };
     let mut disk = None;
     if !full || row("size") {
-        let (d, enc) = bytes_per_customer(&sample, n);
-        disk = Some(d);
-        println!(
-            "sled state: {d:.0} bytes/customer on disk for {n} customers ({enc:.0} bytes encoded)"
-        );
+        for engine in ENGINES {
+            let (d, enc) = bytes_per_customer(engine, &sample, n);
+            disk = Some(d);
+            println!(
+                "{engine:?} state: {d:.0} bytes/customer on disk for {n} customers ({enc:.0} bytes encoded)"
+            );
+        }
     }
 
     if full {
@@ -647,22 +692,26 @@ fn main() {
         if row("d") {
             let broker = common::Broker::tansu();
             for (n, partitions) in [(100_000, 1), (400_000, 1), (100_000, 4)] {
-                let (secs, records, raw) =
-                    rt.block_on(bench_restore(&broker, &sample, n, partitions));
+                let (restored, raw) =
+                    rt.block_on(bench_restore(&broker, &sample, n, partitions, &ENGINES));
                 let all = n * partitions as usize;
-                println!(
-                    "(d) restore from the changelog (tansu): {partitions} partition(s) of {n} customers at once ({records} records) in {secs:.2} s = {:.0} customers/s; a plain consumer reads the same partitions at {raw:.0} records/s",
-                    all as f64 / secs,
-                );
+                for (engine, (secs, records)) in ENGINES.iter().zip(restored) {
+                    println!(
+                        "(d) restore from the changelog (tansu) into {engine:?}: {partitions} partition(s) of {n} customers at once ({records} records) in {secs:.2} s = {:.0} customers/s; a plain consumer reads the same partitions at {raw:.0} records/s",
+                        all as f64 / secs,
+                    );
+                }
             }
         }
     } else {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let broker = common::Broker::mock();
-        let (secs, _, _) = rt.block_on(bench_restore(&broker, &sample, 5_000, 2));
-        println!(
-            "(d) restore smoke pass (mock cluster): 2 partitions of 5000 customers in {secs:.2} s"
-        );
+        let (restored, _) = rt.block_on(bench_restore(&broker, &sample, 5_000, 2, &ENGINES));
+        for (engine, (secs, _)) in ENGINES.iter().zip(restored) {
+            println!(
+                "(d) restore smoke pass (mock cluster) into {engine:?}: 2 partitions of 5000 customers in {secs:.2} s"
+            );
+        }
         assert!(a > Some(0.0) && b > Some(0.0) && disk > Some(0.0));
         println!("(c) skipped in the smoke pass; run `cargo bench --bench throughput`");
     }

@@ -22,7 +22,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::keys::{
     customer_of, due_key, due_key_is_for, due_range, parse_due_key, partition_name, partition_of,
-    quarantine_key, state_key, DUE_PREFIX, META_KEY, QUARANTINE, STATE_PREFIX,
+    quarantine_key, refuse_other_engine, state_key, DUE_PREFIX, META_KEY, QUARANTINE, STATE_PREFIX,
 };
 use super::{
     decode_meta, decode_state, encode_meta, encode_state, Commit, PartitionMeta, Store, StoreError,
@@ -50,6 +50,7 @@ impl FjallStore {
     /// Opens (or creates) the database in `dir`, made durable every
     /// `flush_every_ms` (`None`: only on [`Store::flush`]).
     pub fn open_with(dir: &Path, flush_every_ms: Option<u64>) -> Result<Self, StoreError> {
+        refuse_other_engine(dir, "fjall")?;
         // As with sled, a store closed in this process may hold the
         // directory's lock for a moment after it is dropped.
         let deadline = Instant::now() + Duration::from_secs(10);

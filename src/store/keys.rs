@@ -90,6 +90,31 @@ pub fn quarantine_key(partition: i32, customer: &str, raw: &[u8]) -> String {
     format!("{partition}/{customer}/{short}")
 }
 
+/// Files that mark a directory as one engine's.
+const MARKERS: [(&str, [&str; 2]); 2] = [
+    ("sled", ["conf", "db"]),
+    ("fjall", ["version", "keyspaces"]),
+];
+
+/// Refuses a directory that holds the other engine's database (each
+/// engine would otherwise open it as a new, empty one beside the other's
+/// files).
+pub fn refuse_other_engine(
+    dir: &std::path::Path,
+    wanted: &'static str,
+) -> Result<(), super::StoreError> {
+    for (found, files) in MARKERS {
+        if found != wanted && files.iter().all(|f| dir.join(f).exists()) {
+            return Err(super::StoreError::OtherEngine {
+                path: dir.display().to_string(),
+                found,
+                wanted,
+            });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,6 +39,13 @@ pub enum StoreError {
         #[source]
         source: fjall::Error,
     },
+    /// The state directory belongs to the other on-disk engine.
+    #[error("state directory {path} holds a {found} database, not {wanted}: set store.engine = \"{found}\", or point store.path at an empty directory (its partitions then restore from the changelog)")]
+    OtherEngine {
+        path: String,
+        found: &'static str,
+        wanted: &'static str,
+    },
     /// An I/O failure outside the engine (or injected by a test).
     #[error("state store I/O failed: {0}")]
     Io(#[from] std::io::Error),
@@ -58,6 +65,7 @@ impl Classify for StoreError {
                 ..
             }
             | Self::Corrupt { .. } => ErrorClass::Corrupt,
+            Self::OtherEngine { .. } => ErrorClass::Config,
             Self::Sled {
                 source: sled::Error::Unsupported(_),
                 ..
@@ -401,6 +409,20 @@ mod tests {
         s.quarantine(5, "a").unwrap();
         assert_eq!(s.quarantined().unwrap().len(), 1);
         assert_eq!(s.due(5, i64::MAX, 10).unwrap(), vec![(50, "b".into())]);
+    }
+
+    #[test]
+    fn one_engine_refuses_the_others_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let sled_dir = dir.path().join("sled");
+        scenario(&SledStore::open(&sled_dir).unwrap());
+        let err = FjallStore::open(&sled_dir).err().expect("refused");
+        assert!(err.to_string().contains("holds a sled database"), "{err}");
+        assert_eq!(err.class(), ErrorClass::Config);
+        let fjall_dir = dir.path().join("fjall");
+        scenario(&FjallStore::open(&fjall_dir).unwrap());
+        let err = SledStore::open(&fjall_dir).err().expect("refused");
+        assert!(err.to_string().contains("holds a fjall database"), "{err}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use super::keys::{
     customer_of, due_key, due_key_is_for, due_range, parse_due_key, partition_name, partition_of,
-    quarantine_key, state_key, DUE_PREFIX, META_KEY, QUARANTINE, STATE_PREFIX,
+    quarantine_key, refuse_other_engine, state_key, DUE_PREFIX, META_KEY, QUARANTINE, STATE_PREFIX,
 };
 use super::{
     decode_meta, decode_state, encode_meta, encode_state, Commit, PartitionMeta, Store, StoreError,
@@ -42,6 +42,7 @@ impl SledStore {
     /// `flush_every_ms` is sled's background flush interval (`None` keeps
     /// sled's default of 500 ms).
     pub fn open_with(dir: &Path, flush_every_ms: Option<u64>) -> Result<Self, StoreError> {
+        refuse_other_engine(dir, "sled")?;
         let mut cfg = sled::Config::new()
             .path(dir)
             .cache_capacity(256 * 1024 * 1024);
