@@ -17,7 +17,10 @@
 //!
 //! `cargo bench --bench throughput` prints the figures (tansu must be
 //! installed: `scripts/tansu.sh install`). `BENCH_ROWS=d,size` (any of
-//! `a`, `b`, `size`, `c`, `d`) prints only those rows. Under `cargo test`
+//! `a`, `b`, `size`, `c`, `d`, `latency`) prints only those rows; `latency`
+//! (not in the default set) measures event to commit for several
+//! `kafka.batch_linger_ms` at `BENCH_LATENCY_RATE` events/s (31,000 if
+//! unset, about half of (c) here). Under `cargo test`
 //! it runs a small smoke pass that checks the same paths work.
 
 #[path = "../tests/common/mod.rs"]
@@ -283,11 +286,13 @@ async fn bench_latency(
     model: &Model,
     rate: f64,
     fetch_wait_ms: Option<u32>,
+    linger_ms: u64,
 ) -> (f64, f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = common::test_config(broker, dir.path());
     cfg.features = cfg_base.features.clone();
-    let run = format!("latency-{}", fetch_wait_ms.unwrap_or(0));
+    cfg.kafka.batch_linger_ms = linger_ms;
+    let run = format!("latency-{}-{linger_ms}", fetch_wait_ms.unwrap_or(0));
     common::own_topics(&mut cfg, &run);
     cfg.kafka.input_topic = format!("{run}-in");
     if let Some(ms) = fetch_wait_ms {
@@ -583,9 +588,9 @@ fn main() {
         .collect();
     if let Some(bad) = picked
         .iter()
-        .find(|r| !["a", "b", "size", "c", "d"].contains(r))
+        .find(|r| !["a", "b", "size", "c", "d", "latency"].contains(r))
     {
-        panic!("BENCH_ROWS: unknown row {bad:?} (rows: a, b, size, c, d)");
+        panic!("BENCH_ROWS: unknown row {bad:?} (rows: a, b, size, c, d, latency)");
     }
     let row = |r: &str| picked.is_empty() || picked.contains(&r);
     let cfg = Config::default();
@@ -689,6 +694,9 @@ fn main() {
         if row("c") {
             broker_rows(&rt, &sim, &cfg, &model);
         }
+        if picked.contains(&"latency") {
+            latency_rows(&rt, &sim, &cfg, &model);
+        }
         if row("d") {
             let broker = common::Broker::tansu();
             for (n, partitions) in [(100_000, 1), (400_000, 1), (100_000, 4)] {
@@ -717,6 +725,28 @@ fn main() {
     }
 }
 
+/// Event to commit for several batch lingers, fetch.wait.max.ms 10.
+fn latency_rows(rt: &tokio::runtime::Runtime, sim: &[SimEvent], cfg: &Config, model: &Model) {
+    let rate: f64 = std::env::var("BENCH_LATENCY_RATE")
+        .map(|r| r.parse().expect("BENCH_LATENCY_RATE: events per second"))
+        .unwrap_or(31_000.0);
+    let broker = &common::Broker::tansu();
+    for linger in [50, 20, 5, 0] {
+        let (p50, p99, max) = rt.block_on(bench_latency(
+            broker,
+            sim,
+            cfg,
+            model,
+            rate,
+            Some(10),
+            linger,
+        ));
+        println!(
+            "(latency) event to commit at {rate:.0} events/s, batch_linger_ms {linger}, fetch.wait.max.ms 10: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms"
+        );
+    }
+}
+
 /// Rows (c), (c') and (c'') on the tansu broker.
 fn broker_rows(rt: &tokio::runtime::Runtime, sim: &[SimEvent], cfg: &Config, model: &Model) {
     let (total, steady, raw, peer) = rt.block_on(bench_broker(sim, cfg, model));
@@ -738,7 +768,7 @@ fn broker_rows(rt: &tokio::runtime::Runtime, sim: &[SimEvent], cfg: &Config, mod
     // consumer's fetch.wait.max.ms (500 ms by default), even when
     // records arrive meanwhile; Kafka answers as soon as they do.
     for wait in [None, Some(10)] {
-        let (p50, p99, max) = rt.block_on(bench_latency(broker, sim, cfg, model, rate, wait));
+        let (p50, p99, max) = rt.block_on(bench_latency(broker, sim, cfg, model, rate, wait, 20));
         let fetch = wait.map_or("librdkafka's default fetch.wait.max.ms (500)".into(), |w| {
             format!("fetch.wait.max.ms = {w}")
         });
