@@ -682,7 +682,7 @@ fn main() {
     if !full || row("size") {
         for engine in ENGINES {
             let (d, enc) = bytes_per_customer(engine, &sample, n);
-            disk = Some(d);
+            disk = Some(disk.map_or(d, |m: f64| m.min(d)));
             println!(
                 "{engine:?} state: {d:.0} bytes/customer on disk for {n} customers ({enc:.0} bytes encoded)"
             );

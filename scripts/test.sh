@@ -34,7 +34,7 @@ cargo test --release --all-targets
 # 6 on the fjall engine (about 2.5 minutes); one at a time, each with its
 # own broker.
 cargo test --release --test crash_loop -- --ignored --nocapture --test-threads=1
-# Scale-out (about 3 minutes a run, on sled and then on fjall): three
+# Scale-out (about 1-3 minutes a run, on fjall and on sled): three
 # instances, one SIGKILLed, an empty-disk joiner and an empty-disk
 # replacement restore from the changelog.
 # tansu 0.6 can hold the group's rebalance for good after the SIGKILL (its

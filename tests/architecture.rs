@@ -188,7 +188,15 @@ fn the_pure_core_uses_no_io_crates() {
     rust_files(&src().join("pipeline"), &mut files);
     for f in files {
         let text = code(&std::fs::read_to_string(&f).unwrap());
-        for krate in ["tokio", "rdkafka", "sled", "prometheus", "axum", "tracing"] {
+        for krate in [
+            "tokio",
+            "rdkafka",
+            "sled",
+            "fjall",
+            "prometheus",
+            "axum",
+            "tracing",
+        ] {
             assert!(
                 !text.contains(&format!("{krate}::")),
                 "{} uses {krate}",

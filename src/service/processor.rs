@@ -295,11 +295,12 @@ impl Processor {
     /// Writes a batch's commits (after its records were delivered).
     pub fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
         // Each partition's commit is atomic on its own, so the partitions
-        // of a large batch are written side by side (a store engine writes
-        // separate partitions in parallel; for a small batch the threads
-        // would cost more than they save). A failed one fails the batch's
-        // commit, which is tried again whole: committing the same changes
-        // twice leaves the same state.
+        // of a large batch are committed side by side: their states are
+        // encoded and their engine batches built in parallel (both engines
+        // then apply a batch under a lock of their own). For a small batch
+        // the threads would cost more than they save. A failed partition
+        // fails the batch's commit, which is tried again whole: committing
+        // the same changes twice leaves the same state.
         let store = &*self.store;
         let writes: usize = batch.commits.values().map(|c| c.states.len()).sum();
         let results: Vec<Result<(), StoreError>> =
@@ -312,7 +313,7 @@ impl Processor {
                         .collect();
                     writers
                         .into_iter()
-                        .map(|w| w.join().expect("a store commit panicked"))
+                        .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
                         .collect()
                 })
             } else {
@@ -771,6 +772,91 @@ mod tests {
             ClockMode::Event,
             "customer-events".into(),
         )
+    }
+
+    /// A memory store whose commit of partition 1 fails once.
+    struct FailsOnce {
+        inner: MemStore,
+        failed: std::sync::atomic::AtomicBool,
+    }
+
+    impl Store for FailsOnce {
+        fn meta(&self, p: i32) -> Result<Option<crate::store::PartitionMeta>, StoreError> {
+            self.inner.meta(p)
+        }
+        fn get(&self, p: i32, c: &str) -> Result<Option<CustomerState>, StoreError> {
+            self.inner.get(p, c)
+        }
+        fn due_between(
+            &self,
+            p: i32,
+            from: Millis,
+            up_to: Millis,
+            limit: usize,
+        ) -> Result<Vec<(Millis, String)>, StoreError> {
+            self.inner.due_between(p, from, up_to, limit)
+        }
+        fn commit(&self, p: i32, c: &crate::store::Commit) -> Result<(), StoreError> {
+            if p == 1 && !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return Err(StoreError::Io(std::io::Error::other("disk full")));
+            }
+            self.inner.commit(p, c)
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            self.inner.flush()
+        }
+        fn partitions(&self) -> Result<Vec<i32>, StoreError> {
+            self.inner.partitions()
+        }
+        fn drop_partition(&self, p: i32) -> Result<(), StoreError> {
+            self.inner.drop_partition(p)
+        }
+        fn customers(&self, p: i32) -> Result<Vec<(String, CustomerState)>, StoreError> {
+            self.inner.customers(p)
+        }
+        fn size_on_disk(&self) -> u64 {
+            0
+        }
+        fn quarantine(&self, p: i32, c: &str) -> Result<(), StoreError> {
+            self.inner.quarantine(p, c)
+        }
+    }
+
+    #[test]
+    fn a_large_batch_whose_partition_fails_to_commit_commits_whole_when_tried_again() {
+        let store = Arc::new(FailsOnce {
+            inner: MemStore::default(),
+            failed: false.into(),
+        });
+        let mut p = processor(store.clone());
+        let msgs: Vec<InMessage> = (0..PARALLEL_COMMIT_WRITES as i64 * 2)
+            .map(|i| {
+                let part = (i % 3) as i32;
+                msg(
+                    part,
+                    i / 3,
+                    &format!("c{i}"),
+                    &format!("e{i}"),
+                    1,
+                    "session",
+                )
+            })
+            .collect();
+        let batch = p.process(&msgs, T0 + 2 * DAY_MS).unwrap();
+        assert_eq!(batch.commits.len(), 3);
+        let err = p.commit(&batch).unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+        // The partitions that did commit are written; partition 1 is not.
+        assert!(store.meta(0).unwrap().is_some() && store.meta(2).unwrap().is_some());
+        assert_eq!(store.meta(1).unwrap(), None);
+        // Tried again, the whole batch commits and every customer is there.
+        p.commit(&batch).unwrap();
+        for (part, c) in &batch.commits {
+            assert_eq!(store.meta(*part).unwrap(), Some(c.meta));
+            assert_eq!(store.customers(*part).unwrap().len(), c.states.len());
+        }
+        let all: usize = (0..3).map(|q| store.customers(q).unwrap().len()).sum();
+        assert_eq!(all, msgs.len());
     }
 
     fn msg(partition: i32, offset: i64, cust: &str, id: &str, day: i64, ty: &str) -> InMessage {

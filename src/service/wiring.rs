@@ -82,9 +82,10 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
             &config.store.path,
             Some(config.store.flush_every_ms),
         )?),
+        // With a flush at each commit a background one adds nothing.
         StoreEngine::Fjall => Arc::new(FjallStore::open_with(
             &config.store.path,
-            Some(config.store.flush_every_ms),
+            (!config.store.flush_on_commit).then_some(config.store.flush_every_ms),
         )?),
     })
 }

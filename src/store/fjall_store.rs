@@ -228,9 +228,12 @@ impl Store for FjallStore {
     }
 
     fn drop_partition(&self, partition: i32) -> Result<(), StoreError> {
-        // Emptied rather than deleted: fjall's keyspace deletion is not
-        // part of its public API. With no metadata left the partition is
+        // Emptied rather than deleted: fjall's keyspace deletion is hidden
+        // from its documented API. With no metadata left the partition is
         // not listed.
+        if !self.db.keyspace_exists(&partition_name(partition)) {
+            return Ok(());
+        }
         self.partition(partition)?.clear().map_err(io)
     }
 

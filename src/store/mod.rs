@@ -70,12 +70,17 @@ impl Classify for StoreError {
                 source: sled::Error::Unsupported(_),
                 ..
             } => ErrorClass::Config,
-            // A failed write poisons fjall for good (it asks to be
-            // restarted and recovered); what it cannot read back is damaged.
+            // A failed write or fsync poisons fjall: it takes no more
+            // writes until reopened, which recovers from its journal. No
+            // retry helps, so the service stops and its restart reopens.
+            Self::Fjall {
+                source: fjall::Error::Poisoned,
+                ..
+            } => ErrorClass::Rejected,
+            // What fjall cannot read back is damaged.
             Self::Fjall {
                 source:
-                    fjall::Error::Poisoned
-                    | fjall::Error::Unrecoverable
+                    fjall::Error::Unrecoverable
                     | fjall::Error::JournalRecovery(_)
                     | fjall::Error::InvalidVersion(_)
                     | fjall::Error::Decompress(_)
