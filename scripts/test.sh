@@ -58,5 +58,5 @@ rm -f "$scale_log"
 # pills, SIGKILLs and broker restarts, compared with a clean run
 # (scripts/soak.sh runs a longer one).
 SOAK_SECONDS=20 cargo test --release --test soak -- --ignored --nocapture
-# The decoders under libFuzzer for a minute.
-scripts/fuzz.sh 60
+# The decoders under libFuzzer for 30 s (scripts/fuzz.sh N runs longer).
+scripts/fuzz.sh 30
