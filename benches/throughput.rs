@@ -37,7 +37,7 @@ use churn_alert::pipeline::features::CustomerState;
 use churn_alert::pipeline::model::Model;
 use churn_alert::pipeline::step;
 use churn_alert::service::processor::{ClockMode, InMessage, Processor};
-use churn_alert::store::{Commit, FjallStore, PartitionMeta, SledStore, Store};
+use churn_alert::store::{Commit, PartitionMeta, Store};
 use churn_alert::telemetry::metrics::Count;
 use churn_alert::telemetry::metrics::Metrics;
 use rdkafka::config::ClientConfig;
@@ -103,11 +103,10 @@ fn bench_step(events: &[Event], cfg: &Config, model: &Model, rounds: usize) -> f
 
 /// A fresh store of the engine in `dir`.
 fn open_engine(engine: StoreEngine, dir: &std::path::Path) -> Arc<dyn Store> {
-    match engine {
-        StoreEngine::Sled => Arc::new(SledStore::open(dir).unwrap()),
-        StoreEngine::Fjall => Arc::new(FjallStore::open(dir).unwrap()),
-        StoreEngine::Memory => Arc::new(churn_alert::store::MemStore::default()),
-    }
+    let mut cfg = Config::default();
+    cfg.store.engine = engine;
+    cfg.store.path = dir.to_path_buf();
+    churn_alert::service::open_store(&cfg).unwrap()
 }
 
 const ENGINES: [StoreEngine; 2] = [StoreEngine::Sled, StoreEngine::Fjall];
