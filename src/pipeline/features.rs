@@ -417,31 +417,35 @@ impl FeatureSpec {
         // per signal and for all engagement together.
         let nsig = SIGNALS.len() + self.activity_names.len();
         let block = nh + usize::from(nh > 1);
-        let rate = |sig: usize, h: usize| out[7 + sig * block + h];
-        let engagement: Vec<f64> = (0..nh)
-            .map(|h| {
-                [SESSIONS, PURCHASES, ACTIVITY_OTHER]
-                    .into_iter()
-                    .chain(SIGNALS.len()..nsig)
-                    .map(|sig| rate(sig, h))
-                    .sum()
-            })
-            .collect();
-        let mut levels = Vec::with_capacity((nsig + 1) * nh);
-        for sig in 0..nsig {
-            levels.extend((0..nh).map(|h| rate(sig, h)));
+        // Each signal's rates, then all engagement's, copied to the stack
+        // (an extraction allocates nothing: the re-score projection runs it
+        // up to 28 times a customer).
+        let rate = |out: &[f64], sig: usize, h: usize| out[7 + sig * block + h];
+        let mut eng = [0.0f64; MAX_HALF_LIVES];
+        for (h, e) in eng.iter_mut().enumerate().take(nh) {
+            *e = [SESSIONS, PURCHASES, ACTIVITY_OTHER]
+                .into_iter()
+                .chain(SIGNALS.len()..nsig)
+                .map(|sig| rate(out, sig, h))
+                .sum();
         }
-        levels.extend(engagement);
-        for rates in levels.chunks(nh.max(1)) {
-            if let Some(long) = rates.last() {
-                let long = long + TREND_EPSILON;
+        let eng = &eng[..nh];
+        if nh > 0 {
+            for sig in 0..=nsig {
+                let mut rates = [0.0f64; MAX_HALF_LIVES];
+                for (h, r) in rates.iter_mut().enumerate().take(nh) {
+                    *r = if sig < nsig {
+                        rate(out, sig, h)
+                    } else {
+                        eng[h]
+                    };
+                }
+                let long = rates[nh - 1] + TREND_EPSILON;
                 out.push(long.ln());
                 for r in &rates[..nh - 1] {
                     out.push(((r + TREND_EPSILON) / long).ln());
                 }
             }
-        }
-        if let Some(eng) = levels.rchunks(nh.max(1)).next() {
             let long = eng[nh - 1] + TREND_EPSILON;
             for r in &eng[..nh - 1] {
                 out.push(((r + TREND_EPSILON) / long).min(RATIO_CAP));
@@ -455,10 +459,8 @@ impl FeatureSpec {
                 let (seen, expected) = (r * window, eng[nh - 1] * window);
                 out.push((seen - expected) / (expected + 1.0).sqrt());
             }
-        }
-        // Recent engagement against the customer's lifetime average rate,
-        // which a fade under way has not yet pulled down much.
-        if let Some(eng) = levels.rchunks(nh.max(1)).next() {
+            // Recent engagement against the customer's lifetime average
+            // rate, which a fade under way has not yet pulled down much.
             let lived = (now - s.first_seen).max(MIN_RATE_SPAN_MS) as f64 / DAY_MS as f64;
             let life = s.engagement_events / lived + TREND_EPSILON;
             for r in &eng[..nh - 1] {

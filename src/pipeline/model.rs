@@ -425,22 +425,34 @@ impl Model {
         f.weights[k] * (x[self.index[k]] - f.mean[k]) / f.scale[k]
     }
 
-    /// The churn probability of a feature vector (in spec order).
+    /// The churn probability of a feature vector (in spec order). Summed
+    /// in the same order as [`Model::score`], so a projection and the score
+    /// it projects agree to the last bit.
     pub fn probability(&self, x: &[f64]) -> f64 {
-        let z: f64 = (0..self.index.len()).map(|k| self.contribution(k, x)).sum();
-        sigmoid(self.file.intercept + z)
+        let mut z = self.file.intercept;
+        for k in 0..self.index.len() {
+            z += self.contribution(k, x);
+        }
+        sigmoid(z)
     }
 
     /// Scores a feature vector (in spec order); keeps the `top` reasons:
-    /// the behaviours whose features together raise the score most.
+    /// the behaviours whose features together raise the score most. With
+    /// `top` 0 it only computes the probability (no allocation), which is
+    /// what a re-score that raises no alert needs.
     pub fn score(&self, x: &[f64], top: usize) -> Score {
+        let probability = self.probability(x);
+        if top == 0 {
+            return Score {
+                probability,
+                reasons: Vec::new(),
+            };
+        }
         let f = &self.file;
-        let mut z = f.intercept;
         // Per behaviour: total contribution, and its strongest feature.
         let mut by_group = vec![(0.0f64, None::<(usize, f64)>); self.groups.len()];
         for k in 0..self.index.len() {
             let c = self.contribution(k, x);
-            z += c;
             let g = &mut by_group[self.group[k]];
             g.0 += c;
             if g.1.is_none_or(|(_, best)| c > best) {
@@ -467,7 +479,7 @@ impl Model {
             })
             .collect();
         Score {
-            probability: sigmoid(z),
+            probability,
             reasons,
         }
     }

@@ -210,7 +210,9 @@ fn score(
 ) -> Output {
     // A customer past churn onset is churned: not scored, not alerted, not
     // re-scored until they engage again.
-    let (x, assessment) = features_and_score(s, now, model, policy.top_reasons, spec);
+    // Reasons are worked out only for an alert (below): most scores raise
+    // none, and the reasons cost more than the probability.
+    let (x, assessment) = features_and_score(s, now, model, 0, spec);
     let sc = match assessment {
         Assessment::Scored(sc) => Some(sc),
         Assessment::Churned { .. } => None,
@@ -264,7 +266,7 @@ fn score(
             customer_id,
             now,
             sc.probability,
-            sc.reasons,
+            model.score(&x, policy.top_reasons).reasons,
             x,
             model,
             policy,
