@@ -286,7 +286,7 @@ async fn bench_latency(
     rate: f64,
     fetch_wait_ms: Option<u32>,
     linger_ms: u64,
-) -> (f64, f64, f64) {
+) -> (Quantiles, Quantiles) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = common::test_config(broker, dir.path());
     cfg.features = cfg_base.features.clone();
@@ -333,6 +333,16 @@ async fn bench_latency(
                 std::thread::sleep(Duration::from_millis(1));
             }
         })
+    };
+    // The broker's own floor: a plain consumer (no group, no processing)
+    // reading the same stream as it is sent, with the same fetch wait.
+    let plain = {
+        let (bootstrap, topic, n) = (
+            broker.bootstrap(),
+            cfg.kafka.input_topic.clone(),
+            events.len(),
+        );
+        std::thread::spawn(move || plain_arrivals(&bootstrap, &topic, fetch_wait_ms, n))
     };
     // An upstream producer with librdkafka's default linger (tansu takes
     // records one batch at a time, so a producer without linger sends
@@ -384,17 +394,65 @@ async fn bench_latency(
     let samples = sampler.join().unwrap();
     stop.cancel();
     task.await.unwrap().unwrap();
-    let mut ms: Vec<f64> = offsets
-        .iter()
-        .map(|(at, p, o)| {
-            let i = samples.partition_point(|(_, next)| next[*p] <= *o);
-            let committed = samples.get(i).map_or(Instant::now(), |(t, _)| *t);
-            committed.saturating_duration_since(*at).as_secs_f64() * 1000.0
-        })
-        .collect();
+    let committed = quantiles(offsets.iter().map(|(at, p, o)| {
+        let i = samples.partition_point(|(_, next)| next[*p] <= *o);
+        let committed = samples.get(i).map_or(Instant::now(), |(t, _)| *t);
+        committed.saturating_duration_since(*at)
+    }));
+    let arrived = plain.join().unwrap();
+    let floor = quantiles(offsets.iter().map(|(at, p, o)| {
+        let got = arrived
+            .get(&(*p as i32, *o))
+            .copied()
+            .unwrap_or_else(Instant::now);
+        got.saturating_duration_since(*at)
+    }));
+    (committed, floor)
+}
+
+/// p50, p99 and max, in milliseconds.
+type Quantiles = (f64, f64, f64);
+
+fn quantiles(d: impl Iterator<Item = Duration>) -> Quantiles {
+    let mut ms: Vec<f64> = d.map(|d| d.as_secs_f64() * 1000.0).collect();
     ms.sort_by(f64::total_cmp);
     let q = |f: f64| ms[((ms.len() - 1) as f64 * f).round() as usize];
     (q(0.5), q(0.99), q(1.0))
+}
+
+/// When a plain consumer of `topic` (partitions 0-3, from the start) got
+/// each of the first `n` records, by partition and offset.
+fn plain_arrivals(
+    bootstrap: &str,
+    topic: &str,
+    fetch_wait_ms: Option<u32>,
+    n: usize,
+) -> HashMap<(i32, i64), Instant> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "latency-floor")
+        .set("enable.auto.commit", "false");
+    if let Some(ms) = fetch_wait_ms {
+        config.set("fetch.wait.max.ms", ms.to_string());
+    }
+    let consumer: BaseConsumer = config.create().unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..4 {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut got = HashMap::with_capacity(n);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while got.len() < n && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            got.insert((m.partition(), m.offset()), Instant::now());
+        }
+    }
+    got
 }
 
 /// End to end through tansu: (all events / wall time, events / time after
@@ -731,7 +789,7 @@ fn latency_rows(rt: &tokio::runtime::Runtime, sim: &[SimEvent], cfg: &Config, mo
         .unwrap_or(31_000.0);
     let broker = &common::Broker::tansu();
     for linger in [50, 20, 5, 0] {
-        let (p50, p99, max) = rt.block_on(bench_latency(
+        let ((p50, p99, max), (f50, f99, _)) = rt.block_on(bench_latency(
             broker,
             sim,
             cfg,
@@ -741,7 +799,7 @@ fn latency_rows(rt: &tokio::runtime::Runtime, sim: &[SimEvent], cfg: &Config, mo
             linger,
         ));
         println!(
-            "(latency) event to commit at {rate:.0} events/s, batch_linger_ms {linger}, fetch.wait.max.ms 10: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms"
+            "(latency) event to commit at {rate:.0} events/s, batch_linger_ms {linger}, fetch.wait.max.ms 10: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms; a plain consumer of the same stream gets it at p50 {f50:.0} ms, p99 {f99:.0} ms"
         );
     }
 }
@@ -767,12 +825,13 @@ fn broker_rows(rt: &tokio::runtime::Runtime, sim: &[SimEvent], cfg: &Config, mod
     // consumer's fetch.wait.max.ms (500 ms by default), even when
     // records arrive meanwhile; Kafka answers as soon as they do.
     for wait in [None, Some(10)] {
-        let (p50, p99, max) = rt.block_on(bench_latency(broker, sim, cfg, model, rate, wait, 20));
+        let ((p50, p99, max), (f50, f99, _)) =
+            rt.block_on(bench_latency(broker, sim, cfg, model, rate, wait, 20));
         let fetch = wait.map_or("librdkafka's default fetch.wait.max.ms (500)".into(), |w| {
             format!("fetch.wait.max.ms = {w}")
         });
         println!(
-            "(c'') event to commit at {rate:.0} events/s (half of (c)), {fetch}: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms"
+            "(c'') event to commit at {rate:.0} events/s (half of (c)), {fetch}: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms; a plain consumer of the same stream gets it at p50 {f50:.0} ms, p99 {f99:.0} ms"
         );
     }
 }

@@ -3,6 +3,14 @@
 //! partition, write state and offsets in one store commit, then commit the
 //! offsets to Kafka for lag.
 //!
+//! The store write runs on a blocking thread while the loop gathers and
+//! processes the next batch, which reads the written states through the
+//! processor's staged view ([`Processor::stage`]); that batch is published
+//! only once the write has landed ([`Committer::land`]). Outputs, changelog
+//! and store still follow batch order, and a crash while a write is under
+//! way is the same as a crash between delivery and commit: the batch is
+//! taken again from the input (its changelog records are already there).
+//!
 //! Failures are settled by their class (see [`crate::pipeline::error`]):
 //! - transient (brokers down, timeouts, a disk hiccup): wait and retry,
 //!   reporting not ready; nothing is skipped;
@@ -16,7 +24,9 @@
 //!   refused, a corrupt store): the service stops with that error, and the
 //!   uncommitted batch is replayed by the next start.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
@@ -29,7 +39,7 @@ use crate::kafka::KafkaError;
 use crate::pipeline::error::{Classify, ErrorClass, Failure};
 use crate::pipeline::event::wall_now;
 use crate::service::processor::{Batch, Processor};
-use crate::store::{PartitionMeta, StoreError};
+use crate::store::{Commit, PartitionMeta, Store, StoreError};
 use crate::telemetry::events::{
     BatchDone, Dependency, DependencyFailed, OutputRefused, ProducerRecreated,
 };
@@ -78,6 +88,43 @@ enum Settle {
     /// Send this instead (a dead letter in its place, or without payload).
     Replace(OutRecord, &'static str),
     Halt,
+}
+
+/// A batch whose records are delivered and whose state and offsets are
+/// being written to the store on a blocking thread.
+pub struct InFlight {
+    /// The batch, less its commits (for its telemetry).
+    batch: Batch,
+    commits: Arc<BTreeMap<i32, Commit>>,
+    write: tokio::task::JoinHandle<Result<(), StoreError>>,
+    started: std::time::Instant,
+    from_input: bool,
+}
+
+impl InFlight {
+    /// The write's outcome (await once, then hand it to [`Committer::finish`]).
+    pub async fn written(&mut self) -> Result<(), StoreError> {
+        match (&mut self.write).await {
+            Ok(res) => res,
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(e) => Err(StoreError::Io(std::io::Error::other(e))),
+            },
+        }
+    }
+}
+
+/// Writes commits and, when asked, makes them durable.
+fn write_durably(
+    store: &dyn Store,
+    commits: &BTreeMap<i32, Commit>,
+    flush: bool,
+) -> Result<(), StoreError> {
+    Processor::write(store, commits)?;
+    if flush {
+        store.flush()?;
+    }
+    Ok(())
 }
 
 /// Publishes and commits batches.
@@ -262,6 +309,7 @@ impl Committer<'_> {
         &self,
         processor: &mut Processor,
         msgs: Option<Vec<InMessage>>,
+        in_flight: &mut Option<InFlight>,
     ) -> Result<(), Stopped> {
         self.health.working();
         // Sweeps (mostly empty) are spans only at debug level.
@@ -269,7 +317,9 @@ impl Committer<'_> {
             Some(m) => tracing::info_span!("batch", messages = m.len()),
             None => tracing::debug_span!("sweep"),
         };
-        let done = tracing::Instrument::instrument(self.handle_inner(processor, msgs), span).await;
+        let done =
+            tracing::Instrument::instrument(self.handle_inner(processor, msgs, in_flight), span)
+                .await;
         if done.is_ok() {
             self.health.progressed();
         }
@@ -280,6 +330,7 @@ impl Committer<'_> {
         &self,
         processor: &mut Processor,
         msgs: Option<Vec<InMessage>>,
+        in_flight: &mut Option<InFlight>,
     ) -> Result<(), Stopped> {
         let started = std::time::Instant::now();
         let mut attempt = 0;
@@ -296,22 +347,63 @@ impl Committer<'_> {
                 Err(e) => self.store_retry(&mut attempt, e).await?,
             }
         };
+        // The previous batch's write lands before this one is published.
+        self.land(processor, in_flight).await?;
         if batch.commits.is_empty() && batch.records.is_empty() {
             return Ok(());
         }
         self.publish(processor, &mut batch, &mut attempt).await?;
-        while let Err(e) = processor.commit(&batch) {
+        let commits = Arc::new(std::mem::take(&mut batch.commits));
+        processor.stage(commits.clone());
+        let write = {
+            let (store, commits, flush) = (
+                processor.store.clone(),
+                commits.clone(),
+                self.flush_on_commit,
+            );
+            tokio::task::spawn_blocking(move || write_durably(&*store, &commits, flush))
+        };
+        *in_flight = Some(InFlight {
+            batch,
+            commits,
+            write,
+            started,
+            from_input: msgs.is_some(),
+        });
+        Ok(())
+    }
+
+    /// Waits for the batch in flight (if any) to be written.
+    pub async fn land(
+        &self,
+        processor: &mut Processor,
+        in_flight: &mut Option<InFlight>,
+    ) -> Result<(), Stopped> {
+        let Some(mut f) = in_flight.take() else {
+            return Ok(());
+        };
+        let res = f.written().await;
+        self.finish(processor, f, res).await
+    }
+
+    /// Completes a batch whose write returned `res`: a failed write is tried
+    /// again (whole) while a retry can fix it. Then the batch is committed:
+    /// the commit point, durable before anything newer is published.
+    pub async fn finish(
+        &self,
+        processor: &mut Processor,
+        f: InFlight,
+        mut res: Result<(), StoreError>,
+    ) -> Result<(), Stopped> {
+        let mut attempt = 0;
+        while let Err(e) = res {
             self.store_retry(&mut attempt, e).await?;
+            res = write_durably(&*processor.store, &f.commits, self.flush_on_commit);
         }
-        // The commit point: durable before anything newer is fetched.
-        if self.flush_on_commit {
-            while let Err(e) = processor.store.flush() {
-                self.store_retry(&mut attempt, e).await?;
-            }
-        }
+        processor.landed();
         self.health.committing.store(true, Ordering::Relaxed);
-        if self.commit_to_kafka && msgs.is_some() {
-            let next: Vec<(i32, i64)> = batch
+        if self.commit_to_kafka && f.from_input {
+            let next: Vec<(i32, i64)> = f
                 .commits
                 .iter()
                 .map(|(p, c)| (*p, c.meta.next_offset))
@@ -320,7 +412,7 @@ impl Committer<'_> {
                 tracing::debug!(error = %e, "offset commit to Kafka failed (used for lag only)");
             }
         }
-        emit_done(self.metrics, &batch, started);
+        emit_done(self.metrics, &f.batch, f.started);
         Ok(())
     }
 

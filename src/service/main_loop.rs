@@ -12,7 +12,7 @@ use crate::admin::control::Control;
 use crate::config::Config;
 use crate::kafka::record::InMessage;
 use crate::pipeline::model::Model;
-use crate::service::committer::{Committer, Halted, Stopped};
+use crate::service::committer::{Committer, Halted, InFlight, Stopped};
 use crate::service::partitions::Partitions;
 use crate::service::processor::{ClockMode, Processor};
 use crate::telemetry::events::{Dependency, DependencyFailed, PolicyInUse};
@@ -37,6 +37,9 @@ impl MainLoop<'_> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let wake = self.committer.input.context().wake.clone();
         let sweeps = self.processor.clock == ClockMode::Wall;
+        // A batch whose store write is under way; it lands before the next
+        // batch is published, and before partitions are taken or given up.
+        let mut in_flight: Option<InFlight> = None;
         let stopped = loop {
             self.take_reloads();
             let (input, p) = (self.committer.input, &mut self.processor);
@@ -45,34 +48,67 @@ impl MainLoop<'_> {
                 _ = self.shutdown.cancelled() => break Ok(()),
                 // Restores start as soon as partitions are assigned.
                 _ = wake.notified() => {
+                    if let Err(stop) = self.committer.land(p, &mut in_flight).await {
+                        break Err(stop);
+                    }
                     self.partitions.follow(input, p);
                 }
                 Some(done) = self.partitions.next_restored() => {
+                    if let Err(stop) = self.committer.land(p, &mut in_flight).await {
+                        break Err(stop);
+                    }
                     if let Err(stop) = self.partitions.restored(done, &self.committer, p).await {
                         break Err(stop);
                     }
                     self.partitions.follow(input, p);
                 }
                 _ = tick.tick() => {
+                    if let Err(stop) = self.committer.land(p, &mut in_flight).await {
+                        break Err(stop);
+                    }
                     self.partitions.follow(input, p);
                     self.partitions.release_unowned(input, p);
                     if sweeps {
                         self.take_reloads();
-                        if let Err(stop) = self.committer.handle(&mut self.processor, None).await {
+                        let c = &self.committer;
+                        if let Err(stop) = c.handle(&mut self.processor, None, &mut in_flight).await {
                             break Err(stop);
                         }
                     }
                 }
+                // A write that lands while no input comes is committed now.
+                res = async { in_flight.as_mut().expect("guarded").written().await },
+                    if in_flight.is_some() =>
+                {
+                    let f = in_flight.take().expect("guarded");
+                    if let Err(stop) = self.committer.finish(p, f, res).await {
+                        break Err(stop);
+                    }
+                }
                 first = input.recv() => {
-                    let Some(msgs) = self.gather(first).await else { continue };
+                    let msgs = match self.gather(first, &mut in_flight).await {
+                        Ok(Some(msgs)) => msgs,
+                        Ok(None) => continue,
+                        Err(stop) => break Err(stop),
+                    };
                     // A reload accepted while the loop waited for input
                     // applies to this batch.
                     self.take_reloads();
-                    if let Err(stop) = self.committer.handle(&mut self.processor, Some(msgs)).await {
+                    let c = &self.committer;
+                    if let Err(stop) = c.handle(&mut self.processor, Some(msgs), &mut in_flight).await {
                         break Err(stop);
                     }
                 }
             }
+        };
+        // A clean stop keeps the batch whose records were delivered.
+        let stopped = match stopped {
+            Ok(()) | Err(Stopped::Shutdown) => self
+                .committer
+                .land(&mut self.processor, &mut in_flight)
+                .await
+                .and(stopped),
+            halted => halted,
         };
         self.partitions.cancel_all();
         match stopped {
@@ -105,7 +141,8 @@ impl MainLoop<'_> {
     async fn gather(
         &mut self,
         first: Result<InMessage, crate::kafka::KafkaError>,
-    ) -> Option<Vec<InMessage>> {
+        in_flight: &mut Option<InFlight>,
+    ) -> Result<Option<Vec<InMessage>>, Stopped> {
         let k = &self.config.kafka;
         let input = self.committer.input;
         let mut msgs = Vec::with_capacity(k.batch_max_messages);
@@ -125,7 +162,7 @@ impl MainLoop<'_> {
                     action: "retrying",
                 });
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                return None;
+                return Ok(None);
             }
         }
         let deadline = tokio::time::Instant::now() + Duration::from_millis(k.batch_linger_ms);
@@ -141,10 +178,15 @@ impl MainLoop<'_> {
         }
         // Messages of partitions assigned or revoked while this batch was
         // gathered are dropped: their owner (maybe this instance again,
-        // after its restore) fetches them from the stored offset.
-        let stale = self.partitions.follow(input, &mut self.processor);
+        // after its restore) fetches them from the stored offset. A write
+        // under way lands before partitions change hands.
+        let changes = Partitions::changes(input);
+        if !changes.0.is_empty() {
+            self.committer.land(&mut self.processor, in_flight).await?;
+        }
+        let stale = self.partitions.apply(changes, &mut self.processor);
         let active = input.context().active();
         msgs.retain(|m| !stale.contains(&m.partition) && active.contains(&m.partition));
-        (!msgs.is_empty()).then_some(msgs)
+        Ok((!msgs.is_empty()).then_some(msgs))
     }
 }

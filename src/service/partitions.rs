@@ -45,6 +45,10 @@ struct Running {
     cancel: Arc<AtomicBool>,
 }
 
+/// Partitions assigned or revoked, those restoring, and the assignment
+/// epoch.
+pub type Changes = (BTreeSet<i32>, BTreeSet<i32>, u64);
+
 /// Restores and releases of partitions.
 pub struct Partitions {
     kafka: KafkaConfig,
@@ -87,9 +91,21 @@ impl Partitions {
     /// cancelled, and newly assigned partitions start restoring. Returns
     /// the changed partitions.
     pub fn follow(&mut self, input: &Input, processor: &mut Processor) -> BTreeSet<i32> {
-        let (changed, restoring, epoch) = input
+        let changes = Self::changes(input);
+        self.apply(changes, processor)
+    }
+
+    /// What rebalances changed since the last look, taken (for
+    /// [`Partitions::apply`]; the caller may wait for a write in between).
+    pub fn changes(input: &Input) -> Changes {
+        input
             .context()
-            .with_assignment(|a| (std::mem::take(&mut a.changed), a.restoring.clone(), a.epoch));
+            .with_assignment(|a| (std::mem::take(&mut a.changed), a.restoring.clone(), a.epoch))
+    }
+
+    /// Takes in changes (see [`Partitions::follow`]).
+    pub fn apply(&mut self, changes: Changes, processor: &mut Processor) -> BTreeSet<i32> {
+        let (changed, restoring, epoch) = changes;
         for p in &changed {
             processor.forget(*p);
             if let Some(r) = self.running.remove(p) {

@@ -6,8 +6,15 @@
 //! plus one [`Commit`] per partition (state, due index, next offset).
 //! The caller publishes the records, waits for delivery, then calls
 //! [`Processor::commit`]: outputs are at least once, state exactly once.
+//!
+//! The service overlaps a batch's store write with the next batch's
+//! processing: once a batch's records are delivered it is *staged*
+//! ([`Processor::stage`]), and reads see the store as if the staged
+//! commits were applied, while they are written on another thread. The
+//! next batch is published only once that write has landed
+//! ([`Processor::landed`]), so commits still happen one after the other.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::kafka::changelog::RestoreError;
@@ -116,6 +123,14 @@ impl StateBackup for ChangelogBackup {
     }
 }
 
+/// The commits of a batch whose records are delivered and whose store
+/// write is under way: reads see them as applied.
+struct Staged {
+    commits: Arc<BTreeMap<i32, Commit>>,
+    /// Per partition, the due-index entries the staged commit removes.
+    removed: HashMap<i32, HashSet<(Millis, String)>>,
+}
+
 struct Slot {
     /// `next_due` as stored, i.e. the due-index entry to replace.
     stored_due: Option<Millis>,
@@ -145,6 +160,7 @@ pub struct Processor {
     /// The schemas of framed messages fetched so far, by id.
     pub schemas: crate::pipeline::wire::Schemas,
     metas: HashMap<i32, PartitionMeta>,
+    staged: Option<Staged>,
 }
 
 impl Processor {
@@ -175,6 +191,7 @@ impl Processor {
             backup: None,
             schemas: crate::pipeline::wire::Schemas::new(),
             metas: HashMap::new(),
+            staged: None,
         }
     }
 
@@ -189,8 +206,86 @@ impl Processor {
     }
 
     /// Forgets cached metadata (after a rebalance, state may have changed).
+    /// Never while a staged commit of the partition is being written: the
+    /// caller waits for it to land first.
     pub fn forget(&mut self, partition: i32) {
+        debug_assert!(
+            self.staged_commit(partition).is_none(),
+            "partition {partition} forgotten while its commit is being written"
+        );
         self.metas.remove(&partition);
+    }
+
+    /// Stages a batch's commits (its records delivered, its changelog
+    /// closed): until [`Processor::landed`], reads see them as applied and
+    /// the partitions' metadata is theirs, while the caller writes them
+    /// with [`Processor::write`] on another thread.
+    pub fn stage(&mut self, commits: Arc<BTreeMap<i32, Commit>>) {
+        debug_assert!(self.staged.is_none(), "one staged batch at a time");
+        let mut removed = HashMap::new();
+        for (p, c) in commits.iter() {
+            self.metas.insert(*p, c.meta);
+            removed.insert(*p, c.due_remove.iter().cloned().collect());
+        }
+        self.staged = Some(Staged { commits, removed });
+    }
+
+    /// The staged commits were written: reads go to the store again.
+    pub fn landed(&mut self) {
+        if let Some(st) = self.staged.take() {
+            self.committed(&st.commits);
+        }
+    }
+
+    fn staged_commit(&self, p: i32) -> Option<&Commit> {
+        self.staged.as_ref().and_then(|s| s.commits.get(&p))
+    }
+
+    /// A customer's state, staged or stored.
+    fn read(&self, p: i32, id: &str) -> Result<Option<CustomerState>, StoreError> {
+        if let Some(c) = self.staged_commit(p) {
+            // A commit's states are sorted by customer id.
+            if let Ok(i) = c.states.binary_search_by(|(k, _)| k.as_str().cmp(id)) {
+                return Ok(c.states[i].1.clone());
+            }
+        }
+        self.store.get(p, id)
+    }
+
+    /// Due-index entries in `[from, to]`, earliest first, at most `limit`,
+    /// with any staged commit applied; and whether they are all there are.
+    fn due_between(
+        &self,
+        p: i32,
+        from: Millis,
+        to: Millis,
+        limit: usize,
+    ) -> Result<(Vec<(Millis, String)>, bool), StoreError> {
+        let Some(c) = self.staged_commit(p) else {
+            let due = self.store.due_between(p, from, to, limit)?;
+            let all = due.len() < limit;
+            return Ok((due, all));
+        };
+        let removed = &self.staged.as_ref().expect("staged").removed[&p];
+        // Asking for as many more as the staged commit removes still yields
+        // the earliest `limit` of what remains.
+        let asked = limit.saturating_add(removed.len());
+        let stored = self.store.due_between(p, from, to, asked)?;
+        let all = stored.len() < asked;
+        let mut due: Vec<(Millis, String)> = stored
+            .into_iter()
+            .filter(|e| !removed.contains(e))
+            .collect();
+        due.extend(
+            c.due_add
+                .iter()
+                .filter(|(t, _)| (from..=to).contains(t))
+                .cloned(),
+        );
+        due.sort();
+        let all = all && due.len() <= limit;
+        due.truncate(limit);
+        Ok((due, all))
     }
 
     /// Processes input messages; `wall_now` is the wall clock.
@@ -294,20 +389,26 @@ impl Processor {
 
     /// Writes a batch's commits (after its records were delivered).
     pub fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
-        // Each partition's commit is atomic on its own, so the partitions
-        // of a large batch are committed side by side: their states are
-        // encoded and their engine batches built in parallel (both engines
-        // then apply a batch under a lock of their own). For a small batch
-        // the threads would cost more than they save. A failed partition
-        // fails the batch's commit, which is tried again whole: committing
-        // the same changes twice leaves the same state.
-        let store = &*self.store;
-        let writes: usize = batch.commits.values().map(|c| c.states.len()).sum();
+        debug_assert!(self.staged.is_none(), "a staged batch lands first");
+        Self::write(&*self.store, &batch.commits)?;
+        self.committed(&batch.commits);
+        Ok(())
+    }
+
+    /// Writes commits to the store (the part of [`Processor::commit`] that
+    /// can run on another thread). Each partition's commit is atomic on its
+    /// own, so the partitions of a large batch are committed side by side:
+    /// their states are encoded and their engine batches built in parallel
+    /// (both engines then apply a batch under a lock of their own). For a
+    /// small batch the threads would cost more than they save. A failed
+    /// partition fails the whole write, which is tried again whole:
+    /// committing the same changes twice leaves the same state.
+    pub fn write(store: &dyn Store, commits: &BTreeMap<i32, Commit>) -> Result<(), StoreError> {
+        let writes: usize = commits.values().map(|c| c.states.len()).sum();
         let results: Vec<Result<(), StoreError>> =
-            if batch.commits.len() > 1 && writes >= PARALLEL_COMMIT_WRITES {
+            if commits.len() > 1 && writes >= PARALLEL_COMMIT_WRITES {
                 std::thread::scope(|scope| {
-                    let writers: Vec<_> = batch
-                        .commits
+                    let writers: Vec<_> = commits
                         .iter()
                         .map(|(p, c)| scope.spawn(move || store.commit(*p, c)))
                         .collect();
@@ -317,18 +418,14 @@ impl Processor {
                         .collect()
                 })
             } else {
-                batch
-                    .commits
-                    .iter()
-                    .map(|(p, c)| store.commit(*p, c))
-                    .collect()
+                commits.iter().map(|(p, c)| store.commit(*p, c)).collect()
             };
-        let mut failed = None;
-        for ((p, c), r) in batch.commits.iter().zip(results) {
-            if let Err(e) = r {
-                failed.get_or_insert(e);
-                continue;
-            }
+        results.into_iter().collect()
+    }
+
+    /// Notes written commits: their metadata, and the metrics.
+    fn committed(&mut self, commits: &BTreeMap<i32, Commit>) {
+        for (p, c) in commits {
             self.metas.insert(*p, c.meta);
             self.metrics.emit(PartitionCommitted {
                 partition: *p,
@@ -336,11 +433,7 @@ impl Processor {
                 next_offset: c.meta.next_offset,
             });
         }
-        if let Some(e) = failed {
-            return Err(e);
-        }
         self.metrics.emit(StoreCommitted);
-        Ok(())
     }
 
     fn slot<'a>(
@@ -350,7 +443,7 @@ impl Processor {
         id: &str,
     ) -> Result<&'a mut Slot, StoreError> {
         if !slots.contains_key(id) {
-            let slot = match self.store.get(p, id) {
+            let slot = match self.read(p, id) {
                 Ok(state) => Slot {
                     stored_due: state.as_ref().and_then(|s| s.next_due),
                     existed: state.is_some(),
@@ -560,8 +653,8 @@ impl Processor {
             ClockMode::Wall => self.sweep_limit,
             ClockMode::Event => usize::MAX,
         };
-        let mut due: Vec<(Millis, String)> = self.store.due_between(p, *swept, now, limit)?;
-        if due.len() < limit {
+        let (mut due, all) = self.due_between(p, *swept, now, limit)?;
+        if all {
             *swept = (*swept).max(now.saturating_add(1));
         }
         due.extend(slots.iter().filter_map(|(id, s)| {
@@ -963,28 +1056,95 @@ mod tests {
                 off += 1;
             }
         }
-        let run_in = |size: usize| {
+        // `staged`: as the service runs, each batch is processed while the
+        // one before is staged and not yet written.
+        let run_in = |size: usize, staged: bool| {
             let store: Arc<dyn Store> = Arc::new(MemStore::default());
             let mut p = processor(store.clone());
             // Outputs are keyed by customer: each customer's sequence counts,
             // not how different customers interleave.
             let mut out: BTreeMap<Vec<u8>, Vec<String>> = BTreeMap::new();
+            let mut writing: Option<Arc<BTreeMap<i32, Commit>>> = None;
             for chunk in msgs.chunks(size) {
-                for r in run(&mut p, chunk).records {
+                let mut b = p.process(chunk, T0 + 1000 * DAY_MS).unwrap();
+                if let Some(c) = writing.take() {
+                    Processor::write(&*store, &c).unwrap();
+                    p.landed();
+                }
+                if staged {
+                    let c = Arc::new(std::mem::take(&mut b.commits));
+                    p.stage(c.clone());
+                    writing = Some(c);
+                } else {
+                    p.commit(&b).unwrap();
+                }
+                for r in b.records {
                     let text = String::from_utf8(r.payload).unwrap();
                     out.entry(r.key.unwrap()).or_default().push(text);
                 }
             }
-            (out, store.customers(0).unwrap())
+            if let Some(c) = writing.take() {
+                Processor::write(&*store, &c).unwrap();
+                p.landed();
+            }
+            let due = store.due(0, Millis::MAX, usize::MAX).unwrap();
+            (out, store.customers(0).unwrap(), due)
         };
-        let (one, s1) = run_in(1);
+        let (one, s1, d1) = run_in(1, false);
         assert!(one.len() >= 5, "silent customers alerted: {}", one.len());
         assert!(!one.contains_key(&b"busy"[..]));
-        for size in [7, 50, msgs.len()] {
-            let (other, s2) = run_in(size);
-            assert_eq!(one, other, "batch size {size}");
-            assert_eq!(s1, s2, "batch size {size}");
+        for size in [1, 7, 50, msgs.len()] {
+            for staged in [false, true] {
+                if (size, staged) == (1, false) {
+                    continue;
+                }
+                let (other, s2, d2) = run_in(size, staged);
+                assert_eq!(one, other, "batch size {size}, staged {staged}");
+                assert_eq!(s1, s2, "batch size {size}, staged {staged}");
+                assert_eq!(d1, d2, "batch size {size}, staged {staged}");
+            }
         }
+    }
+
+    #[test]
+    fn a_live_sweep_over_a_staged_batch_sees_its_due_changes_within_its_limit() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::default());
+        let mut p = processor(store.clone());
+        p.clock = ClockMode::Wall;
+        p.sweep_limit = 2;
+        // Six customers, each due a day after their event.
+        let msgs: Vec<InMessage> = (0..6)
+            .map(|i| msg(0, i, &format!("c{i}"), &format!("e{i}"), 1, "session"))
+            .collect();
+        let b = p.process(&msgs, T0 + DAY_MS + 1).unwrap();
+        p.commit(&b).unwrap();
+        // Two of them act again (their due entries move later), staged only.
+        let again = [
+            msg(0, 6, "c0", "f0", 3, "session"),
+            msg(0, 7, "c1", "f1", 3, "session"),
+        ];
+        let mut b = p.process(&again, T0 + 3 * DAY_MS).unwrap();
+        let c = Arc::new(std::mem::take(&mut b.commits));
+        p.stage(c.clone());
+        // A sweep before the write lands re-scores the two earliest still
+        // due (not c0 and c1, whose entries moved), and knows there are more.
+        let swept = p.sweep_only(&[0], T0 + 3 * DAY_MS + 1).unwrap();
+        let rescored: Vec<&str> = swept.commits[&0]
+            .states
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect();
+        assert_eq!(rescored, ["c2", "c3"]);
+        Processor::write(&*store, &c).unwrap();
+        p.landed();
+        p.commit(&swept).unwrap();
+        let next = p.sweep_only(&[0], T0 + 3 * DAY_MS + 1).unwrap();
+        let rescored: Vec<&str> = next.commits[&0]
+            .states
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect();
+        assert_eq!(rescored, ["c4", "c5"]);
     }
 
     /// A processor on a sled store in a temporary directory, after one
