@@ -151,9 +151,11 @@ impl ClientContext for ConsumerCtx {
 impl ConsumerContext for ConsumerCtx {
     /// On assignment, each input partition starts at the offset stored with
     /// its state (Kafka's committed offset is never used), paused until the
-    /// service loop has restored it from the changelog. On revoke, the loop
-    /// has committed every batch it took from these partitions (the callback
-    /// runs between batches) and drops any messages in hand for them.
+    /// service loop has restored it from the changelog. On revoke, every
+    /// batch the loop took from these partitions is in the changelog (the
+    /// callback runs between batches; the last one's store write may still
+    /// be landing, and lands before the loop takes the revoke in), and the
+    /// loop drops any messages in hand for them.
     fn rebalance(
         &self,
         base: &BaseConsumer<Self>,
