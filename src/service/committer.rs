@@ -320,7 +320,9 @@ impl Committer<'_> {
         let done =
             tracing::Instrument::instrument(self.handle_inner(processor, msgs, in_flight), span)
                 .await;
-        if done.is_ok() {
+        // Work stays in hand while a batch's write is under way (see
+        // `finish`), so a write that keeps failing reads as a stall.
+        if done.is_ok() && in_flight.is_none() {
             self.health.progressed();
         }
         done
@@ -355,6 +357,7 @@ impl Committer<'_> {
         self.publish(processor, &mut batch, &mut attempt).await?;
         let commits = Arc::new(std::mem::take(&mut batch.commits));
         processor.stage(commits.clone());
+        self.health.working();
         let write = {
             let (store, commits, flush) = (
                 processor.store.clone(),
@@ -401,6 +404,7 @@ impl Committer<'_> {
             res = write_durably(&*processor.store, &f.commits, self.flush_on_commit);
         }
         processor.landed();
+        self.health.progressed();
         self.health.committing.store(true, Ordering::Relaxed);
         if self.commit_to_kafka && f.from_input {
             let next: Vec<(i32, i64)> = f
