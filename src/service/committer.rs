@@ -349,8 +349,10 @@ impl Committer<'_> {
                 Err(e) => self.store_retry(&mut attempt, e).await?,
             }
         };
-        // The previous batch's write lands before this one is published.
+        // The previous batch's write lands before this one is published;
+        // this one is still in hand (its publish may wait for the broker).
         self.land(processor, in_flight).await?;
+        self.health.working();
         if batch.commits.is_empty() && batch.records.is_empty() {
             return Ok(());
         }
