@@ -1106,6 +1106,15 @@ mod tests {
         }
     }
 
+    /// The customers a batch writes in partition `p`.
+    fn customers_of(b: &Batch, p: i32) -> Vec<&str> {
+        b.commits[&p]
+            .states
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect()
+    }
+
     #[test]
     fn a_live_sweep_over_a_staged_batch_sees_its_due_changes_within_its_limit() {
         let store: Arc<dyn Store> = Arc::new(MemStore::default());
@@ -1129,22 +1138,12 @@ mod tests {
         // A sweep before the write lands re-scores the two earliest still
         // due (not c0 and c1, whose entries moved), and knows there are more.
         let swept = p.sweep_only(&[0], T0 + 3 * DAY_MS + 1).unwrap();
-        let rescored: Vec<&str> = swept.commits[&0]
-            .states
-            .iter()
-            .map(|(id, _)| id.as_str())
-            .collect();
-        assert_eq!(rescored, ["c2", "c3"]);
+        assert_eq!(customers_of(&swept, 0), ["c2", "c3"]);
         Processor::write(&*store, &c).unwrap();
         p.landed();
         p.commit(&swept).unwrap();
         let next = p.sweep_only(&[0], T0 + 3 * DAY_MS + 1).unwrap();
-        let rescored: Vec<&str> = next.commits[&0]
-            .states
-            .iter()
-            .map(|(id, _)| id.as_str())
-            .collect();
-        assert_eq!(rescored, ["c4", "c5"]);
+        assert_eq!(customers_of(&next, 0), ["c4", "c5"]);
     }
 
     /// A processor on a sled store in a temporary directory, after one
