@@ -273,11 +273,35 @@ fn field(line: &str, name: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// Event-to-commit latency of a live stream: `events` sent at `rate` a
-/// second into a fresh topic that a service (the config of (c)) reads from
-/// its start. For each event, the time from the producer's `send` call to
-/// the first moment the store's committed offset of its partition passes
-/// it (polled every millisecond). Returns (p50, p99, max) in ms.
+/// How the latency rows send the simulated events.
+#[derive(Clone, Copy, PartialEq)]
+enum Stream {
+    /// A live stream: each event happens when it is sent (its
+    /// `occurred_at` is its send time), and the service runs on the wall
+    /// clock, as `churn-alert run` does by default.
+    Live,
+    /// A replay: the simulated 180 days sent in seconds, and the service
+    /// on the event-time clock (the config of (c)), so every batch also
+    /// re-scores the customers who went silent in the hours it spans.
+    Replay,
+}
+
+impl Stream {
+    fn name(self) -> &'static str {
+        match self {
+            Stream::Live => "live",
+            Stream::Replay => "replay",
+        }
+    }
+}
+
+/// Event-to-commit latency of a stream: `events` sent at `rate` a second
+/// into a fresh topic that a service reads from its start. For each event,
+/// the time from the producer's `send` call to the first moment the
+/// store's committed offset of its partition passes it (polled every
+/// millisecond). Returns (p50, p99, max) in ms for the service, and the
+/// same for a plain consumer of the stream.
+#[allow(clippy::too_many_arguments)]
 async fn bench_latency(
     broker: &common::Broker,
     events: &[SimEvent],
@@ -286,12 +310,36 @@ async fn bench_latency(
     rate: f64,
     fetch_wait_ms: Option<u32>,
     linger_ms: u64,
+    stream: Stream,
 ) -> (Quantiles, Quantiles) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = common::test_config(broker, dir.path());
     cfg.features = cfg_base.features.clone();
+    if stream == Stream::Live {
+        cfg.clock = Config::default().clock;
+    }
+    // A live event happens when it is sent: event `i` at `i / rate` after
+    // the start (the seconds the payloads take to write are in the past).
+    let base = churn_alert::pipeline::event::wall_now();
+    let payloads: Vec<String> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| match stream {
+            Stream::Replay => e.json.clone(),
+            Stream::Live => {
+                let mut v: serde_json::Value = serde_json::from_str(&e.json).unwrap();
+                let at = base + (i as f64 * 1000.0 / rate) as i64;
+                v["occurred_at"] = churn_alert::pipeline::event::rfc3339(at).into();
+                v.to_string()
+            }
+        })
+        .collect();
     cfg.kafka.batch_linger_ms = linger_ms;
-    let run = format!("latency-{}-{linger_ms}", fetch_wait_ms.unwrap_or(0));
+    let run = format!(
+        "latency-{}-{}-{linger_ms}",
+        stream.name(),
+        fetch_wait_ms.unwrap_or(0)
+    );
     common::own_topics(&mut cfg, &run);
     cfg.kafka.input_topic = format!("{run}-in");
     if let Some(ms) = fetch_wait_ms {
@@ -342,7 +390,16 @@ async fn bench_latency(
             cfg.kafka.input_topic.clone(),
             events.len(),
         );
-        std::thread::spawn(move || plain_arrivals(&bootstrap, &topic, fetch_wait_ms, n))
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let plain = std::thread::spawn(move || {
+            plain_arrivals(&bootstrap, &topic, fetch_wait_ms, n, ready_tx)
+        });
+        // Like the service, the plain consumer is connected before the
+        // stream starts: its first fetch is not counted as latency.
+        ready
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the plain consumer never connected");
+        plain
     };
     // An upstream producer with librdkafka's default linger (tansu takes
     // records one batch at a time, so a producer without linger sends
@@ -354,7 +411,7 @@ async fn bench_latency(
         .unwrap();
     let start = Instant::now();
     let mut sent = Vec::with_capacity(events.len());
-    for (i, e) in events.iter().enumerate() {
+    for (i, (e, payload)) in events.iter().zip(&payloads).enumerate() {
         let due = start + Duration::from_secs_f64(i as f64 / rate);
         let now = Instant::now();
         if due > now {
@@ -364,7 +421,7 @@ async fn bench_latency(
         let f = producer.send_result(
             rdkafka::producer::FutureRecord::to(&cfg.kafka.input_topic)
                 .key(&e.customer_id)
-                .payload(&e.json),
+                .payload(payload),
         );
         sent.push((at, f.map_err(|(e, _)| e).unwrap()));
     }
@@ -427,6 +484,7 @@ fn plain_arrivals(
     topic: &str,
     fetch_wait_ms: Option<u32>,
     n: usize,
+    ready: std::sync::mpsc::Sender<()>,
 ) -> HashMap<(i32, i64), Instant> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::Message;
@@ -441,10 +499,16 @@ fn plain_arrivals(
     let consumer: BaseConsumer = config.create().unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();
     for p in 0..4 {
-        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(0))
             .unwrap();
     }
     consumer.assign(&tpl).unwrap();
+    // Connected, with the topic's partitions known, and fetching.
+    consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(30))
+        .unwrap();
+    let _ = consumer.poll(Duration::from_millis(200));
+    ready.send(()).unwrap();
     let mut got = HashMap::with_capacity(n);
     let deadline = Instant::now() + Duration::from_secs(300);
     while got.len() < n && Instant::now() < deadline {
@@ -787,20 +851,39 @@ fn latency_rows(rt: &tokio::runtime::Runtime, sim: &[SimEvent], cfg: &Config, mo
     let rate: f64 = std::env::var("BENCH_LATENCY_RATE")
         .map(|r| r.parse().expect("BENCH_LATENCY_RATE: events per second"))
         .unwrap_or(31_000.0);
-    let broker = &common::Broker::tansu();
-    for linger in [50, 20, 5, 0] {
-        let ((p50, p99, max), (f50, f99, _)) = rt.block_on(bench_latency(
-            broker,
-            sim,
-            cfg,
-            model,
-            rate,
-            Some(10),
-            linger,
-        ));
-        println!(
-            "(latency) event to commit at {rate:.0} events/s, batch_linger_ms {linger}, fetch.wait.max.ms 10: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms; a plain consumer of the same stream gets it at p50 {f50:.0} ms, p99 {f99:.0} ms"
-        );
+    let lingers: Vec<u64> = std::env::var("BENCH_LATENCY_LINGERS")
+        .unwrap_or_else(|_| "50,20,5,0".into())
+        .split(',')
+        .map(|l| {
+            l.trim()
+                .parse()
+                .expect("BENCH_LATENCY_LINGERS: milliseconds, comma-separated")
+        })
+        .collect();
+    let streams: Vec<Stream> = match std::env::var("BENCH_LATENCY_STREAMS").as_deref() {
+        Ok("live") => vec![Stream::Live],
+        Ok("replay") => vec![Stream::Replay],
+        _ => vec![Stream::Live, Stream::Replay],
+    };
+    for &stream in &streams {
+        for &linger in &lingers {
+            // A broker of its own, as tansu's memory engine slows as it fills.
+            let broker = &common::Broker::tansu();
+            let ((p50, p99, max), (f50, f99, _)) = rt.block_on(bench_latency(
+                broker,
+                sim,
+                cfg,
+                model,
+                rate,
+                Some(10),
+                linger,
+                stream,
+            ));
+            println!(
+                "(latency) {} stream, event to commit at {rate:.0} events/s, batch_linger_ms {linger}, fetch.wait.max.ms 10: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms; a plain consumer of the same stream gets it at p50 {f50:.0} ms, p99 {f99:.0} ms",
+                stream.name()
+            );
+        }
     }
 }
 
@@ -819,19 +902,27 @@ fn broker_rows(rt: &tokio::runtime::Runtime, sim: &[SimEvent], cfg: &Config, mod
         field(&peer, "wall_events_per_s"),
         field(&peer, "alerts"),
     );
-    let broker = &common::Broker::tansu();
     let rate = (total / 2.0).round();
     // tansu answers a fetch at the end of a partition only after the
     // consumer's fetch.wait.max.ms (500 ms by default), even when
     // records arrive meanwhile; Kafka answers as soon as they do.
-    for wait in [None, Some(10)] {
-        let ((p50, p99, max), (f50, f99, _)) =
-            rt.block_on(bench_latency(broker, sim, cfg, model, rate, wait, 20));
+    let linger = Config::default().kafka.batch_linger_ms;
+    for (stream, wait) in [
+        (Stream::Live, Some(10)),
+        (Stream::Live, None),
+        (Stream::Replay, Some(10)),
+    ] {
+        // A broker of its own, as tansu's memory engine slows as it fills.
+        let broker = &common::Broker::tansu();
+        let ((p50, p99, max), (f50, f99, _)) = rt.block_on(bench_latency(
+            broker, sim, cfg, model, rate, wait, linger, stream,
+        ));
         let fetch = wait.map_or("librdkafka's default fetch.wait.max.ms (500)".into(), |w| {
             format!("fetch.wait.max.ms = {w}")
         });
         println!(
-            "(c'') event to commit at {rate:.0} events/s (half of (c)), {fetch}: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms; a plain consumer of the same stream gets it at p50 {f50:.0} ms, p99 {f99:.0} ms"
+            "(c'') {} stream, event to commit at {rate:.0} events/s (half of (c)), {fetch}: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms; a plain consumer of the same stream gets it at p50 {f50:.0} ms, p99 {f99:.0} ms",
+            stream.name()
         );
     }
 }

@@ -40,6 +40,8 @@ impl MainLoop<'_> {
         // A batch whose store write is under way; it lands before the next
         // batch is published, and before partitions are taken or given up.
         let mut in_flight: Option<InFlight> = None;
+        // When the last batch started gathering (see `gather`).
+        let mut last_batch: Option<tokio::time::Instant> = None;
         let stopped = loop {
             self.take_reloads();
             let (input, p) = (self.committer.input, &mut self.processor);
@@ -86,7 +88,7 @@ impl MainLoop<'_> {
                     }
                 }
                 first = input.recv() => {
-                    let msgs = match self.gather(first, &mut in_flight).await {
+                    let msgs = match self.gather(first, &mut last_batch, &mut in_flight).await {
                         Ok(Some(msgs)) => msgs,
                         Ok(None) => continue,
                         Err(stop) => break Err(stop),
@@ -136,11 +138,20 @@ impl MainLoop<'_> {
     }
 
     /// The batch that starts with `first`: more messages until the batch
-    /// is full or `kafka.batch_linger_ms` passed, less those of partitions
-    /// not (or no longer) active here. `None`: nothing to process.
+    /// is full or `kafka.batch_linger_ms` passed since the previous batch
+    /// started (`last`), less those of partitions not (or no longer) active
+    /// here. `None`: nothing to process.
+    ///
+    /// The linger counts from the previous batch, not from this one's first
+    /// message: when the previous batch took longer than the linger, the
+    /// messages that came meanwhile have waited already, so they are taken
+    /// as they are, without waiting more. Batches then grow with the rate
+    /// and the time a batch takes, and a live stream's latency is about the
+    /// time of two batches rather than two batches and two lingers.
     async fn gather(
         &mut self,
         first: Result<InMessage, crate::kafka::KafkaError>,
+        last: &mut Option<tokio::time::Instant>,
         in_flight: &mut Option<InFlight>,
     ) -> Result<Option<Vec<InMessage>>, Stopped> {
         let k = &self.config.kafka;
@@ -165,7 +176,10 @@ impl MainLoop<'_> {
                 return Ok(None);
             }
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(k.batch_linger_ms);
+        let now = tokio::time::Instant::now();
+        let linger = Duration::from_millis(k.batch_linger_ms);
+        let deadline = last.map_or(now + linger, |l| (l + linger).max(now));
+        *last = Some(now);
         while msgs.len() < k.batch_max_messages {
             match tokio::time::timeout_at(deadline, input.recv()).await {
                 Ok(Ok(m)) => msgs.push(m),

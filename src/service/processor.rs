@@ -81,6 +81,10 @@ impl Publishable<'_> {
 /// batches of 50 lose 20% to the threads).
 const PARALLEL_COMMIT_WRITES: usize = 500;
 
+/// Batches of this many messages or more process their partitions on
+/// threads of their own.
+const PARALLEL_PROCESS_MESSAGES: usize = 1_000;
+
 /// What one batch produced, before anything is published or written.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -94,6 +98,17 @@ pub struct Batch {
     pub published: usize,
     /// Kafka timestamps of the messages, for the latency metric.
     pub timestamps: Vec<Millis>,
+}
+
+impl Batch {
+    /// Appends another partition's part of the batch.
+    fn join(&mut self, part: Batch) {
+        self.records.extend(part.records);
+        self.commits.extend(part.commits);
+        self.consumed += part.consumed;
+        self.published += part.published;
+        self.timestamps.extend(part.timestamps);
+    }
 }
 
 /// A second copy of the committed customer states (the changelog, in the
@@ -294,10 +309,37 @@ impl Processor {
         for m in msgs {
             by_part.entry(m.partition).or_default().push(m);
         }
-        let mut batch = Batch::default();
+        let mut parts = Vec::with_capacity(by_part.len());
         for (p, msgs) in by_part {
-            let meta = self.meta(p)?;
-            self.process_partition(p, meta, &msgs, wall_now, &mut batch)?;
+            parts.push((p, self.meta(p)?, msgs));
+        }
+        let this = &*self;
+        let run = |(p, meta, msgs): &(i32, PartitionMeta, Vec<&InMessage>)| {
+            let mut part = Batch::default();
+            this.process_partition(*p, *meta, msgs, wall_now, &mut part)
+                .map(|()| part)
+        };
+        // Partitions are independent: those of a large batch are processed
+        // side by side, and their outputs joined in partition order, as
+        // one after the other would give them.
+        let parts: Vec<Result<Batch, StoreError>> =
+            if parts.len() > 1 && msgs.len() >= PARALLEL_PROCESS_MESSAGES {
+                std::thread::scope(|scope| {
+                    let workers: Vec<_> = parts
+                        .iter()
+                        .map(|part| scope.spawn(move || run(part)))
+                        .collect();
+                    workers
+                        .into_iter()
+                        .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                        .collect()
+                })
+            } else {
+                parts.iter().map(run).collect()
+            };
+        let mut batch = Batch::default();
+        for part in parts {
+            batch.join(part?);
         }
         Ok(batch)
     }
@@ -1107,6 +1149,53 @@ mod tests {
     }
 
     /// The customers a batch writes in partition `p`.
+    #[test]
+    fn a_large_batch_of_several_partitions_gives_what_one_partition_at_a_time_gives() {
+        // Three partitions of about 500 messages: together they are
+        // processed side by side, alone each is below the threshold.
+        let mut msgs = Vec::new();
+        for p in 0..3 {
+            let mut off = 0;
+            for day in 0..80 {
+                for c in 0..12 {
+                    // Customer c goes silent after day 7c + 2: sweeps and alerts.
+                    if day <= 7 * c + 2 {
+                        let id = format!("p{p}-c{c}");
+                        msgs.push(msg(p, off, &id, &format!("e{p}-{day}-{c}"), day, "session"));
+                        off += 1;
+                    }
+                }
+            }
+        }
+        assert!(msgs.len() >= PARALLEL_PROCESS_MESSAGES);
+        let now = T0 + 1000 * DAY_MS;
+        let together = processor(Arc::new(MemStore::default()))
+            .process(&msgs, now)
+            .unwrap();
+        let mut alone = processor(Arc::new(MemStore::default()));
+        let mut records = Vec::new();
+        let mut commits = BTreeMap::new();
+        for p in 0..3 {
+            let part: Vec<InMessage> = msgs.iter().filter(|m| m.partition == p).cloned().collect();
+            assert!(part.len() < PARALLEL_PROCESS_MESSAGES);
+            let b = alone.process(&part, now).unwrap();
+            records.extend(b.records);
+            commits.extend(b.commits);
+        }
+        assert!(together.records.iter().any(|r| r.kind == OutKind::Alert));
+        assert_eq!(together.records, records);
+        // The due changes come in no particular order.
+        let sorted = |mut c: BTreeMap<i32, Commit>| {
+            for c in c.values_mut() {
+                c.due_add.sort();
+                c.due_remove.sort();
+            }
+            c
+        };
+        assert_eq!(sorted(together.commits), sorted(commits));
+        assert_eq!(together.consumed, msgs.len());
+    }
+
     fn customers_of(b: &Batch, p: i32) -> Vec<&str> {
         b.commits[&p]
             .states
