@@ -100,6 +100,26 @@ pub struct Batch {
     pub timestamps: Vec<Millis>,
 }
 
+/// `f` of each item, in their order; on a thread each when `side_by_side`
+/// (a panic in one is raised here).
+fn map_side_by_side<T: Sync, R: Send>(
+    items: &[T],
+    side_by_side: bool,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    if !side_by_side {
+        return items.iter().map(f).collect();
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = items.iter().map(|i| scope.spawn(move || f(i))).collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
 impl Batch {
     /// Appends another partition's part of the batch.
     fn join(&mut self, part: Batch) {
@@ -322,21 +342,8 @@ impl Processor {
         // Partitions are independent: those of a large batch are processed
         // side by side, and their outputs joined in partition order, as
         // one after the other would give them.
-        let parts: Vec<Result<Batch, StoreError>> =
-            if parts.len() > 1 && msgs.len() >= PARALLEL_PROCESS_MESSAGES {
-                std::thread::scope(|scope| {
-                    let workers: Vec<_> = parts
-                        .iter()
-                        .map(|part| scope.spawn(move || run(part)))
-                        .collect();
-                    workers
-                        .into_iter()
-                        .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                        .collect()
-                })
-            } else {
-                parts.iter().map(run).collect()
-            };
+        let side_by_side = parts.len() > 1 && msgs.len() >= PARALLEL_PROCESS_MESSAGES;
+        let parts = map_side_by_side(&parts, side_by_side, run);
         let mut batch = Batch::default();
         for part in parts {
             batch.join(part?);
@@ -447,22 +454,11 @@ impl Processor {
     /// committing the same changes twice leaves the same state.
     pub fn write(store: &dyn Store, commits: &BTreeMap<i32, Commit>) -> Result<(), StoreError> {
         let writes: usize = commits.values().map(|c| c.states.len()).sum();
-        let results: Vec<Result<(), StoreError>> =
-            if commits.len() > 1 && writes >= PARALLEL_COMMIT_WRITES {
-                std::thread::scope(|scope| {
-                    let writers: Vec<_> = commits
-                        .iter()
-                        .map(|(p, c)| scope.spawn(move || store.commit(*p, c)))
-                        .collect();
-                    writers
-                        .into_iter()
-                        .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                        .collect()
-                })
-            } else {
-                commits.iter().map(|(p, c)| store.commit(*p, c)).collect()
-            };
-        results.into_iter().collect()
+        let commits: Vec<(&i32, &Commit)> = commits.iter().collect();
+        let side_by_side = commits.len() > 1 && writes >= PARALLEL_COMMIT_WRITES;
+        map_side_by_side(&commits, side_by_side, |(p, c)| store.commit(**p, c))
+            .into_iter()
+            .collect()
     }
 
     /// Notes written commits: their metadata, and the metrics.
