@@ -278,7 +278,12 @@ fn field(line: &str, name: &str) -> f64 {
 enum Stream {
     /// A live stream: each event happens when it is sent (its
     /// `occurred_at` is its send time), and the service runs on the wall
-    /// clock, as `churn-alert run` does by default.
+    /// clock, as `churn-alert run` does by default. A simulated customer
+    /// becomes a new one each simulated week (`c17` is `c17-w0`, then
+    /// `c17-w1`, ...): sent in seconds, 5,000 customers would each send
+    /// several events a second, every one inside the 7-day de-duplication
+    /// window, which no real stream does; 130k customers sending a week of
+    /// events each are closer to one.
     Live,
     /// A replay: the simulated 180 days sent in seconds, and the service
     /// on the event-time clock (the config of (c)), so every batch also
@@ -321,16 +326,18 @@ async fn bench_latency(
     // A live event happens when it is sent: event `i` at `i / rate` after
     // the start (the seconds the payloads take to write are in the past).
     let base = churn_alert::pipeline::event::wall_now();
-    let payloads: Vec<String> = events
+    let payloads: Vec<(String, String)> = events
         .iter()
         .enumerate()
         .map(|(i, e)| match stream {
-            Stream::Replay => e.json.clone(),
+            Stream::Replay => (e.customer_id.clone(), e.json.clone()),
             Stream::Live => {
                 let mut v: serde_json::Value = serde_json::from_str(&e.json).unwrap();
                 let at = base + (i as f64 * 1000.0 / rate) as i64;
+                let id = format!("{}-w{}", e.customer_id, e.at.div_euclid(7 * DAY_MS));
                 v["occurred_at"] = churn_alert::pipeline::event::rfc3339(at).into();
-                v.to_string()
+                v["customer_id"] = id.clone().into();
+                (id, v.to_string())
             }
         })
         .collect();
@@ -411,7 +418,7 @@ async fn bench_latency(
         .unwrap();
     let start = Instant::now();
     let mut sent = Vec::with_capacity(events.len());
-    for (i, (e, payload)) in events.iter().zip(&payloads).enumerate() {
+    for (i, (customer, payload)) in payloads.iter().enumerate() {
         let due = start + Duration::from_secs_f64(i as f64 / rate);
         let now = Instant::now();
         if due > now {
@@ -420,7 +427,7 @@ async fn bench_latency(
         let at = Instant::now();
         let f = producer.send_result(
             rdkafka::producer::FutureRecord::to(&cfg.kafka.input_topic)
-                .key(&e.customer_id)
+                .key(customer)
                 .payload(payload),
         );
         sent.push((at, f.map_err(|(e, _)| e).unwrap()));
@@ -860,6 +867,15 @@ fn latency_rows(rt: &tokio::runtime::Runtime, sim: &[SimEvent], cfg: &Config, mo
                 .expect("BENCH_LATENCY_LINGERS: milliseconds, comma-separated")
         })
         .collect();
+    // The first seconds of the stream only, if asked: tansu's memory
+    // engine slows as a topic fills, for any consumer.
+    let sim = match std::env::var("BENCH_LATENCY_SECONDS") {
+        Ok(secs) => {
+            let secs: f64 = secs.parse().expect("BENCH_LATENCY_SECONDS: seconds");
+            &sim[..sim.len().min((rate * secs) as usize)]
+        }
+        Err(_) => sim,
+    };
     let streams: Vec<Stream> = match std::env::var("BENCH_LATENCY_STREAMS").as_deref() {
         Ok("live") => vec![Stream::Live],
         Ok("replay") => vec![Stream::Replay],
