@@ -19,8 +19,11 @@
 //! installed: `scripts/tansu.sh install`). `BENCH_ROWS=d,size` (any of
 //! `a`, `b`, `size`, `c`, `d`, `latency`) prints only those rows; `latency`
 //! (not in the default set) measures event to commit for several
-//! `kafka.batch_linger_ms` at `BENCH_LATENCY_RATE` events/s (31,000 if
-//! unset, about half of (c) here). Under `cargo test`
+//! `kafka.batch_linger_ms` (`BENCH_LATENCY_LINGERS=50,20`) at
+//! `BENCH_LATENCY_RATE` events/s (31,000 if unset), for a live stream and
+//! a replay (`BENCH_LATENCY_STREAMS=live` or `replay` for one; see
+//! [`Stream`]), over the whole simulation or its first
+//! `BENCH_LATENCY_SECONDS`. Under `cargo test`
 //! it runs a small smoke pass that checks the same paths work.
 
 #[path = "../tests/common/mod.rs"]
@@ -323,19 +326,17 @@ async fn bench_latency(
     if stream == Stream::Live {
         cfg.clock = Config::default().clock;
     }
-    // A live event happens when it is sent: event `i` at `i / rate` after
-    // the start (the seconds the payloads take to write are in the past).
-    let base = churn_alert::pipeline::event::wall_now();
+    // A live event happens when it is sent: its `occurred_at` is written
+    // in at the send.
+    const SENT_AT: &str = "@sent-at@";
     let payloads: Vec<(String, String)> = events
         .iter()
-        .enumerate()
-        .map(|(i, e)| match stream {
+        .map(|e| match stream {
             Stream::Replay => (e.customer_id.clone(), e.json.clone()),
             Stream::Live => {
                 let mut v: serde_json::Value = serde_json::from_str(&e.json).unwrap();
-                let at = base + (i as f64 * 1000.0 / rate) as i64;
                 let id = format!("{}-w{}", e.customer_id, e.at.div_euclid(7 * DAY_MS));
-                v["occurred_at"] = churn_alert::pipeline::event::rfc3339(at).into();
+                v["occurred_at"] = SENT_AT.into();
                 v["customer_id"] = id.clone().into();
                 (id, v.to_string())
             }
@@ -425,6 +426,15 @@ async fn bench_latency(
             tokio::time::sleep(due - now).await;
         }
         let at = Instant::now();
+        let live;
+        let payload = match stream {
+            Stream::Replay => payload,
+            Stream::Live => {
+                let now = churn_alert::pipeline::event::wall_now();
+                live = payload.replace(SENT_AT, &churn_alert::pipeline::event::rfc3339(now));
+                &live
+            }
+        };
         let f = producer.send_result(
             rdkafka::producer::FutureRecord::to(&cfg.kafka.input_topic)
                 .key(customer)
@@ -510,7 +520,9 @@ fn plain_arrivals(
             .unwrap();
     }
     consumer.assign(&tpl).unwrap();
-    // Connected, with the topic's partitions known, and fetching.
+    // Connected (a watermark request answered), the partitions assigned
+    // and polled once: its first fetches are under way, as far as a
+    // client can tell without data.
     consumer
         .fetch_watermarks(topic, 0, Duration::from_secs(30))
         .unwrap();
@@ -872,14 +884,16 @@ fn latency_rows(rt: &tokio::runtime::Runtime, sim: &[SimEvent], cfg: &Config, mo
     let sim = match std::env::var("BENCH_LATENCY_SECONDS") {
         Ok(secs) => {
             let secs: f64 = secs.parse().expect("BENCH_LATENCY_SECONDS: seconds");
-            &sim[..sim.len().min((rate * secs) as usize)]
+            assert!(secs > 0.0, "BENCH_LATENCY_SECONDS: more than 0 seconds");
+            &sim[..sim.len().min(((rate * secs) as usize).max(1))]
         }
         Err(_) => sim,
     };
     let streams: Vec<Stream> = match std::env::var("BENCH_LATENCY_STREAMS").as_deref() {
         Ok("live") => vec![Stream::Live],
         Ok("replay") => vec![Stream::Replay],
-        _ => vec![Stream::Live, Stream::Replay],
+        Ok("" | "live,replay") | Err(_) => vec![Stream::Live, Stream::Replay],
+        Ok(other) => panic!("BENCH_LATENCY_STREAMS: live, replay or both, not {other:?}"),
     };
     for &stream in &streams {
         for &linger in &lingers {
@@ -937,7 +951,7 @@ fn broker_rows(rt: &tokio::runtime::Runtime, sim: &[SimEvent], cfg: &Config, mod
             format!("fetch.wait.max.ms = {w}")
         });
         println!(
-            "(c'') {} stream, event to commit at {rate:.0} events/s (half of (c)), {fetch}: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms; a plain consumer of the same stream gets it at p50 {f50:.0} ms, p99 {f99:.0} ms",
+            "(c'') {} stream, event to commit at {rate:.0} events/s (half of (c)), batch_linger_ms {linger} (the default), {fetch}: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms; a plain consumer of the same stream gets it at p50 {f50:.0} ms, p99 {f99:.0} ms",
             stream.name()
         );
     }

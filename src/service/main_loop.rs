@@ -40,7 +40,7 @@ impl MainLoop<'_> {
         // A batch whose store write is under way; it lands before the next
         // batch is published, and before partitions are taken or given up.
         let mut in_flight: Option<InFlight> = None;
-        // When the last batch started gathering (see `gather`).
+        // When the last batch was closed (see `gather`).
         let mut last_batch: Option<tokio::time::Instant> = None;
         let stopped = loop {
             self.take_reloads();
@@ -139,15 +139,18 @@ impl MainLoop<'_> {
 
     /// The batch that starts with `first`: more messages until the batch
     /// is full or `kafka.batch_linger_ms` passed since the previous batch
-    /// started (`last`), less those of partitions not (or no longer) active
-    /// here. `None`: nothing to process.
+    /// was closed (`last`, when its gathering ended), less those of
+    /// partitions not (or no longer) active here. `None`: nothing to
+    /// process.
     ///
-    /// The linger counts from the previous batch, not from this one's first
-    /// message: when the previous batch took longer than the linger, the
+    /// The linger counts from the previous batch's close, not from this
+    /// one's first message: a batch closes at most once a linger, and when
+    /// processing the previous batch took longer than the linger, the
     /// messages that came meanwhile have waited already, so they are taken
     /// as they are, without waiting more. Batches then grow with the rate
     /// and the time a batch takes, and a live stream's latency is about the
-    /// time of two batches rather than two batches and two lingers.
+    /// time of two batches rather than two batches and a linger. After a
+    /// pause longer than the linger, the first message is taken at once.
     async fn gather(
         &mut self,
         first: Result<InMessage, crate::kafka::KafkaError>,
@@ -179,7 +182,6 @@ impl MainLoop<'_> {
         let now = tokio::time::Instant::now();
         let linger = Duration::from_millis(k.batch_linger_ms);
         let deadline = last.map_or(now + linger, |l| (l + linger).max(now));
-        *last = Some(now);
         while msgs.len() < k.batch_max_messages {
             match tokio::time::timeout_at(deadline, input.recv()).await {
                 Ok(Ok(m)) => msgs.push(m),
@@ -190,6 +192,7 @@ impl MainLoop<'_> {
                 Err(_) => break,
             }
         }
+        *last = Some(tokio::time::Instant::now());
         // Messages of partitions assigned or revoked while this batch was
         // gathered are dropped: their owner (maybe this instance again,
         // after its restore) fetches them from the stored offset. A write

@@ -100,22 +100,32 @@ pub struct Batch {
     pub timestamps: Vec<Millis>,
 }
 
-/// `f` of each item, in their order; on a thread each when `side_by_side`
-/// (a panic in one is raised here).
+/// `f` of each item, in their order. When `side_by_side`, the items are
+/// cut into as many runs of neighbours as the machine has cores (at most
+/// one per item), each run on a thread of its own, inside the caller's
+/// tracing span; a panic in one is raised here.
 fn map_side_by_side<T: Sync, R: Send>(
     items: &[T],
     side_by_side: bool,
     f: impl Fn(&T) -> R + Sync,
 ) -> Vec<R> {
-    if !side_by_side {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if !side_by_side || items.len() < 2 || threads < 2 {
         return items.iter().map(f).collect();
     }
-    let f = &f;
+    let run = items.len().div_ceil(threads.min(items.len()));
+    let (f, span) = (&f, tracing::Span::current());
     std::thread::scope(|scope| {
-        let workers: Vec<_> = items.iter().map(|i| scope.spawn(move || f(i))).collect();
+        let workers: Vec<_> = items
+            .chunks(run)
+            .map(|chunk| {
+                let span = span.clone();
+                scope.spawn(move || span.in_scope(|| chunk.iter().map(f).collect::<Vec<R>>()))
+            })
+            .collect();
         workers
             .into_iter()
-            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     })
 }
@@ -341,7 +351,11 @@ impl Processor {
         };
         // Partitions are independent: those of a large batch are processed
         // side by side, and their outputs joined in partition order, as
-        // one after the other would give them.
+        // one after the other would give them. Two things differ: alerts
+        // of different partitions enter the status page's recent list in
+        // the order they are raised, and when one partition fails (a store
+        // read), the others still run (their work is discarded with the
+        // batch, which is tried again whole).
         let side_by_side = parts.len() > 1 && msgs.len() >= PARALLEL_PROCESS_MESSAGES;
         let parts = map_side_by_side(&parts, side_by_side, run);
         let mut batch = Batch::default();
@@ -1144,7 +1158,29 @@ mod tests {
         }
     }
 
-    /// The customers a batch writes in partition `p`.
+    #[test]
+    fn side_by_side_keeps_the_order_and_uses_threads() {
+        let items: Vec<usize> = (0..10).collect();
+        let run = |side_by_side| {
+            map_side_by_side(&items, side_by_side, |i| (*i, std::thread::current().id()))
+        };
+        let (one, many) = (run(false), run(true));
+        let order =
+            |r: &[(usize, std::thread::ThreadId)]| r.iter().map(|x| x.0).collect::<Vec<_>>();
+        assert_eq!(order(&one), items);
+        assert_eq!(order(&many), items);
+        let threads: HashSet<_> = many.iter().map(|x| x.1).collect();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cores >= 2 {
+            assert!(
+                (2..=cores).contains(&threads.len()),
+                "{} threads",
+                threads.len()
+            );
+            assert!(!threads.contains(&std::thread::current().id()));
+        }
+    }
+
     #[test]
     fn a_large_batch_of_several_partitions_gives_what_one_partition_at_a_time_gives() {
         // Three partitions of about 500 messages: together they are
@@ -1192,6 +1228,7 @@ mod tests {
         assert_eq!(together.consumed, msgs.len());
     }
 
+    /// The customers a batch writes in partition `p`.
     fn customers_of(b: &Batch, p: i32) -> Vec<&str> {
         b.commits[&p]
             .states
