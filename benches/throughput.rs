@@ -19,7 +19,7 @@
 //! installed: `scripts/tansu.sh install`). `BENCH_ROWS=d,size` (any of
 //! `a`, `b`, `size`, `c`, `d`, `latency`) prints only those rows; `latency`
 //! (not in the default set) measures event to commit for several
-//! `kafka.batch_linger_ms` (`BENCH_LATENCY_LINGERS=50,20`) at
+//! `kafka.batch_linger_ms` (`BENCH_LATENCY_LINGERS`, 50,20,5,0 if unset) at
 //! `BENCH_LATENCY_RATE` events/s (31,000 if unset), for a live stream and
 //! a replay (`BENCH_LATENCY_STREAMS=live` or `replay` for one; see
 //! [`Stream`]), over the whole simulation or its first
@@ -870,6 +870,10 @@ fn latency_rows(rt: &tokio::runtime::Runtime, sim: &[SimEvent], cfg: &Config, mo
     let rate: f64 = std::env::var("BENCH_LATENCY_RATE")
         .map(|r| r.parse().expect("BENCH_LATENCY_RATE: events per second"))
         .unwrap_or(31_000.0);
+    assert!(
+        rate > 0.0,
+        "BENCH_LATENCY_RATE: more than 0 events per second"
+    );
     let lingers: Vec<u64> = std::env::var("BENCH_LATENCY_LINGERS")
         .unwrap_or_else(|_| "50,20,5,0".into())
         .split(',')
@@ -892,7 +896,7 @@ fn latency_rows(rt: &tokio::runtime::Runtime, sim: &[SimEvent], cfg: &Config, mo
     let streams: Vec<Stream> = match std::env::var("BENCH_LATENCY_STREAMS").as_deref() {
         Ok("live") => vec![Stream::Live],
         Ok("replay") => vec![Stream::Replay],
-        Ok("" | "live,replay") | Err(_) => vec![Stream::Live, Stream::Replay],
+        Ok("" | "live,replay" | "replay,live") | Err(_) => vec![Stream::Live, Stream::Replay],
         Ok(other) => panic!("BENCH_LATENCY_STREAMS: live, replay or both, not {other:?}"),
     };
     for &stream in &streams {

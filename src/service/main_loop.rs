@@ -144,10 +144,10 @@ impl MainLoop<'_> {
     /// process.
     ///
     /// The linger counts from the previous batch's close, not from this
-    /// one's first message: a batch closes at most once a linger, and when
-    /// processing the previous batch took longer than the linger, the
-    /// messages that came meanwhile have waited already, so they are taken
-    /// as they are, without waiting more. Batches then grow with the rate
+    /// one's first message: a batch that is not full closes at most once a
+    /// linger, and when processing the previous batch took longer than the
+    /// linger, the messages that came meanwhile have waited already, so
+    /// they are taken as they are, without waiting more. Batches then grow with the rate
     /// and the time a batch takes, and a live stream's latency is about the
     /// time of two batches rather than two batches and a linger. After a
     /// pause longer than the linger, the first message is taken at once.

@@ -101,16 +101,21 @@ pub struct Batch {
 }
 
 /// `f` of each item, in their order. When `side_by_side`, the items are
-/// cut into as many runs of neighbours as the machine has cores (at most
-/// one per item), each run on a thread of its own, inside the caller's
-/// tracing span; a panic in one is raised here.
+/// cut into runs of neighbours of equal length (but the last), at most as
+/// many as the machine has cores, each run on a thread of its own, inside
+/// the caller's tracing span; a panic in one is raised here.
 fn map_side_by_side<T: Sync, R: Send>(
     items: &[T],
     side_by_side: bool,
     f: impl Fn(&T) -> R + Sync,
 ) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if !side_by_side || items.len() < 2 || threads < 2 {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    if !side_by_side || items.len() < 2 {
+        return items.iter().map(f).collect();
+    }
+    let threads =
+        *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads < 2 {
         return items.iter().map(f).collect();
     }
     let run = items.len().div_ceil(threads.min(items.len()));
