@@ -23,7 +23,8 @@
 //! `BENCH_LATENCY_RATE` events/s (31,000 if unset), for a live stream and
 //! a replay (`BENCH_LATENCY_STREAMS=live` or `replay` for one; see
 //! [`Stream`]), over the whole simulation or its first
-//! `BENCH_LATENCY_SECONDS`. Under `cargo test`
+//! `BENCH_LATENCY_SECONDS`, with sled state (`BENCH_LATENCY_ENGINE=fjall`
+//! for fjall's). Under `cargo test`
 //! it runs a small smoke pass that checks the same paths work.
 
 #[path = "../tests/common/mod.rs"]
@@ -282,8 +283,9 @@ enum Stream {
     /// A live stream: each event happens when it is sent (its
     /// `occurred_at` is its send time), and the service runs on the wall
     /// clock, as `churn-alert run` does by default. A simulated customer
-    /// becomes a new one each simulated week (`c17` is `c17-w0`, then
-    /// `c17-w1`, ...): sent in seconds, 5,000 customers would each send
+    /// becomes a new one each simulated week (`c17` is `c17-w2930`, then
+    /// `c17-w2931`, ...: weeks counted from 1970, so a customer's first
+    /// week may be a short one): sent in seconds, 5,000 customers would each send
     /// several events a second, every one inside the 7-day de-duplication
     /// window, which no real stream does; 130k customers sending a week of
     /// events each are closer to one.
@@ -323,6 +325,7 @@ async fn bench_latency(
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = common::test_config(broker, dir.path());
     cfg.features = cfg_base.features.clone();
+    cfg.store.engine = cfg_base.store.engine;
     if stream == Stream::Live {
         cfg.clock = Config::default().clock;
     }
@@ -893,6 +896,13 @@ fn latency_rows(rt: &tokio::runtime::Runtime, sim: &[SimEvent], cfg: &Config, mo
         }
         Err(_) => sim,
     };
+    let mut cfg = cfg.clone();
+    cfg.store.engine = match std::env::var("BENCH_LATENCY_ENGINE").as_deref() {
+        Ok("sled") | Err(_) => StoreEngine::Sled,
+        Ok("fjall") => StoreEngine::Fjall,
+        Ok(other) => panic!("BENCH_LATENCY_ENGINE: sled or fjall, not {other:?}"),
+    };
+    let cfg = &cfg;
     let streams: Vec<Stream> = match std::env::var("BENCH_LATENCY_STREAMS").as_deref() {
         Ok("live") => vec![Stream::Live],
         Ok("replay") => vec![Stream::Replay],
@@ -914,8 +924,9 @@ fn latency_rows(rt: &tokio::runtime::Runtime, sim: &[SimEvent], cfg: &Config, mo
                 stream,
             ));
             println!(
-                "(latency) {} stream, event to commit at {rate:.0} events/s, batch_linger_ms {linger}, fetch.wait.max.ms 10: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms; a plain consumer of the same stream gets it at p50 {f50:.0} ms, p99 {f99:.0} ms",
-                stream.name()
+                "(latency) {} stream, {:?} store, event to commit at {rate:.0} events/s, batch_linger_ms {linger}, fetch.wait.max.ms 10: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms; a plain consumer of the same stream gets it at p50 {f50:.0} ms, p99 {f99:.0} ms",
+                stream.name(),
+                cfg.store.engine,
             );
         }
     }

@@ -5,6 +5,11 @@
 # test, a short soak and a short fuzzing run of the event decoders.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each step's start, with the minutes since the script began, so a slow
+# step shows in the log.
+step() { printf '== %dm%02ds: %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*" >&2; }
+
+step installs
 
 scripts/tansu.sh install
 export TANSU_BIN="$(scripts/tansu.sh bin)"
@@ -27,12 +32,15 @@ scripts/sr_fixtures.sh install
 # OpenAPI description against the real binary) for tests/admin_page.rs.
 scripts/page_tools.sh install
 
+step fmt, clippy
 cargo fmt --check
 cargo clippy --release --all-targets -- -D warnings
+step "cargo test (every target)"
 cargo test --release --all-targets
 # The crash loop (about 4 minutes: 20 SIGKILLs against a real broker), then
-# 6 on the fjall engine (about 2.5 minutes); one at a time, each with its
+# 4 on the fjall engine (about 2 minutes); one at a time, each with its
 # own broker.
+step "crash loop"
 cargo test --release --test crash_loop -- --ignored --nocapture --test-threads=1
 # Scale-out (about 1-3 minutes a run, on fjall and on sled): three
 # instances, one SIGKILLed, an empty-disk joiner and an empty-disk
@@ -43,6 +51,7 @@ cargo test --release --test crash_loop -- --ignored --nocapture --test-threads=1
 # test fails with "b's replacement never got its partitions". That failure,
 # and only that one, is said and retried once on a fresh broker; any other
 # failure, or the same one twice, fails the run.
+step scale-out
 scale_log=$(mktemp)
 if ! cargo test --release --test scale_out -- --ignored --nocapture --test-threads=1 2>&1 | tee "$scale_log"; then
   if grep -q "b's replacement never got its partitions" "$scale_log"; then
@@ -57,6 +66,9 @@ rm -f "$scale_log"
 # A short soak (about 3 minutes): 20 s of simulated events with poison
 # pills, SIGKILLs and broker restarts, compared with a clean run
 # (scripts/soak.sh runs a longer one).
+step soak
 SOAK_SECONDS=20 cargo test --release --test soak -- --ignored --nocapture
 # The decoders under libFuzzer for 30 s (scripts/fuzz.sh N runs longer).
+step fuzz
 scripts/fuzz.sh 30
+step done

@@ -21,13 +21,13 @@ async fn sigkill_loop_leaves_state_exact_and_loses_no_alert() {
     crash_loop(StoreEngine::Sled, 20).await;
 }
 
-/// The same with the fjall engine, killed 6 times (a restart's length is
+/// The same with the fjall engine, killed 4 times (a restart's length is
 /// mostly the broker's group join, the same for either engine, so fewer
 /// kills keep the suite's time).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "about 2.5 minutes; scripts/test.sh runs it with --ignored"]
+#[ignore = "about 2 minutes; scripts/test.sh runs it with --ignored"]
 async fn sigkill_loop_on_fjall_leaves_state_exact_and_loses_no_alert() {
-    crash_loop(StoreEngine::Fjall, 6).await;
+    crash_loop(StoreEngine::Fjall, 4).await;
 }
 
 async fn crash_loop(engine: StoreEngine, kills: usize) {

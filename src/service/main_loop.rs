@@ -179,9 +179,11 @@ impl MainLoop<'_> {
                 return Ok(None);
             }
         }
-        let now = tokio::time::Instant::now();
-        let linger = Duration::from_millis(k.batch_linger_ms);
-        let deadline = last.map_or(now + linger, |l| (l + linger).max(now));
+        let deadline = linger_deadline(
+            *last,
+            tokio::time::Instant::now(),
+            Duration::from_millis(k.batch_linger_ms),
+        );
         while msgs.len() < k.batch_max_messages {
             match tokio::time::timeout_at(deadline, input.recv()).await {
                 Ok(Ok(m)) => msgs.push(m),
@@ -205,5 +207,47 @@ impl MainLoop<'_> {
         let active = input.context().active();
         msgs.retain(|m| !stale.contains(&m.partition) && active.contains(&m.partition));
         Ok((!msgs.is_empty()).then_some(msgs))
+    }
+}
+
+/// When a batch stops waiting for more messages: a linger after the
+/// previous batch was closed (`last`), or at once (`now`) when that has
+/// passed; a linger after `now` for the first batch. A linger too long to
+/// add is no deadline at all (a batch then closes only when full).
+fn linger_deadline(
+    last: Option<tokio::time::Instant>,
+    now: tokio::time::Instant,
+    linger: Duration,
+) -> tokio::time::Instant {
+    let far = || now + Duration::from_secs(365 * 24 * 3600);
+    match last {
+        None => now.checked_add(linger).unwrap_or_else(far),
+        Some(l) => l.checked_add(linger).map_or_else(far, |d| d.max(now)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_lingers_from_the_previous_close_and_never_into_the_past() {
+        let now = tokio::time::Instant::now();
+        let ms = Duration::from_millis;
+        // The first batch waits a whole linger.
+        assert_eq!(linger_deadline(None, now, ms(50)), now + ms(50));
+        // Closed 20 ms ago: 30 ms more.
+        assert_eq!(
+            linger_deadline(Some(now - ms(20)), now, ms(50)),
+            now + ms(30)
+        );
+        // Processing the previous batch (or a quiet spell) took longer
+        // than the linger: what is there is taken at once.
+        assert_eq!(linger_deadline(Some(now - ms(80)), now, ms(50)), now);
+        // No linger: at once.
+        assert_eq!(linger_deadline(Some(now - ms(1)), now, ms(0)), now);
+        assert_eq!(linger_deadline(None, now, ms(0)), now);
+        // A linger too long to add does not panic.
+        assert!(linger_deadline(Some(now), now, Duration::MAX) > now + ms(50));
     }
 }

@@ -100,6 +100,12 @@ pub struct Batch {
     pub timestamps: Vec<Millis>,
 }
 
+/// The machine's cores (1 when unknown), read once.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// `f` of each item, in their order. When `side_by_side`, the items are
 /// cut into runs of neighbours of equal length (but the last), at most as
 /// many as the machine has cores, each run on a thread of its own, inside
@@ -109,12 +115,10 @@ fn map_side_by_side<T: Sync, R: Send>(
     side_by_side: bool,
     f: impl Fn(&T) -> R + Sync,
 ) -> Vec<R> {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     if !side_by_side || items.len() < 2 {
         return items.iter().map(f).collect();
     }
-    let threads =
-        *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = cores();
     if threads < 2 {
         return items.iter().map(f).collect();
     }
@@ -138,11 +142,19 @@ fn map_side_by_side<T: Sync, R: Send>(
 impl Batch {
     /// Appends another partition's part of the batch.
     fn join(&mut self, part: Batch) {
-        self.records.extend(part.records);
-        self.commits.extend(part.commits);
-        self.consumed += part.consumed;
-        self.published += part.published;
-        self.timestamps.extend(part.timestamps);
+        // Named field by field, so a new field cannot be left out here.
+        let Batch {
+            records,
+            commits,
+            consumed,
+            published,
+            timestamps,
+        } = part;
+        self.records.extend(records);
+        self.commits.extend(commits);
+        self.consumed += consumed;
+        self.published += published;
+        self.timestamps.extend(timestamps);
     }
 }
 
@@ -360,7 +372,9 @@ impl Processor {
         // of different partitions enter the status page's recent list in
         // the order they are raised, and when one partition fails (a store
         // read), the others still run (their work is discarded with the
-        // batch, which is tried again whole).
+        // batch, which is tried again whole; the events and alerts they
+        // counted in the metrics are counted again then, as those of the
+        // partitions before a failing one always were).
         let side_by_side = parts.len() > 1 && msgs.len() >= PARALLEL_PROCESS_MESSAGES;
         let parts = map_side_by_side(&parts, side_by_side, run);
         let mut batch = Batch::default();
@@ -1175,7 +1189,7 @@ mod tests {
         assert_eq!(order(&one), items);
         assert_eq!(order(&many), items);
         let threads: HashSet<_> = many.iter().map(|x| x.1).collect();
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = cores();
         if cores >= 2 {
             assert!(
                 (2..=cores).contains(&threads.len()),
