@@ -283,9 +283,9 @@ enum Stream {
     /// A live stream: each event happens when it is sent (its
     /// `occurred_at` is its send time), and the service runs on the wall
     /// clock, as `churn-alert run` does by default. A simulated customer
-    /// becomes a new one each simulated week (`c17` is `c17-w2930`, then
-    /// `c17-w2931`, ...: weeks counted from 1970, so a customer's first
-    /// week may be a short one): sent in seconds, 5,000 customers would each send
+    /// becomes a new one each simulated week (`c17-w<week>`, the week
+    /// counted from 1970, so a customer's first week may be a short one):
+    /// sent in seconds, 5,000 customers would each send
     /// several events a second, every one inside the 7-day de-duplication
     /// window, which no real stream does; 130k customers sending a week of
     /// events each are closer to one.

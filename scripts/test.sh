@@ -63,7 +63,7 @@ if ! cargo test --release --test scale_out -- --ignored --nocapture --test-threa
   fi
 fi
 rm -f "$scale_log"
-# A short soak (about 3 minutes): 20 s of simulated events with poison
+# A short soak (about 1 minute): 20 s of simulated events with poison
 # pills, SIGKILLs and broker restarts, compared with a clean run
 # (scripts/soak.sh runs a longer one).
 step soak

@@ -743,6 +743,11 @@ mod tests {
             key("", &[("CHURN_ALERT__CLOCK__MODE", "sundial")]),
             "clock.mode"
         );
+        assert_eq!(
+            key("[kafka]\nbatch_linger_ms = 60001\n", &[]),
+            "kafka.batch_linger_ms"
+        );
+        assert!(load("[kafka]\nbatch_linger_ms = 60000\n", &[]).is_ok());
         // Modes are enums: the error names the key and the values allowed.
         for (text, key_at, allowed) in [
             ("[store]\nengine = \"rocks\"\n", "store.engine", "`sled`"),

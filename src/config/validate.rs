@@ -58,6 +58,17 @@ impl Config {
         if k.batch_max_messages == 0 {
             return Err(key_err("kafka.batch_max_messages", "must be at least 1"));
         }
+        // Every event of a quiet stream waits up to this long, and a stop
+        // waits for the batch being gathered.
+        if k.batch_linger_ms > 60_000 {
+            return Err(key_err(
+                "kafka.batch_linger_ms",
+                format!(
+                    "must be at most 60000 (a minute), got {}",
+                    k.batch_linger_ms
+                ),
+            ));
+        }
         if self.clock.sweep_interval_ms == 0 {
             return Err(key_err("clock.sweep_interval_ms", "must be at least 1"));
         }

@@ -92,7 +92,7 @@ pub struct KafkaConfig {
     pub release_unowned_after_seconds: u64,
     /// Most messages processed in one batch (one state write per customer per batch).
     pub batch_max_messages: usize,
-    /// Longest wait, in milliseconds, to fill a batch, counted from when the previous batch was closed (what came while that batch was processed has waited already, and is taken without waiting more).
+    /// Longest wait, in milliseconds, to fill a batch, counted from when the previous batch was closed (what came while that batch was processed has waited already, and is taken without waiting more). At most 60000.
     pub batch_linger_ms: u64,
     /// Where a partition with no stored state starts: `earliest` or `latest`. Kafka's committed offsets are never used to start (they are for lag only).
     pub auto_offset_reset: OffsetReset,
