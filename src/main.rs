@@ -47,6 +47,29 @@ enum Command {
         /// Last simulated day (exclusive), YYYY-MM-DD; default today (UTC).
         #[arg(long)]
         end: Option<String>,
+        /// What to generate: `behaviour` (sessions, purchases, emails,
+        /// tickets, subscriptions; weekly engagement, much churn), `bgnbd`
+        /// or `paretonbd` (purchase-only retail from a BG/NBD or Pareto/NBD
+        /// process), `saas` (subscriptions with a low monthly cancel rate).
+        #[arg(long, value_enum, default_value_t = churn_alert::offline::histories::Kind::Behaviour)]
+        kind: churn_alert::offline::histories::Kind,
+        /// Retail preset by mean days between purchases (7, 30, 90, 180);
+        /// default monthly. For --kind bgnbd and paretonbd.
+        #[arg(long, value_enum)]
+        cadence: Option<churn_alert::offline::histories::Cadence>,
+        /// Explicit BG/NBD parameters instead of a preset: r,alpha,a,b
+        /// (purchase rate per day ~ Gamma(r, rate alpha), dropout after
+        /// each repeat purchase with p ~ Beta(a, b)).
+        #[arg(long, value_name = "R,ALPHA,A,B")]
+        bgnbd: Option<String>,
+        /// Explicit Pareto/NBD parameters instead of a preset: r,alpha,s,beta
+        /// (lifetime ~ Exponential(mu) days, mu ~ Gamma(s, rate beta)).
+        #[arg(long, value_name = "R,ALPHA,S,BETA")]
+        paretonbd: Option<String>,
+        /// Share of subscribers who cancel in a month, for --kind saas
+        /// (default 0.03).
+        #[arg(long)]
+        monthly_cancel: Option<f64>,
         /// Share of events repeated with the same event id.
         #[arg(long, default_value_t = 0.0)]
         duplicates: f64,
@@ -58,9 +81,9 @@ enum Command {
         /// oracle-DATE.csv. Repeatable.
         #[arg(long)]
         oracle_at: Vec<String>,
-        /// Horizon of the oracle's probabilities (30d, as `train`'s).
-        #[arg(long, default_value = "30d")]
-        oracle_horizon: String,
+        /// Horizon of the oracle's probabilities (default 30d, as `train`'s).
+        #[arg(long)]
+        oracle_horizon: Option<String>,
         /// Also write every living customer's true probability of churning
         /// within the oracle horizon at the start of every day, to
         /// oracle-daily.csv (for `backtest --oracle`).
@@ -316,6 +339,11 @@ async fn command(cli: Cli, config: Config) -> anyhow::Result<()> {
             days,
             seed,
             end,
+            kind,
+            cadence,
+            bgnbd,
+            paretonbd,
+            monthly_cancel,
             duplicates,
             late,
             oracle_at,
@@ -323,14 +351,49 @@ async fn command(cli: Cli, config: Config) -> anyhow::Result<()> {
             oracle_daily,
             out,
         } => {
+            use churn_alert::offline::histories;
+            let shape = histories::Options {
+                kind,
+                cadence,
+                bgnbd,
+                paretonbd,
+                monthly_cancel,
+                duplicates,
+                late,
+            };
+            shape.check()?;
+            if kind != histories::Kind::Behaviour {
+                if !oracle_at.is_empty() || oracle_horizon.is_some() || oracle_daily {
+                    return Err(churn_alert::offline::commands::Usage(format!(
+                        "--oracle-at, --oracle-horizon and --oracle-daily are for --kind behaviour, not --kind {}",
+                        kind.as_str()
+                    ))
+                    .into());
+                }
+                let end = match end {
+                    Some(e) => churn_alert::offline::commands::parse_time(&e)?,
+                    None => {
+                        churn_alert::offline::simulate::SimConfig::new(customers, days, seed).end
+                    }
+                };
+                let window = histories::Window {
+                    customers,
+                    days,
+                    seed,
+                    end,
+                };
+                histories::run(window, &shape, &out)?;
+                return Ok(());
+            }
             let mut cfg = churn_alert::offline::simulate::SimConfig::new(customers, days, seed);
             if let Some(e) = end {
                 cfg.end = churn_alert::offline::commands::parse_time(&e)?;
             }
             cfg.duplicate_rate = duplicates;
             cfg.late_rate = late;
-            cfg.oracle_horizon_days =
-                churn_alert::offline::commands::parse_days(&oracle_horizon)? / DAY_MS;
+            cfg.oracle_horizon_days = churn_alert::offline::commands::parse_days(
+                oracle_horizon.as_deref().unwrap_or("30d"),
+            )? / DAY_MS;
             for d in &oracle_at {
                 let at = churn_alert::offline::commands::parse_time(d)?;
                 if at < cfg.start() || at >= cfg.end {

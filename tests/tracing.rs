@@ -51,6 +51,8 @@ async fn a_traceparent_is_carried_from_an_event_to_what_it_causes() {
             thresholds: None,
             segments: None,
             population: None,
+            min_tenure_days: None,
+            bgnbd: None,
             training: None,
         },
         &cfg.feature_spec(),

@@ -163,9 +163,10 @@ impl Control {
             crate::pipeline::model::Assessment::Churned {
                 silent_days,
                 return_probability,
+                probability,
             } => (
                 "churned",
-                None,
+                Some(probability),
                 "churned".to_string(),
                 Vec::new(),
                 Some(silent_days),

@@ -685,6 +685,8 @@ mod tests {
             }),
             segments: None,
             population: None,
+            min_tenure_days: None,
+            bgnbd: None,
             training: None,
         };
         let c = Config::default();

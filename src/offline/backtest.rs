@@ -143,6 +143,90 @@ pub struct Figures {
     pub leads: Vec<f64>,
 }
 
+/// Alert precision against chance: random alerts of the same volume, and
+/// the alerts on new customers beside the rest.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AgainstChance {
+    /// Precision of random alerts (a random customer seen by then, at a
+    /// random time in the window): the base rate an alert must beat.
+    pub random_precision: f64,
+    /// The random alerts drawn to measure it.
+    pub random_alerts: usize,
+    /// Model precision over the random precision.
+    pub lift: f64,
+    /// Alerts on customers first seen less than [`NEW_CUSTOMER_DAYS`]
+    /// before, and their precision.
+    pub new_alerts: usize,
+    pub new_precision: f64,
+    /// The other alerts, and their precision.
+    pub other_alerts: usize,
+    pub other_precision: f64,
+}
+
+/// A customer is new for [`AgainstChance`] for this many days after their
+/// first event.
+pub const NEW_CUSTOMER_DAYS: i64 = 14;
+
+/// Random alerts drawn per model alert (at least [`MIN_RANDOM_ALERTS`]),
+/// so that the random precision varies little.
+const RANDOM_PER_ALERT: usize = 20;
+const MIN_RANDOM_ALERTS: usize = 20_000;
+
+/// Judges the window's alerts against chance and splits them by the
+/// customers' age. `seen`: each customer's first and last event.
+fn against_chance(
+    alerts: &[Keyed],
+    judged: &[(Class, Option<Millis>)],
+    seen: &HashMap<String, (Millis, Millis)>,
+    churns: &HashMap<String, Churns>,
+    w: &Window,
+    precision: f64,
+) -> AgainstChance {
+    use rand::{Rng, SeedableRng};
+    let mut out = AgainstChance::default();
+    let (mut new_early, mut other_early) = (0usize, 0usize);
+    for ((id, at), (class, _)) in alerts.iter().zip(judged) {
+        if !(w.from..w.to).contains(at) {
+            continue;
+        }
+        let young = seen
+            .get(id)
+            .is_some_and(|(first, _)| at - first < NEW_CUSTOMER_DAYS * DAY_MS);
+        let early = usize::from(*class == Class::Early);
+        if young {
+            out.new_alerts += 1;
+            new_early += early;
+        } else {
+            out.other_alerts += 1;
+            other_early += early;
+        }
+    }
+    out.new_precision = new_early as f64 / out.new_alerts.max(1) as f64;
+    out.other_precision = other_early as f64 / out.other_alerts.max(1) as f64;
+    // Customers there during the window, in a fixed order.
+    let mut there: Vec<(&String, Millis)> = seen
+        .iter()
+        .filter(|(_, (a, b))| *a < w.to && *b >= w.from)
+        .map(|(id, (a, _))| (id, (*a).max(w.from)))
+        .collect();
+    there.sort();
+    if there.is_empty() {
+        return out;
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let n = (alerts.len() * RANDOM_PER_ALERT).max(MIN_RANDOM_ALERTS);
+    let mut early = 0usize;
+    for _ in 0..n {
+        let (id, from) = there[rng.gen_range(0..there.len())];
+        let at = rng.gen_range(from..w.to);
+        early += usize::from(judge_one(churns.get(id), at, w).0 == Class::Early);
+    }
+    out.random_alerts = n;
+    out.random_precision = early as f64 / n as f64;
+    out.lift = precision / out.random_precision.max(1e-9);
+    out
+}
+
 /// Onsets and returns of one customer.
 struct Churns {
     /// Onsets, earliest first.
@@ -508,6 +592,7 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
         .map(|a| (a.customer_id.clone(), a.as_of_ms))
         .collect();
     let (model_figures, judged) = figures(&keys, &churns, &w);
+    let chance = against_chance(&keys, &judged, &seen, &churns, &w, model_figures.precision);
     let oracle = match &opts.oracle {
         Some(p) => {
             let daily = read_daily_oracle(p)?;
@@ -603,6 +688,7 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
             partitions: opts.partitions,
             truth: opts.truth.is_some(),
             figures: &model_figures,
+            chance: &chance,
             rows: &rows,
             churns: &churns,
             oracle: oracle.as_ref().map(|(th, f, a)| (*th, f, a.as_slice())),
@@ -610,7 +696,7 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
     )?;
     let f = &model_figures;
     println!(
-        "backtest of {} over {} .. {} ({} customers, onsets {}):\n  alerts {} ({:.1} per 1,000 customers per month); precision {:.3}; after onset {:.3}\n  churners {}: alerted {}; at least 7 / 14 / 30 days ahead {:.3} / {:.3} / {:.3}; median lead {}\n{}  wrote {} and {} ({:.0} s)",
+        "backtest of {} over {} .. {} ({} customers, onsets {}):\n  alerts {} ({:.1} per 1,000 customers per month); precision {:.3}; after onset {:.3}\n  against chance: random alerts of the same volume {:.3} precise, lift {:.2}; on customers in their first {NEW_CUSTOMER_DAYS} days {} alerts, precision {:.3} (the rest {} alerts, {:.3})\n  churners {}: alerted {}; at least 7 / 14 / 30 days ahead {:.3} / {:.3} / {:.3}; median lead {}\n{}  wrote {} and {} ({:.0} s)",
         model.version(),
         &rfc3339(from)[..10],
         &rfc3339(to)[..10],
@@ -620,6 +706,12 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
         f.alerts_per_1000_per_month,
         f.precision,
         f.too_late,
+        chance.random_precision,
+        chance.lift,
+        chance.new_alerts,
+        chance.new_precision,
+        chance.other_alerts,
+        chance.other_precision,
         f.churners,
         f.churners_alerted,
         f.ahead_7,
@@ -654,6 +746,7 @@ type Keyed = (String, Millis);
 const BATCH: usize = 2000;
 
 struct ReportInput<'a> {
+    chance: &'a AgainstChance,
     model: &'a str,
     history: &'a str,
     sha256: &'a str,
@@ -869,6 +962,21 @@ fn write_report(dir: &Path, r: &ReportInput) -> anyhow::Result<PathBuf> {
         )
     };
     let _ = writeln!(md, "{}", row("**model**", r.figures));
+    let c = r.chance;
+    let _ = writeln!(
+        md,
+        "\n**Against chance.** {} random alerts (a random customer there during the window, at a random time in it) are {:.3} precise: that is the base rate. The model's alerts are {:.3} precise, a lift of **{:.2}**.\n\n| alerts on | alerts | precision |\n|---|---|---|\n| customers in their first {NEW_CUSTOMER_DAYS} days | {} | {:.3} |\n| the other customers | {} | {:.3} |\n| random, same window | {} | {:.3} |",
+        c.random_alerts,
+        c.random_precision,
+        r.figures.precision,
+        c.lift,
+        c.new_alerts,
+        c.new_precision,
+        c.other_alerts,
+        c.other_precision,
+        c.random_alerts,
+        c.random_precision
+    );
     if let Some((th, of, _)) = r.oracle {
         let _ = writeln!(md, "{}", row(&format!("oracle (p ≥ {th:.3})"), of));
         let _ = writeln!(

@@ -70,19 +70,31 @@ pub struct TrainOptions {
     /// What counts as churn: `onset` (the customer's churn onset, a silence
     /// of at least --churn-gap or a cancel, falls within the horizon),
     /// `silence` (no purchase, session or activity within the horizon) or
-    /// `cancel` (a subscription cancel within it).
-    #[arg(long, default_value = "onset", value_parser = ["onset", "silence", "cancel"])]
+    /// `cancel` (a subscription cancel within it). `auto`: onset when the
+    /// churn gap is no longer than the horizon (customers who engage
+    /// often), else silence (a silence longer than the horizon is normal
+    /// for the business, so the model asks whether the customer engages
+    /// within it at all).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "onset", "silence", "cancel"])]
     pub label: String,
     /// For `onset`: how long a silence (no purchase, session or activity)
-    /// must last to be churn. Customers silent this long are churned, not
-    /// scored.
-    #[arg(long, default_value = "30d")]
+    /// must last to be churn, e.g. 30d. Customers silent this long are past
+    /// onset (churned). `auto` reads it from the history: the shortest
+    /// silence after which at most 10% of the customers ever came back
+    /// (the report shows the return curve), limited to what the history
+    /// allows.
+    #[arg(long, default_value = "auto")]
     pub churn_gap: String,
     /// For `onset`: a silence that has cost this many of the customer's
     /// usual active days (at their lifetime share of active days) also puts
     /// them past onset, before the churn gap; 0 turns this off.
     #[arg(long, default_value_t = train::DEFAULT_CHURN_MISSED_DAYS)]
     pub churn_missed_days: f64,
+    /// Customers first seen less than this long ago are new: left out of
+    /// training, scored but not alerted by the service (0d turns this
+    /// off). A first event says little about a customer.
+    #[arg(long, default_value = "7d")]
+    pub min_tenure: String,
     /// Number of observation dates (the latest is held out, the one before
     /// it validates, the rest train).
     #[arg(long, default_value_t = 12)]
@@ -90,10 +102,6 @@ pub struct TrainOptions {
     /// Days between observation dates.
     #[arg(long, default_value = "14d")]
     pub snapshot_step: String,
-    /// The silence label's population: customers who engaged within this
-    /// span before the date.
-    #[arg(long, default_value = "60d")]
-    pub active_within: String,
     /// Choose the enter threshold as the lowest whose customers churn at
     /// least at this rate on the validation date.
     #[arg(long, default_value_t = DEFAULT_TARGET_PRECISION, conflicts_with = "alert_budget")]
@@ -193,14 +201,21 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
     );
     tc.snapshots = opts.snapshots;
     tc.snapshot_step_ms = parse_days(&opts.snapshot_step)?;
-    tc.active_within_ms = parse_days(&opts.active_within)?;
-    tc.churn_gap_ms = parse_days(&opts.churn_gap)?;
+    tc.min_tenure_ms = match opts.min_tenure.as_str() {
+        "0" | "0d" => 0,
+        t => parse_days(t)?,
+    };
+    let auto_gap = opts.churn_gap == "auto";
+    if !auto_gap {
+        tc.churn_gap_ms = parse_days(&opts.churn_gap)?;
+    }
     anyhow::ensure!(
         opts.churn_missed_days >= 0.0 && opts.churn_missed_days.is_finite(),
         "--churn-missed-days must be 0 (off) or a positive number of days"
     );
     tc.churn_missed_days = (opts.churn_missed_days > 0.0).then_some(opts.churn_missed_days);
-    tc.label = Label::parse(&opts.label).expect("clap checks the value");
+    let auto_label = opts.label == "auto";
+    tc.label = Label::parse(&opts.label).unwrap_or(Label::Onset);
     tc.target = match opts.alert_budget {
         Some(b) => {
             anyhow::ensure!(b > 0.0 && b < 1.0, "--alert-budget must be between 0 and 1");
@@ -216,6 +231,56 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
     };
     if let Some(v) = &opts.model_version {
         tc.version = v.clone();
+    }
+    let gap_choice = if auto_gap && tc.label != Label::Cancel {
+        if opts.history.events.iter().any(|p| p == Path::new("-")) {
+            return Err(Usage(
+                "--churn-gap auto reads the history twice (once for the return curve): give the history as files, or set --churn-gap, e.g. 30d".into(),
+            )
+            .into());
+        }
+        let mut curve = crate::offline::gap::ReturnCurve::default();
+        read_sorted(&opts.history, config, as_of - 1, |e, _| curve.push(&e))?;
+        // The longest gap that leaves three observation dates after the
+        // warm-up: history − warm-up − 2 steps − horizon.
+        let span = curve
+            .first_day()
+            .map_or(0, |f| as_of.div_euclid(DAY_MS) - f);
+        // (less a day: the warm-up counts from the first event's time).
+        let max_days =
+            span - 1 - (tc.warm_up_ms + 2 * tc.snapshot_step_ms + tc.horizon_ms) / DAY_MS;
+        let mut g = curve.choose(as_of, i64::MAX, 30);
+        if auto_label {
+            tc.label = auto_label_for(g.days * DAY_MS, tc.horizon_ms);
+        }
+        // Only the onset label waits for the gap to know its labels.
+        if tc.label == Label::Onset && g.days > max_days {
+            g = curve.choose(as_of, max_days.max(1), 30);
+        }
+        tc.churn_gap_ms = g.days * DAY_MS;
+        eprintln!("churn gap: {} days: {}", g.days, g.basis);
+        Some(g)
+    } else {
+        if auto_label && tc.label != Label::Cancel {
+            tc.label = auto_label_for(tc.churn_gap_ms, tc.horizon_ms);
+        }
+        None
+    };
+    if auto_label {
+        eprintln!(
+            "label: {} (the churn gap, {} days, is {} the horizon, {} days)",
+            match tc.label {
+                Label::Onset => "onset",
+                _ => "silence",
+            },
+            tc.churn_gap_ms / DAY_MS,
+            if tc.label == Label::Onset {
+                "within"
+            } else {
+                "longer than"
+            },
+            tc.horizon_ms / DAY_MS
+        );
     }
     let dates = tc.observation_dates();
     eprintln!(
@@ -248,14 +313,28 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
         &opts.as_of
     );
     let stats = replay.stats.clone();
-    let snaps = replay.finish();
+    let mut snaps = replay.finish();
+    let dropped = snaps.drop_constant_columns();
+    if !dropped.is_empty() {
+        eprintln!(
+            "left out {} feature(s) that never vary in this history (signals it does not carry): {}",
+            dropped.len(),
+            dropped.join(", ")
+        );
+    }
     eprintln!(
         "built {} labelled snapshots on {} dates ({:.0} s)",
         snaps.len(),
         snaps.dates.len(),
         started.elapsed().as_secs_f64()
     );
-    let t = train::fit(&snaps, &spec, &tc)?;
+    let mut t = train::fit(&snaps, &spec, &tc)?;
+    t.dropped_constant = dropped;
+    // BG/NBD on every purchaser's history up to as-of, for `score`'s
+    // expected purchases.
+    t.model.bgnbd = crate::pipeline::bgnbd::BgNbd::fit(&snaps.final_rfm)
+        .ok()
+        .map(|(m, _)| m);
     eprintln!(
         "fitted with L2 alpha {} ({:.0} s)",
         t.alpha,
@@ -306,7 +385,16 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
         "as_of": rfc3339(as_of),
         "horizon_days": tc.horizon_ms as f64 / DAY_MS as f64,
         "label": tc.label.describe(),
-        "churn_gap_days": (tc.label == Label::Onset).then(|| tc.churn_gap_ms as f64 / DAY_MS as f64),
+        "churn_gap_days": (tc.label != Label::Cancel).then(|| tc.churn_gap_ms as f64 / DAY_MS as f64),
+        "churn_gap_choice": gap_choice,
+        "features_left_out": t.dropped_constant,
+        "win_back": t.win_back.as_ref().map(|w| serde_json::json!({
+            "l2_alpha": w.alpha,
+            "test": w.test,
+            "table_test_roc_auc": w.table_test.roc_auc,
+            "bgnbd_test_roc_auc": w.bgnbd_test.as_ref().map(|e| e.roc_auc),
+        })),
+        "win_back_missing": t.win_back_missing,
         "population": tc.label.population(),
         "observation_dates": t.dates.iter().map(|d| rfc3339(*d)).collect::<Vec<_>>(),
         "validation_date": rfc3339(t.dates[t.dates.len() - 2]),
@@ -370,6 +458,7 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
             trained: &t,
             oracle: oracle.as_ref().map(|(e, s)| (e, s.as_slice())),
             truth: truth.as_ref(),
+            gap: gap_choice.as_ref(),
             model_file: &opts.out.display().to_string(),
         },
     )?;
@@ -419,6 +508,16 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--label auto`: churn onset when the churn gap fits within the horizon,
+/// else no engagement within the horizon.
+pub fn auto_label_for(gap_ms: Millis, horizon_ms: Millis) -> Label {
+    if gap_ms <= horizon_ms {
+        Label::Onset
+    } else {
+        Label::Silence
+    }
+}
+
 /// Flags of `churn-alert score`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ScoreOptions {
@@ -437,8 +536,9 @@ pub struct ScoreOptions {
 }
 
 /// `churn-alert score`: every customer's probability at as-of, computed
-/// the way the service computes it; customers past churn onset are listed
-/// as churned, with their chance of coming back.
+/// the way the service computes it, on one scale: customers past churn
+/// onset are listed as churned, with their chance of staying gone as the
+/// probability and of coming back beside it.
 pub fn score(opts: ScoreOptions, config: &Config) -> anyhow::Result<()> {
     let spec = config.feature_spec();
     let model_path = opts.model.clone().unwrap_or(config.model.path.clone());
@@ -477,8 +577,31 @@ pub fn score(opts: ScoreOptions, config: &Config) -> anyhow::Result<()> {
     };
     writeln!(
         out,
-        "customer_id,probability,risk_tier,above_enter_threshold,top_reasons,status,silent_days,return_probability"
+        "customer_id,probability,risk_tier,above_enter_threshold,top_reasons,status,silent_days,return_probability,expected_purchases"
     )?;
+    let horizon_days = model
+        .file()
+        .population
+        .as_ref()
+        .map_or(30.0, |p| p.horizon_days);
+    // BG/NBD's expected purchases within the horizon, from the state's
+    // purchases (first event for the first purchase), when the model has it.
+    let expected = |s: &crate::pipeline::features::CustomerState| -> String {
+        let Some(m) = &model.file().bgnbd else {
+            return String::new();
+        };
+        let days = |ms: Millis| ms.max(0) as f64 / DAY_MS as f64;
+        let t = days(as_of - s.first_seen);
+        let rfm = crate::pipeline::bgnbd::Rfm {
+            x: f64::from(s.purchases.saturating_sub(1)),
+            t_x: match s.last_purchase {
+                Some(l) if s.purchases >= 2 => days(l - s.first_seen),
+                _ => 0.0,
+            },
+            t,
+        };
+        format!("{:.4}", m.expected_purchases(&rfm, horizon_days))
+    };
     let (mut n, mut above, mut churned) = (0u64, 0u64, 0u64);
     for (id, s) in &states {
         let Some(s) = s else { continue };
@@ -492,25 +615,29 @@ pub fn score(opts: ScoreOptions, config: &Config) -> anyhow::Result<()> {
                     .collect();
                 writeln!(
                     out,
-                    "{},{},{},{},{},active,,",
+                    "{},{},{},{},{},active,,,{}",
                     csv_field(id),
                     p,
                     policy.tier(p),
                     p >= policy.enter,
-                    reasons.join(";")
+                    reasons.join(";"),
+                    expected(s)
                 )?;
                 above += u64::from(p >= policy.enter);
             }
             Assessment::Churned {
                 silent_days,
                 return_probability,
+                probability,
             } => {
                 writeln!(
                     out,
-                    "{},,churned,false,,churned,{:.2},{}",
+                    "{},{},churned,false,,churned,{:.2},{},{}",
                     csv_field(id),
+                    probability,
                     silent_days,
-                    return_probability
+                    return_probability,
+                    expected(s)
                 )?;
                 churned += 1;
             }

@@ -244,6 +244,11 @@ pub fn evaluate(scores: &[f64], labels: &[bool], enter: Option<f64>) -> Evaluati
     }
 }
 
+/// The least share of the customers a precision target must alert on the
+/// validation date; below it, the target falls back to twice the base rate
+/// (said in the thresholds' basis).
+pub const MIN_ALERT_SHARE: f64 = 0.01;
+
 /// Chooses enter and exit thresholds on validation scores.
 ///
 /// An alert fires when a customer's score crosses the enter threshold, so
@@ -282,18 +287,36 @@ pub fn choose_thresholds(scores: &[f64], labels: &[bool], target: ThresholdTarge
             .find(|(_, n, c)| *c as f64 >= p * *n as f64)
             .map(|b| b.0)
     };
+    let base = labels.iter().filter(|l| **l).count() as f64 / n.max(1) as f64;
+    let share_at = |t: f64| scores.iter().filter(|s| **s >= t).count() as f64 / n.max(1) as f64;
+    // A precision target that only a sliver of the customers reach would
+    // alert almost no one: the target falls back to twice the base rate.
+    let (target, fell_back) = match target {
+        ThresholdTarget::Precision(p) if 2.0 * base < p => {
+            let share = deepest(p).map_or(0.0, share_at);
+            if share < MIN_ALERT_SHARE {
+                let why = format!(
+                    "the target precision {p} is reached by only {:.2}% of the customers on the validation date, too few to act on (the base rate is {base:.3}); ",
+                    share * 100.0
+                );
+                (ThresholdTarget::Precision(2.0 * base), why)
+            } else {
+                (target, String::new())
+            }
+        }
+        _ => (target, String::new()),
+    };
     let (enter, exit, basis) = match target {
         ThresholdTarget::Precision(p) => match deepest(p) {
             Some(enter) => {
                 // Re-armed only once the customer's risk is back down to
                 // the population's: a wide band, so that a customer whose
                 // score wobbles about the threshold is not alerted again.
-                let base = labels.iter().filter(|l| **l).count() as f64 / n.max(1) as f64;
                 let exit = deepest(base.min(p)).unwrap_or(0.0);
                 (
                     enter,
                     exit,
-                    format!("lowest score whose churn rate (isotonic fit on the validation date) is >= {p}; exit where it falls to the base rate {base:.3}"),
+                    format!("{fell_back}lowest score whose churn rate (isotonic fit on the validation date) is >= {p:.3}{}, alerting {:.1}% of the customers there; exit where it falls to the base rate {base:.3}", if fell_back.is_empty() { "" } else { " (twice the base rate)" }, share_at(enter) * 100.0),
                 )
             }
             None => {
@@ -336,6 +359,23 @@ mod tests {
             0.5
         );
         assert_eq!(pr_auc(&[0.5; 4], &labels), 0.5);
+    }
+
+    #[test]
+    fn a_precision_only_a_sliver_reaches_falls_back_to_twice_the_base_rate() {
+        // 1,000 customers: the top 3 churn, and one in 20 of the upper 300;
+        // a 1.8% base rate. A 0.45 target alerts 0.3%: too few.
+        let scores: Vec<f64> = (0..1000).map(|i| i as f64 / 1000.0).collect();
+        let labels: Vec<bool> = (0..1000)
+            .map(|i| i >= 997 || (i > 700 && i % 20 == 0))
+            .collect();
+        let t = choose_thresholds(&scores, &labels, ThresholdTarget::Precision(0.45));
+        let share = scores.iter().filter(|s| **s >= t.enter).count() as f64 / 1000.0;
+        assert!((MIN_ALERT_SHARE..0.5).contains(&share), "{share} {t:?}");
+        assert!(t.basis.contains("too few to act on"), "{}", t.basis);
+        // A target that a fair share reaches is kept.
+        let t = choose_thresholds(&scores, &labels, ThresholdTarget::Precision(0.04));
+        assert!(!t.basis.contains("too few"), "{}", t.basis);
     }
 
     #[test]

@@ -5,9 +5,12 @@
 //! - [`train`], [`report`], [`commands`]: fitting and evaluating the model
 //!   from event history, its report, and the `train` and `score` commands.
 //! - [`evaluate`]: ROC/PR AUC, calibration, thresholds.
+//! - [`gap`]: the churn gap read from the history's return curve.
 //! - [`backtest`]: the service's own processing replayed over a history,
 //!   with lead times.
 //! - [`simulate`]: the seeded population generator with ground truth.
+//! - [`histories`]: purchase-only retail (BG/NBD, Pareto/NBD) and SaaS
+//!   subscription histories with ground truth.
 //! - [`demo`]: the whole service on an in-process mock cluster.
 //! - [`progress`]: progress bars at a terminal, plain lines otherwise.
 
@@ -15,6 +18,8 @@ pub mod backtest;
 pub mod commands;
 pub mod demo;
 pub mod evaluate;
+pub mod gap;
+pub mod histories;
 pub mod history;
 pub mod produce;
 pub mod progress;

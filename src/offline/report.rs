@@ -229,6 +229,8 @@ pub struct ReportInput<'a> {
     pub oracle: Option<(&'a Evaluation, &'a [f64])>,
     /// Everyone still there per a ground truth, when one was given.
     pub truth: Option<&'a crate::offline::train::TruthEvaluation>,
+    /// The churn gap read from the history (`--churn-gap auto`).
+    pub gap: Option<&'a crate::offline::gap::GapChoice>,
     pub model_file: &'a str,
 }
 
@@ -408,13 +410,10 @@ pub fn write(dir: &Path, stem: &str, r: &ReportInput) -> std::io::Result<Vec<Pat
         "- Population at each date: {} ({}).",
         cfg.label.population(),
         match cfg.label {
-            crate::offline::train::Label::Onset => format!(
+            crate::offline::train::Label::Cancel => "every subscriber".to_string(),
+            _ => format!(
                 "churn gap {} days",
                 cfg.churn_gap_ms / crate::pipeline::event::DAY_MS
-            ),
-            _ => format!(
-                "active within {} days",
-                cfg.active_within_ms / crate::pipeline::event::DAY_MS
             ),
         }
     );
@@ -557,10 +556,62 @@ pub fn write(dir: &Path, stem: &str, r: &ReportInput) -> std::io::Result<Vec<Pat
             t.held_at_zero.join(", ")
         );
     }
+    if !t.dropped_constant.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nLeft out because they never vary in this history (signals it does not carry, such as sessions in a purchase-only shop): {}.",
+            t.dropped_constant.join(", ")
+        );
+    }
+    if let Some(g) = r.gap {
+        let _ = writeln!(
+            md,
+            "\n## The churn gap\n\n**{} days**: {}.\n\nThe return curve: of the customers ever silent at least this long (between two engagements, or still silent at the end of the history), the share who came back afterwards.\n\n| silent at least (days) | customers | came back |\n|---|---|---|",
+            g.days, g.basis
+        );
+        for c in &g.curve {
+            let mark = if Some(c.silent_days) == g.from_curve {
+                " **(chosen)**"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                md,
+                "| {}{mark} | {} | {:.3} |",
+                c.silent_days, c.customers, c.came_back
+            );
+        }
+    }
+    if let Some(w) = &t.win_back {
+        let _ = writeln!(
+            md,
+            "\n## Win-back: customers past onset\n\nA second logistic regression (L2 alpha {}) gives every customer past onset the chance of staying gone (no purchase, session or activity within the horizon), from the features of their history: the same scale as the active customers' probability, so one sort ranks everyone. On the held-out date, among the customers past onset:\n\n| ranking | customers | stayed gone | ROC AUC | PR AUC |\n|---|---|---|---|---|",
+            w.alpha
+        );
+        let mut rows = vec![
+            ("win-back model", &w.test),
+            ("share that came back, by silence", &w.table_test),
+        ];
+        if let Some(b) = &w.bgnbd_test {
+            rows.push(("BG/NBD expected purchases", b));
+        }
+        for (name, e) in rows {
+            let _ = writeln!(
+                md,
+                "| {name} | {} | {:.3} | {:.4} | {:.4} |",
+                e.examples, e.churn_rate, e.roc_auc, e.pr_auc
+            );
+        }
+    } else if let Some(why) = &t.win_back_missing {
+        let _ = writeln!(
+            md,
+            "\n## Win-back: customers past onset\n\nNo win-back model: {why}."
+        );
+    }
     if let Some(p) = &t.model.population {
         let _ = writeln!(
             md,
-            "\n## Customers past onset\n\nCustomers silent {} days or more{} without an active subscription, or who cancelled within {} days, are churned: the service neither scores nor alerts them, and shows their chance of coming back within {} days, as found on the training dates (the first band holds the silences shorter than the gap):\n\n| silent at least (days) | came back | snapshots |\n|---|---|---|",
+            "\n## Customers past onset\n\nCustomers silent {} days or more{} without an active subscription, or who cancelled within {} days, are churned: the service does not alert them. Without a win-back model they are shown with the chance of coming back within {} days found on the training dates (the first band holds the silences shorter than the gap):\n\n| silent at least (days) | came back | snapshots |\n|---|---|---|",
             p.churned_after_days,
             p.churned_after_missed_days
                 .map(|n| format!(", or for {n} of their usual active days (a silence that unusual for them),"))

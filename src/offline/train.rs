@@ -7,21 +7,26 @@
 //! population gets a point-in-time snapshot of features, taken before any
 //! later event is applied, so no snapshot sees its future.
 //!
-//! **Labels.** By default ([`Label::Onset`]) a snapshot is labelled churned
-//! when the customer's churn onset falls within the horizon: the silence
-//! under way at the date, or one that starts within the horizon, lasts at
-//! least the churn gap, or the subscription is cancelled ([`crate::pipeline::onset`]).
-//! [`Label::Silence`] (no purchase, session or activity within the horizon)
-//! and [`Label::Cancel`] (a cancel within it) remain available.
+//! **Labels.** [`Label::Onset`]: a snapshot is labelled churned when the
+//! customer's churn onset falls within the horizon: the silence under way
+//! at the date, or one that starts within the horizon, lasts at least the
+//! churn gap, or the subscription is cancelled ([`crate::pipeline::onset`]).
+//! [`Label::Silence`]: no purchase, session or activity within the
+//! horizon. [`Label::Cancel`]: a cancel within it. `train`'s default picks
+//! onset when the churn gap fits within the horizon (a business whose
+//! customers engage often: a churn that starts within the horizon can be
+//! told from the silence that follows), and silence otherwise (a silence
+//! longer than the horizon is normal there, and what can be asked is
+//! whether the customer engages at all within it).
 //!
-//! **Population.** For the onset label: customers still there at the date,
-//! who engaged within the churn gap before it or have an active
-//! subscription. Those past onset are churned already: the model does not
-//! score them, and the share of them that came back within the horizon is
-//! stored with the model instead. For the silence label: every customer seen
-//! by the date who engaged within `active_within` before it; for the cancel
-//! label: customers whose subscription is active. Erased customers are left
-//! out entirely.
+//! **Population.** For the onset and silence labels: customers still there
+//! at the date, who engaged within the churn gap before it or have an
+//! active subscription, and first seen at least the minimum tenure before
+//! it. Those past onset are churned already: the service does not alert
+//! them; the win-back model, fitted on their snapshots, gives them the
+//! chance of no engagement within the horizon. For the cancel label:
+//! customers whose subscription is active. Erased customers are left out
+//! entirely.
 //!
 //! **Fit.** A standardised L2 logistic regression (linfa-logistic) whose
 //! weights keep the signs the features' meanings give them
@@ -91,17 +96,14 @@ impl Label {
     pub fn describe(self) -> &'static str {
         match self {
             Label::Onset => "churn onset within the horizon: the silence under way, or one starting within the horizon, lasts at least the churn gap (no purchase, session or activity), or the subscription is cancelled",
-            Label::Silence => "no purchase, session or activity event within the horizon",
+            Label::Silence => "no purchase, session or activity event within the horizon (the same event for customers past onset, so every customer's probability is on one scale)",
             Label::Cancel => "a subscription cancel within the horizon",
         }
     }
 
     pub fn population(self) -> &'static str {
         match self {
-            Label::Onset => "customers still there at the date: they engaged (purchase, session or activity) within the churn gap before it and their silence is not unusual for them (it has not cost the missed-days limit of their usual active days), or their subscription is active; and they did not cancel within the churn gap",
-            Label::Silence => {
-                "customers seen by the date who engaged (purchase, session or activity) within the active-within span before it"
-            }
+            Label::Onset | Label::Silence => "customers still there at the date: they engaged (purchase, session or activity) within the churn gap before it and their silence is not unusual for them (it has not cost the missed-days limit of their usual active days), or their subscription is active; and they did not cancel within the churn gap",
             Label::Cancel => "customers whose subscription is active at the date",
         }
     }
@@ -131,14 +133,15 @@ pub struct TrainConfig {
     pub snapshots: usize,
     /// Spacing of observation dates.
     pub snapshot_step_ms: Millis,
-    /// Population of the silence label: engaged within this span before
-    /// the observation date.
-    pub active_within_ms: Millis,
     /// The onset label: a silence this long is churn.
     pub churn_gap_ms: Millis,
     /// Customers whose silence has cost this many of their usual active
     /// days are past onset too (not scored; see [`crate::pipeline::model::Population`]).
     pub churn_missed_days: Option<f64>,
+    /// Customers first seen less than this long before a date are new:
+    /// left out of the snapshots, and not alerted by the service (see
+    /// [`crate::pipeline::model::ModelFile::min_tenure_days`]).
+    pub min_tenure_ms: Millis,
     /// Dates earlier than this after the first event are skipped (features
     /// need history to mean anything).
     pub warm_up_ms: Millis,
@@ -184,10 +187,10 @@ impl TrainConfig {
             horizon_ms,
             snapshots: 12,
             snapshot_step_ms: 14 * DAY_MS,
-            active_within_ms: 60 * DAY_MS,
             churn_gap_ms: 30 * DAY_MS,
             churn_missed_days: Some(DEFAULT_CHURN_MISSED_DAYS),
             warm_up_ms: 30 * DAY_MS,
+            min_tenure_ms: DEFAULT_MIN_TENURE_DAYS * DAY_MS,
             alphas: vec![1e-6, 1e-5, 1e-4, 1e-3],
             version: format!("churn-{}", &rfc3339(as_of)[..10]),
             label: Label::Onset,
@@ -215,14 +218,20 @@ impl TrainConfig {
 
     /// The model's population for the onset label.
     pub fn population(&self) -> Option<crate::pipeline::model::Population> {
-        (self.label == Label::Onset).then(|| crate::pipeline::model::Population {
+        (self.label != Label::Cancel).then(|| crate::pipeline::model::Population {
             churned_after_days: self.churn_gap_ms as f64 / DAY_MS as f64,
             churned_after_missed_days: self.churn_missed_days,
             horizon_days: self.horizon_ms as f64 / DAY_MS as f64,
             return_rates: Vec::new(),
+            win_back: None,
         })
     }
 }
+
+/// The default of [`TrainConfig::min_tenure_ms`], in days: a week, so
+/// that a customer's first events never read as risk, and customers of
+/// their second week on are alerted by a model that saw such customers.
+pub const DEFAULT_MIN_TENURE_DAYS: i64 = 7;
 
 /// The default of [`TrainConfig::churn_missed_days`]: a silence that
 /// unusual (chance about e^-6, 0.25%) for an active customer.
@@ -336,8 +345,13 @@ pub struct Snapshots {
     pub anchors: Vec<Millis>,
     /// Customers outside the population at each date.
     pub outside: Vec<Outside>,
+    /// Per outside row: its features (the columns of `x`), row-major.
+    pub outside_x: Vec<f32>,
     /// Customer ids by index.
     pub customers: Vec<String>,
+    /// Every purchaser's purchases as of the end of the history, in
+    /// BG/NBD's terms (for the model file's BG/NBD fit).
+    pub final_rfm: Vec<crate::pipeline::bgnbd::Rfm>,
 }
 
 impl Snapshots {
@@ -356,6 +370,52 @@ impl Snapshots {
     fn base_row(&self, i: usize) -> &[f32] {
         let w = BASELINE_COLUMNS.len();
         &self.base[i * w..(i + 1) * w]
+    }
+
+    fn outside_row(&self, i: usize) -> &[f32] {
+        &self.outside_x[i * self.width..(i + 1) * self.width]
+    }
+
+    /// Drops the feature columns that carry nothing: the same value in
+    /// every snapshot, in and outside the population (a signal the history
+    /// never has, such as sessions in a purchase-only shop). A model fitted
+    /// on them would still name them in its reasons. Returns their names.
+    pub fn drop_constant_columns(&mut self) -> Vec<String> {
+        let w = self.width;
+        let rows = self
+            .x
+            .chunks(w.max(1))
+            .chain(self.outside_x.chunks(w.max(1)));
+        let mut first: Option<Vec<f32>> = None;
+        let mut varies = vec![false; w];
+        for r in rows {
+            match &first {
+                None => first = Some(r.to_vec()),
+                Some(f) => {
+                    for (j, v) in varies.iter_mut().enumerate() {
+                        *v |= r[j] != f[j];
+                    }
+                }
+            }
+        }
+        let keep: Vec<usize> = (0..w).filter(|j| varies[*j]).collect();
+        if keep.len() == w || keep.is_empty() {
+            return Vec::new();
+        }
+        let dropped = (0..w)
+            .filter(|j| !varies[*j])
+            .map(|j| self.names[j].clone())
+            .collect();
+        let select = |x: &[f32]| -> Vec<f32> {
+            x.chunks(w)
+                .flat_map(|r| keep.iter().map(move |j| r[*j]))
+                .collect()
+        };
+        self.x = select(&self.x);
+        self.outside_x = select(&self.outside_x);
+        self.names = keep.iter().map(|j| self.names[*j].clone()).collect();
+        self.width = keep.len();
+        dropped
     }
 }
 
@@ -509,9 +569,15 @@ impl<'a> Replay<'a> {
                 continue;
             }
             let in_population = match self.cfg.label {
-                Label::Onset => {
-                    let p = population.as_ref().expect("onset has a population");
+                Label::Onset | Label::Silence => {
+                    let p = population
+                        .as_ref()
+                        .expect("onset and silence have a population");
                     if let Some(silent) = p.past_onset(s, d) {
+                        self.spec.extract_into(s, d, &mut buf);
+                        self.out
+                            .outside_x
+                            .extend(self.columns.iter().map(|j| buf[*j] as f32));
                         self.out.outside.push(Outside {
                             date: date_idx,
                             customer: i as u32,
@@ -524,16 +590,12 @@ impl<'a> Replay<'a> {
                         true
                     }
                 }
-                Label::Silence => {
-                    let last = s.last_engaged.unwrap_or(s.first_seen);
-                    d - last <= self.cfg.active_within_ms
-                }
                 Label::Cancel => s
                     .subscription
                     .as_ref()
                     .is_some_and(|l| l.value == SubStatus::Active && l.at <= d),
             };
-            if !in_population {
+            if !in_population || d - s.first_seen < self.cfg.min_tenure_ms {
                 continue;
             }
             self.spec.extract_into(s, d, &mut buf);
@@ -603,11 +665,28 @@ impl<'a> Replay<'a> {
         out.base = base;
         out.anchors = anchors;
         let customers = &self.customers;
-        out.outside.retain_mut(|o| {
+        let mut outside_x = Vec::with_capacity(out.outside_x.len());
+        let mut kept = Vec::with_capacity(out.outside.len());
+        for (i, mut o) in std::mem::take(&mut out.outside).into_iter().enumerate() {
             let c = &customers[o.customer as usize];
+            if c.erased {
+                continue;
+            }
             o.returned = c.marked & (1 << bits[o.date as usize]) != 0;
-            !c.erased
-        });
+            outside_x.extend_from_slice(&out.outside_x[i * out.width..(i + 1) * out.width]);
+            kept.push(o);
+        }
+        out.outside = kept;
+        out.outside_x = outside_x;
+        let end = self.cfg.as_of;
+        out.final_rfm = customers
+            .iter()
+            .filter(|c| !c.erased)
+            .filter_map(|c| c.state.as_ref().map(|s| Self::baseline(c, s, end)))
+            .filter(|b| b[1] >= 1.0)
+            .map(|b| rfm_of(&b))
+            .filter(|r| r.t > 0.0)
+            .collect();
         out
     }
 }
@@ -657,6 +736,32 @@ pub struct Trained {
     pub dates: Vec<Millis>,
     /// The baselines as fitted: (columns, mean, scale, weights, intercept).
     pub baseline_models: Vec<PlainModel>,
+    /// BG/NBD fitted on the customers' purchases as of the held-out date
+    /// (it ranks by expected purchases within the horizon); `None` when
+    /// the history has too few repeat purchases to fit it.
+    pub bgnbd_test: Option<crate::pipeline::bgnbd::BgNbd>,
+    /// The win-back model of customers past onset, and how it did.
+    pub win_back: Option<WinBackFit>,
+    /// Why there is no win-back model, when there is none.
+    pub win_back_missing: Option<String>,
+    /// Feature columns dropped because they never vary in the history.
+    pub dropped_constant: Vec<String>,
+}
+
+/// The win-back model: the chance that a customer past onset stays gone
+/// (no engagement within the horizon), fitted on the customers past onset
+/// of the training dates.
+#[derive(Debug, Clone)]
+pub struct WinBackFit {
+    pub alpha: f64,
+    /// On the held-out date, among customers past onset.
+    pub test: Evaluation,
+    /// The same customers ranked by the training share that came back per
+    /// band of silence (the older models' table).
+    pub table_test: Evaluation,
+    /// The same customers ranked by BG/NBD's expected purchases within
+    /// the horizon (fewest first), when it could be fitted.
+    pub bgnbd_test: Option<Evaluation>,
 }
 
 /// A plain standardised logistic regression on baseline columns.
@@ -696,6 +801,58 @@ fn predict(m: &ModelFile, x: &[f32]) -> f64 {
             .map(|((v, mu), (s, w))| w * (f64::from(*v) - mu) / s)
             .sum::<f64>();
     sigmoid(z)
+}
+
+/// A [`Linear`](crate::pipeline::model::Linear) model's probability for a
+/// feature row whose columns are its features.
+fn predict_linear(m: &crate::pipeline::model::Linear, x: &[f32]) -> f64 {
+    let z: f64 = m.intercept
+        + x.iter()
+            .zip(&m.mean)
+            .zip(m.scale.iter().zip(&m.weights))
+            .map(|((v, mu), (s, w))| w * (f64::from(*v) - mu) / s)
+            .sum::<f64>();
+    sigmoid(z)
+}
+
+/// A customer's purchases in BG/NBD's terms (repeat purchases, time of
+/// the last since the first, age), in days, from the baseline columns.
+/// The first event stands for the first purchase.
+pub fn rfm_of(base: &[f32]) -> crate::pipeline::bgnbd::Rfm {
+    let (recency, purchases, tenure) =
+        (f64::from(base[0]), f64::from(base[1]), f64::from(base[11]));
+    crate::pipeline::bgnbd::Rfm {
+        x: (purchases - 1.0).max(0.0),
+        t_x: if purchases >= 2.0 {
+            (tenure - recency).max(0.0)
+        } else {
+            0.0
+        },
+        t: tenure,
+    }
+}
+
+/// BG/NBD's churn score for ranking: fewer expected purchases within the
+/// horizon rank higher, as e^(−expected) (a score in (0, 1], not a
+/// probability).
+pub fn bgnbd_score(m: &crate::pipeline::bgnbd::BgNbd, base: &[f32], horizon_days: f64) -> f64 {
+    (-m.expected_purchases(&rfm_of(base), horizon_days)).exp()
+}
+
+/// Fits BG/NBD on the repeat-purchase histories of `bases` (baseline
+/// columns); `None` when it cannot be fitted (too few customers or repeat
+/// purchases).
+pub fn fit_bgnbd<'a>(
+    bases: impl Iterator<Item = &'a [f32]>,
+) -> Option<crate::pipeline::bgnbd::BgNbd> {
+    let rfm: Vec<crate::pipeline::bgnbd::Rfm> = bases
+        .filter(|b| b[1] >= 1.0)
+        .map(rfm_of)
+        .filter(|r| r.t > 0.0)
+        .collect();
+    crate::pipeline::bgnbd::BgNbd::fit(&rfm)
+        .ok()
+        .map(|(m, _)| m)
 }
 
 /// Means and standard deviations (1 where constant) of columns.
@@ -841,6 +998,8 @@ pub fn fit(
         thresholds: None,
         segments: None,
         population: cfg.population(),
+        min_tenure_days: (cfg.min_tenure_ms > 0).then(|| cfg.min_tenure_ms as f64 / DAY_MS as f64),
+        bgnbd: None,
         training: None,
     };
     let scores_of = |m: &ModelFile, set: &[usize]| -> Vec<f64> {
@@ -905,8 +1064,38 @@ pub fn fit(
         baselines.push((name.to_string(), evaluate(&scores, &test_labels, None)));
         baseline_models.push(plain);
     }
+    // BG/NBD, fitted on the purchases as of the held-out date, ranks the
+    // same customers by expected purchases within the horizon.
+    let horizon_days = cfg.horizon_ms as f64 / DAY_MS as f64;
+    let test_bases = test.iter().map(|i| snaps.base_row(*i)).chain(
+        snaps
+            .outside
+            .iter()
+            .filter(|o| o.date == test_d)
+            .map(|o| &o.base[..]),
+    );
+    let bgnbd_test = fit_bgnbd(test_bases);
+    if let Some(m) = &bgnbd_test {
+        let scores: Vec<f64> = test
+            .iter()
+            .map(|i| bgnbd_score(m, snaps.base_row(*i), horizon_days))
+            .collect();
+        baselines.push((
+            BGNBD_BASELINE.to_string(),
+            evaluate(&scores, &test_labels, None),
+        ));
+    }
+    let mut win_back = None;
+    let mut win_back_missing = None;
     if let Some(p) = model.population.as_mut() {
         p.return_rates = return_rates(snaps, valid_d, p.churned_after_days);
+        match fit_win_back(snaps, &signs, cfg, p, bgnbd_test.as_ref()) {
+            Ok((linear, fit)) => {
+                p.win_back = Some(linear);
+                win_back = Some(fit);
+            }
+            Err(why) => win_back_missing = Some(why),
+        }
     }
     let t = Trained {
         train: evaluate(&scores_of(&model, &train), &labels_of(&train), enter),
@@ -922,6 +1111,10 @@ pub fn fit(
         dates: snaps.dates.clone(),
         alpha,
         alpha_scores,
+        bgnbd_test,
+        win_back,
+        win_back_missing,
+        dropped_constant: Vec::new(),
         model: {
             model.thresholds = Some(thresholds);
             model.segments = Some(learn_segments(snaps, &train, valid_d - 1, cfg));
@@ -929,6 +1122,106 @@ pub fn fit(
         },
     };
     Ok(t)
+}
+
+/// The name of the BG/NBD baseline in reports.
+pub const BGNBD_BASELINE: &str = "BG/NBD expected purchases within the horizon";
+
+/// Fewest customers past onset (and of each outcome) on the training dates
+/// for a win-back model; with fewer, churned customers keep the table of
+/// return rates by silence.
+pub const MIN_WIN_BACK_ROWS: usize = 30;
+
+/// Fits the win-back model on the customers past onset: earlier dates
+/// train, the second-latest chooses the L2 strength, the latest judges it
+/// beside the table of return rates and BG/NBD. Its label is staying gone:
+/// no purchase, session or activity within the horizon. The weights keep
+/// the signs of the main model (a longer silence never raises the chance of
+/// coming back).
+fn fit_win_back(
+    snaps: &Snapshots,
+    signs: &[Option<f64>],
+    cfg: &TrainConfig,
+    population: &crate::pipeline::model::Population,
+    bgnbd: Option<&crate::pipeline::bgnbd::BgNbd>,
+) -> Result<(crate::pipeline::model::Linear, WinBackFit), String> {
+    let nd = snaps.dates.len() as u8;
+    let (test_d, valid_d) = (nd - 1, nd - 2);
+    let pick = |f: &dyn Fn(u8) -> bool| -> Vec<usize> {
+        (0..snaps.outside.len())
+            .filter(|i| f(snaps.outside[*i].date))
+            .collect()
+    };
+    let (train, valid, test) = (
+        pick(&|d| d < valid_d),
+        pick(&|d| d == valid_d),
+        pick(&|d| d == test_d),
+    );
+    let gone = |i: &usize| !snaps.outside[*i].returned;
+    for (name, set) in [
+        ("training", &train),
+        ("validation", &valid),
+        ("held-out", &test),
+    ] {
+        let n = set.iter().filter(|i| gone(i)).count();
+        if set.len() < MIN_WIN_BACK_ROWS || n == 0 || n == set.len() {
+            return Err(format!(
+                "{} customers past onset on the {name} date(s), {n} of them stayed gone: too few, or only one outcome, for a win-back model; churned customers are ranked by the share that came back per band of silence",
+                set.len()
+            ));
+        }
+    }
+    let d = snaps.width;
+    let (mean, scale) = standardisation(train.len(), d, |i, j| {
+        f64::from(snaps.outside_row(train[i])[j])
+    });
+    let matrix = |rows: &[usize]| {
+        Array2::from_shape_fn((rows.len(), d), |(r, j)| {
+            (f64::from(snaps.outside_row(rows[r])[j]) - mean[j]) / scale[j]
+        })
+    };
+    let labels = |rows: &[usize]| -> Vec<bool> { rows.iter().map(gone).collect() };
+    let (x, y) = (matrix(&train), Array1::from(labels(&train)));
+    let linear_of = |(weights, intercept, _): Fitted| crate::pipeline::model::Linear {
+        features: snaps.names.clone(),
+        mean: mean.clone(),
+        scale: scale.clone(),
+        weights,
+        intercept,
+    };
+    let scores = |m: &crate::pipeline::model::Linear, rows: &[usize]| -> Vec<f64> {
+        rows.iter()
+            .map(|i| predict_linear(m, snaps.outside_row(*i)))
+            .collect()
+    };
+    let mut best: Option<(f64, f64, crate::pipeline::model::Linear)> = None;
+    for &alpha in &cfg.alphas {
+        let m = linear_of(fit_signed(&x, &y, alpha, signs).map_err(|e| e.to_string())?);
+        let ll = evaluate(&scores(&m, &valid), &labels(&valid), None).log_loss;
+        if best.as_ref().is_none_or(|b| ll < b.1) {
+            best = Some((alpha, ll, m));
+        }
+    }
+    let (alpha, _, linear) = best.expect("at least one alpha");
+    let test_labels = labels(&test);
+    let table: Vec<f64> = test
+        .iter()
+        .map(|i| 1.0 - population.return_probability(f64::from(snaps.outside[*i].silent_days)))
+        .collect();
+    let horizon_days = cfg.horizon_ms as f64 / DAY_MS as f64;
+    let fit = WinBackFit {
+        alpha,
+        test: evaluate(&scores(&linear, &test), &test_labels, None),
+        table_test: evaluate(&table, &test_labels, None),
+        bgnbd_test: bgnbd.map(|m| {
+            let s: Vec<f64> = test
+                .iter()
+                .map(|i| bgnbd_score(m, &snaps.outside[*i].base, horizon_days))
+                .collect();
+            evaluate(&s, &test_labels, None)
+        }),
+    };
+    Ok((linear, fit))
 }
 
 /// The share of customers past onset who engaged again within the
@@ -993,6 +1286,8 @@ pub fn truth_evaluation(
     let mut model = Vec::new();
     let mut base: Vec<Vec<f64>> = vec![Vec::new(); t.baseline_models.len()];
     let mut orc = Vec::new();
+    let mut bgnbd = Vec::new();
+    let horizon_days = h as f64 / DAY_MS as f64;
     let mut take = |cust: u32, p: f64, b: &[f32]| -> Result<(), TrainError> {
         let id = &snaps.customers[cust as usize];
         let Some(churn) = churned_at.get(id) else {
@@ -1008,6 +1303,9 @@ pub fn truth_evaluation(
         for (v, m) in base.iter_mut().zip(&t.baseline_models) {
             v.push(m.predict(b));
         }
+        if let Some(m) = &t.bgnbd_test {
+            bgnbd.push(bgnbd_score(m, b, horizon_days));
+        }
         if let Some(o) = oracle {
             orc.push(*o.get(id).ok_or_else(|| {
                 TrainError::NoData(format!("the oracle has no row for customer {id}"))
@@ -1021,11 +1319,20 @@ pub fn truth_evaluation(
         }
     }
     let pop = t.model.population.clone();
-    for o in snaps.outside.iter().filter(|o| o.date == date) {
-        let back = pop
-            .as_ref()
-            .map_or(0.0, |p| p.return_probability(f64::from(o.silent_days)));
-        take(o.customer, 1.0 - back, &o.base)?;
+    for (i, o) in snaps
+        .outside
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.date == date)
+    {
+        let gone = match pop.as_ref() {
+            Some(p) => match &p.win_back {
+                Some(w) => predict_linear(w, snaps.outside_row(i)),
+                None => 1.0 - p.return_probability(f64::from(o.silent_days)),
+            },
+            None => 1.0,
+        };
+        take(o.customer, gone, &o.base)?;
     }
     let mut scores = vec![(
         "model".to_string(),
@@ -1037,6 +1344,13 @@ pub fn truth_evaluation(
             format!("baseline: {}", m.name),
             roc_auc(v, &labels),
             pr_auc(v, &labels),
+        ));
+    }
+    if t.bgnbd_test.is_some() {
+        scores.push((
+            format!("baseline: {BGNBD_BASELINE}"),
+            roc_auc(&bgnbd, &labels),
+            pr_auc(&bgnbd, &labels),
         ));
     }
     if oracle.is_some() {
@@ -1247,7 +1561,7 @@ mod tests {
             anchors: vec![0; 12],
             rows: (0..12).map(|i| ((i % 3) as u8, i as u32, false)).collect(),
             customers: (0..12).map(|i| format!("c{i}")).collect(),
-            outside: Vec::new(),
+            ..Default::default()
         };
         let tc = TrainConfig::new(10 * DAY_MS, DAY_MS, &spec);
         let err = fit(&snaps, &spec, &tc).unwrap_err();

@@ -10,11 +10,13 @@
 //! - [`model`]: the logistic model file and scoring with reasons.
 //! - [`policy`]: thresholds, hysteresis, tiers and campaign choice.
 //! - [`segments`]: RFM and lifecycle segments.
+//! - [`bgnbd`]: the BG/NBD model: fit, P(alive), expected purchases.
 //! - [`output`]: triggers, outcomes and the names they share with state.
 //! - [`onset`]: churn onsets read from the data, for labels and backtests.
 //! - [`settings`]: the `[policy]` and `[segments]` config sections.
 //! - [`step`]: the pure `step` and `rescore` functions.
 
+pub mod bgnbd;
 pub mod contact;
 pub mod decode;
 pub mod error;

@@ -61,6 +61,17 @@ pub struct ModelFile {
     /// score everyone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub population: Option<Population>,
+    /// Customers first seen less than this many days ago are new: scored,
+    /// but not alerted (a first event says little, and a model asked about
+    /// a customer unlike any it was trained on extrapolates). `train`
+    /// leaves them out of its snapshots too. Absent: no such limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_tenure_days: Option<f64>,
+    /// BG/NBD fitted on the customers' purchases up to the training
+    /// cut-off: each customer's expected purchases within the horizon
+    /// (`score`'s `expected_purchases`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgnbd: Option<crate::pipeline::bgnbd::BgNbd>,
     /// How the model was made: training window, data hash, metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<serde_json::Value>,
@@ -83,9 +94,31 @@ pub struct Population {
     /// Days ahead the probabilities look (the label's horizon).
     pub horizon_days: f64,
     /// The share of churned customers who came back within the horizon
-    /// in the training history, by length of silence, shortest first.
+    /// in the training history, by length of silence, shortest first
+    /// (what a model without `win_back` tells churned customers).
     #[serde(default)]
     pub return_rates: Vec<ReturnRate>,
+    /// The win-back model: for a customer past onset, the probability of
+    /// no engagement within the horizon (staying gone), from the features
+    /// of their history. Trained by `train` on the same snapshots as the
+    /// main model; absent in older models, which use `return_rates`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub win_back: Option<Linear>,
+}
+
+/// A standardised logistic regression over named features.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Linear {
+    /// Feature names, in the order of the arrays below.
+    pub features: Vec<String>,
+    /// Mean of each feature in the training data.
+    pub mean: Vec<f64>,
+    /// Standard deviation of each feature in the training data (> 0).
+    pub scale: Vec<f64>,
+    /// Weight of each standardised feature.
+    pub weights: Vec<f64>,
+    /// Intercept (log-odds at the mean customer).
+    pub intercept: f64,
 }
 
 /// How often churned customers came back, for one band of silence.
@@ -151,12 +184,17 @@ pub enum Assessment {
     /// In the model's population: the probability of churn onset within
     /// the horizon, with reasons.
     Scored(Score),
-    /// Past churn onset: not scored.
+    /// Past churn onset: not alerted. `probability` is on the same scale
+    /// as a scored customer's: the chance that the customer is gone at the
+    /// horizon (here: no engagement within it), so that one sort ranks
+    /// everyone.
     Churned {
         /// Days since the last engagement.
         silent_days: f64,
-        /// Chance of coming back within the horizon.
+        /// Chance of coming back within the horizon (1 − `probability`).
         return_probability: f64,
+        /// Chance of staying gone through the horizon.
+        probability: f64,
     },
 }
 
@@ -202,6 +240,8 @@ pub struct Score {
 #[derive(Debug, Clone)]
 pub struct Model {
     file: ModelFile,
+    /// For each win-back feature, its index in the spec's feature vector.
+    win_back: Vec<usize>,
     /// For each model feature, its index in the spec's feature vector.
     index: Vec<usize>,
     /// For each model feature, the index of its behaviour in `groups`.
@@ -252,63 +292,15 @@ impl Model {
 
     /// Checks a model against the spec; the error names the field.
     pub fn new(file: ModelFile, spec: &FeatureSpec) -> Result<Self, (String, String)> {
-        let n = file.features.len();
-        if n == 0 {
-            return Err(("features".into(), "the model has no features".into()));
-        }
-        for (field, len) in [
-            ("mean", file.mean.len()),
-            ("scale", file.scale.len()),
-            ("weights", file.weights.len()),
-        ] {
-            if len != n {
-                return Err((
-                    field.into(),
-                    format!("has {len} values but there are {n} features"),
-                ));
-            }
-        }
-        let names = spec.names();
-        let mut index = Vec::with_capacity(n);
-        for (i, f) in file.features.iter().enumerate() {
-            match names.iter().position(|x| x == f) {
-                Some(j) if index.contains(&j) => {
-                    return Err((format!("features[{i}]"), format!("feature {f:?} is listed twice")))
-                }
-                Some(j) => index.push(j),
-                None => {
-                    return Err((
-                        format!("features[{i}]"),
-                        format!(
-                            "unknown feature {f:?}: this service computes {} (activity features follow features.activity_names)",
-                            names.join(", ")
-                        ),
-                    ))
-                }
-            }
-        }
-        for (i, (m, (s, w))) in file
-            .mean
-            .iter()
-            .zip(file.scale.iter().zip(&file.weights))
-            .enumerate()
-        {
-            if !m.is_finite() {
-                return Err((format!("mean[{i}]"), format!("must be finite, got {m}")));
-            }
-            if !(s.is_finite() && *s > 0.0) {
-                return Err((
-                    format!("scale[{i}]"),
-                    format!("must be finite and > 0, got {s}"),
-                ));
-            }
-            if !w.is_finite() {
-                return Err((format!("weights[{i}]"), format!("must be finite, got {w}")));
-            }
-        }
-        if !file.intercept.is_finite() {
-            return Err(("intercept".into(), "must be finite".into()));
-        }
+        let index = check_linear(
+            "",
+            &file.features,
+            &file.mean,
+            &file.scale,
+            &file.weights,
+            file.intercept,
+            spec,
+        )?;
         if let Some(t) = &file.thresholds {
             if !(0.0..=1.0).contains(&t.enter) {
                 return Err((
@@ -320,6 +312,14 @@ impl Model {
                 return Err((
                     "thresholds.exit".into(),
                     format!("must be between 0 and thresholds.enter, got {}", t.exit),
+                ));
+            }
+        }
+        if let Some(d) = file.min_tenure_days {
+            if !(d.is_finite() && d >= 0.0) {
+                return Err((
+                    "min_tenure_days".into(),
+                    format!("must be a number of days (0 or more), got {d}"),
                 ));
             }
         }
@@ -382,8 +382,21 @@ impl Model {
                 }
             })
             .collect();
+        let win_back = match file.population.as_ref().and_then(|p| p.win_back.as_ref()) {
+            Some(w) => check_linear(
+                "population.win_back.",
+                &w.features,
+                &w.mean,
+                &w.scale,
+                &w.weights,
+                w.intercept,
+                spec,
+            )?,
+            None => Vec::new(),
+        };
         Ok(Self {
             file,
+            win_back,
             index,
             group,
             groups,
@@ -401,13 +414,32 @@ impl Model {
     ) -> Assessment {
         if let Some(p) = &self.file.population {
             if let Some(silent) = p.past_onset(s, now) {
+                let (back, gone) = match &p.win_back {
+                    Some(w) => {
+                        let gone = linear_probability(w, &self.win_back, x);
+                        (1.0 - gone, gone)
+                    }
+                    None => {
+                        let back = p.return_probability(silent);
+                        (back, 1.0 - back)
+                    }
+                };
                 return Assessment::Churned {
                     silent_days: silent,
-                    return_probability: p.return_probability(silent),
+                    return_probability: back,
+                    probability: gone,
                 };
             }
         }
         Assessment::Scored(self.score(x, top))
+    }
+
+    /// Whether a customer is too new to alert at `now` (see
+    /// [`ModelFile::min_tenure_days`]).
+    pub fn is_new(&self, s: &CustomerState, now: crate::pipeline::event::Millis) -> bool {
+        self.file.min_tenure_days.is_some_and(|d| {
+            ((now - s.first_seen) as f64) < d * crate::pipeline::event::DAY_MS as f64
+        })
     }
 
     /// The model's version string.
@@ -485,6 +517,96 @@ impl Model {
     }
 }
 
+/// Checks one standardised logistic regression of a model file (the main
+/// model, fields at the top level, or `population.win_back`, whose field
+/// names carry `prefix`) and returns each feature's index in the spec's
+/// feature vector.
+fn check_linear(
+    prefix: &str,
+    features: &[String],
+    mean: &[f64],
+    scale: &[f64],
+    weights: &[f64],
+    intercept: f64,
+    spec: &FeatureSpec,
+) -> Result<Vec<usize>, (String, String)> {
+    let n = features.len();
+    if n == 0 {
+        return Err((
+            format!("{prefix}features"),
+            "the model has no features".into(),
+        ));
+    }
+    for (field, len) in [
+        ("mean", mean.len()),
+        ("scale", scale.len()),
+        ("weights", weights.len()),
+    ] {
+        if len != n {
+            return Err((
+                format!("{prefix}{field}"),
+                format!("has {len} values but there are {n} features"),
+            ));
+        }
+    }
+    let names = spec.names();
+    let mut index = Vec::with_capacity(n);
+    for (i, f) in features.iter().enumerate() {
+        match names.iter().position(|x| x == f) {
+            Some(j) if index.contains(&j) => {
+                return Err((
+                    format!("{prefix}features[{i}]"),
+                    format!("feature {f:?} is listed twice"),
+                ))
+            }
+            Some(j) => index.push(j),
+            None => {
+                return Err((
+                    format!("{prefix}features[{i}]"),
+                    format!(
+                        "unknown feature {f:?}: this service computes {} (activity features follow features.activity_names)",
+                        names.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+    for (i, (m, (s, w))) in mean.iter().zip(scale.iter().zip(weights)).enumerate() {
+        if !m.is_finite() {
+            return Err((
+                format!("{prefix}mean[{i}]"),
+                format!("must be finite, got {m}"),
+            ));
+        }
+        if !(s.is_finite() && *s > 0.0) {
+            return Err((
+                format!("{prefix}scale[{i}]"),
+                format!("must be finite and > 0, got {s}"),
+            ));
+        }
+        if !w.is_finite() {
+            return Err((
+                format!("{prefix}weights[{i}]"),
+                format!("must be finite, got {w}"),
+            ));
+        }
+    }
+    if !intercept.is_finite() {
+        return Err((format!("{prefix}intercept"), "must be finite".into()));
+    }
+    Ok(index)
+}
+
+/// The probability of a [`Linear`] model for a feature vector in spec
+/// order (`index`: each model feature's place in it).
+fn linear_probability(m: &Linear, index: &[usize], x: &[f64]) -> f64 {
+    let mut z = m.intercept;
+    for (k, j) in index.iter().enumerate() {
+        z += m.weights[k] * (x[*j] - m.mean[k]) / m.scale[k];
+    }
+    sigmoid(z)
+}
+
 /// The logistic function, stable for large |z|.
 pub fn sigmoid(z: f64) -> f64 {
     if z >= 0.0 {
@@ -514,6 +636,8 @@ pub(crate) mod tests {
                 thresholds: None,
                 segments: None,
                 population: None,
+                min_tenure_days: None,
+                bgnbd: None,
                 training: None,
             },
             spec,
@@ -536,6 +660,8 @@ pub(crate) mod tests {
             thresholds: None,
             segments: None,
             population: None,
+            min_tenure_days: None,
+            bgnbd: None,
             training: None,
         }
     }
@@ -652,6 +778,7 @@ pub(crate) mod tests {
             churned_after_days: 30.0,
             churned_after_missed_days: None,
             horizon_days: 30.0,
+            win_back: None,
             return_rates: vec![
                 ReturnRate {
                     silent_days_from: 30.0,
@@ -682,7 +809,8 @@ pub(crate) mod tests {
             m.assess(&s, &x, t0 + 45 * DAY_MS, 3),
             Assessment::Churned {
                 silent_days: 45.0,
-                return_probability: 0.1
+                return_probability: 0.1,
+                probability: 0.9
             }
         );
         assert!(matches!(
@@ -724,6 +852,65 @@ pub(crate) mod tests {
         assert_eq!(
             Model::new(bad, &spec).unwrap_err().0,
             "population.return_rates[1].rate"
+        );
+    }
+
+    #[test]
+    fn a_win_back_model_puts_churned_customers_on_the_scale_of_active_ones() {
+        use crate::pipeline::event::{Millis, DAY_MS};
+        let spec = spec();
+        let mut f = file();
+        f.population = Some(Population {
+            churned_after_days: 30.0,
+            churned_after_missed_days: None,
+            horizon_days: 30.0,
+            return_rates: Vec::new(),
+            // Staying gone grows with the silence: 0.5 at 60 days.
+            win_back: Some(Linear {
+                features: vec!["recency_days".into()],
+                mean: vec![60.0],
+                scale: vec![10.0],
+                weights: vec![1.0],
+                intercept: 0.0,
+            }),
+        });
+        let m = Model::new(f, &spec).unwrap();
+        let t0: Millis = 1_700_000_000_000;
+        let s = CustomerState {
+            first_seen: t0,
+            last_seen: t0,
+            last_engaged: Some(t0),
+            ..Default::default()
+        };
+        let gone_at = |days: i64| {
+            let now = t0 + days * DAY_MS;
+            match m.assess(&s, &spec.extract(&s, now), now, 3) {
+                Assessment::Churned {
+                    probability,
+                    return_probability,
+                    ..
+                } => {
+                    assert!((probability + return_probability - 1.0).abs() < 1e-12);
+                    probability
+                }
+                a => panic!("{days} days silent: {a:?}"),
+            }
+        };
+        assert!((gone_at(60) - 0.5).abs() < 1e-12);
+        assert!(gone_at(40) < gone_at(60) && gone_at(60) < gone_at(90));
+        // A win-back model that names a feature the code lacks is refused,
+        // naming the field.
+        let mut bad = m.file().clone();
+        bad.population
+            .as_mut()
+            .unwrap()
+            .win_back
+            .as_mut()
+            .unwrap()
+            .features[0] = "x".into();
+        assert_eq!(
+            Model::new(bad, &spec).unwrap_err().0,
+            "population.win_back.features[0]"
         );
     }
 

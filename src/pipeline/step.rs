@@ -224,6 +224,12 @@ fn score(
         Some(now + policy.rescore_interval_ms)
     };
     let decision = match &sc {
+        // Too new to alert: the score is kept, nothing is decided.
+        Some(sc) if model.is_new(s, now) && !s.alert.active => {
+            s.alert.last_probability = sc.probability;
+            s.alert.last_scored_at = now;
+            Decision::Quiet
+        }
         Some(sc) => policy.decide(&mut s.alert, sc.probability, now),
         None => Decision::Quiet,
     };
@@ -511,7 +517,7 @@ fn next_wake(
         let wake = if s.alert.active {
             p < policy.exit
         } else {
-            p >= policy.enter
+            p >= policy.enter && !model.is_new(s, t)
         };
         if wake {
             return t;

@@ -26,6 +26,8 @@ pub fn test_model(cfg: &Config) -> Model {
             thresholds: None,
             segments: None,
             population: None,
+            min_tenure_days: None,
+            bgnbd: None,
             training: None,
         },
         &cfg.feature_spec(),
