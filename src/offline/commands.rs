@@ -322,19 +322,40 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
             dropped.join(", ")
         );
     }
+    let twins = snaps.drop_duplicate_columns();
+    if !twins.is_empty() {
+        eprintln!(
+            "left out {} feature(s) that equal another in this history: {}",
+            twins.len(),
+            twins
+                .iter()
+                .map(|(a, b)| format!("{a} (= {b})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     eprintln!(
         "built {} labelled snapshots on {} dates ({:.0} s)",
         snaps.len(),
         snaps.dates.len(),
         started.elapsed().as_secs_f64()
     );
-    let mut t = train::fit(&snaps, &spec, &tc)?;
-    t.dropped_constant = dropped;
-    // BG/NBD on every purchaser's history up to as-of, for `score`'s
-    // expected purchases.
-    t.model.bgnbd = crate::pipeline::bgnbd::BgNbd::fit(&snaps.final_rfm)
+    // BG/NBD on every purchaser's history up to as-of: `score`'s expected
+    // purchases, and the fit under which the service computes the
+    // purchase-rhythm feature (with a population, whose horizon it needs).
+    let bgnbd = crate::pipeline::bgnbd::BgNbd::fit(&snaps.final_rfm)
         .ok()
         .map(|(m, _)| m);
+    if bgnbd.is_some() && tc.population().is_some() {
+        let horizon_days = tc.horizon_ms as f64 / DAY_MS as f64;
+        if let Err(why) = snaps.add_purchase_rhythm(horizon_days) {
+            eprintln!("left out the purchase-rhythm feature: {why}");
+        }
+    }
+    let mut t = train::fit(&snaps, &spec, &tc)?;
+    t.dropped_constant = dropped;
+    t.dropped_duplicate = twins;
+    t.model.bgnbd = bgnbd;
     eprintln!(
         "fitted with L2 alpha {} ({:.0} s)",
         t.alpha,
@@ -388,6 +409,7 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
         "churn_gap_days": (tc.label != Label::Cancel).then(|| tc.churn_gap_ms as f64 / DAY_MS as f64),
         "churn_gap_choice": gap_choice,
         "features_left_out": t.dropped_constant,
+        "features_left_out_as_copies": t.dropped_duplicate.iter().map(|(a, b)| serde_json::json!({"feature": a, "same_as": b})).collect::<Vec<_>>(),
         "win_back": t.win_back.as_ref().map(|w| serde_json::json!({
             "l2_alpha": w.alpha,
             "test": w.test,
@@ -592,14 +614,11 @@ pub fn score(opts: ScoreOptions, config: &Config) -> anyhow::Result<()> {
         };
         let days = |ms: Millis| ms.max(0) as f64 / DAY_MS as f64;
         let t = days(as_of - s.first_seen);
-        let rfm = crate::pipeline::bgnbd::Rfm {
-            x: f64::from(s.purchases.saturating_sub(1)),
-            t_x: match s.last_purchase {
-                Some(l) if s.purchases >= 2 => days(l - s.first_seen),
-                _ => 0.0,
-            },
+        let rfm = crate::pipeline::bgnbd::Rfm::of(
+            f64::from(s.purchases),
+            s.last_purchase.map_or(t, |l| days(as_of - l)),
             t,
-        };
+        );
         format!("{:.4}", m.expected_purchases(&rfm, horizon_days))
     };
     let (mut n, mut above, mut churned) = (0u64, 0u64, 0u64);

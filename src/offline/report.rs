@@ -563,6 +563,17 @@ pub fn write(dir: &Path, stem: &str, r: &ReportInput) -> std::io::Result<Vec<Pat
             t.dropped_constant.join(", ")
         );
     }
+    if !t.dropped_duplicate.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nLeft out because they equal another feature in every snapshot (purchases are all the engagement in a purchase-only shop): {}.",
+            t.dropped_duplicate
+                .iter()
+                .map(|(a, b)| format!("{a} (= {b})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if let Some(g) = r.gap {
         let _ = writeln!(
             md,

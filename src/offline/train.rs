@@ -50,7 +50,7 @@ use ndarray::{Array1, Array2};
 use serde::Serialize;
 
 use crate::pipeline::event::{rfc3339, Event, EventKind, Millis, SubscriptionAction, DAY_MS};
-use crate::pipeline::features::{CustomerState, FeatureSpec, SubStatus};
+use crate::pipeline::features::{CustomerState, FeatureSpec, SubStatus, BGNBD_NO_PURCHASE};
 use crate::pipeline::model::{sigmoid, ModelFile};
 use crate::pipeline::step::ingest;
 
@@ -338,6 +338,9 @@ pub struct Snapshots {
     pub x: Vec<f32>,
     /// Per row: date index into `dates`, customer, label.
     pub rows: Vec<(u8, u32, bool)>,
+    /// Per row: no engagement within the horizon (the label of customers
+    /// past onset, whatever the main label), for the win-back fit.
+    pub quiet: Vec<bool>,
     /// Per row: the baseline columns, row-major.
     pub base: Vec<f32>,
     /// Per row: the last engagement at the date (the start of the silence
@@ -376,6 +379,97 @@ impl Snapshots {
         &self.outside_x[i * self.width..(i + 1) * self.width]
     }
 
+    /// Drops each feature column that equals an earlier one in every
+    /// snapshot, in and outside the population (purchases are the only
+    /// engagement in a purchase-only shop, so their rates and all
+    /// engagement's are the same numbers): two copies split one weight and
+    /// one reason. Returns (dropped, the column it equals).
+    pub fn drop_duplicate_columns(&mut self) -> Vec<(String, String)> {
+        let w = self.width;
+        let same = |a: usize, b: usize| {
+            self.x
+                .chunks(w.max(1))
+                .chain(self.outside_x.chunks(w.max(1)))
+                .all(|r| r[a] == r[b])
+        };
+        let mut twin: Vec<Option<usize>> = vec![None; w];
+        for j in 0..w {
+            twin[j] = (0..j).find(|k| twin[*k].is_none() && same(*k, j));
+        }
+        let keep: Vec<usize> = (0..w).filter(|j| twin[*j].is_none()).collect();
+        if keep.len() == w {
+            return Vec::new();
+        }
+        let dropped = (0..w)
+            .filter_map(|j| twin[j].map(|k| (self.names[j].clone(), self.names[k].clone())))
+            .collect();
+        self.select_columns(&keep);
+        dropped
+    }
+
+    fn select_columns(&mut self, keep: &[usize]) {
+        let w = self.width;
+        let select = |x: &[f32]| -> Vec<f32> {
+            x.chunks(w)
+                .flat_map(|r| keep.iter().map(move |j| r[*j]))
+                .collect()
+        };
+        self.x = select(&self.x);
+        self.outside_x = select(&self.outside_x);
+        self.names = keep.iter().map(|j| self.names[*j].clone()).collect();
+        self.width = keep.len();
+    }
+
+    /// Adds the [`BGNBD_NO_PURCHASE`] column: on each observation date,
+    /// BG/NBD is fitted on every purchaser's history as known then (in and
+    /// outside the population, so no label leaks into it), and each
+    /// snapshot gets its log-odds of no purchase within `horizon_days`
+    /// under that date's fit, as the service computes it under the model
+    /// file's fit at as-of. Adds nothing, and says why, when a date has too
+    /// few repeat buyers for a fit.
+    pub fn add_purchase_rhythm(&mut self, horizon_days: f64) -> Result<(), String> {
+        let mut fits = Vec::with_capacity(self.dates.len());
+        for d in 0..self.dates.len() {
+            let date = d as u8;
+            let inside = (0..self.len())
+                .filter(|i| self.rows[*i].0 == date)
+                .map(|i| self.base_row(i));
+            let outside = self
+                .outside
+                .iter()
+                .filter(|o| o.date == date)
+                .map(|o| &o.base[..]);
+            match fit_bgnbd(inside.chain(outside)) {
+                Some(m) => fits.push(m),
+                None => {
+                    return Err(format!(
+                        "BG/NBD could not be fitted on the purchases known on {}",
+                        &rfc3339(self.dates[d])[..10]
+                    ))
+                }
+            }
+        }
+        let w = self.width;
+        let logit = |date: u8, base: &[f32]| {
+            fits[date as usize].no_purchase_logit(&rfm_of(base), horizon_days) as f32
+        };
+        let mut x = Vec::with_capacity(self.x.len() + self.len());
+        for i in 0..self.len() {
+            x.extend_from_slice(self.row(i));
+            x.push(logit(self.rows[i].0, self.base_row(i)));
+        }
+        let mut outside_x = Vec::with_capacity(self.outside_x.len() + self.outside.len());
+        for (i, o) in self.outside.iter().enumerate() {
+            outside_x.extend_from_slice(&self.outside_x[i * w..(i + 1) * w]);
+            outside_x.push(logit(o.date, &o.base));
+        }
+        self.x = x;
+        self.outside_x = outside_x;
+        self.names.push(BGNBD_NO_PURCHASE.to_string());
+        self.width += 1;
+        Ok(())
+    }
+
     /// Drops the feature columns that carry nothing: the same value in
     /// every snapshot, in and outside the population (a signal the history
     /// never has, such as sessions in a purchase-only shop). A model fitted
@@ -406,15 +500,7 @@ impl Snapshots {
             .filter(|j| !varies[*j])
             .map(|j| self.names[j].clone())
             .collect();
-        let select = |x: &[f32]| -> Vec<f32> {
-            x.chunks(w)
-                .flat_map(|r| keep.iter().map(move |j| r[*j]))
-                .collect()
-        };
-        self.x = select(&self.x);
-        self.outside_x = select(&self.outside_x);
-        self.names = keep.iter().map(|j| self.names[*j].clone()).collect();
-        self.width = keep.len();
+        self.select_columns(&keep);
         dropped
     }
 }
@@ -637,6 +723,7 @@ impl<'a> Replay<'a> {
         };
         let w = BASELINE_COLUMNS.len();
         let mut keep = Vec::with_capacity(out.rows.len());
+        let mut quiet = Vec::with_capacity(out.rows.len());
         let mut x = Vec::with_capacity(out.x.len());
         let mut base = Vec::with_capacity(out.base.len());
         let mut anchors = Vec::with_capacity(out.anchors.len());
@@ -656,11 +743,13 @@ impl<'a> Replay<'a> {
                 Label::Cancel => marked,
             };
             keep.push((*date, *cust, churned));
+            quiet.push(!marked);
             x.extend_from_slice(&out.x[i * out.width..(i + 1) * out.width]);
             base.extend_from_slice(&out.base[i * w..(i + 1) * w]);
             anchors.push(out.anchors[i]);
         }
         out.rows = keep;
+        out.quiet = quiet;
         out.x = x;
         out.base = base;
         out.anchors = anchors;
@@ -746,6 +835,8 @@ pub struct Trained {
     pub win_back_missing: Option<String>,
     /// Feature columns dropped because they never vary in the history.
     pub dropped_constant: Vec<String>,
+    /// Feature columns left out as copies of another (dropped, kept).
+    pub dropped_duplicate: Vec<(String, String)>,
 }
 
 /// The win-back model: the chance that a customer past onset stays gone
@@ -819,17 +910,7 @@ fn predict_linear(m: &crate::pipeline::model::Linear, x: &[f32]) -> f64 {
 /// the last since the first, age), in days, from the baseline columns.
 /// The first event stands for the first purchase.
 pub fn rfm_of(base: &[f32]) -> crate::pipeline::bgnbd::Rfm {
-    let (recency, purchases, tenure) =
-        (f64::from(base[0]), f64::from(base[1]), f64::from(base[11]));
-    crate::pipeline::bgnbd::Rfm {
-        x: (purchases - 1.0).max(0.0),
-        t_x: if purchases >= 2.0 {
-            (tenure - recency).max(0.0)
-        } else {
-            0.0
-        },
-        t: tenure,
-    }
+    crate::pipeline::bgnbd::Rfm::of(f64::from(base[1]), f64::from(base[0]), f64::from(base[11]))
 }
 
 /// BG/NBD's churn score for ranking: fewer expected purchases within the
@@ -1115,6 +1196,7 @@ pub fn fit(
         win_back,
         win_back_missing,
         dropped_constant: Vec::new(),
+        dropped_duplicate: Vec::new(),
         model: {
             model.thresholds = Some(thresholds);
             model.segments = Some(learn_segments(snaps, &train, valid_d - 1, cfg));
@@ -1126,6 +1208,10 @@ pub fn fit(
 
 /// The name of the BG/NBD baseline in reports.
 pub const BGNBD_BASELINE: &str = "BG/NBD expected purchases within the horizon";
+
+/// Stronger L2 penalties (per training row) the win-back fit also tries,
+/// beyond the main model's grid.
+const WIN_BACK_EXTRA_ALPHAS: [f64; 3] = [1e-2, 1e-1, 1.0];
 
 /// Fewest customers past onset (and of each outcome) on the training dates
 /// for a win-back model; with fewer, churned customers keep the table of
@@ -1171,17 +1257,28 @@ fn fit_win_back(
             ));
         }
     }
+    // Trained on every snapshot of the training dates, in and outside the
+    // population, on whether the customer stayed gone: past onset at the
+    // scoring date can mean a longer silence, or a rarer kind of customer,
+    // than the training dates' customers past onset show (a gap long
+    // against the history), and a fit on those few would extrapolate
+    // wildly. Chosen and judged on the customers past onset.
     let d = snaps.width;
-    let (mean, scale) = standardisation(train.len(), d, |i, j| {
-        f64::from(snaps.outside_row(train[i])[j])
+    let fit_rows: Vec<(&[f32], bool)> = train
+        .iter()
+        .map(|i| (snaps.outside_row(*i), gone(i)))
+        .chain(
+            (0..snaps.len())
+                .filter(|i| snaps.rows[*i].0 < valid_d)
+                .map(|i| (snaps.row(i), snaps.quiet[i])),
+        )
+        .collect();
+    let (mean, scale) = standardisation(fit_rows.len(), d, |i, j| f64::from(fit_rows[i].0[j]));
+    let x = Array2::from_shape_fn((fit_rows.len(), d), |(r, j)| {
+        (f64::from(fit_rows[r].0[j]) - mean[j]) / scale[j]
     });
-    let matrix = |rows: &[usize]| {
-        Array2::from_shape_fn((rows.len(), d), |(r, j)| {
-            (f64::from(snaps.outside_row(rows[r])[j]) - mean[j]) / scale[j]
-        })
-    };
+    let y: Array1<bool> = fit_rows.iter().map(|r| r.1).collect();
     let labels = |rows: &[usize]| -> Vec<bool> { rows.iter().map(gone).collect() };
-    let (x, y) = (matrix(&train), Array1::from(labels(&train)));
     let linear_of = |(weights, intercept, _): Fitted| crate::pipeline::model::Linear {
         features: snaps.names.clone(),
         mean: mean.clone(),
@@ -1195,7 +1292,9 @@ fn fit_win_back(
             .collect()
     };
     let mut best: Option<(f64, f64, crate::pipeline::model::Linear)> = None;
-    for &alpha in &cfg.alphas {
+    // Fewer rows than the main model has, so the grid reaches stronger
+    // penalties.
+    for &alpha in cfg.alphas.iter().chain(&WIN_BACK_EXTRA_ALPHAS) {
         let m = linear_of(fit_signed(&x, &y, alpha, signs).map_err(|e| e.to_string())?);
         let ll = evaluate(&scores(&m, &valid), &labels(&valid), None).log_loss;
         if best.as_ref().is_none_or(|b| ll < b.1) {

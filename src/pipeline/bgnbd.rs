@@ -79,6 +79,11 @@ const HYP2F1_MAX_TERMS: usize = 100_000;
 /// catastrophically there.
 const A_NEAR_ONE: f64 = 1e-4;
 
+/// Bound of [`BgNbd::no_purchase_logit`]: beyond a chance of 1 in 20,000
+/// either way the log-odds carry no more ranking that matters and would
+/// only stretch the feature's scale.
+pub const NO_PURCHASE_LOGIT_LIMIT: f64 = 10.0;
+
 /// One customer's purchase history, in the paper's notation. Times are
 /// counted from the customer's first purchase, in days.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -89,6 +94,24 @@ pub struct Rfm {
     pub t_x: f64,
     /// Age: time since the first purchase (the paper's T).
     pub t: f64,
+}
+
+impl Rfm {
+    /// A history from a customer's purchase count, days since the last
+    /// purchase (or since the first event, without one) and tenure in
+    /// days: the first event stands for the first purchase, as the service
+    /// and `train` both see it.
+    pub fn of(purchases: f64, purchase_recency_days: f64, tenure_days: f64) -> Rfm {
+        Rfm {
+            x: (purchases - 1.0).max(0.0),
+            t_x: if purchases >= 2.0 {
+                (tenure_days - purchase_recency_days).max(0.0)
+            } else {
+                0.0
+            },
+            t: tenure_days.max(0.0),
+        }
+    }
 }
 
 /// The four BG/NBD parameters: purchase rates λ ~ Gamma(shape `r`, rate
@@ -214,6 +237,20 @@ impl BgNbd {
         let alive = self.p_alive(c);
         let quiet = (-(self.r + c.x) * (t / (self.alpha + c.t)).ln_1p()).exp();
         (1.0 - alive) + alive * quiet
+    }
+
+    /// The log-odds of no purchase in (T, T + t] ([`Self::p_no_purchase`]),
+    /// held within ±[`NO_PURCHASE_LOGIT_LIMIT`]: the model feature
+    /// `bgnbd_no_purchase_logit`, on the scale a logistic regression
+    /// weighs.
+    pub fn no_purchase_logit(&self, c: &Rfm, t: f64) -> f64 {
+        let p = self.p_no_purchase(c, t);
+        let logit = p.ln() - (-p).ln_1p();
+        if logit.is_nan() {
+            0.0
+        } else {
+            logit.clamp(-NO_PURCHASE_LOGIT_LIMIT, NO_PURCHASE_LOGIT_LIMIT)
+        }
     }
 
     /// E[X(t)]: the expected number of repeat purchases in (0, t] of a

@@ -19,6 +19,13 @@ pub use crate::pipeline::contact::{
 };
 use crate::pipeline::event::{EmailAction, Event, EventKind, Millis, SubscriptionAction, DAY_MS};
 
+/// The model feature that is not in [`FeatureSpec::names`]: the log-odds
+/// of no purchase within the horizon under the model file's BG/NBD fit, of
+/// the customer's purchase count, purchase recency and tenure. The model
+/// computes it (`Model`), and `train` adds its column, with one BG/NBD fit
+/// per observation date on what was known then.
+pub const BGNBD_NO_PURCHASE: &str = "bgnbd_no_purchase_logit";
+
 /// Signals with decayed rates, in storage order.
 pub const SIGNALS: [&str; 8] = [
     "sessions",
@@ -116,7 +123,9 @@ impl FeatureSpec {
         spec
     }
 
-    /// Feature names, in the order of [`FeatureSpec::extract`]'s output.
+    /// Feature names, in the order of [`FeatureSpec::extract`]'s output
+    /// (the model's [`BGNBD_NO_PURCHASE`] is not among them: the model
+    /// computes it from these).
     pub fn names(&self) -> &[String] {
         &self.names
     }
@@ -234,7 +243,7 @@ impl FeatureSpec {
     /// The behaviour a feature describes, so that the 7/30/90-day windows
     /// and the changes of one behaviour make one reason: a signal name
     /// (`sessions`, `activity_login`, `engagement`, ...), or `silence`,
-    /// `active_days`, `purchase_recency`, `tenure`, `spend`, `refunds`,
+    /// `active_days`, `purchase_recency`, `purchase_rhythm`, `tenure`, `spend`, `refunds`,
     /// `subscription`, `nps`, `marketing`.
     pub fn group_of<'a>(&self, name: &'a str) -> &'a str {
         let signal = SIGNALS
@@ -260,6 +269,7 @@ impl FeatureSpec {
             n if n.starts_with("tenure_days") => "tenure",
             "purchase_count_log" | "monetary_log" | "avg_order_value_log" => "spend",
             "refund_share" => "refunds",
+            BGNBD_NO_PURCHASE => "purchase_rhythm",
             n if n.starts_with("subscription_") || n == "plan_value_change" => "subscription",
             n if n.starts_with("nps_") => "nps",
             "marketing_consent" | "unsubscribed" => "marketing",
@@ -274,7 +284,7 @@ impl FeatureSpec {
     /// weights to these signs, so reasons never read backwards.
     pub fn expected_sign(&self, name: &str) -> Option<f64> {
         match self.group_of(name) {
-            "silence" => Some(1.0),
+            "silence" | "purchase_rhythm" => Some(1.0),
             "complaints" | "support_tickets" | "payment_failures" => Some(1.0),
             "active_days" | "sessions" | "purchases" | "email_opens" | "email_clicks"
             | "activity_other" | ENGAGEMENT => Some(-1.0),

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::features::{CustomerState, FeatureSpec};
+use crate::pipeline::features::{CustomerState, FeatureSpec, BGNBD_NO_PURCHASE};
 
 /// Why a model file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -248,6 +248,35 @@ pub struct Model {
     group: Vec<usize>,
     /// Behaviour names (reasons), in first-seen order.
     groups: Vec<String>,
+    /// How to compute [`BGNBD_NO_PURCHASE`] when a model uses it.
+    rhythm: Option<Rhythm>,
+}
+
+/// Index, in [`check_linear`]'s result, of the feature the model computes
+/// itself ([`BGNBD_NO_PURCHASE`]) rather than reads from the spec's vector.
+const COMPUTED: usize = usize::MAX;
+
+/// What [`BGNBD_NO_PURCHASE`] is computed from: the model file's BG/NBD
+/// fit and horizon, and where the spec's vector holds the purchase count,
+/// purchase recency and tenure.
+#[derive(Debug, Clone)]
+struct Rhythm {
+    fit: crate::pipeline::bgnbd::BgNbd,
+    horizon_days: f64,
+    count: usize,
+    recency: usize,
+    tenure: usize,
+}
+
+impl Rhythm {
+    fn value(&self, x: &[f64]) -> f64 {
+        let c = crate::pipeline::bgnbd::Rfm::of(
+            x[self.count].exp_m1().round(),
+            x[self.recency],
+            x[self.tenure],
+        );
+        self.fit.no_purchase_logit(&c, self.horizon_days)
+    }
 }
 
 impl Model {
@@ -394,12 +423,52 @@ impl Model {
             )?,
             None => Vec::new(),
         };
+        if let Some(f) = &file.bgnbd {
+            for (name, v) in [("r", f.r), ("alpha", f.alpha), ("a", f.a), ("b", f.b)] {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err((
+                        format!("bgnbd.{name}"),
+                        format!("must be finite and > 0, got {v}"),
+                    ));
+                }
+            }
+        }
+        let rhythm = if index.contains(&COMPUTED) || win_back.contains(&COMPUTED) {
+            let Some(fit) = file.bgnbd else {
+                return Err((
+                    "bgnbd".into(),
+                    format!("the feature {BGNBD_NO_PURCHASE} needs the BG/NBD fit"),
+                ));
+            };
+            let Some(p) = &file.population else {
+                return Err((
+                    "population".into(),
+                    format!("the feature {BGNBD_NO_PURCHASE} needs the horizon (population.horizon_days)"),
+                ));
+            };
+            let at = |n: &str| {
+                spec.names()
+                    .iter()
+                    .position(|x| x == n)
+                    .expect("the spec computes purchase count, recency and tenure")
+            };
+            Some(Rhythm {
+                fit,
+                horizon_days: p.horizon_days,
+                count: at("purchase_count_log"),
+                recency: at("purchase_recency_days"),
+                tenure: at("tenure_days"),
+            })
+        } else {
+            None
+        };
         Ok(Self {
             file,
             win_back,
             index,
             group,
             groups,
+            rhythm,
         })
     }
 
@@ -416,7 +485,7 @@ impl Model {
             if let Some(silent) = p.past_onset(s, now) {
                 let (back, gone) = match &p.win_back {
                     Some(w) => {
-                        let gone = linear_probability(w, &self.win_back, x);
+                        let gone = linear_probability(w, &self.win_back, x, self.computed(x));
                         (1.0 - gone, gone)
                     }
                     None => {
@@ -452,18 +521,24 @@ impl Model {
         &self.file
     }
 
-    fn contribution(&self, k: usize, x: &[f64]) -> f64 {
+    /// The value of [`BGNBD_NO_PURCHASE`] for `x` (0 for models without it).
+    fn computed(&self, x: &[f64]) -> f64 {
+        self.rhythm.as_ref().map_or(0.0, |r| r.value(x))
+    }
+
+    fn contribution(&self, k: usize, x: &[f64], computed: f64) -> f64 {
         let f = &self.file;
-        f.weights[k] * (x[self.index[k]] - f.mean[k]) / f.scale[k]
+        f.weights[k] * (value_at(self.index[k], x, computed) - f.mean[k]) / f.scale[k]
     }
 
     /// The churn probability of a feature vector (in spec order). Summed
     /// in the same order as [`Model::score`], so a projection and the score
     /// it projects agree to the last bit.
     pub fn probability(&self, x: &[f64]) -> f64 {
+        let computed = self.computed(x);
         let mut z = self.file.intercept;
         for k in 0..self.index.len() {
-            z += self.contribution(k, x);
+            z += self.contribution(k, x, computed);
         }
         sigmoid(z)
     }
@@ -481,10 +556,11 @@ impl Model {
             };
         }
         let f = &self.file;
+        let computed = self.computed(x);
         // Per behaviour: total contribution, and its strongest feature.
         let mut by_group = vec![(0.0f64, None::<(usize, f64)>); self.groups.len()];
         for k in 0..self.index.len() {
-            let c = self.contribution(k, x);
+            let c = self.contribution(k, x, computed);
             let g = &mut by_group[self.group[k]];
             g.0 += c;
             if g.1.is_none_or(|(_, best)| c > best) {
@@ -506,7 +582,7 @@ impl Model {
             .map(|(g, c, k)| Reason {
                 feature: self.groups[g].clone(),
                 top_feature: f.features[k].clone(),
-                value: x[self.index[k]],
+                value: value_at(self.index[k], x, computed),
                 contribution: c,
             })
             .collect();
@@ -552,7 +628,12 @@ fn check_linear(
     let names = spec.names();
     let mut index = Vec::with_capacity(n);
     for (i, f) in features.iter().enumerate() {
-        match names.iter().position(|x| x == f) {
+        let at = if f == BGNBD_NO_PURCHASE {
+            Some(COMPUTED)
+        } else {
+            names.iter().position(|x| x == f)
+        };
+        match at {
             Some(j) if index.contains(&j) => {
                 return Err((
                     format!("{prefix}features[{i}]"),
@@ -564,7 +645,7 @@ fn check_linear(
                 return Err((
                     format!("{prefix}features[{i}]"),
                     format!(
-                        "unknown feature {f:?}: this service computes {} (activity features follow features.activity_names)",
+                        "unknown feature {f:?}: this service computes {}, {BGNBD_NO_PURCHASE} (activity features follow features.activity_names)",
                         names.join(", ")
                     ),
                 ))
@@ -599,12 +680,21 @@ fn check_linear(
 
 /// The probability of a [`Linear`] model for a feature vector in spec
 /// order (`index`: each model feature's place in it).
-fn linear_probability(m: &Linear, index: &[usize], x: &[f64]) -> f64 {
+fn linear_probability(m: &Linear, index: &[usize], x: &[f64], computed: f64) -> f64 {
     let mut z = m.intercept;
     for (k, j) in index.iter().enumerate() {
-        z += m.weights[k] * (x[*j] - m.mean[k]) / m.scale[k];
+        z += m.weights[k] * (value_at(*j, x, computed) - m.mean[k]) / m.scale[k];
     }
     sigmoid(z)
+}
+
+/// A model feature's value: `x[j]`, or the computed feature's.
+fn value_at(j: usize, x: &[f64], computed: f64) -> f64 {
+    if j == COMPUTED {
+        computed
+    } else {
+        x[j]
+    }
 }
 
 /// The logistic function, stable for large |z|.
