@@ -67,6 +67,9 @@ fn simulate_train_and_score_from_the_command_line() {
             s(&events),
             "--as-of",
             "2026-09-01",
+            // The simulator's oracle counts churn by a 30-day silence.
+            "--churn-gap",
+            "30d",
             "--oracle",
             s(&oracle),
             "--truth",
@@ -214,24 +217,40 @@ fn simulate_train_and_score_from_the_command_line() {
         rows.iter().map(|r| r.split(',').next().unwrap()).collect();
     assert_eq!(ids.len(), rows.len());
     assert!(rows.len() > 2500, "{} customers scored", rows.len());
-    // Customers still there have a probability; those past onset are
-    // churned, with their chance of coming back.
+    // Every customer has a probability of the same event (no engagement
+    // within the horizon): those still there from the model, those past
+    // onset from the win-back model, as 1 − their chance of coming back.
     let mut churned = 0;
+    let mut ranked: Vec<(f64, bool)> = Vec::new();
     for r in &rows {
         let f: Vec<&str> = r.split(',').collect();
-        let share = |v: &str| (0.0..=1.0).contains(&v.parse::<f64>().unwrap());
+        let p: f64 = f[1]
+            .parse()
+            .unwrap_or_else(|_| panic!("no probability: {r}"));
+        assert!((0.0..=1.0).contains(&p), "{r}");
         match f[5] {
-            "active" => assert!(share(f[1]), "{r}"),
+            "active" => assert!(f[7].is_empty(), "{r}"),
             "churned" => {
-                assert!(f[1].is_empty() && f[2] == "churned" && share(f[7]), "{r}");
+                assert_eq!(f[2], "churned", "{r}");
+                let back: f64 = f[7].parse().unwrap();
+                assert!((p - (1.0 - back)).abs() < 1e-9, "{r}");
                 churned += 1;
             }
             other => panic!("status {other}: {r}"),
         }
+        ranked.push((p, f[5] == "churned"));
     }
     assert!(
         churned > 100 && churned < rows.len() - 100,
         "{churned} churned"
+    );
+    // One sort ranks everyone: customers past onset are not all put above
+    // (or below) those still there, but among them by their own chance.
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let top_churned = ranked[..churned].iter().filter(|r| r.1).count();
+    assert!(
+        top_churned > churned / 4 && top_churned < churned,
+        "{top_churned} of the {churned} highest are past onset"
     );
 }
 

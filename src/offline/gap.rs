@@ -140,7 +140,14 @@ impl ReturnCurve {
             })
             .flatten();
         let wanted = from_curve.unwrap_or(fallback_days);
-        let days = wanted.min(max_days).max(1);
+        // A history too short for even the shortest gap keeps the wanted
+        // one, and `train` then refuses it, saying how much history it
+        // needs.
+        let days = if max_days >= MIN_GAP_DAYS {
+            wanted.min(max_days)
+        } else {
+            wanted
+        };
         let limited_to = (days < wanted).then_some(days);
         let mut basis = match from_curve {
             Some(d) => format!(

@@ -386,6 +386,9 @@ impl Snapshots {
     /// one reason. Returns (dropped, the column it equals).
     pub fn drop_duplicate_columns(&mut self) -> Vec<(String, String)> {
         let w = self.width;
+        if self.x.is_empty() && self.outside_x.is_empty() {
+            return Vec::new();
+        }
         let same = |a: usize, b: usize| {
             self.x
                 .chunks(w.max(1))
@@ -1642,8 +1645,50 @@ mod tests {
         let p = t.model.population.as_ref().unwrap();
         assert_eq!(p.churned_after_days, 30.0);
         assert!(!p.return_rates.is_empty());
-        assert_eq!(t.baselines.len(), 2);
+        assert_eq!(t.baselines.len(), 3);
+        assert_eq!(t.baselines[2].0, BGNBD_BASELINE);
         assert!(crate::pipeline::model::Model::new(t.model, &spec).is_ok());
+    }
+
+    #[test]
+    fn the_purchase_rhythm_column_is_what_the_service_computes() {
+        let (events, end) = simulated(1500, 240, 11);
+        let spec = crate::config::Config::default().feature_spec();
+        let tc = TrainConfig::new(end, 30 * DAY_MS, &spec);
+        let mut snaps = build_examples(events, &spec, &tc).unwrap();
+        let width = snaps.width;
+        snaps.add_purchase_rhythm(30.0).unwrap();
+        assert_eq!(snaps.width, width + 1);
+        assert_eq!(snaps.names.last().unwrap(), BGNBD_NO_PURCHASE);
+        let t = fit(&snaps, &spec, &tc).unwrap();
+        let mut file = t.model.clone();
+        // Without the BG/NBD fit the model cannot compute the feature.
+        let err = crate::pipeline::model::Model::new(file.clone(), &spec).unwrap_err();
+        assert_eq!(err.0, "bgnbd");
+        // With the held-out date's fit, the service's value of the feature
+        // for a snapshot's customer is the column's: a model that weighs
+        // only that feature scores the snapshot as `predict` does.
+        let m = t.bgnbd_test.expect("BG/NBD fits this history");
+        file.bgnbd = Some(m);
+        let k = file.features.len() - 1;
+        for (j, w) in file.weights.iter_mut().enumerate() {
+            *w = if j == k { 1.0 } else { 0.0 };
+        }
+        let model = crate::pipeline::model::Model::new(file.clone(), &spec).unwrap();
+        let test_d = (snaps.dates.len() - 1) as u8;
+        let i = (0..snaps.len())
+            .find(|i| snaps.rows[*i].0 == test_d)
+            .unwrap();
+        let b = snaps.base_row(i);
+        let mut x = vec![0.0; spec.names().len()];
+        let at = |n: &str| spec.names().iter().position(|x| x == n).unwrap();
+        x[at("purchase_count_log")] = f64::from(b[1]).ln_1p();
+        x[at("purchase_recency_days")] = f64::from(b[0]);
+        x[at("tenure_days")] = f64::from(b[11]);
+        let served = model.probability(&x);
+        let column =
+            sigmoid(file.intercept + (f64::from(snaps.row(i)[k]) - file.mean[k]) / file.scale[k]);
+        assert!((served - column).abs() < 1e-4, "{served} vs {column}");
     }
 
     #[test]
