@@ -70,7 +70,9 @@ pub struct TrainOptions {
     /// What counts as churn: `onset` (the customer's churn onset, a silence
     /// of at least --churn-gap or a cancel, falls within the horizon),
     /// `silence` (no purchase, session or activity within the horizon) or
-    /// `cancel` (a subscription cancel within it). `auto`: onset when the
+    /// `cancel` (a subscription cancel within it). `auto`: cancel in a
+    /// subscription business (at least half the customers have
+    /// subscription events, and 30 or more cancelled); else onset when the
     /// churn gap is no longer than the horizon (customers who engage
     /// often), else silence (a silence longer than the horizon is normal
     /// for the business, so the model asks whether the customer engages
@@ -92,8 +94,9 @@ pub struct TrainOptions {
     pub churn_missed_days: f64,
     /// Customers first seen less than this long ago are new: left out of
     /// training, scored but not alerted by the service (0d turns this
-    /// off). A first event says little about a customer.
-    #[arg(long, default_value = "7d")]
+    /// off). A first event says little about a customer; two weeks see a
+    /// weekly habit twice.
+    #[arg(long, default_value = "14d")]
     pub min_tenure: String,
     /// Number of observation dates (the latest is held out, the one before
     /// it validates, the rest train).
@@ -232,55 +235,75 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
     if let Some(v) = &opts.model_version {
         tc.version = v.clone();
     }
-    let gap_choice = if auto_gap && tc.label != Label::Cancel {
+    // One pass over the history for the return curve (the churn gap) and
+    // whether customers subscribe (the label).
+    let curve = if (auto_gap && tc.label != Label::Cancel) || auto_label {
         if opts.history.events.iter().any(|p| p == Path::new("-")) {
             return Err(Usage(
-                "--churn-gap auto reads the history twice (once for the return curve): give the history as files, or set --churn-gap, e.g. 30d".into(),
+                "--churn-gap auto and --label auto read the history twice (once for the return curve): give the history as files, or set --churn-gap, e.g. 30d, and --label".into(),
             )
             .into());
         }
         let mut curve = crate::offline::gap::ReturnCurve::default();
         read_sorted(&opts.history, config, as_of - 1, |e, _| curve.push(&e))?;
-        // The longest gap that leaves three observation dates after the
-        // warm-up: history − warm-up − 2 steps − horizon.
-        let span = curve
-            .first_day()
-            .map_or(0, |f| as_of.div_euclid(DAY_MS) - f);
-        // (less a day: the warm-up counts from the first event's time).
-        let max_days =
-            span - 1 - (tc.warm_up_ms + 2 * tc.snapshot_step_ms + tc.horizon_ms) / DAY_MS;
-        let mut g = curve.choose(as_of, i64::MAX, 30);
-        if auto_label {
-            tc.label = auto_label_for(g.days * DAY_MS, tc.horizon_ms);
-        }
-        // Only the onset label waits for the gap to know its labels.
-        if tc.label == Label::Onset && g.days > max_days {
-            g = curve.choose(as_of, max_days.max(1), 30);
-        }
-        tc.churn_gap_ms = g.days * DAY_MS;
-        eprintln!("churn gap: {} days: {}", g.days, g.basis);
-        Some(g)
+        Some(curve)
     } else {
-        if auto_label && tc.label != Label::Cancel {
-            tc.label = auto_label_for(tc.churn_gap_ms, tc.horizon_ms);
-        }
         None
     };
+    let subscriptions = curve.as_ref().and_then(|c| c.subscriptions());
+    if auto_label && subscriptions.is_some() {
+        tc.label = Label::Cancel;
+    }
+    let gap_choice = match &curve {
+        Some(curve) if auto_gap && tc.label != Label::Cancel => {
+            // The longest gap that leaves three observation dates after the
+            // warm-up: history − warm-up − 2 steps − horizon.
+            let span = curve
+                .first_day()
+                .map_or(0, |f| as_of.div_euclid(DAY_MS) - f);
+            // (less a day: the warm-up counts from the first event's time).
+            let max_days =
+                span - 1 - (tc.warm_up_ms + 2 * tc.snapshot_step_ms + tc.horizon_ms) / DAY_MS;
+            let mut g = curve.choose(as_of, i64::MAX, 30);
+            if auto_label {
+                tc.label = auto_label_for(g.days * DAY_MS, tc.horizon_ms);
+            }
+            // Only the onset label waits for the gap to know its labels.
+            if tc.label == Label::Onset && g.days > max_days {
+                g = curve.choose(as_of, max_days.max(1), 30);
+            }
+            tc.churn_gap_ms = g.days * DAY_MS;
+            eprintln!("churn gap: {} days: {}", g.days, g.basis);
+            Some(g)
+        }
+        _ => {
+            if auto_label && tc.label != Label::Cancel {
+                tc.label = auto_label_for(tc.churn_gap_ms, tc.horizon_ms);
+            }
+            None
+        }
+    };
     if auto_label {
-        eprintln!(
-            "label: {} (the churn gap, {} days, is {} the horizon, {} days)",
-            match tc.label {
-                Label::Onset => "onset",
-                _ => "silence",
-            },
-            tc.churn_gap_ms / DAY_MS,
-            if tc.label == Label::Onset {
-                "within"
-            } else {
-                "longer than"
-            },
-            tc.horizon_ms / DAY_MS
-        );
+        match (tc.label, subscriptions) {
+            (Label::Cancel, Some((share, cancels))) => eprintln!(
+                "label: cancel ({:.0}% of the customers subscribe and {cancels} cancelled: a subscription business, whose churn is a cancellation)",
+                share * 100.0
+            ),
+            (label, _) => eprintln!(
+                "label: {} (the churn gap, {} days, is {} the horizon, {} days)",
+                match label {
+                    Label::Onset => "onset",
+                    _ => "silence",
+                },
+                tc.churn_gap_ms / DAY_MS,
+                if label == Label::Onset {
+                    "within"
+                } else {
+                    "longer than"
+                },
+                tc.horizon_ms / DAY_MS
+            ),
+        }
     }
     let dates = tc.observation_dates();
     eprintln!(

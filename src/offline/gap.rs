@@ -28,6 +28,13 @@ pub const RETURN_SHARE: f64 = 0.10;
 /// never churn, even for a daily app.
 pub const MIN_GAP_DAYS: i64 = 7;
 
+/// The share of customers with subscription events from which a history
+/// is a subscription business's (see [`ReturnCurve::subscriptions`]).
+pub const SUBSCRIBER_SHARE: f64 = 0.5;
+
+/// Cancellations needed before `--label auto` learns them.
+pub const MIN_CANCELS: usize = 30;
+
 /// Customers needed before the curve says anything.
 pub const MIN_CUSTOMERS: usize = 50;
 
@@ -37,6 +44,9 @@ pub struct ReturnCurve {
     /// Customer → (last engaged day, longest silence ended by a return, in days).
     customers: HashMap<String, (i64, u32)>,
     first_day: Option<i64>,
+    /// Customers with any subscription event, and cancellations seen.
+    subscribers: std::collections::HashSet<String>,
+    cancels: usize,
 }
 
 /// One point of the curve.
@@ -68,6 +78,15 @@ impl ReturnCurve {
     pub fn push(&mut self, e: &Event) {
         let day = e.occurred_at.div_euclid(DAY_MS);
         self.first_day = Some(self.first_day.map_or(day, |f| f.min(day)));
+        if let crate::pipeline::event::EventKind::Subscription { action, .. } = &e.kind {
+            if !self.subscribers.contains(&e.customer_id) {
+                self.subscribers.insert(e.customer_id.clone());
+            }
+            self.cancels += usize::from(matches!(
+                action,
+                crate::pipeline::event::SubscriptionAction::Cancel
+            ));
+        }
         if !e.kind.is_engagement() {
             return;
         }
@@ -181,6 +200,17 @@ impl ReturnCurve {
             basis,
             curve,
         }
+    }
+
+    /// Whether this is a subscription business's history: most customers
+    /// (at least [`SUBSCRIBER_SHARE`]) have subscription events and at
+    /// least [`MIN_CANCELS`] cancelled. Then a cancellation is the churn
+    /// that business counts, and `--label auto` predicts it. Returns the
+    /// share of subscribers and the cancellations.
+    pub fn subscriptions(&self) -> Option<(f64, usize)> {
+        let all = self.customers.len().max(self.subscribers.len()).max(1);
+        let share = self.subscribers.len() as f64 / all as f64;
+        (share >= SUBSCRIBER_SHARE && self.cancels >= MIN_CANCELS).then_some((share, self.cancels))
     }
 
     /// The first day with any event.

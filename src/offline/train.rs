@@ -228,10 +228,11 @@ impl TrainConfig {
     }
 }
 
-/// The default of [`TrainConfig::min_tenure_ms`], in days: a week, so
-/// that a customer's first events never read as risk, and customers of
-/// their second week on are alerted by a model that saw such customers.
-pub const DEFAULT_MIN_TENURE_DAYS: i64 = 7;
+/// The default of [`TrainConfig::min_tenure_ms`], in days: two weeks, so
+/// that a customer's first events never read as risk (a weekly habit has
+/// shown itself twice), and customers of their third week on are alerted
+/// by a model that saw such customers.
+pub const DEFAULT_MIN_TENURE_DAYS: i64 = 14;
 
 /// The default of [`TrainConfig::churn_missed_days`]: a silence that
 /// unusual (chance about e^-6, 0.25%) for an active customer.
