@@ -1213,6 +1213,11 @@ pub fn fit(
 /// The name of the BG/NBD baseline in reports.
 pub const BGNBD_BASELINE: &str = "BG/NBD expected purchases within the horizon";
 
+/// Most snapshots, of customers still there and of those past onset each,
+/// in the win-back fit (an evenly spread sample beyond it: the fit is
+/// tried at seven strengths, and the shape is stable).
+const WIN_BACK_INSIDE_ROWS: usize = 20_000;
+
 /// Stronger L2 penalties (per training row) the win-back fit also tries,
 /// beyond the main model's grid.
 const WIN_BACK_EXTRA_ALPHAS: [f64; 3] = [1e-2, 1e-1, 1.0];
@@ -1270,12 +1275,19 @@ fn fit_win_back(
     let d = snaps.width;
     let fit_rows: Vec<(&[f32], bool)> = train
         .iter()
+        .step_by(train.len().div_ceil(WIN_BACK_INSIDE_ROWS).max(1))
         .map(|i| (snaps.outside_row(*i), gone(i)))
-        .chain(
-            (0..snaps.len())
+        .chain({
+            // An evenly spread sample of those still there, when many.
+            let inside: Vec<usize> = (0..snaps.len())
                 .filter(|i| snaps.rows[*i].0 < valid_d)
-                .map(|i| (snaps.row(i), snaps.quiet[i])),
-        )
+                .collect();
+            let step = inside.len().div_ceil(WIN_BACK_INSIDE_ROWS).max(1);
+            inside
+                .into_iter()
+                .step_by(step)
+                .map(|i| (snaps.row(i), snaps.quiet[i]))
+        })
         .collect();
     let (mean, scale) = standardisation(fit_rows.len(), d, |i, j| f64::from(fit_rows[i].0[j]));
     let x = Array2::from_shape_fn((fit_rows.len(), d), |(r, j)| {
