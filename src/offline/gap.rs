@@ -32,7 +32,7 @@ pub const MIN_GAP_DAYS: i64 = 7;
 /// is a subscription business's (see [`ReturnCurve::subscriptions`]).
 pub const SUBSCRIBER_SHARE: f64 = 0.5;
 
-/// Cancellations needed before `--label auto` learns them.
+/// Customers who cancelled needed before `--label auto` learns cancels.
 pub const MIN_CANCELS: usize = 30;
 
 /// Customers needed before the curve says anything.
@@ -44,9 +44,11 @@ pub struct ReturnCurve {
     /// Customer → (last engaged day, longest silence ended by a return, in days).
     customers: HashMap<String, (i64, u32)>,
     first_day: Option<i64>,
-    /// Customers with any subscription event, and cancellations seen.
+    /// Every customer seen, those with any subscription event, and those
+    /// who cancelled.
+    seen: std::collections::HashSet<String>,
     subscribers: std::collections::HashSet<String>,
-    cancels: usize,
+    cancelled: std::collections::HashSet<String>,
 }
 
 /// One point of the curve.
@@ -78,14 +80,18 @@ impl ReturnCurve {
     pub fn push(&mut self, e: &Event) {
         let day = e.occurred_at.div_euclid(DAY_MS);
         self.first_day = Some(self.first_day.map_or(day, |f| f.min(day)));
+        if !self.seen.contains(&e.customer_id) {
+            self.seen.insert(e.customer_id.clone());
+        }
         if let crate::pipeline::event::EventKind::Subscription { action, .. } = &e.kind {
             if !self.subscribers.contains(&e.customer_id) {
                 self.subscribers.insert(e.customer_id.clone());
             }
-            self.cancels += usize::from(matches!(
-                action,
-                crate::pipeline::event::SubscriptionAction::Cancel
-            ));
+            if matches!(action, crate::pipeline::event::SubscriptionAction::Cancel)
+                && !self.cancelled.contains(&e.customer_id)
+            {
+                self.cancelled.insert(e.customer_id.clone());
+            }
         }
         if !e.kind.is_engagement() {
             return;
@@ -204,13 +210,13 @@ impl ReturnCurve {
 
     /// Whether this is a subscription business's history: most customers
     /// (at least [`SUBSCRIBER_SHARE`]) have subscription events and at
-    /// least [`MIN_CANCELS`] cancelled. Then a cancellation is the churn
-    /// that business counts, and `--label auto` predicts it. Returns the
-    /// share of subscribers and the cancellations.
+    /// least [`MIN_CANCELS`] customers cancelled. Then a cancellation is
+    /// the churn that business counts, and `--label auto` predicts it.
+    /// Returns the share of subscribers and the customers who cancelled.
     pub fn subscriptions(&self) -> Option<(f64, usize)> {
-        let all = self.customers.len().max(self.subscribers.len()).max(1);
-        let share = self.subscribers.len() as f64 / all as f64;
-        (share >= SUBSCRIBER_SHARE && self.cancels >= MIN_CANCELS).then_some((share, self.cancels))
+        let share = self.subscribers.len() as f64 / self.seen.len().max(1) as f64;
+        let cancelled = self.cancelled.len();
+        (share >= SUBSCRIBER_SHARE && cancelled >= MIN_CANCELS).then_some((share, cancelled))
     }
 
     /// The first day with any event.
@@ -259,6 +265,48 @@ mod tests {
         }
         out.sort_by_key(|e| e.occurred_at);
         out
+    }
+
+    fn subscription(c: usize, day: i64, action: crate::pipeline::event::SubscriptionAction) -> Event {
+        Event {
+            kind: EventKind::Subscription {
+                action,
+                plan: None,
+                monthly_value: None,
+            },
+            event_id: format!("s{c}-{day}"),
+            ..purchase(c, day)
+        }
+    }
+
+    #[test]
+    fn a_subscription_business_is_told_by_its_customers_not_its_events() {
+        use crate::pipeline::event::SubscriptionAction::{Cancel, Start};
+        let mut shop = ReturnCurve::default();
+        let mut saas = ReturnCurve::default();
+        for c in 0..200 {
+            shop.push(&purchase(c, 1));
+            saas.push(&purchase(c, 1));
+            saas.push(&subscription(c, 2, Start));
+        }
+        // 20 customers cancel, each three times (redeliveries): 20, not 60.
+        for c in 0..20 {
+            for day in [3, 3, 4] {
+                saas.push(&subscription(c, day, Cancel));
+            }
+        }
+        assert_eq!(saas.subscriptions(), None, "20 customers cancelled");
+        // A few subscribers among many buyers are not a subscription
+        // business, however many cancel.
+        for c in 0..60 {
+            shop.push(&subscription(c, 2, Start));
+            shop.push(&subscription(c, 3, Cancel));
+        }
+        assert_eq!(shop.subscriptions(), None);
+        for c in 20..40 {
+            saas.push(&subscription(c, 5, Cancel));
+        }
+        assert_eq!(saas.subscriptions(), Some((1.0, 40)));
     }
 
     #[test]

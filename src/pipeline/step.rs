@@ -208,8 +208,9 @@ fn score(
     spec: &FeatureSpec,
     cause: Cause,
 ) -> Output {
-    // A customer past churn onset is churned: not scored, not alerted, not
-    // re-scored until they engage again.
+    // A customer past churn onset is churned: given the win-back model's
+    // chance of staying gone, not alerted, not re-scored until they engage
+    // again.
     // Reasons are worked out only for an alert (below): most scores raise
     // none, and the reasons cost more than the probability.
     let (x, assessment) = features_and_score(s, now, model, 0, spec);
