@@ -267,7 +267,11 @@ mod tests {
         out
     }
 
-    fn subscription(c: usize, day: i64, action: crate::pipeline::event::SubscriptionAction) -> Event {
+    fn subscription(
+        c: usize,
+        day: i64,
+        action: crate::pipeline::event::SubscriptionAction,
+    ) -> Event {
         Event {
             kind: EventKind::Subscription {
                 action,
