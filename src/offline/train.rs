@@ -873,14 +873,13 @@ pub struct PlainModel {
 impl PlainModel {
     /// The probability for baseline columns `b` (all of them).
     pub fn predict(&self, b: &[f32]) -> f64 {
-        let z: f64 = self.intercept
-            + b[self.columns.clone()]
-                .iter()
-                .zip(&self.mean)
-                .zip(self.scale.iter().zip(&self.weights))
-                .map(|((v, m), (s, w))| w * (f64::from(*v) - m) / s)
-                .sum::<f64>();
-        sigmoid(z)
+        standardised_logistic(
+            self.intercept,
+            &self.mean,
+            &self.scale,
+            &self.weights,
+            &b[self.columns.clone()],
+        )
     }
 }
 
@@ -889,22 +888,28 @@ pub const SELECTION_ROWS: usize = 200_000;
 
 /// The model's probability for a feature row (columns of the snapshots).
 fn predict(m: &ModelFile, x: &[f32]) -> f64 {
-    let z: f64 = m.intercept
-        + x.iter()
-            .zip(&m.mean)
-            .zip(m.scale.iter().zip(&m.weights))
-            .map(|((v, mu), (s, w))| w * (f64::from(*v) - mu) / s)
-            .sum::<f64>();
-    sigmoid(z)
+    standardised_logistic(m.intercept, &m.mean, &m.scale, &m.weights, x)
 }
 
 /// A [`Linear`](crate::pipeline::model::Linear) model's probability for a
 /// feature row whose columns are its features.
 fn predict_linear(m: &crate::pipeline::model::Linear, x: &[f32]) -> f64 {
-    let z: f64 = m.intercept
+    standardised_logistic(m.intercept, &m.mean, &m.scale, &m.weights, x)
+}
+
+/// A standardised logistic regression's probability for a row of f32
+/// columns (one per weight): the one sum behind every model `train` fits.
+fn standardised_logistic(
+    intercept: f64,
+    mean: &[f64],
+    scale: &[f64],
+    weights: &[f64],
+    x: &[f32],
+) -> f64 {
+    let z: f64 = intercept
         + x.iter()
-            .zip(&m.mean)
-            .zip(m.scale.iter().zip(&m.weights))
+            .zip(mean)
+            .zip(scale.iter().zip(weights))
             .map(|((v, mu), (s, w))| w * (f64::from(*v) - mu) / s)
             .sum::<f64>();
     sigmoid(z)
