@@ -65,6 +65,14 @@ pub struct BacktestOptions {
     /// How far before an onset an alert still counts as the warning of it.
     #[arg(long, default_value = "90d")]
     pub lookback: String,
+    /// What lead times are measured to: `onset` (the last engagement
+    /// before the churn's silence, or the cancel) or `lapse` (the day the
+    /// silence reaches the churn gap). Default: `lapse` when the gap is
+    /// longer than the horizon (the model then predicts "no engagement
+    /// within the horizon", which only turns at the onset itself, so no
+    /// alert can precede it), else `onset`; always `onset` with --truth.
+    #[arg(long, value_enum)]
+    pub lead_to: Option<LeadTo>,
     /// Input partitions, as the live topic has them (the event-time clock
     /// is per partition).
     #[arg(long, default_value_t = 1)]
@@ -81,6 +89,16 @@ pub struct BacktestOptions {
     /// Directory for alerts.csv, backtest.md and the plots.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// The point of a churn that lead times are measured to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LeadTo {
+    /// The churn onset: the last engagement before the silence, or the cancel.
+    Onset,
+    /// The day the silence reaches the churn gap: the customer is lost by
+    /// the business's own definition (few come back after it).
+    Lapse,
 }
 
 /// One alert, set against the customer's onsets.
@@ -102,9 +120,12 @@ pub struct Judged {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Class {
-    /// Onset followed within the horizon.
+    /// Onset followed within the horizon (or, with leads measured to the
+    /// lapse, the customer was silent since an onset and the silence had
+    /// not yet reached the gap).
     Early,
-    /// Sent after the onset of a churn the customer had not come back from.
+    /// Sent after the onset (or the lapse) of a churn the customer had not
+    /// come back from.
     Late,
     /// Neither: the customer stayed (for the horizon at least).
     NoChurn,
@@ -242,6 +263,9 @@ struct Window {
     to: Millis,
     horizon: Millis,
     lookback: Millis,
+    /// From an onset to the point leads are measured to: 0 (the onset),
+    /// or the churn gap (the lapse).
+    lapse: Millis,
     /// Customers with at least one event in the window.
     customers: usize,
 }
@@ -249,6 +273,28 @@ struct Window {
 impl Window {
     fn months(&self) -> f64 {
         (self.to - self.from) as f64 / DAY_MS as f64 / (365.25 / 12.0)
+    }
+
+    /// A median lead, in days; with leads to the lapse, also how long after
+    /// the onset that first alert came.
+    fn describe_lead(&self, median: Option<f64>) -> String {
+        match median {
+            None => "none".into(),
+            Some(d) if self.lapse > 0 => format!(
+                "{d:.1} days (the first alert {:.1} days after the onset)",
+                (self.lapse / DAY_MS) as f64 - d
+            ),
+            Some(d) => format!("{d:.1} days"),
+        }
+    }
+
+    /// The name of the point leads are measured to.
+    fn point(&self) -> &'static str {
+        if self.lapse > 0 {
+            "lapse"
+        } else {
+            "onset"
+        }
     }
 }
 
@@ -261,7 +307,13 @@ fn judge_one(c: Option<&Churns>, at: Millis, w: &Window) -> (Class, Option<Milli
     // alert at the very moment of onset still came in time, with no lead).
     let k = c.onsets.partition_point(|o| *o < at);
     if k > 0 && at < c.returns[k - 1] {
-        return (Class::Late, Some(c.onsets[k - 1]));
+        let o = c.onsets[k - 1];
+        let class = if at < o + w.lapse {
+            Class::Early
+        } else {
+            Class::Late
+        };
+        return (class, Some(o));
     }
     match c.onsets.get(k) {
         Some(o) if *o <= at + w.horizon => (Class::Early, Some(*o)),
@@ -306,13 +358,13 @@ fn figures(
             // after the customer came back from an earlier churn), up to
             // the customer's return.
             let start = (o - w.lookback).max(if k > 0 { c.returns[k - 1] } else { Millis::MIN });
-            let end = c.returns[k].min(o + w.lookback);
+            let end = c.returns[k].min(o + w.lapse + w.lookback);
             let first = by_customer
                 .get(id.as_str())
                 .and_then(|ts| ts.iter().copied().find(|t| *t >= start && *t < end));
             if let Some(t) = first {
                 f.churners_alerted += 1;
-                f.leads.push((o - t) as f64 / DAY_MS as f64);
+                f.leads.push((o + w.lapse - t) as f64 / DAY_MS as f64);
             }
         }
     }
@@ -356,6 +408,7 @@ pub fn truth_figures(
         to,
         horizon,
         lookback: DEFAULT_LOOKBACK_DAYS * DAY_MS,
+        lapse: 0,
         customers,
     };
     figures(&sorted, &churns, &w).0
@@ -536,6 +589,16 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
         rfc3339(to)
     );
     let lookback = parse_days(&opts.lookback)?;
+    let lead_to = match (opts.lead_to, &truth) {
+        (Some(l), _) => l,
+        (None, Some(_)) => LeadTo::Onset,
+        (None, None) if gap > horizon => LeadTo::Lapse,
+        (None, None) => LeadTo::Onset,
+    };
+    anyhow::ensure!(
+        !(lead_to == LeadTo::Lapse && truth.is_some()),
+        "--lead-to lapse needs onsets read from the data (the truth file gives churn times, not silences)"
+    );
     // Churns: from the truth, or read from the data.
     let mut churns: HashMap<String, Churns> = HashMap::new();
     for id in seen.keys() {
@@ -580,6 +643,7 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
         to,
         horizon,
         lookback,
+        lapse: if lead_to == LeadTo::Lapse { gap } else { 0 },
         customers,
     };
     alerts.sort_by(|a, b| {
@@ -668,7 +732,7 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
             j.reason,
             j.onset.map(rfc3339).unwrap_or_default(),
             j.onset
-                .map(|o| format!("{:.2}", (o - j.at) as f64 / DAY_MS as f64))
+                .map(|o| format!("{:.2}", (o + w.lapse - j.at) as f64 / DAY_MS as f64))
                 .unwrap_or_default(),
             j.class.as_str(),
             (from..to).contains(&j.at)
@@ -696,7 +760,7 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
     )?;
     let f = &model_figures;
     println!(
-        "backtest of {} over {} .. {} ({} customers, onsets {}):\n  alerts {} ({:.1} per 1,000 customers per month); precision {:.3}; after onset {:.3}\n  against chance: random alerts of the same volume {:.3} precise, lift {:.2}; on customers in their first {NEW_CUSTOMER_DAYS} days {} alerts, precision {:.3} (the rest {} alerts, {:.3})\n  churners {}: alerted {}; at least 7 / 14 / 30 days ahead {:.3} / {:.3} / {:.3}; median lead {}\n{}  wrote {} and {} ({:.0} s)",
+        "backtest of {} over {} .. {} ({} customers, onsets {}, leads to the {point}):\n  alerts {} ({:.1} per 1,000 customers per month); precision {:.3}; after the {point} {:.3}\n  against chance: random alerts of the same volume {:.3} precise, lift {:.2}; on customers in their first {NEW_CUSTOMER_DAYS} days {} alerts, precision {:.3} (the rest {} alerts, {:.3})\n  churners {}: alerted {}; at least 7 / 14 / 30 days ahead {:.3} / {:.3} / {:.3}; median lead {}\n{}  wrote {} and {} ({:.0} s)",
         model.version(),
         &rfc3339(from)[..10],
         &rfc3339(to)[..10],
@@ -717,12 +781,11 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
         f.ahead_7,
         f.ahead_14,
         f.ahead_30,
-        f.median_lead_days
-            .map_or("none".into(), |d| format!("{d:.1} days")),
+        w.describe_lead(f.median_lead_days),
         oracle
             .as_ref()
             .map(|(th, o, _)| format!(
-                "  oracle at the same number of alerts (threshold {th:.3}): alerts {}; precision {:.3}; after onset {:.3}; ahead 7 / 14 / 30 days {:.3} / {:.3} / {:.3}; median lead {}\n",
+                "  oracle at the same number of alerts (threshold {th:.3}): alerts {}; precision {:.3}; after the onset {:.3}; ahead 7 / 14 / 30 days {:.3} / {:.3} / {:.3}; median lead {}\n",
                 o.alerts,
                 o.precision,
                 o.too_late,
@@ -734,7 +797,8 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
             .unwrap_or_default(),
         csv_path.display(),
         report.display(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        point = w.point(),
     );
     Ok(())
 }
@@ -763,10 +827,11 @@ struct ReportInput<'a> {
 }
 
 /// Lead-time histogram: share of churners per week of lead, from 4 weeks
-/// after onset to 13 weeks before, as step points.
-fn lead_histogram(f: &Figures) -> Vec<(f64, f64)> {
+/// after the point leads are measured to, to 13 weeks (and the lapse)
+/// before, as step points.
+fn lead_histogram(f: &Figures, w: &Window) -> Vec<(f64, f64)> {
     let mut pts = Vec::new();
-    for k in -4..13 {
+    for k in -4..13 + (w.lapse + 7 * DAY_MS - 1) / (7 * DAY_MS) {
         let (lo, hi) = (k as f64 * 7.0, (k + 1) as f64 * 7.0);
         let n = f.leads.iter().filter(|l| **l >= lo && **l < hi).count();
         let share = n as f64 / f.churners.max(1) as f64;
@@ -776,8 +841,9 @@ fn lead_histogram(f: &Figures) -> Vec<(f64, f64)> {
     pts
 }
 
-/// Share of the window's alerts followed by onset at least `d` days (and
-/// at most the horizon) later, for d = 0..horizon.
+/// Share of the window's alerts followed by the point leads are measured
+/// to at least `d` days later (and by onset at most the horizon later), for
+/// d = 0..horizon (+ the lapse).
 fn precision_by_lead(
     alerts: &[(String, Millis)],
     churns: &HashMap<String, Churns>,
@@ -787,16 +853,18 @@ fn precision_by_lead(
         .iter()
         .filter(|(_, t)| (w.from..w.to).contains(t))
         .collect();
-    let h_days = w.horizon / DAY_MS;
+    let h_days = (w.horizon + w.lapse) / DAY_MS;
     (0..=h_days)
         .map(|d| {
             let ok = in_window
                 .iter()
                 .filter(|(id, t)| {
                     churns.get(id).is_some_and(|c| {
-                        c.onsets
-                            .iter()
-                            .any(|o| *o >= t + d * DAY_MS && *o <= t + w.horizon)
+                        c.onsets.iter().zip(&c.returns).any(|(o, back)| {
+                            o + w.lapse >= t + d * DAY_MS
+                                && *o <= t + w.horizon
+                                && (*o >= *t || *back > *t)
+                        })
                     })
                 })
                 .count();
@@ -829,7 +897,7 @@ fn write_report(dir: &Path, r: &ReportInput) -> anyhow::Result<PathBuf> {
     let mut hist = vec![Series {
         name: format!("model ({} churners)", r.figures.churners),
         color: "#1f5fbf",
-        points: lead_histogram(r.figures),
+        points: lead_histogram(r.figures, w),
         dashed: false,
         markers: false,
     }];
@@ -851,7 +919,7 @@ fn write_report(dir: &Path, r: &ReportInput) -> anyhow::Result<PathBuf> {
         hist.push(Series {
             name: "oracle, as many alerts".into(),
             color: "#d9822b",
-            points: lead_histogram(of),
+            points: lead_histogram(of, w),
             dashed: true,
             markers: false,
         });
@@ -882,9 +950,9 @@ fn write_report(dir: &Path, r: &ReportInput) -> anyhow::Result<PathBuf> {
             "backtest-lead-times.svg",
             chart_range(
                 "Lead time of churners' first alert",
-                "days before onset (negative: after)",
+                &format!("days before {} (negative: after)", w.point()),
                 "share of churners",
-                (-28.0, 91.0),
+                (-28.0, 91.0 + (w.lapse / DAY_MS) as f64),
                 nice(top(&hist)),
                 true,
                 &hist,
@@ -894,9 +962,12 @@ fn write_report(dir: &Path, r: &ReportInput) -> anyhow::Result<PathBuf> {
             "backtest-precision.svg",
             chart_range(
                 "Precision against lead time",
-                "alert followed by onset at least this many days later (and within the horizon)",
+                &format!(
+                    "alert followed by the {} at least this many days later (and by onset within the horizon)",
+                    w.point()
+                ),
                 "share of alerts",
-                (0.0, (w.horizon / DAY_MS) as f64),
+                (0.0, ((w.horizon + w.lapse) / DAY_MS) as f64),
                 nice(top(&prec)),
                 true,
                 &prec,
@@ -922,7 +993,7 @@ fn write_report(dir: &Path, r: &ReportInput) -> anyhow::Result<PathBuf> {
     let _ = writeln!(md, "# Backtest: {}\n", r.model);
     let _ = writeln!(
         md,
-        "History `{}` ({} events, SHA-256 of the sorted events `{}`), replayed through the service's own processing with the event-time clock over {} partition(s). Window judged: {} to {} ({:.1} months, {} customers with events in it). Onsets: {}. Horizon {} days; an alert counts as the warning of an onset up to {} days before it.\n",
+        "History `{}` ({} events, SHA-256 of the sorted events `{}`), replayed through the service's own processing with the event-time clock over {} partition(s). Window judged: {} to {} ({:.1} months, {} customers with events in it). Onsets: {}. Horizon {} days; an alert counts as the warning of an onset up to {} days before it. {}\n",
         r.history,
         r.events,
         r.sha256,
@@ -940,11 +1011,22 @@ fn write_report(dir: &Path, r: &ReportInput) -> anyhow::Result<PathBuf> {
             )
         },
         w.horizon / DAY_MS,
-        w.lookback / DAY_MS
+        w.lookback / DAY_MS,
+        if w.lapse > 0 {
+            format!("Lead times are measured to the *lapse*: the day the silence reaches the churn gap ({} days after the onset), when the customer is lost by the history's own measure. The gap is longer than the horizon, so the model predicts no engagement within the horizon, which only turns at the onset itself: no alert can precede an onset except by chance, and the time a retention team has is from the onset to the lapse (`--lead-to onset` measures to the onset instead).", w.lapse / DAY_MS)
+        } else {
+            "Lead times are measured to the onset.".to_string()
+        }
     );
     let _ = writeln!(
         md,
-        "| | alerts | per 1,000 customers per month | precision (onset within the horizon) | after onset | churners | alerted | ≥ 7 days ahead | ≥ 14 days ahead | ≥ 30 days ahead | median lead (days) |\n|---|---|---|---|---|---|---|---|---|---|---|"
+        "| | alerts | per 1,000 customers per month | precision ({}) | after the {} | churners | alerted | ≥ 7 days ahead | ≥ 14 days ahead | ≥ 30 days ahead | median lead (days) |\n|---|---|---|---|---|---|---|---|---|---|---|",
+        if w.lapse > 0 {
+            "onset within the horizon, or silent since an onset and before the lapse"
+        } else {
+            "onset within the horizon"
+        },
+        w.point()
     );
     let row = |name: &str, f: &Figures| {
         format!(
@@ -958,7 +1040,14 @@ fn write_report(dir: &Path, r: &ReportInput) -> anyhow::Result<PathBuf> {
             f.ahead_7,
             f.ahead_14,
             f.ahead_30,
-            f.median_lead_days.map_or("–".into(), |d| format!("{d:.1}"))
+            f.median_lead_days.map_or("–".into(), |d| if w.lapse > 0 {
+                format!(
+                    "{d:.1} ({:.1} after the onset)",
+                    (w.lapse / DAY_MS) as f64 - d
+                )
+            } else {
+                format!("{d:.1}")
+            })
         )
     };
     let _ = writeln!(md, "{}", row("**model**", r.figures));
@@ -986,7 +1075,18 @@ fn write_report(dir: &Path, r: &ReportInput) -> anyhow::Result<PathBuf> {
     }
     let _ = writeln!(
         md,
-        "\nHow to read it: *precision* is the share of the window's alerts after which the customer's churn onset followed within the horizon; *after onset* the share sent when the customer had already begun the silence they did not come back from (too late to keep them); a churner's *lead* is the time from their first alert (within the look-back) to their onset. `alerts.csv` lists every alert with its onset, lead and class (`early`, `late`, `no_churn`).\n"
+        "\nHow to read it: *precision* is the share of the window's alerts after which the customer's churn onset followed within the horizon{}; *after the {point}* the share sent when the customer had already {} (too late to keep them); a churner's *lead* is the time from their first alert (within the look-back) to their {point}. `alerts.csv` lists every alert with its onset, lead and class (`early`, `late`, `no_churn`).\n",
+        if w.lapse > 0 {
+            " (or who had been silent since an onset, not yet for the gap)"
+        } else {
+            ""
+        },
+        if w.lapse > 0 {
+            "been silent for the churn gap"
+        } else {
+            "begun the silence they did not come back from"
+        },
+        point = w.point()
     );
     for (name, _) in &plots {
         let _ = writeln!(md, "![{name}]({name})\n");
@@ -1008,6 +1108,7 @@ mod tests {
             to: 1000 * d,
             horizon: 30 * d,
             lookback: 90 * d,
+            lapse: 0,
             customers: 1000,
         };
         let churns = HashMap::from([(
@@ -1036,6 +1137,39 @@ mod tests {
         assert_eq!(f.leads, vec![40.0, -5.0]);
         assert_eq!((f.ahead_30, f.precision, f.too_late), (0.5, 0.25, 0.25));
         assert!((f.alerts_per_1000_per_month - 4.0 / (1000.0 / 30.4375)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn with_a_gap_longer_than_the_horizon_leads_run_to_the_lapse() {
+        // A shop whose churn gap is 160 days and horizon 90: the customer
+        // last bought on day 100 and never came back, so they lapse on day
+        // 260. An alert on day 150 came in the silence, 110 days before the
+        // lapse: in time. One on day 300 came after the lapse.
+        let d = DAY_MS;
+        let w = Window {
+            from: 0,
+            to: 1000 * d,
+            horizon: 90 * d,
+            lookback: 90 * d,
+            lapse: 160 * d,
+            customers: 1000,
+        };
+        let churns = HashMap::from([(
+            "a".to_string(),
+            Churns {
+                onsets: vec![100 * d],
+                returns: vec![Millis::MAX],
+            },
+        )]);
+        let c = churns.get("a");
+        assert_eq!(judge_one(c, 150 * d, &w), (Class::Early, Some(100 * d)));
+        assert_eq!(judge_one(c, 50 * d, &w), (Class::Early, Some(100 * d)));
+        assert_eq!(judge_one(c, 300 * d, &w), (Class::Late, Some(100 * d)));
+        assert_eq!(judge_one(c, 5 * d, &w), (Class::NoChurn, None));
+        let alerts = vec![("a".to_string(), 150 * d), ("a".to_string(), 300 * d)];
+        let (f, _) = figures(&alerts, &churns, &w);
+        assert_eq!(f.leads, vec![110.0]);
+        assert_eq!((f.precision, f.too_late, f.ahead_30), (0.5, 0.5, 1.0));
     }
 
     #[test]
