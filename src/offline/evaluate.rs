@@ -256,8 +256,11 @@ pub const MIN_ALERT_SHARE: f64 = 0.01;
 /// of everyone above it (who include the near-certain). For a precision
 /// target the enter threshold is therefore the lowest score at which the
 /// churn rate, fitted as a non-decreasing function of the score (isotonic
-/// regression), reaches the target; the exit threshold is where it falls
-/// to the validation date's base rate. For an alert budget, enter alerts that share of the validation
+/// regression, centred: each pooled block's rate stands at the block's
+/// mean score and the fit is linear between them, so that a coarse step
+/// does not jump the threshold to the top of a wide block; Oron and
+/// Flournoy, "Centered isotonic regression", 2017), reaches the target; the
+/// exit threshold is where it falls to the validation date's base rate. For an alert budget, enter alerts that share of the validation
 /// population and exit 1.5 times it.
 pub fn choose_thresholds(scores: &[f64], labels: &[bool], target: ThresholdTarget) -> Thresholds {
     let idx = by_score_desc(scores);
@@ -265,10 +268,11 @@ pub fn choose_thresholds(scores: &[f64], labels: &[bool], target: ThresholdTarge
     let score_at = |k: usize| scores[idx[k.min(n.saturating_sub(1))]];
     // The churn rate as a non-decreasing function of the score (isotonic
     // regression by pool-adjacent-violators): blocks of (lowest score, rows,
-    // churned), ascending. Sparse stretches pool with their neighbours.
-    let mut blocks: Vec<(f64, usize, usize)> = Vec::new();
+    // churned, sum of scores), ascending. Sparse stretches pool with their
+    // neighbours.
+    let mut blocks: Vec<(f64, usize, usize, f64)> = Vec::new();
     for i in idx.iter().rev() {
-        blocks.push((scores[*i], 1, usize::from(labels[*i])));
+        blocks.push((scores[*i], 1, usize::from(labels[*i]), scores[*i]));
         while blocks.len() >= 2 {
             let (b, a) = (blocks[blocks.len() - 1], blocks[blocks.len() - 2]);
             // Merge while the lower block's rate is not below the upper's.
@@ -277,15 +281,24 @@ pub fn choose_thresholds(scores: &[f64], labels: &[bool], target: ThresholdTarge
             }
             blocks.pop();
             let last = blocks.last_mut().expect("two blocks");
-            *last = (a.0.min(b.0), a.1 + b.1, a.2 + b.2);
+            *last = (a.0.min(b.0), a.1 + b.1, a.2 + b.2, a.3 + b.3);
         }
     }
-    // The lowest score from which the fitted churn rate is at least p.
+    // The lowest score from which the fitted churn rate is at least p: in
+    // the first block that reaches it, or, linearly, between the centres of
+    // that block and the one below.
+    let rate = |b: &(f64, usize, usize, f64)| b.2 as f64 / b.1 as f64;
+    let centre = |b: &(f64, usize, usize, f64)| b.3 / b.1 as f64;
     let deepest = |p: f64| {
-        blocks
-            .iter()
-            .find(|(_, n, c)| *c as f64 >= p * *n as f64)
-            .map(|b| b.0)
+        let k = blocks.iter().position(|b| rate(b) >= p)?;
+        Some(match k.checked_sub(1).map(|j| &blocks[j]) {
+            None => blocks[k].0,
+            Some(below) => {
+                let (r0, r1) = (rate(below), rate(&blocks[k]));
+                let (s0, s1) = (centre(below), centre(&blocks[k]));
+                s0 + (p - r0) / (r1 - r0) * (s1 - s0)
+            }
+        })
     };
     let base = labels.iter().filter(|l| **l).count() as f64 / n.max(1) as f64;
     let share_at = |t: f64| scores.iter().filter(|s| **s >= t).count() as f64 / n.max(1) as f64;
@@ -316,7 +329,7 @@ pub fn choose_thresholds(scores: &[f64], labels: &[bool], target: ThresholdTarge
                 (
                     enter,
                     exit,
-                    format!("{fell_back}lowest score whose churn rate (isotonic fit on the validation date) is >= {p:.3}{}, alerting {:.1}% of the customers there; exit where it falls to the base rate {base:.3}", if fell_back.is_empty() { "" } else { " (twice the base rate)" }, share_at(enter) * 100.0),
+                    format!("{fell_back}lowest score whose churn rate (centred isotonic fit on the validation date) is >= {p:.3}{}, alerting {:.1}% of the customers there; exit where it falls to the base rate {base:.3}", if fell_back.is_empty() { "" } else { " (twice the base rate)" }, share_at(enter) * 100.0),
                 )
             }
             None => {
