@@ -15,8 +15,10 @@ within 90 days of the cut-off" among every customer seen by the cut-off for:
 
 Histories: `churn-alert simulate --kind bgnbd --cadence C` for weekly,
 monthly, quarterly and half-yearly buyers, `--kind paretonbd`, and
-`--kind saas` (there "engagement" is any session, purchase or activity),
-each over 540 days, on several seeds. Standard library only.
+`--kind saas`, each over 540 days, on several seeds. On the subscription
+histories the question is the one a subscription business asks, "cancels
+within 90 days", among the customers still subscribed at the cut-off (and
+the RFM logistic is fitted on that label). Standard library only.
 
 Usage: histories_check.py [BINARY] [--customers N] [--seeds 1,2,3]
         [--kinds bgnbd:weekly,bgnbd:monthly,...] [--keep DIR]
@@ -129,6 +131,24 @@ def rfm_at(events, t):
     return out
 
 
+def cancelled(events, customers, t):
+    """customer -> cancels in [t, t + horizon)."""
+    end = t + HORIZON * DAY
+    return {
+        c: any(t <= e[0] < end and e[1] == "subscription:cancel" for e in events[c])
+        for c in customers
+    }
+
+
+def subscribed(events, t):
+    """Customers with a subscription event before t and no cancel before t."""
+    return {
+        c for c, evs in events.items()
+        if any(e[0] < t and e[1].startswith("subscription") for e in evs)
+        and not any(e[0] < t and e[1] == "subscription:cancel" for e in evs)
+    }
+
+
 def churned(events, customers, t):
     """customer -> no engagement in [t, t + horizon)."""
     end = t + HORIZON * DAY
@@ -149,8 +169,11 @@ def check(binary, kind, cadence, seed, customers, work):
     with open(os.path.join(out, "events.jsonl")) as f:
         for line in f:
             e = json.loads(line)
+            kind_ = e["type"]
+            if kind_ == "subscription":
+                kind_ += ":" + e.get("action", "")
             events.setdefault(e["customer_id"], []).append(
-                (parse_time(e["occurred_at"]), e["type"], float(e.get("amount", 0.0)))
+                (parse_time(e["occurred_at"]), kind_, float(e.get("amount", 0.0)))
             )
     end = parse_time(END + "T00:00:00Z")
     cut = end - HORIZON * DAY
@@ -166,9 +189,14 @@ def check(binary, kind, cadence, seed, customers, work):
     with open(scores) as f:
         for r in csv.DictReader(f):
             rows[r["customer_id"]] = r
+    saas = kind == "saas"
+    outcome = cancelled if saas else churned
     now = rfm_at(events, cut)
     ids = sorted(c for c in now if c in rows)
-    label = churned(events, ids, cut)
+    if saas:
+        still = subscribed(events, cut)
+        ids = [c for c in ids if c in still]
+    label = outcome(events, ids, cut)
     y = [label[c] for c in ids]
     model_auc = auc([float(rows[c]["probability"]) for c in ids], y)
     past = {c for c in ids if rows[c]["status"] == "churned"}
@@ -176,7 +204,10 @@ def check(binary, kind, cadence, seed, customers, work):
     before = cut - HORIZON * DAY
     train_x = rfm_at(events, before)
     train_ids = sorted(train_x)
-    train_y = churned(events, train_ids, before)
+    if saas:
+        still = subscribed(events, before)
+        train_ids = [c for c in train_ids if c in still]
+    train_y = outcome(events, train_ids, before)
     cols = list(zip(*[train_x[c] for c in train_ids]))
     mean = [sum(c) / len(c) for c in cols]
     sd = [max(1e-9, math.sqrt(sum((v - m) ** 2 for v in c) / len(c))) for c, m in zip(cols, mean)]
@@ -190,7 +221,7 @@ def check(binary, kind, cadence, seed, customers, work):
     return {
         "history": f"{kind}{':' + cadence if cadence else ''} seed {seed}",
         "customers": len(ids),
-        "no purchase in 90 d": sum(y) / len(y),
+        "churn in 90 d": sum(y) / len(y),
         "past onset": len(past) / len(ids),
         "model": model_auc,
         "RFM logistic": rfm_auc,
@@ -220,7 +251,7 @@ def main():
         kind, _, cadence = k.partition(":")
         for seed in a.seeds.split(","):
             r = check(a.binary, kind, cadence or None, int(seed), a.customers, work)
-            print(f"{r['history']:28} {r['customers']:>6} {r['no purchase in 90 d']:>6.3f} {r['past onset']:>6.3f} "
+            print(f"{r['history']:28} {r['customers']:>6} {r['churn in 90 d']:>6.3f} {r['past onset']:>6.3f} "
                   + " ".join(f"{r[c]:>12.4f}" for c in cols) + f"   {r['gap']}", flush=True)
             best = max(r["RFM logistic"], r["BG/NBD"] if not math.isnan(r["BG/NBD"]) else 0)
             worse += r["model"] < best

@@ -153,7 +153,9 @@ pub struct Figures {
     pub churners: usize,
     pub churners_alerted: usize,
     /// Share of churners whose first alert came at least 7, 14, 30 days
-    /// before onset.
+    /// before onset (with leads to the lapse, at least three quarters, half
+    /// and a quarter of the churn gap before it: in the first quarter, half
+    /// or three quarters of the silence; see [`Window::bands`]).
     pub ahead_7: f64,
     pub ahead_14: f64,
     pub ahead_30: f64,
@@ -288,6 +290,25 @@ impl Window {
         }
     }
 
+    /// The leads (days) the shares of churners alerted ahead are counted
+    /// at: 7, 14 and 30 days before onset, or, with leads to the lapse,
+    /// three quarters, half and a quarter of the gap before it (alerted
+    /// within the first quarter, half or three quarters of the silence).
+    fn bands(&self) -> [f64; 3] {
+        if self.lapse > 0 {
+            let g = (self.lapse / DAY_MS) as f64;
+            [(g * 0.75).round(), (g * 0.5).round(), (g * 0.25).round()]
+        } else {
+            [7.0, 14.0, 30.0]
+        }
+    }
+
+    /// The bands as a label.
+    fn bands_label(&self) -> String {
+        let [a, b, c] = self.bands();
+        format!("{a} / {b} / {c} days")
+    }
+
     /// The name of the point leads are measured to.
     fn point(&self) -> &'static str {
         if self.lapse > 0 {
@@ -371,7 +392,8 @@ fn figures(
     let share = |days: f64| {
         f.leads.iter().filter(|l| **l >= days).count() as f64 / f.churners.max(1) as f64
     };
-    (f.ahead_7, f.ahead_14, f.ahead_30) = (share(7.0), share(14.0), share(30.0));
+    let [a, b, c] = w.bands();
+    (f.ahead_7, f.ahead_14, f.ahead_30) = (share(a), share(b), share(c));
     let mut sorted = f.leads.clone();
     sorted.sort_by(f64::total_cmp);
     f.median_lead_days = (!sorted.is_empty()).then(|| sorted[sorted.len() / 2]);
@@ -760,7 +782,7 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
     )?;
     let f = &model_figures;
     println!(
-        "backtest of {} over {} .. {} ({} customers, onsets {}, leads to the {point}):\n  alerts {} ({:.1} per 1,000 customers per month); precision {:.3}; after the {point} {:.3}\n  against chance: random alerts of the same volume {:.3} precise, lift {:.2}; on customers in their first {NEW_CUSTOMER_DAYS} days {} alerts, precision {:.3} (the rest {} alerts, {:.3})\n  churners {}: alerted {}; at least 7 / 14 / 30 days ahead {:.3} / {:.3} / {:.3}; median lead {}\n{}  wrote {} and {} ({:.0} s)",
+        "backtest of {} over {} .. {} ({} customers, onsets {}, leads to the {point}):\n  alerts {} ({:.1} per 1,000 customers per month); precision {:.3}; after the {point} {:.3}\n  against chance: random alerts of the same volume {:.3} precise, lift {:.2}; on customers in their first {NEW_CUSTOMER_DAYS} days {} alerts, precision {:.3} (the rest {} alerts, {:.3})\n  churners {}: alerted {}; at least {bands} ahead {:.3} / {:.3} / {:.3}; median lead {}\n{}  wrote {} and {} ({:.0} s)",
         model.version(),
         &rfc3339(from)[..10],
         &rfc3339(to)[..10],
@@ -785,10 +807,11 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
         oracle
             .as_ref()
             .map(|(th, o, _)| format!(
-                "  oracle at the same number of alerts (threshold {th:.3}): alerts {}; precision {:.3}; after the onset {:.3}; ahead 7 / 14 / 30 days {:.3} / {:.3} / {:.3}; median lead {}\n",
+                "  oracle at the same number of alerts (threshold {th:.3}): alerts {}; precision {:.3}; after the onset {:.3}; ahead {} {:.3} / {:.3} / {:.3}; median lead {}\n",
                 o.alerts,
                 o.precision,
                 o.too_late,
+                w.bands_label(),
                 o.ahead_7,
                 o.ahead_14,
                 o.ahead_30,
@@ -799,6 +822,7 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
         report.display(),
         started.elapsed().as_secs_f64(),
         point = w.point(),
+        bands = w.bands_label(),
     );
     Ok(())
 }
@@ -1013,20 +1037,23 @@ fn write_report(dir: &Path, r: &ReportInput) -> anyhow::Result<PathBuf> {
         w.horizon / DAY_MS,
         w.lookback / DAY_MS,
         if w.lapse > 0 {
-            format!("Lead times are measured to the *lapse*: the day the silence reaches the churn gap ({} days after the onset), when the customer is lost by the history's own measure. The gap is longer than the horizon, so the model predicts no engagement within the horizon, which only turns at the onset itself: no alert can precede an onset except by chance, and the time a retention team has is from the onset to the lapse (`--lead-to onset` measures to the onset instead).", w.lapse / DAY_MS)
+            format!("Lead times are measured to the *lapse*: the day the silence reaches the churn gap ({} days after the onset), when the customer is lost by the history's own measure. The gap is longer than the horizon, so the model predicts no engagement within the horizon, which only turns at the onset itself: no alert can precede an onset except by chance, and the time a retention team has is from the onset to the lapse (`--lead-to onset` measures to the onset instead). The shares alerted ahead are counted at three quarters, half and a quarter of the gap before the lapse: churners alerted within the first quarter, half or three quarters of their silence.", w.lapse / DAY_MS)
         } else {
             "Lead times are measured to the onset.".to_string()
         }
     );
     let _ = writeln!(
         md,
-        "| | alerts | per 1,000 customers per month | precision ({}) | after the {} | churners | alerted | ≥ 7 days ahead | ≥ 14 days ahead | ≥ 30 days ahead | median lead (days) |\n|---|---|---|---|---|---|---|---|---|---|---|",
+        "| | alerts | per 1,000 customers per month | precision ({}) | after the {} | churners | alerted | ≥ {} days ahead | ≥ {} days ahead | ≥ {} days ahead | median lead (days) |\n|---|---|---|---|---|---|---|---|---|---|---|",
         if w.lapse > 0 {
             "onset within the horizon, or silent since an onset and before the lapse"
         } else {
             "onset within the horizon"
         },
-        w.point()
+        w.point(),
+        w.bands()[0],
+        w.bands()[1],
+        w.bands()[2]
     );
     let row = |name: &str, f: &Figures| {
         format!(
@@ -1169,7 +1196,11 @@ mod tests {
         let alerts = vec![("a".to_string(), 150 * d), ("a".to_string(), 300 * d)];
         let (f, _) = figures(&alerts, &churns, &w);
         assert_eq!(f.leads, vec![110.0]);
-        assert_eq!((f.precision, f.too_late, f.ahead_30), (0.5, 0.5, 1.0));
+        assert_eq!((f.precision, f.too_late), (0.5, 0.5));
+        // Alerted within the first half of the 160-day silence, not its
+        // first quarter.
+        assert_eq!(w.bands(), [120.0, 80.0, 40.0]);
+        assert_eq!((f.ahead_7, f.ahead_14, f.ahead_30), (0.0, 1.0, 1.0));
     }
 
     #[test]
