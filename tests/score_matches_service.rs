@@ -62,6 +62,7 @@ async fn score_reproduces_the_live_services_probabilities() {
             horizon: None,
             churn_gap: None,
             lookback: "90d".into(),
+            lead_to: None,
             partitions: PARTITIONS as usize,
             truth: None,
             oracle: None,
