@@ -34,14 +34,14 @@ scripts/page_tools.sh install
 
 step fmt, clippy
 cargo fmt --check
-cargo clippy --release --all-targets -- -D warnings
+cargo clippy --release --all-targets --features e2e -- -D warnings
 step "cargo test (every target)"
-cargo test --release --all-targets
+cargo test --release --all-targets --features e2e
 # The crash loop (about 4 minutes: 20 SIGKILLs against a real broker), then
 # 4 on the fjall engine (about 2 minutes); one at a time, each with its
 # own broker.
 step "crash loop"
-cargo test --release --test crash_loop -- --ignored --nocapture --test-threads=1
+cargo test --release --features e2e --test crash_loop -- --ignored --nocapture --test-threads=1
 # Scale-out (about 1-3 minutes a run, on fjall and on sled): three
 # instances, one SIGKILLed, an empty-disk joiner and an empty-disk
 # replacement restore from the changelog.
@@ -53,10 +53,10 @@ cargo test --release --test crash_loop -- --ignored --nocapture --test-threads=1
 # failure, or the same one twice, fails the run.
 step scale-out
 scale_log=$(mktemp)
-if ! cargo test --release --test scale_out -- --ignored --nocapture --test-threads=1 2>&1 | tee "$scale_log"; then
+if ! cargo test --release --features e2e --test scale_out -- --ignored --nocapture --test-threads=1 2>&1 | tee "$scale_log"; then
   if grep -q "b's replacement never got its partitions" "$scale_log"; then
     echo "scale-out: tansu left the consumer group stuck after the SIGKILL (known tansu 0.6 bug: a dead leader kept); running the test once more" >&2
-    cargo test --release --test scale_out -- --ignored --nocapture --test-threads=1
+    cargo test --release --features e2e --test scale_out -- --ignored --nocapture --test-threads=1
   else
     rm -f "$scale_log"
     exit 1
@@ -67,7 +67,7 @@ rm -f "$scale_log"
 # pills, SIGKILLs and broker restarts, compared with a clean run
 # (scripts/soak.sh runs a longer one).
 step soak
-SOAK_SECONDS=20 cargo test --release --test soak -- --ignored --nocapture
+SOAK_SECONDS=20 cargo test --release --features e2e --test soak -- --ignored --nocapture
 # The decoders under libFuzzer for 60 s, in an unoptimised build (it builds
 # in ~7 minutes instead of ~12; scripts/fuzz.sh N runs longer, optimised).
 step fuzz

@@ -143,6 +143,10 @@ fn element<'a>(dom: &'a str, id: &str) -> &'a str {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs tansu and chromium: --features e2e (scripts/test.sh)"
+)]
 async fn the_status_page_shows_the_service_in_a_browser() {
     let live = live().await;
     let base = format!("http://{}", live.addr);
@@ -227,6 +231,10 @@ async fn the_status_page_shows_the_service_in_a_browser() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs tansu and schemathesis: --features e2e (scripts/test.sh)"
+)]
 async fn the_openapi_description_holds_for_the_live_api() {
     let live = live().await;
     let (status, body) = http_get(live.addr, "/openapi.json").await.unwrap();

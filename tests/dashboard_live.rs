@@ -151,6 +151,10 @@ fn the_selector_reader_reads_what_the_queries_use() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs tansu: --features e2e (scripts/test.sh)"
+)]
 async fn every_dashboard_and_rule_selector_matches_a_live_series() {
     let broker = Broker::tansu();
     let dir = tempfile::tempdir().unwrap();

@@ -70,6 +70,10 @@ fn assert_totals(store: &dyn Store, want: &BTreeMap<String, (u32, f64)>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs tansu: --features e2e (scripts/test.sh)"
+)]
 async fn broker_outage_waits_then_catches_up_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();

@@ -549,6 +549,7 @@ macro_rules! on_both_brokers {
         mod tansu {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[cfg_attr(not(feature = "e2e"), ignore = "needs tansu: --features e2e (scripts/test.sh)")]
                 async fn $scenario() {
                     super::$scenario(super::Broker::tansu()).await;
                 }

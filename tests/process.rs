@@ -30,6 +30,10 @@ fn metric(body: &str, name: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs tansu: --features e2e (scripts/test.sh)"
+)]
 async fn service_process_is_ready_reports_broker_loss_and_stops_on_sigterm() {
     let broker = Broker::tansu();
     let dir = tempfile::tempdir().unwrap();
@@ -218,6 +222,10 @@ async fn consumed(port: u16) -> f64 {
 /// committed and the restart resumes exactly there, neither re-reading
 /// (no duplicates) nor skipping anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs tansu: --features e2e (scripts/test.sh)"
+)]
 async fn sigterm_mid_stream_then_restart_resumes_exactly() {
     const TOTAL: usize = 3000;
     let broker = Broker::tansu();
@@ -292,6 +300,10 @@ async fn sigterm_mid_stream_then_restart_resumes_exactly() {
 /// `service.stop_timeout_seconds`; the restart then goes on from the
 /// stored offsets: every event applied once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs tansu: --features e2e (scripts/test.sh)"
+)]
 async fn a_stop_is_bounded_by_the_stop_timeout_when_the_broker_hangs() {
     const TOTAL: u64 = 3000;
     let broker = Broker::tansu();

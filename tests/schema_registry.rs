@@ -359,11 +359,19 @@ async fn run(broker: Broker, source: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs tansu and the Python fixtures: --features e2e (scripts/test.sh)"
+)]
 async fn framed_events_decode_with_schemas_from_the_registry_which_is_waited_for() {
     run(Broker::tansu(), "url").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs tansu and the Python fixtures: --features e2e (scripts/test.sh)"
+)]
 async fn framed_events_decode_with_schemas_from_a_folder() {
     run(Broker::tansu(), "dir").await;
 }
@@ -404,6 +412,10 @@ async fn stops_for_good(path: &str, secret: &str, expect: &[&str]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs tansu and the Python fixtures: --features e2e (scripts/test.sh)"
+)]
 async fn refused_credentials_stop_the_service_naming_the_setting() {
     stops_for_good(
         "",
@@ -417,6 +429,10 @@ async fn refused_credentials_stop_the_service_naming_the_setting() {
 /// schema-not-found code) is not taken for "schema unknown", which would
 /// dead-letter every framed message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs tansu and the Python fixtures: --features e2e (scripts/test.sh)"
+)]
 async fn a_url_that_is_no_registry_stops_the_service_naming_it() {
     stops_for_good(
         "/not-the-registry",

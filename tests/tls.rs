@@ -207,6 +207,10 @@ fn spawn(config: &Path, log: &Path) -> Proc {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs tansu, stunnel and openssl: --features e2e (scripts/test.sh)"
+)]
 async fn the_service_consumes_and_publishes_through_tls() {
     let broker = TlsBroker::start();
     let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
@@ -312,6 +316,10 @@ async fn the_service_consumes_and_publishes_through_tls() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs tansu, stunnel and openssl: --features e2e (scripts/test.sh)"
+)]
 async fn a_wrong_ca_stops_the_start_with_a_clear_error() {
     let broker = TlsBroker::start();
     let run = tempfile::tempdir().unwrap();

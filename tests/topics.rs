@@ -61,6 +61,10 @@ async fn missing_outputs_are_created(broker: Broker) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs tansu: --features e2e (scripts/test.sh)"
+)]
 async fn missing_outputs_are_created_on_tansu() {
     missing_outputs_are_created(Broker::tansu()).await;
 }
@@ -105,6 +109,10 @@ async fn a_missing_input_topic_stops_the_start_naming_it() {
 /// No broker at start: the service waits, not ready, and starts by itself
 /// when the broker comes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs tansu: --features e2e (scripts/test.sh)"
+)]
 async fn no_broker_at_start_waits_unready_then_runs() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
