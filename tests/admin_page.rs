@@ -221,7 +221,7 @@ async fn the_status_page_shows_the_service_in_a_browser() {
     let rows = dom.split("<tbody id=\"alerts\">").nth(1).unwrap();
     assert!(rows.contains(">c-"), "customer ids with the read token");
 
-    // A screenshot, as the README shows it.
+    // A screenshot, as docs/operations.md shows it.
     let png = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
     let _ = std::fs::remove_file(&png);
     chromium(&format!("{base}/"), profile.path(), Some(&png));

@@ -944,14 +944,14 @@ fn the_effective_config_prints_with_secrets_masked() {
     );
 }
 
-/// The README's SASL_SSL example (Confluent Cloud style) is accepted by
-/// `check-config` as written, and the same without its password is
-/// refused naming the key.
+/// The SASL_SSL example (Confluent Cloud style) of docs/configuration.md,
+/// "Connecting to your cluster", is accepted by `check-config` as written,
+/// and the same without its password is refused naming the key.
 #[test]
-fn the_readmes_sasl_ssl_example_passes_check_config() {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let section = &readme[readme
-        .find("### Connecting to your cluster")
+fn the_configuration_docs_sasl_ssl_example_passes_check_config() {
+    let doc = std::fs::read_to_string(root().join("docs/configuration.md")).unwrap();
+    let section = &doc[doc
+        .find("\n## Connecting to your cluster\n")
         .expect("section")..];
     let start = section.find("```toml\n").expect("toml block") + "```toml\n".len();
     let example = &section[start..start + section[start..].find("```").unwrap()];

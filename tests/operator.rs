@@ -249,7 +249,7 @@ async fn mutating_endpoints_are_disabled_without_a_token() {
 
 /// With `admin.read_token` set, a customer's personal data is shown only to
 /// that token (or the admin token); without it the view stays open, as the
-/// README says. Metrics and health stay open for Prometheus either way.
+/// docs/configuration.md says. Metrics and health stay open for Prometheus either way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn customer_data_needs_the_read_token_when_one_is_set() {
     const READ: &str = "read-token-0123456789";

@@ -3,7 +3,7 @@
 //! Environment variables `CHURN_ALERT__SECTION__KEY=value` override file
 //! values (`CHURN_ALERT__KAFKA__BROKERS=host:9092`). Unknown keys and bad
 //! values are refused at start with the key's full path. Every field's
-//! documentation is the user reference (README "Configuration").
+//! documentation is the user reference (docs/configuration.md).
 
 /// The checks serde cannot make.
 mod validate;

@@ -27,7 +27,7 @@ pub struct CampaignRule {
     /// Risk tiers this rule takes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tiers: Vec<String>,
-    /// RFM segments (`champions`, `loyal`, ... see the README).
+    /// RFM segments (`champions`, `loyal`, ... see docs/outputs.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub segments: Vec<String>,
     /// Lifetime value bands: `low`, `medium`, `high`.
