@@ -77,6 +77,40 @@ named_enum! {
 }
 
 named_enum! {
+    /// Why an alert got no trigger (the label of
+    /// `churn_alert_triggers_suppressed_total`).
+    Suppression {
+        /// The customer's latest email status is unsubscribed.
+        Unsubscribed = "unsubscribed",
+        /// No marketing consent (at the alert, or when a held trigger was
+        /// due).
+        NoConsent = "no_consent",
+        /// No campaign rule matched, or the rule's channel is `none`.
+        NoContactRule = "no_contact_rule",
+        /// Contacted within the cooldown.
+        ContactCooldown = "contact_cooldown",
+        /// The contact cap for the period is reached.
+        ContactCap = "contact_cap",
+        /// In the campaign's holdout (the control group).
+        Holdout = "holdout",
+        /// A trigger held by quiet hours was due after the customer had
+        /// recovered.
+        RecoveredWhileHeld = "recovered_while_held",
+    }
+}
+
+impl Suppression {
+    /// The experiment group an alert so suppressed (or not) falls in.
+    pub fn group(blocked: Option<Self>) -> Group {
+        match blocked {
+            None => Group::Treated,
+            Some(Self::Holdout) => Group::Holdout,
+            Some(_) => Group::NotContacted,
+        }
+    }
+}
+
+named_enum! {
     /// Whether an alerted customer stayed.
     Retention {
         /// A purchase, session or activity after the alert.

@@ -12,7 +12,7 @@ use crate::pipeline::features::{
     Awaiting, CustomerState, FeatureSpec, HeldTrigger, PastAlert, Seen, ALERT_HISTORY,
 };
 use crate::pipeline::model::{Assessment, Model, Reason};
-pub use crate::pipeline::output::{Cause, Group, OutcomeRecord, Retention, Trigger};
+pub use crate::pipeline::output::{Cause, Group, OutcomeRecord, Retention, Suppression, Trigger};
 use crate::pipeline::policy::{after_quiet_hours, Case, Decision, Policy};
 use crate::pipeline::segments::{Profile, Rfm};
 
@@ -76,7 +76,7 @@ pub struct Output {
     pub alert: Option<Alert>,
     pub trigger: Option<Trigger>,
     /// Why an alert got no trigger (`no_consent`, `holdout`, ...).
-    pub suppressed: Option<&'static str>,
+    pub suppressed: Option<Suppression>,
     /// The trigger was held back by quiet hours.
     pub held: bool,
     /// An alert's outcome came due.
@@ -250,9 +250,9 @@ fn score(
             out.trigger = Some(t);
         } else {
             out.suppressed = Some(if s.alert.active {
-                "no_consent"
+                Suppression::NoConsent
             } else {
-                "recovered_while_held"
+                Suppression::RecoveredWhileHeld
             });
             // Never sent: the alert's outcome counts it as not contacted,
             // and it uses up no contact budget.
@@ -379,13 +379,13 @@ fn alert(
         .sent
         .retain(|t| now - *t < period_ms.max(cooldown_ms));
     let blocked = if s.is_unsubscribed() {
-        Some("unsubscribed")
+        Some(Suppression::Unsubscribed)
     } else if !consent {
-        Some("no_consent")
+        Some(Suppression::NoConsent)
     } else if rule.is_none_or(|r| r.channel == "none") {
-        Some("no_contact_rule")
+        Some(Suppression::NoContactRule)
     } else if s.contact.sent.last().is_some_and(|t| now - t < cooldown_ms) {
-        Some("contact_cooldown")
+        Some(Suppression::ContactCooldown)
     } else if s
         .contact
         .sent
@@ -394,17 +394,13 @@ fn alert(
         .count()
         >= c.max_triggers
     {
-        Some("contact_cap")
+        Some(Suppression::ContactCap)
     } else if holdout {
-        Some("holdout")
+        Some(Suppression::Holdout)
     } else {
         None
     };
-    let group = match blocked {
-        None => Group::Treated,
-        Some("holdout") => Group::Holdout,
-        Some(_) => Group::NotContacted,
-    };
+    let group = Suppression::group(blocked);
     if group != Group::NotContacted {
         // Holdout customers use up their contact budget as if they had been
         // contacted, so caps shape both groups alike.
@@ -697,7 +693,7 @@ mod tests {
         );
         assert!(out.alert.is_some());
         assert!(out.trigger.is_none());
-        assert_eq!(out.suppressed, Some("no_consent"));
+        assert_eq!(out.suppressed, Some(Suppression::NoConsent));
         let (s, _) = step(
             s,
             &ev("k", "c-1", 0, EventKind::Consent { marketing: true }),
@@ -754,9 +750,17 @@ mod tests {
         assert_eq!(alerts, vec![12, 32, 52, 72, 92]);
         assert_eq!(days_with(&outs, |o| o.trigger.is_some()), vec![12, 52]);
         let why = |day| outs[day as usize].1.suppressed;
-        assert_eq!(why(32), Some("contact_cooldown"), "20 days after a trigger");
-        assert_eq!(why(72), Some("contact_cooldown"));
-        assert_eq!(why(92), Some("contact_cap"), "two in 100 days already");
+        assert_eq!(
+            why(32),
+            Some(Suppression::ContactCooldown),
+            "20 days after a trigger"
+        );
+        assert_eq!(why(72), Some(Suppression::ContactCooldown));
+        assert_eq!(
+            why(92),
+            Some(Suppression::ContactCap),
+            "two in 100 days already"
+        );
     }
 
     #[test]
@@ -861,7 +865,7 @@ mod tests {
         let s = s.unwrap();
         assert!(!s.alert.active, "the session brought the score down");
         let (s, out) = rescore(s, "c-1", release, &m, &policy, &spec);
-        assert_eq!(out.suppressed, Some("recovered_while_held"));
+        assert_eq!(out.suppressed, Some(Suppression::RecoveredWhileHeld));
         assert!(out.trigger.is_none() && s.contact.held.is_none());
         assert_eq!(
             s.contact.awaiting.as_ref().unwrap().group,

@@ -827,7 +827,9 @@ impl Processor {
             );
         }
         if let Some(why) = out.suppressed {
-            self.metrics.emit(TriggerSuppressed { reason: why });
+            self.metrics.emit(TriggerSuppressed {
+                reason: why.as_str(),
+            });
         }
     }
 

@@ -338,16 +338,8 @@ impl Metrics {
         for result in ["ok", "error"] {
             m.policy_reloads.with_label_values(&[result]);
         }
-        for reason in [
-            "unsubscribed",
-            "no_consent",
-            "no_contact_rule",
-            "contact_cooldown",
-            "contact_cap",
-            "holdout",
-            "recovered_while_held",
-        ] {
-            m.triggers_suppressed.with_label_values(&[reason]);
+        for reason in crate::pipeline::output::Suppression::ALL {
+            m.triggers_suppressed.with_label_values(&[reason.as_str()]);
         }
         for kind in ["assigned", "revoked", "lost"] {
             m.rebalances.with_label_values(&[kind]);
