@@ -3,15 +3,12 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use churn_alert::config::Config;
-use churn_alert::pipeline::event::DAY_MS;
 
 #[derive(Parser)]
 #[command(
@@ -37,62 +34,7 @@ enum Command {
     /// Run the whole pipeline on an in-process mock Kafka cluster with a simulated population.
     Demo(churn_alert::offline::demo::DemoOptions),
     /// Generate a synthetic customer population as event JSONL plus ground truth.
-    Simulate {
-        #[arg(long, default_value_t = 10_000)]
-        customers: usize,
-        #[arg(long, default_value_t = 180)]
-        days: u32,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Last simulated day (exclusive), YYYY-MM-DD; default today (UTC).
-        #[arg(long)]
-        end: Option<String>,
-        /// What to generate: `behaviour` (sessions, purchases, emails,
-        /// tickets, subscriptions; weekly engagement, much churn), `bgnbd`
-        /// or `paretonbd` (purchase-only retail from a BG/NBD or Pareto/NBD
-        /// process), `saas` (subscriptions with a low monthly cancel rate).
-        #[arg(long, value_enum, default_value_t = churn_alert::offline::histories::Kind::Behaviour)]
-        kind: churn_alert::offline::histories::Kind,
-        /// Retail preset by mean days between purchases (7, 30, 90, 180);
-        /// default monthly. For --kind bgnbd and paretonbd.
-        #[arg(long, value_enum)]
-        cadence: Option<churn_alert::offline::histories::Cadence>,
-        /// Explicit BG/NBD parameters instead of a preset: r,alpha,a,b
-        /// (purchase rate per day ~ Gamma(r, rate alpha), dropout after
-        /// each repeat purchase with p ~ Beta(a, b)).
-        #[arg(long, value_name = "R,ALPHA,A,B")]
-        bgnbd: Option<String>,
-        /// Explicit Pareto/NBD parameters instead of a preset: r,alpha,s,beta
-        /// (lifetime ~ Exponential(mu) days, mu ~ Gamma(s, rate beta)).
-        #[arg(long, value_name = "R,ALPHA,S,BETA")]
-        paretonbd: Option<String>,
-        /// Share of subscribers who cancel in a month, for --kind saas
-        /// (default 0.03).
-        #[arg(long)]
-        monthly_cancel: Option<f64>,
-        /// Share of events repeated with the same event id.
-        #[arg(long, default_value_t = 0.0)]
-        duplicates: f64,
-        /// Share of events delivered a day late.
-        #[arg(long, default_value_t = 0.0)]
-        late: f64,
-        /// Also write the oracle (each customer's true churn risk from the
-        /// hidden state) at the start of this date, YYYY-MM-DD, to
-        /// oracle-DATE.csv. Repeatable.
-        #[arg(long)]
-        oracle_at: Vec<String>,
-        /// Horizon of the oracle's probabilities (default 30d, as `train`'s).
-        #[arg(long)]
-        oracle_horizon: Option<String>,
-        /// Also write every living customer's true probability of churning
-        /// within the oracle horizon at the start of every day, to
-        /// oracle-daily.csv (for `backtest --oracle`).
-        #[arg(long)]
-        oracle_daily: bool,
-        /// Directory for events.jsonl, truth.csv and oracle files.
-        #[arg(long)]
-        out: PathBuf,
-    },
+    Simulate(churn_alert::offline::simulate::SimulateOptions),
     /// Fit the churn model from event history (JSONL of the event contract)
     /// and write it with a report and plots.
     Train(churn_alert::offline::commands::TrainOptions),
@@ -296,188 +238,12 @@ async fn command(cli: Cli, config: Config) -> anyhow::Result<()> {
         }
         Command::Config => print!("{}", config.masked_toml()),
         Command::Produce(opts) => churn_alert::offline::produce::run(opts, &config).await?,
-        Command::CheckConfig => {
-            let spec = config.feature_spec();
-            let model = churn_alert::pipeline::model::Model::load(&config.model.path, &spec)?;
-            churn_alert::kafka::client::check(&config.kafka)?;
-            let policy = config.policy_for(Some(model.file()));
-            println!(
-                "config ok; model {} ({} features) matches the feature code; alerts at {:.3}, re-armed below {:.3} ({})",
-                model.version(),
-                model.file().features.len(),
-                policy.enter,
-                policy.exit,
-                if config.policy.enter_threshold.is_some() || config.policy.exit_threshold.is_some() {
-                    "from the config"
-                } else if model.file().thresholds.is_some() {
-                    "from the model"
-                } else {
-                    "defaults"
-                }
-            );
-            let c = &policy.contact;
-            println!(
-                "policy: {} campaign rules cover every case; holdout {:.0}% ({:?}); triggers at most {} per {} days, {} days apart, quiet hours {:?} ({} by default); outcomes after {} days; mutating admin endpoints {}",
-                policy.campaigns.len(),
-                policy.holdout.share * 100.0,
-                policy.holdout.experiment,
-                c.max_triggers,
-                c.period_days,
-                c.cooldown_days,
-                c.quiet_hours,
-                c.default_timezone,
-                config.policy.outcome_window_days,
-                if config.admin.token.is_some() { "enabled (token set)" } else { "disabled (no admin.token)" }
-            );
-        }
+        Command::CheckConfig => churn_alert::offline::commands::check_config(&config)?,
         Command::Demo(opts) => {
             let stop_timeout = std::time::Duration::from_secs(config.service.stop_timeout_seconds);
             churn_alert::offline::demo::run(opts, shutdown_on_signals(stop_timeout)).await?;
         }
-        Command::Simulate {
-            customers,
-            days,
-            seed,
-            end,
-            kind,
-            cadence,
-            bgnbd,
-            paretonbd,
-            monthly_cancel,
-            duplicates,
-            late,
-            oracle_at,
-            oracle_horizon,
-            oracle_daily,
-            out,
-        } => {
-            use churn_alert::offline::histories;
-            let shape = histories::Options {
-                kind,
-                cadence,
-                bgnbd,
-                paretonbd,
-                monthly_cancel,
-                duplicates,
-                late,
-            };
-            shape.check()?;
-            if kind != histories::Kind::Behaviour {
-                if !oracle_at.is_empty() || oracle_horizon.is_some() || oracle_daily {
-                    return Err(churn_alert::offline::commands::Usage(format!(
-                        "--oracle-at, --oracle-horizon and --oracle-daily are for --kind behaviour, not --kind {}",
-                        kind.as_str()
-                    ))
-                    .into());
-                }
-                let end = match end {
-                    Some(e) => churn_alert::offline::commands::parse_time(&e)?,
-                    None => {
-                        churn_alert::offline::simulate::SimConfig::new(customers, days, seed).end
-                    }
-                };
-                let window = histories::Window {
-                    customers,
-                    days,
-                    seed,
-                    end,
-                };
-                histories::run(window, &shape, &out)?;
-                return Ok(());
-            }
-            let mut cfg = churn_alert::offline::simulate::SimConfig::new(customers, days, seed);
-            if let Some(e) = end {
-                cfg.end = churn_alert::offline::commands::parse_time(&e)?;
-            }
-            cfg.duplicate_rate = duplicates;
-            cfg.late_rate = late;
-            cfg.oracle_horizon_days = churn_alert::offline::commands::parse_days(
-                oracle_horizon.as_deref().unwrap_or("30d"),
-            )? / DAY_MS;
-            for d in &oracle_at {
-                let at = churn_alert::offline::commands::parse_time(d)?;
-                if at < cfg.start() || at >= cfg.end {
-                    return Err(churn_alert::offline::commands::Usage(format!(
-                        "--oracle-at {d} is outside the simulated days {} .. {}",
-                        &churn_alert::pipeline::event::rfc3339(cfg.start())[..10],
-                        &churn_alert::pipeline::event::rfc3339(cfg.end)[..10]
-                    ))
-                    .into());
-                }
-                cfg.oracle_at.push(at);
-            }
-            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-            let mut sim = churn_alert::offline::simulate::Simulator::new(cfg);
-            let path = out.join("events.jsonl");
-            let mut w = std::io::BufWriter::new(
-                std::fs::File::create(&path)
-                    .with_context(|| format!("creating {}", path.display()))?,
-            );
-            let (mut n, mut day) = (0u64, 0u32);
-            let mut progress = churn_alert::offline::progress::Progress::new(
-                "simulating",
-                churn_alert::offline::progress::Unit::Days,
-                Some(u64::from(days)),
-            );
-            let mut daily = match oracle_daily {
-                true => {
-                    let p = out.join("oracle-daily.csv");
-                    let mut w = std::io::BufWriter::new(
-                        std::fs::File::create(&p)
-                            .with_context(|| format!("creating {}", p.display()))?,
-                    );
-                    writeln!(
-                        w,
-                        "customer_id,date,p_churn_{}d",
-                        sim.cfg.oracle_horizon_days
-                    )?;
-                    Some(w)
-                }
-                false => None,
-            };
-            while !sim.done() {
-                if let Some(w) = daily
-                    .as_mut()
-                    .filter(|_| u32::try_from(sim.current_day()).is_ok_and(|d| d < days))
-                {
-                    let d = sim.current_day();
-                    let date = churn_alert::pipeline::event::rfc3339(sim.day_start(d));
-                    for r in sim.oracle_rows(d).iter().filter(|r| !r.churned) {
-                        writeln!(w, "{},{},{:.5}", r.customer_id, &date[..10], r.p_churn)?;
-                    }
-                }
-                for e in sim.next_day() {
-                    w.write_all(e.json.as_bytes())?;
-                    w.write_all(b"\n")?;
-                    n += 1;
-                }
-                day += 1;
-                progress.set(u64::from(day), || format!("{n} events"));
-            }
-            progress.finish();
-            w.flush()?;
-            if let Some(mut d) = daily {
-                d.flush()?;
-                eprintln!("wrote the daily oracle to oracle-daily.csv");
-            }
-            std::fs::write(out.join("truth.csv"), sim.truth_csv())?;
-            for (at, rows) in &sim.oracles {
-                let name = format!(
-                    "oracle-{}.csv",
-                    &churn_alert::pipeline::event::rfc3339(*at)[..10]
-                );
-                std::fs::write(out.join(&name), sim.oracle_csv(*at, rows))?;
-                eprintln!(
-                    "wrote the oracle at {} to {name}",
-                    &churn_alert::pipeline::event::rfc3339(*at)[..10]
-                );
-            }
-            eprintln!(
-                "wrote {n} events to {} and ground truth to {}",
-                path.display(),
-                out.join("truth.csv").display()
-            );
-        }
+        Command::Simulate(opts) => churn_alert::offline::simulate::run_command(opts)?,
         Command::Train(opts) => churn_alert::offline::commands::train(opts, &config)?,
         Command::Score(opts) => churn_alert::offline::commands::score(opts, &config)?,
         Command::Backtest(opts) => churn_alert::offline::backtest::run(opts, &config)?,

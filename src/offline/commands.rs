@@ -707,6 +707,45 @@ fn csv_field(s: &str) -> String {
     }
 }
 
+/// `churn-alert check-config`: loads the model the config names against
+/// the feature code, checks the Kafka client settings by creating each
+/// client, and prints the thresholds and policy the service would use.
+pub fn check_config(config: &Config) -> anyhow::Result<()> {
+    let spec = config.feature_spec();
+    let model = Model::load(&config.model.path, &spec)?;
+    crate::kafka::client::check(&config.kafka)?;
+    let policy = config.policy_for(Some(model.file()));
+    println!(
+        "config ok; model {} ({} features) matches the feature code; alerts at {:.3}, re-armed below {:.3} ({})",
+        model.version(),
+        model.file().features.len(),
+        policy.enter,
+        policy.exit,
+        if config.policy.enter_threshold.is_some() || config.policy.exit_threshold.is_some() {
+            "from the config"
+        } else if model.file().thresholds.is_some() {
+            "from the model"
+        } else {
+            "defaults"
+        }
+    );
+    let c = &policy.contact;
+    println!(
+        "policy: {} campaign rules cover every case; holdout {:.0}% ({:?}); triggers at most {} per {} days, {} days apart, quiet hours {:?} ({} by default); outcomes after {} days; mutating admin endpoints {}",
+        policy.campaigns.len(),
+        policy.holdout.share * 100.0,
+        policy.holdout.experiment,
+        c.max_triggers,
+        c.period_days,
+        c.cooldown_days,
+        c.quiet_hours,
+        c.default_timezone,
+        config.policy.outcome_window_days,
+        if config.admin.token.is_some() { "enabled (token set)" } else { "disabled (no admin.token)" }
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
