@@ -6,7 +6,8 @@
 //! - `service`: the service in this process, or the real binary;
 //! - `http`: the admin server over HTTP, metrics from its text;
 //! - `produce`: test input; `read`: what was published and stored;
-//! - `fixtures`: event time, the test model and test configs.
+//! - `fixtures`: event time, the test model and test configs;
+//! - `cli`: the real binary, run from the repository.
 // Each test crate uses a different part of the harness.
 #![allow(dead_code, unused_imports)]
 
@@ -34,6 +35,7 @@ use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
 
 mod broker;
+mod cli;
 mod fixtures;
 mod http;
 mod produce;
@@ -41,6 +43,7 @@ mod read;
 mod service;
 
 pub use broker::*;
+pub use cli::*;
 pub use fixtures::*;
 pub use http::*;
 pub use produce::*;

@@ -1,0 +1,369 @@
+//! The real binary's command line: bad config, model files and client
+//! settings are refused at start with the field at fault, failures exit
+//! with their documented codes, output suits pipes and terminals, and the
+//! configuration docs' SASL_SSL example passes `check-config`.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{churn_alert, repo_root as root, stderr_of as stderr};
+
+#[test]
+fn bad_config_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.toml");
+    std::fs::write(
+        &p,
+        "[kafka]\nbrokers = \"127.0.0.1:9\"\nbatch_max_mesages = 5\n",
+    )
+    .unwrap();
+    let o = churn_alert(&["--config", p.to_str().unwrap(), "check-config"], &[]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("kafka.batch_max_mesages"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = churn_alert(
+        &["check-config"],
+        &[("CHURN_ALERT__POLICY__ENTER_THRESHOLD", "2")],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("policy.enter_threshold"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn model_that_does_not_match_the_features_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.json");
+    let mut m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("models/churn-model.json")).unwrap(),
+    )
+    .unwrap();
+    m["features"][3] = "shoe_size".into();
+    std::fs::write(&model, m.to_string()).unwrap();
+    let state = dir.path().join("state");
+    let o = churn_alert(
+        &["run"],
+        &[
+            ("CHURN_ALERT__MODEL__PATH", model.to_str().unwrap()),
+            ("CHURN_ALERT__STORE__PATH", state.to_str().unwrap()),
+            ("CHURN_ALERT__KAFKA__BROKERS", "127.0.0.1:9"),
+        ],
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("features[3]") && err.contains("shoe_size"),
+        "{err}"
+    );
+    assert!(!Path::new(&state).exists(), "refused before touching state");
+}
+
+/// `churn-alert check-config | head -0`: the reader is gone before the
+/// command prints. The command ends quietly (SIGPIPE, or success when it
+/// printed first), never with a panic.
+#[test]
+fn a_closed_stdout_pipe_ends_a_command_without_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_churn-alert"))
+        .arg("check-config")
+        .current_dir(root())
+        .env_remove("CHURN_ALERT_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run churn-alert");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        out.status.success() || out.status.signal() == Some(13),
+        "{:?}: {err}",
+        out.status
+    );
+}
+
+/// `score --as-of` before the history starts is refused with a non-zero
+/// exit that says why, not "scored 0 customers".
+#[test]
+fn score_before_the_history_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(
+        &events,
+        concat!(
+            r#"{"event_id":"e1","customer_id":"c-1","type":"session","occurred_at":"2026-03-01T10:00:00Z"}"#,
+            "\n",
+            r#"{"event_id":"e2","customer_id":"c-2","type":"session","occurred_at":"2026-03-02T10:00:00Z"}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let ev = events.to_str().unwrap();
+    let out = churn_alert(&["score", "--events", ev, "--as-of", "2020-01-01"], &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("no valid event at or before --as-of")
+            && err.contains("2 valid events after it"),
+        "{err}"
+    );
+    let ok = churn_alert(&["score", "--events", ev, "--as-of", "2026-04-01"], &[]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("c-2,"));
+}
+
+/// Logs written to a pipe or file carry no terminal colour codes.
+#[test]
+fn redirected_logs_have_no_colour_codes() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_churn-alert"))
+        .arg("run")
+        .current_dir(root())
+        .env_remove("CHURN_ALERT_CONFIG")
+        .env("CHURN_ALERT__STORE__PATH", dir.path().join("state"))
+        .env("CHURN_ALERT__KAFKA__BROKERS", "127.0.0.1:9")
+        .env("CHURN_ALERT__ADMIN__LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run churn-alert");
+    let stderr = child.stderr.take().unwrap();
+    // The first info line (the admin server listening) comes at start.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        let Ok(line) = rx.recv_timeout(left) else {
+            break;
+        };
+        let done = line.contains("admin server listening");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        seen.iter().any(|l| l.contains("admin server listening")),
+        "no start-up log line: {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|l| !l.contains('\u{1b}')),
+        "colour codes in redirected logs: {seen:?}"
+    );
+}
+
+#[test]
+fn a_bare_command_prints_help_and_run_is_explicit() {
+    let o = churn_alert(&[], &[]);
+    assert_eq!(o.status.code(), Some(2), "usage");
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(text.contains("Usage:") && text.contains("  run "), "{text}");
+    assert!(text.contains("Exit codes:"), "{text}");
+}
+
+#[test]
+fn failures_exit_with_their_documented_code_and_say_the_cause_once() {
+    // A config file that is not there: 2, and the OS error once.
+    let o = churn_alert(&["--config", "/nonexistent/c.toml", "check-config"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+    assert!(err.contains("/nonexistent/c.toml"), "{err}");
+    // A flag value the command cannot use: 2.
+    let o = churn_alert(
+        &["score", "--events", "x.jsonl", "--as-of", "yesterday"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("\"yesterday\""), "{}", stderr(&o));
+    // A model file that is not there: 2, naming it.
+    let o = churn_alert(
+        &["check-config"],
+        &[("CHURN_ALERT__MODEL__PATH", "/nonexistent/m.json")],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o).matches("os error 2").count(),
+        1,
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Kafka client settings librdkafka refuses stop `run` at once with exit
+/// code 2 and the key (they used to be retried every 2 s, forever), and
+/// `check-config` finds them too.
+#[test]
+fn refused_client_settings_stop_the_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(
+        &p,
+        "[store]\npath = \"state\"\n[kafka]\nbrokers = \"127.0.0.1:9\"\n[kafka.client_properties]\n\"security.protocol\" = \"SSL\"\n\"ssl.ca.location\" = \"certs/missing-ca.pem\"\n",
+    )
+    .unwrap();
+    let model = root().join("models/churn-model.json");
+    let env = [
+        ("CHURN_ALERT__MODEL__PATH", model.to_str().unwrap()),
+        ("CHURN_ALERT__ADMIN__LISTEN", "127.0.0.1:0"),
+    ];
+    for cmd in ["check-config", "run"] {
+        let o = churn_alert(&["--config", p.to_str().unwrap(), cmd], &env);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("kafka.client_properties.\"ssl.ca.location\""),
+            "{cmd}: {err}"
+        );
+        // The relative CA path was read beside the config file.
+        assert!(
+            err.contains(
+                &dir.path()
+                    .join("certs/missing-ca.pem")
+                    .display()
+                    .to_string()
+            ),
+            "{cmd}: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_effective_config_prints_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(
+        &p,
+        "[model]\npath = \"m/model.json\"\n[kafka]\nbrokers = \"pkc-1.example:9092\"\n[kafka.client_properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"PLAIN\"\n\"sasl.username\" = \"API_KEY\"\n\"sasl.password\" = \"not-to-be-printed\"\n",
+    )
+    .unwrap();
+    let o = churn_alert(
+        &["--config", p.to_str().unwrap(), "config"],
+        &[("CHURN_ALERT__ADMIN__TOKEN", "also-not-to-be-printed")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!out.contains("not-to-be-printed"), "{out}");
+    assert!(out.contains("\"sasl.username\" = \"API_KEY\""), "{out}");
+    assert!(out.contains("brokers = \"pkc-1.example:9092\""), "{out}");
+    assert!(out.contains("token = \"***\""), "{out}");
+    // Paths in the file are relative to it.
+    let model = dir.path().join("m/model.json");
+    assert!(
+        out.contains(&format!("path = \"{}\"", model.display())),
+        "{out}"
+    );
+}
+
+/// The SASL_SSL example (Confluent Cloud style) of docs/configuration.md,
+/// "Connecting to your cluster", is accepted by `check-config` as written,
+/// and the same without its password is refused naming the key.
+#[test]
+fn the_configuration_docs_sasl_ssl_example_passes_check_config() {
+    let doc = std::fs::read_to_string(root().join("docs/configuration.md")).unwrap();
+    let section = &doc[doc
+        .find("\n## Connecting to your cluster\n")
+        .expect("section")..];
+    let start = section.find("```toml\n").expect("toml block") + "```toml\n".len();
+    let example = &section[start..start + section[start..].find("```").unwrap()];
+    assert!(
+        example.contains("\"security.protocol\" = \"SASL_SSL\""),
+        "{example}"
+    );
+    assert!(example.contains("[schema_registry]"), "{example}");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("cloud.toml");
+    std::fs::write(&p, example).unwrap();
+    let o = churn_alert(&["--config", p.to_str().unwrap(), "check-config"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let without: String = example
+        .lines()
+        .filter(|l| !l.starts_with("\"sasl.password\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&p, without).unwrap();
+    let o = churn_alert(&["--config", p.to_str().unwrap(), "check-config"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("kafka.client_properties.\"sasl.password\""),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// `simulate` and `train` draw progress bars at a terminal (a pty from
+/// util-linux's `script`) and write no bar's control codes when stderr is
+/// redirected.
+#[test]
+fn progress_bars_at_a_terminal_plain_lines_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let hist = dir.path().join("hist");
+    let bin = env!("CARGO_BIN_EXE_churn-alert");
+    let sim = format!(
+        "{bin} simulate --customers 1000 --days 240 --end 2026-09-01 --seed 5 --out {}",
+        hist.display()
+    );
+    let train = format!(
+        "{bin} train --events {} --as-of 2026-09-01 --out {}",
+        hist.join("events.jsonl").display(),
+        dir.path().join("model.json").display()
+    );
+    // Redirected: no bar, no carriage returns, no escape codes.
+    for cmd in [&sim, &train] {
+        let out = Command::new("sh")
+            .args(["-c", cmd])
+            .current_dir(root())
+            .env_remove("CHURN_ALERT_CONFIG")
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(out.status.success(), "{cmd}: {err}");
+        assert!(
+            !err.contains('\u{1b}') && !err.contains('\r'),
+            "control codes in redirected output of {cmd}: {err:?}"
+        );
+    }
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("util-linux's script is not installed: the terminal half is not checked");
+        return;
+    }
+    for (cmd, bar) in [(&sim, "simulating"), (&train, "replaying")] {
+        let out = Command::new("script")
+            .args(["-q", "-e", "-c", &format!("{cmd} >/dev/null"), "/dev/null"])
+            .current_dir(root())
+            .env_remove("CHURN_ALERT_CONFIG")
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{cmd}: {shown}");
+        assert!(
+            shown.contains(bar) && shown.contains('\u{1b}'),
+            "no {bar} bar at a terminal: {shown:?}"
+        );
+    }
+}
