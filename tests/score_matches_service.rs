@@ -61,7 +61,7 @@ async fn score_reproduces_the_live_services_probabilities() {
             to: None,
             horizon: None,
             churn_gap: None,
-            lookback: "90d".into(),
+            lookback: 90 * DAY_MS,
             lead_to: None,
             partitions: PARTITIONS as usize,
             truth: None,

@@ -47,24 +47,24 @@ pub struct BacktestOptions {
     pub model: Option<PathBuf>,
     /// Start of the window judged, YYYY-MM-DD (default: 60 days after the
     /// first event, so features have history).
-    #[arg(long)]
-    pub from: Option<String>,
+    #[arg(long, value_parser = parse_time)]
+    pub from: Option<Millis>,
     /// End of the window judged (exclusive; default: the churn gap before
     /// the last event, the last time an onset can be known; with --truth,
     /// the last event).
-    #[arg(long)]
-    pub to: Option<String>,
+    #[arg(long, value_parser = parse_time)]
+    pub to: Option<Millis>,
     /// How soon after an alert an onset makes it a correct warning
     /// (default: the model's horizon, else 30d).
-    #[arg(long)]
-    pub horizon: Option<String>,
+    #[arg(long, value_parser = parse_days)]
+    pub horizon: Option<Millis>,
     /// How long a silence must last to be churn (default: the model's,
     /// else 30d).
-    #[arg(long)]
-    pub churn_gap: Option<String>,
+    #[arg(long, value_parser = parse_days)]
+    pub churn_gap: Option<Millis>,
     /// How far before an onset an alert still counts as the warning of it.
-    #[arg(long, default_value = "90d")]
-    pub lookback: String,
+    #[arg(long, default_value = "90d", value_parser = parse_days)]
+    pub lookback: Millis,
     /// What lead times are measured to: `onset` (the last engagement
     /// before the churn's silence, or the cancel) or `lapse` (the day the
     /// silence reaches the churn gap). Default: `lapse` when the gap is
@@ -500,14 +500,14 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
     let model_path = opts.model.clone().unwrap_or(config.model.path.clone());
     let model = Model::load(&model_path, &spec)?;
     let population = model.file().population.clone();
-    let horizon = match &opts.horizon {
-        Some(h) => parse_days(h)?,
+    let horizon = match opts.horizon {
+        Some(h) => h,
         None => population
             .as_ref()
             .map_or(30 * DAY_MS, |p| (p.horizon_days * DAY_MS as f64) as Millis),
     };
-    let gap = match &opts.churn_gap {
-        Some(g) => parse_days(g)?,
+    let gap = match opts.churn_gap {
+        Some(g) => g,
         None => population.as_ref().map_or(30 * DAY_MS, |p| {
             (p.churned_after_days * DAY_MS as f64) as Millis
         }),
@@ -595,12 +595,12 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
         .context("the history has no valid events")?;
     let last = seen.values().map(|s| s.1).max().expect("non-empty");
     let truth = opts.truth.as_deref().map(read_truth).transpose()?;
-    let from = match &opts.from {
-        Some(f) => parse_time(f)?,
+    let from = match opts.from {
+        Some(f) => f,
         None => first + 60 * DAY_MS,
     };
-    let to = match &opts.to {
-        Some(t) => parse_time(t)?,
+    let to = match opts.to {
+        Some(t) => t,
         None if truth.is_some() => last + 1,
         None => last - gap + 1,
     };
@@ -610,7 +610,7 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
         rfc3339(from),
         rfc3339(to)
     );
-    let lookback = parse_days(&opts.lookback)?;
+    let lookback = opts.lookback;
     let lead_to = match (opts.lead_to, &truth) {
         (Some(l), _) => l,
         (None, Some(_)) => LeadTo::Onset,

@@ -18,8 +18,9 @@ use crate::pipeline::model::Assessment;
 use crate::pipeline::model::Model;
 use crate::pipeline::step::{ingest, score_at};
 
-/// Reads `YYYY-MM-DD` (midnight UTC) or an RFC 3339 timestamp.
-pub fn parse_time(s: &str) -> anyhow::Result<Millis> {
+/// Reads `YYYY-MM-DD` (midnight UTC) or an RFC 3339 timestamp (also the
+/// value parser of the offline commands' date flags).
+pub fn parse_time(s: &str) -> Result<Millis, Usage> {
     if let Ok(d) = time::Date::parse(
         s,
         &time::macros::format_description!("[year]-[month]-[day]"),
@@ -35,17 +36,43 @@ pub fn parse_time(s: &str) -> anyhow::Result<Millis> {
     Ok((t.unix_timestamp_nanos() / 1_000_000) as Millis)
 }
 
-/// Reads a span like `90d` (days; the `d` is optional).
-pub fn parse_days(s: &str) -> anyhow::Result<Millis> {
+/// Reads a span like `90d` (days; the `d` is optional; also the value
+/// parser of the offline commands' span flags).
+pub fn parse_days(s: &str) -> Result<Millis, Usage> {
     let n: f64 = s
         .strip_suffix('d')
         .unwrap_or(s)
         .parse()
         .map_err(|_| Usage(format!("{s:?} is not a number of days like 90d")))?;
     if n <= 0.0 || !n.is_finite() {
-        return Err(Usage(format!("{s:?}: the span must be a positive number of days")).into());
+        return Err(Usage(format!(
+            "{s:?}: the span must be a positive number of days"
+        )));
     }
     Ok((n * DAY_MS as f64) as Millis)
+}
+
+/// A span that may also be 0 (`0` or `0d`: off).
+pub fn parse_days_or_zero(s: &str) -> Result<Millis, Usage> {
+    match s {
+        "0" | "0d" => Ok(0),
+        s => parse_days(s),
+    }
+}
+
+/// A span left to the data (`auto`) or given in days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoDays {
+    Auto,
+    Days(Millis),
+}
+
+/// Reads `auto` or a span like `30d`.
+pub fn parse_auto_days(s: &str) -> Result<AutoDays, Usage> {
+    match s {
+        "auto" => Ok(AutoDays::Auto),
+        s => parse_days(s).map(AutoDays::Days),
+    }
 }
 
 /// A flag's value the command cannot use (exit code 2, as a flag clap
@@ -62,11 +89,11 @@ pub struct TrainOptions {
     /// Training cut-off, YYYY-MM-DD: events after it are not read. The
     /// last observation date is the latest whose label is known by then
     /// (as-of minus the horizon, minus the churn gap for `onset`).
-    #[arg(long)]
-    pub as_of: String,
+    #[arg(long, value_parser = parse_time)]
+    pub as_of: Millis,
     /// Label horizon, e.g. 30d: how far ahead the model looks.
-    #[arg(long, default_value = "30d")]
-    pub horizon: String,
+    #[arg(long, default_value = "30d", value_parser = parse_days)]
+    pub horizon: Millis,
     /// What counts as churn: `onset` (the customer's churn onset, a silence
     /// of at least --churn-gap or a cancel, falls within the horizon),
     /// `silence` (no purchase, session or activity within the horizon) or
@@ -85,8 +112,8 @@ pub struct TrainOptions {
     /// silence after which at most 10% of the customers ever came back
     /// (the report shows the return curve), limited to what the history
     /// allows.
-    #[arg(long, default_value = "auto")]
-    pub churn_gap: String,
+    #[arg(long, default_value = "auto", value_parser = parse_auto_days)]
+    pub churn_gap: AutoDays,
     /// For `onset`: a silence that has cost this many of the customer's
     /// usual active days (at their lifetime share of active days) also puts
     /// them past onset, before the churn gap; 0 turns this off.
@@ -96,15 +123,15 @@ pub struct TrainOptions {
     /// training, scored but not alerted by the service (0d turns this
     /// off). A first event says little about a customer; two weeks see a
     /// weekly habit twice.
-    #[arg(long, default_value = "14d")]
-    pub min_tenure: String,
+    #[arg(long, default_value = "14d", value_parser = parse_days_or_zero)]
+    pub min_tenure: Millis,
     /// Number of observation dates (the latest is held out, the one before
     /// it validates, the rest train).
     #[arg(long, default_value_t = 12)]
     pub snapshots: usize,
     /// Days between observation dates.
-    #[arg(long, default_value = "14d")]
-    pub snapshot_step: String,
+    #[arg(long, default_value = "14d", value_parser = parse_days)]
+    pub snapshot_step: Millis,
     /// Choose the enter threshold as the lowest whose customers churn at
     /// least at this rate on the validation date.
     #[arg(long, default_value_t = DEFAULT_TARGET_PRECISION, conflicts_with = "alert_budget")]
@@ -195,22 +222,19 @@ fn read_oracle(path: &Path, label: Label, at: Millis) -> anyhow::Result<HashMap<
 /// `churn-alert train`.
 pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let as_of = parse_time(&opts.as_of)?;
+    let as_of = opts.as_of;
     let spec = config.feature_spec();
-    let mut tc = TrainConfig::new(as_of, parse_days(&opts.horizon)?, &spec);
+    let mut tc = TrainConfig::new(as_of, opts.horizon, &spec);
     anyhow::ensure!(
         (3..=64).contains(&opts.snapshots),
         "--snapshots must be 3 to 64 (train, validation and test dates at least)"
     );
     tc.snapshots = opts.snapshots;
-    tc.snapshot_step_ms = parse_days(&opts.snapshot_step)?;
-    tc.min_tenure_ms = match opts.min_tenure.as_str() {
-        "0" | "0d" => 0,
-        t => parse_days(t)?,
-    };
-    let auto_gap = opts.churn_gap == "auto";
-    if !auto_gap {
-        tc.churn_gap_ms = parse_days(&opts.churn_gap)?;
+    tc.snapshot_step_ms = opts.snapshot_step;
+    tc.min_tenure_ms = opts.min_tenure;
+    let auto_gap = opts.churn_gap == AutoDays::Auto;
+    if let AutoDays::Days(gap) = opts.churn_gap {
+        tc.churn_gap_ms = gap;
     }
     anyhow::ensure!(
         opts.churn_missed_days >= 0.0 && opts.churn_missed_days.is_finite(),
@@ -333,7 +357,7 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
         read.used > 0,
         "{} has no valid events before {}: nothing to learn from",
         opts.history.describe(),
-        &opts.as_of
+        rfc3339(opts.as_of)
     );
     let stats = replay.stats.clone();
     let mut snaps = replay.finish();
@@ -573,8 +597,8 @@ pub struct ScoreOptions {
     pub model: Option<PathBuf>,
     /// Score as of this event time: YYYY-MM-DD (midnight UTC) or RFC 3339.
     /// Events after it are ignored.
-    #[arg(long)]
-    pub as_of: String,
+    #[arg(long, value_parser = parse_time)]
+    pub as_of: Millis,
     /// CSV to write (`-` for stdout).
     #[arg(long, default_value = "-")]
     pub out: PathBuf,
@@ -589,7 +613,7 @@ pub fn score(opts: ScoreOptions, config: &Config) -> anyhow::Result<()> {
     let model_path = opts.model.clone().unwrap_or(config.model.path.clone());
     let model = Model::load(&model_path, &spec)?;
     let policy = config.policy_for(Some(model.file()));
-    let as_of = parse_time(&opts.as_of)?;
+    let as_of = opts.as_of;
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut states = Vec::new();
     let read = read_sorted(&opts.history, config, as_of, |e, _| {

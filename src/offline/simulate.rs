@@ -647,8 +647,8 @@ pub struct SimulateOptions {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Last simulated day (exclusive), YYYY-MM-DD; default today (UTC).
-    #[arg(long)]
-    pub end: Option<String>,
+    #[arg(long, value_parser = crate::offline::commands::parse_time)]
+    pub end: Option<Millis>,
     /// What to generate: `behaviour` (sessions, purchases, emails,
     /// tickets, subscriptions; weekly engagement, much churn), `bgnbd`
     /// or `paretonbd` (purchase-only retail from a BG/NBD or Pareto/NBD
@@ -681,11 +681,11 @@ pub struct SimulateOptions {
     /// Also write the oracle (each customer's true churn risk from the
     /// hidden state) at the start of this date, YYYY-MM-DD, to
     /// oracle-DATE.csv. Repeatable.
-    #[arg(long)]
-    pub oracle_at: Vec<String>,
+    #[arg(long, value_parser = crate::offline::commands::parse_time)]
+    pub oracle_at: Vec<Millis>,
     /// Horizon of the oracle's probabilities (default 30d, as `train`'s).
-    #[arg(long)]
-    pub oracle_horizon: Option<String>,
+    #[arg(long, value_parser = crate::offline::commands::parse_days)]
+    pub oracle_horizon: Option<Millis>,
     /// Also write every living customer's true probability of churning
     /// within the oracle horizon at the start of every day, to
     /// oracle-daily.csv (for `backtest --oracle`).
@@ -736,10 +736,7 @@ pub fn run_command(opts: SimulateOptions) -> anyhow::Result<()> {
             ))
             .into());
         }
-        let end = match end {
-            Some(e) => crate::offline::commands::parse_time(&e)?,
-            None => SimConfig::new(customers, days, seed).end,
-        };
+        let end = end.unwrap_or(SimConfig::new(customers, days, seed).end);
         let window = histories::Window {
             customers,
             days,
@@ -751,17 +748,16 @@ pub fn run_command(opts: SimulateOptions) -> anyhow::Result<()> {
     }
     let mut cfg = SimConfig::new(customers, days, seed);
     if let Some(e) = end {
-        cfg.end = crate::offline::commands::parse_time(&e)?;
+        cfg.end = e;
     }
     cfg.duplicate_rate = duplicates;
     cfg.late_rate = late;
-    cfg.oracle_horizon_days =
-        crate::offline::commands::parse_days(oracle_horizon.as_deref().unwrap_or("30d"))? / DAY_MS;
-    for d in &oracle_at {
-        let at = crate::offline::commands::parse_time(d)?;
+    cfg.oracle_horizon_days = oracle_horizon.unwrap_or(30 * DAY_MS) / DAY_MS;
+    for at in oracle_at {
         if at < cfg.start() || at >= cfg.end {
             return Err(crate::offline::commands::Usage(format!(
-                "--oracle-at {d} is outside the simulated days {} .. {}",
+                "--oracle-at {} is outside the simulated days {} .. {}",
+                &crate::pipeline::event::rfc3339(at)[..10],
                 &crate::pipeline::event::rfc3339(cfg.start())[..10],
                 &crate::pipeline::event::rfc3339(cfg.end)[..10]
             ))
