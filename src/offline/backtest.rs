@@ -11,6 +11,8 @@
 //! Each alert is then set against the customer's churn onsets: read from
 //! the data ([`crate::pipeline::onset`]: the last engagement before a silence of the
 //! churn gap, or a cancel), or, with `--truth`, the simulator's churn time.
+//! Leads run to the onset or, when the gap is longer than the horizon, to
+//! the lapse: the day the silence reaches the gap ([`LeadTo`]).
 //! The report gives, for the churners whose onset falls in the window, the
 //! lead time of their first alert; for the alerts in the window, the share
 //! sent after onset and the share followed by onset within the horizon; and
@@ -257,6 +259,21 @@ struct Churns {
     /// Engagement times after which the customer was back: for each onset,
     /// the first engagement after it (`Millis::MAX` if none).
     returns: Vec<Millis>,
+    /// The onsets that are subscription cancels: the churn itself, so
+    /// leads run to them even when other onsets' run to the lapse.
+    cancels: Vec<Millis>,
+}
+
+impl Churns {
+    /// The point the lead of onset `o` is measured to: the lapse (`o` plus
+    /// the window's lapse), or `o` itself for a cancel.
+    fn due(&self, o: Millis, w: &Window) -> Millis {
+        if self.cancels.contains(&o) {
+            o
+        } else {
+            o + w.lapse
+        }
+    }
 }
 
 /// What the judge needs of the history.
@@ -282,11 +299,21 @@ impl Window {
     fn describe_lead(&self, median: Option<f64>) -> String {
         match median {
             None => "none".into(),
-            Some(d) if self.lapse > 0 => format!(
-                "{d:.1} days (the first alert {:.1} days after the onset)",
-                (self.lapse / DAY_MS) as f64 - d
-            ),
+            Some(d) if self.lapse > 0 => {
+                format!("{d:.1} days (the first alert {})", self.against_onset(d))
+            }
             Some(d) => format!("{d:.1} days"),
+        }
+    }
+
+    /// Where a first alert `lead` days before the lapse stands against the
+    /// onset of a silence.
+    fn against_onset(&self, lead: f64) -> String {
+        let after = (self.lapse / DAY_MS) as f64 - lead;
+        if after >= 0.0 {
+            format!("{after:.1} days after the onset")
+        } else {
+            format!("{:.1} days before the onset", -after)
         }
     }
 
@@ -329,7 +356,7 @@ fn judge_one(c: Option<&Churns>, at: Millis, w: &Window) -> (Class, Option<Milli
     let k = c.onsets.partition_point(|o| *o < at);
     if k > 0 && at < c.returns[k - 1] {
         let o = c.onsets[k - 1];
-        let class = if at < o + w.lapse {
+        let class = if at < c.due(o, w) {
             Class::Early
         } else {
             Class::Late
@@ -379,13 +406,13 @@ fn figures(
             // after the customer came back from an earlier churn), up to
             // the customer's return.
             let start = (o - w.lookback).max(if k > 0 { c.returns[k - 1] } else { Millis::MIN });
-            let end = c.returns[k].min(o + w.lapse + w.lookback);
+            let end = c.returns[k].min(c.due(*o, w) + w.lookback);
             let first = by_customer
                 .get(id.as_str())
                 .and_then(|ts| ts.iter().copied().find(|t| *t >= start && *t < end));
             if let Some(t) = first {
                 f.churners_alerted += 1;
-                f.leads.push((o + w.lapse - t) as f64 / DAY_MS as f64);
+                f.leads.push((c.due(*o, w) - t) as f64 / DAY_MS as f64);
             }
         }
     }
@@ -419,6 +446,7 @@ pub fn truth_figures(
                 Churns {
                     onsets: vec![*t],
                     returns: vec![Millis::MAX],
+                    cancels: Vec::new(),
                 },
             )
         })
@@ -617,10 +645,12 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
         (None, None) if gap > horizon => LeadTo::Lapse,
         (None, None) => LeadTo::Onset,
     };
-    anyhow::ensure!(
-        !(lead_to == LeadTo::Lapse && truth.is_some()),
-        "--lead-to lapse needs onsets read from the data (the truth file gives churn times, not silences)"
-    );
+    if lead_to == LeadTo::Lapse && truth.is_some() {
+        return Err(crate::offline::commands::Usage(
+            "--lead-to lapse needs onsets read from the data (the truth file gives churn times, not silences)".into(),
+        )
+        .into());
+    }
     // Churns: from the truth, or read from the data.
     let mut churns: HashMap<String, Churns> = HashMap::new();
     for id in seen.keys() {
@@ -657,7 +687,22 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
                 times.get(k).copied().unwrap_or(Millis::MAX)
             })
             .collect();
-        churns.insert(id.clone(), Churns { onsets, returns });
+        let cancels = match &truth {
+            Some(_) => Vec::new(),
+            None => onsets
+                .iter()
+                .copied()
+                .filter(|o| tracks[id].is_cancel(*o))
+                .collect(),
+        };
+        churns.insert(
+            id.clone(),
+            Churns {
+                onsets,
+                returns,
+                cancels,
+            },
+        );
     }
     let customers = seen.values().filter(|(a, b)| *a < to && *b >= from).count();
     let w = Window {
@@ -754,7 +799,8 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
             j.reason,
             j.onset.map(rfc3339).unwrap_or_default(),
             j.onset
-                .map(|o| format!("{:.2}", (o + w.lapse - j.at) as f64 / DAY_MS as f64))
+                .zip(churns.get(&j.customer_id))
+                .map(|(o, c)| format!("{:.2}", (c.due(o, &w) - j.at) as f64 / DAY_MS as f64))
                 .unwrap_or_default(),
             j.class.as_str(),
             (from..to).contains(&j.at)
@@ -885,7 +931,7 @@ fn precision_by_lead(
                 .filter(|(id, t)| {
                     churns.get(id).is_some_and(|c| {
                         c.onsets.iter().zip(&c.returns).any(|(o, back)| {
-                            o + w.lapse >= t + d * DAY_MS
+                            c.due(*o, w) >= t + d * DAY_MS
                                 && *o <= t + w.horizon
                                 && (*o >= *t || *back > *t)
                         })
@@ -1037,7 +1083,7 @@ fn write_report(dir: &Path, r: &ReportInput) -> anyhow::Result<PathBuf> {
         w.horizon / DAY_MS,
         w.lookback / DAY_MS,
         if w.lapse > 0 {
-            format!("Lead times are measured to the *lapse*: the day the silence reaches the churn gap ({} days after the onset), when the customer is lost by the history's own measure. The gap is longer than the horizon, so the model predicts no engagement within the horizon, which only turns at the onset itself: no alert can precede an onset except by chance, and the time a retention team has is from the onset to the lapse (`--lead-to onset` measures to the onset instead). The shares alerted ahead are counted at three quarters, half and a quarter of the gap before the lapse: churners alerted within the first quarter, half or three quarters of their silence.", w.lapse / DAY_MS)
+            format!("Lead times are measured to the *lapse*: the day the silence reaches the churn gap ({} days after the onset), when the customer is lost by the history's own measure (a cancel is the churn itself: its lead runs to the cancel). The gap is longer than the horizon, so `train --label auto` fits \"no engagement within the horizon\", which only turns at the onset itself: no alert can precede an onset except by chance, and the time a retention team has is from the onset to the lapse (`--lead-to onset` measures to the onset instead, as suits a model trained with `--label onset`). The shares alerted ahead are counted at three quarters, half and a quarter of the gap before the lapse: churners alerted within the first quarter, half or three quarters of their silence.", w.lapse / DAY_MS)
         } else {
             "Lead times are measured to the onset.".to_string()
         }
@@ -1068,16 +1114,16 @@ fn write_report(dir: &Path, r: &ReportInput) -> anyhow::Result<PathBuf> {
             f.ahead_14,
             f.ahead_30,
             f.median_lead_days.map_or("–".into(), |d| if w.lapse > 0 {
-                format!(
-                    "{d:.1} ({:.1} after the onset)",
-                    (w.lapse / DAY_MS) as f64 - d
-                )
+                format!("{d:.1} ({})", w.against_onset(d))
             } else {
                 format!("{d:.1}")
             })
         )
     };
     let _ = writeln!(md, "{}", row("**model**", r.figures));
+    if let Some((th, of, _)) = r.oracle {
+        let _ = writeln!(md, "{}", row(&format!("oracle (p ≥ {th:.3})"), of));
+    }
     let c = r.chance;
     let _ = writeln!(
         md,
@@ -1093,8 +1139,7 @@ fn write_report(dir: &Path, r: &ReportInput) -> anyhow::Result<PathBuf> {
         c.random_alerts,
         c.random_precision
     );
-    if let Some((th, of, _)) = r.oracle {
-        let _ = writeln!(md, "{}", row(&format!("oracle (p ≥ {th:.3})"), of));
+    if r.oracle.is_some() {
         let _ = writeln!(
             md,
             "\nThe oracle is the simulator's true probability of churning within the horizon, from each customer's hidden state, recorded daily; it alerts when that probability crosses the threshold that gives as many alerts in the window as the model sent (re-armed below 0.8 × the threshold, with the policy's cooldown)."
@@ -1143,6 +1188,7 @@ mod tests {
             Churns {
                 onsets: vec![100 * d, 300 * d],
                 returns: vec![200 * d, Millis::MAX],
+                cancels: Vec::new(),
             },
         )]);
         let c = churns.get("a");
@@ -1186,6 +1232,7 @@ mod tests {
             Churns {
                 onsets: vec![100 * d],
                 returns: vec![Millis::MAX],
+                cancels: Vec::new(),
             },
         )]);
         let c = churns.get("a");
@@ -1201,6 +1248,18 @@ mod tests {
         // first quarter.
         assert_eq!(w.bands(), [120.0, 80.0, 40.0]);
         assert_eq!((f.ahead_7, f.ahead_14, f.ahead_30), (0.0, 1.0, 1.0));
+        // A cancel is the churn itself: its lead runs to the cancel, and
+        // an alert after it is late, gap or not.
+        let cancelled = Churns {
+            onsets: vec![100 * d],
+            returns: vec![Millis::MAX],
+            cancels: vec![100 * d],
+        };
+        assert_eq!(judge_one(Some(&cancelled), 101 * d, &w).0, Class::Late);
+        assert_eq!(judge_one(Some(&cancelled), 95 * d, &w).0, Class::Early);
+        let churns = HashMap::from([("a".to_string(), cancelled)]);
+        let (f, _) = figures(&[("a".to_string(), 95 * d)], &churns, &w);
+        assert_eq!(f.leads, vec![5.0]);
     }
 
     #[test]

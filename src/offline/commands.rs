@@ -1,4 +1,5 @@
-//! The offline commands over event files: `train` and `score`.
+//! The offline commands over event files, `train` and `score`, and
+//! `check-config`.
 //!
 //! Both read JSON lines of the event contract, validate them with the
 //! service's rules and replay them through the service's feature code.
@@ -781,6 +782,12 @@ mod tests {
         assert!(parse_time("yesterday").is_err());
         assert_eq!(parse_days("90d").unwrap(), 90 * DAY_MS);
         assert!(parse_days("-1d").is_err());
+        assert_eq!(parse_days_or_zero("0d").unwrap(), 0);
+        assert_eq!(parse_days_or_zero("14d").unwrap(), 14 * DAY_MS);
+        assert!(parse_days("0d").is_err());
+        assert_eq!(parse_auto_days("auto").unwrap(), AutoDays::Auto);
+        assert_eq!(parse_auto_days("30d").unwrap(), AutoDays::Days(30 * DAY_MS));
+        assert!(parse_auto_days("soon").is_err());
         assert_eq!(csv_field("a,b"), "\"a,b\"");
     }
 }

@@ -407,6 +407,27 @@ mod tests {
     }
 
     #[test]
+    fn the_threshold_lies_between_the_centres_of_the_blocks_about_the_target() {
+        // Two flat blocks: scores 0.1..0.3 churn at 0.2, scores 0.6..0.8 at
+        // 0.6 (centres 0.2 and 0.7). A target of 0.4 is met half-way
+        // between the centres (0.45), not at the upper block's lowest
+        // score (0.6).
+        let mut scores = Vec::new();
+        let mut labels = Vec::new();
+        for i in 0..100 {
+            scores.push(0.1 + 0.2 * i as f64 / 99.0);
+            labels.push(i % 5 == 0);
+            scores.push(0.6 + 0.2 * i as f64 / 99.0);
+            labels.push(i % 5 < 3);
+        }
+        let t = choose_thresholds(&scores, &labels, ThresholdTarget::Precision(0.4));
+        assert!((t.enter - 0.45).abs() < 1e-9, "{t:?}");
+        // A target the lowest block already meets: its lowest score.
+        let t = choose_thresholds(&scores, &labels, ThresholdTarget::Precision(0.1));
+        assert!((t.enter - 0.1).abs() < 1e-9, "{t:?}");
+    }
+
+    #[test]
     fn thresholds_meet_the_target_on_validation() {
         // A calibrated score: score i/2000 churns with probability i/2000.
         let scores: Vec<f64> = (0..2000).map(|i| i as f64 / 2000.0).collect();

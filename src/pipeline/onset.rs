@@ -57,6 +57,11 @@ impl Track {
         all
     }
 
+    /// Whether `t` is a subscription cancel (not the start of a silence).
+    pub fn is_cancel(&self, t: Millis) -> bool {
+        self.cancels.contains(&t)
+    }
+
     /// The onsets known by `end`, one per episode (the earliest point of
     /// each; later ones within `gap` of it are the same episode), earliest
     /// first. Lead times are measured to these.
