@@ -34,7 +34,7 @@ enum Command {
     /// Run the whole pipeline on an in-process mock Kafka cluster with a simulated population.
     Demo(churn_alert::offline::demo::DemoOptions),
     /// Generate a synthetic customer population as event JSONL plus ground truth.
-    Simulate(churn_alert::offline::simulate::SimulateOptions),
+    Simulate(churn_alert::offline::simulate_command::SimulateOptions),
     /// Fit the churn model from event history (JSONL of the event contract)
     /// and write it with a report and plots.
     Train(churn_alert::offline::commands::TrainOptions),
@@ -243,7 +243,7 @@ async fn command(cli: Cli, config: Config) -> anyhow::Result<()> {
             let stop_timeout = std::time::Duration::from_secs(config.service.stop_timeout_seconds);
             churn_alert::offline::demo::run(opts, shutdown_on_signals(stop_timeout)).await?;
         }
-        Command::Simulate(opts) => churn_alert::offline::simulate::run_command(opts)?,
+        Command::Simulate(opts) => churn_alert::offline::simulate_command::run_command(opts)?,
         Command::Train(opts) => churn_alert::offline::commands::train(opts, &config)?,
         Command::Score(opts) => churn_alert::offline::commands::score(opts, &config)?,
         Command::Backtest(opts) => churn_alert::offline::backtest::run(opts, &config)?,

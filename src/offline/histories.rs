@@ -68,7 +68,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Beta, Distribution, Exp, Gamma, LogNormal, Poisson};
 use serde_json::json;
 
-use crate::offline::commands::Usage;
+use crate::offline::flags::Usage;
 use crate::offline::simulate::SimEvent;
 use crate::pipeline::event::{rfc3339, Millis, DAY_MS};
 
@@ -1334,7 +1334,7 @@ mod tests {
                 continue;
             }
             churned += 1;
-            let at = crate::offline::commands::parse_time(f[3]).unwrap();
+            let at = crate::offline::flags::parse_time(f[3]).unwrap();
             let last = events
                 .iter()
                 .filter(|e| e.customer_id == f[0])

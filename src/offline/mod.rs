@@ -5,10 +5,12 @@
 //! - [`train`], [`report`], [`commands`]: fitting and evaluating the model
 //!   from event history, its report, and the `train` and `score` commands.
 //! - [`evaluate`]: ROC/PR AUC, calibration, thresholds.
+//! - [`flags`]: the offline commands' dates, spans and usage errors.
 //! - [`gap`]: the churn gap read from the history's return curve.
 //! - [`backtest`]: the service's own processing replayed over a history,
 //!   with lead times.
-//! - [`simulate`]: the seeded population generator with ground truth.
+//! - [`simulate`]: the seeded population generator with ground truth;
+//!   [`simulate_command`]: the `simulate` command over it and [`histories`].
 //! - [`histories`]: purchase-only retail (BG/NBD, Pareto/NBD) and SaaS
 //!   subscription histories with ground truth.
 //! - [`demo`]: the whole service on an in-process mock cluster.
@@ -18,6 +20,7 @@ pub mod backtest;
 pub mod commands;
 pub mod demo;
 pub mod evaluate;
+pub mod flags;
 pub mod gap;
 pub mod histories;
 pub mod history;
@@ -25,4 +28,5 @@ pub mod produce;
 pub mod progress;
 pub mod report;
 pub mod simulate;
+pub mod simulate_command;
 pub mod train;
