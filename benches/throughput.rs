@@ -40,7 +40,9 @@ use churn_alert::pipeline::event::{Event, DAY_MS};
 use churn_alert::pipeline::features::CustomerState;
 use churn_alert::pipeline::model::Model;
 use churn_alert::pipeline::step;
-use churn_alert::service::processor::{ClockMode, InMessage, Processor};
+use churn_alert::service::processor::{
+    ClockMode, InMessage, Outputs, Processor, Rules, StagedStore,
+};
 use churn_alert::store::{Commit, PartitionMeta, Store};
 use churn_alert::telemetry::metrics::Count;
 use churn_alert::telemetry::metrics::Metrics;
@@ -126,23 +128,25 @@ fn bench_store(
 ) -> (f64, u64, usize) {
     let dir = tempfile::tempdir().unwrap();
     let store = open_engine(engine, dir.path());
-    let mut p = Processor::new(
-        cfg.feature_spec(),
+    let p = Processor::new(
+        Rules {
+            spec: cfg.feature_spec(),
+            model: Arc::new(model.clone()),
+            policy: cfg.policy(),
+        },
         cfg.validator(),
-        cfg.policy(),
-        Arc::new(model.clone()),
-        store.clone(),
         Metrics::new(),
         clock,
-        "customer-events".into(),
+        Outputs::new("customer-events", cfg.kafka.dead_letter_max_bytes),
     );
+    let mut view = StagedStore::new(store.clone(), p.metrics.clone());
     let now = churn_alert::pipeline::event::wall_now();
     let start = Instant::now();
     let mut writes = 0;
     for chunk in msgs.chunks(batch) {
-        let b = p.process(chunk, now).unwrap();
+        let b = p.process(&mut view, chunk, now).unwrap();
         writes += b.commits.values().map(|c| c.states.len()).sum::<usize>();
-        p.commit(&b).unwrap();
+        view.commit(&b.commits).unwrap();
         if flush_on_commit {
             store.flush().unwrap();
         }

@@ -38,7 +38,9 @@ use crate::kafka::settings::KafkaConfig;
 use crate::pipeline::error::{Classify, ErrorClass};
 use crate::pipeline::event::Millis;
 use crate::pipeline::features::CustomerState;
-use crate::store::{decode_state, encode_state, Commit, PartitionMeta, Store, StoreError};
+use crate::store::{
+    decode_state, encode_state, BackupError, Commit, PartitionMeta, StateBackup, Store, StoreError,
+};
 use crate::telemetry::events::{Dependency, DependencyFailed, RestoreRecordApplied};
 use crate::telemetry::metrics::Metrics;
 
@@ -293,6 +295,21 @@ pub fn last_meta(cfg: &KafkaConfig, partition: i32) -> Result<Option<MetaValue>,
         }
     }
     Ok(None)
+}
+
+/// The changelog as the backup of committed states (see
+/// [`committed_state`]).
+pub struct ChangelogBackup(pub KafkaConfig);
+
+impl StateBackup for ChangelogBackup {
+    fn committed(
+        &self,
+        partition: i32,
+        customer: &str,
+        upto: i64,
+    ) -> Result<Option<CustomerState>, BackupError> {
+        committed_state(&self.0, partition, customer, upto).map_err(|e| Box::new(e) as BackupError)
+    }
 }
 
 /// One customer's state as the changelog holds it for the partition's

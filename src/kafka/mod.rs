@@ -4,7 +4,8 @@
 //!   builder of librdkafka client settings.
 //! - [`error`]: which Kafka errors a retry can fix.
 //! - [`mock`]: the in-process mock cluster the demo runs on.
-//! - [`record`]: input messages and output records.
+//! - [`record`]: input messages and output records; [`outputs`]: the
+//!   encoding of alerts, triggers, outcomes, tombstones and dead letters.
 //! - [`source`]: the input consumer (rebalance callbacks, assignment) and
 //!   the publisher of outputs.
 //! - [`changelog`]: the compacted changelog every state change is written
@@ -19,6 +20,7 @@ pub mod changelog;
 pub mod client;
 pub mod error;
 pub mod mock;
+pub mod outputs;
 pub mod owner;
 pub mod partitioner;
 pub mod record;

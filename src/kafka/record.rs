@@ -44,56 +44,6 @@ pub enum OutKind {
     Changelog,
 }
 
-/// The payload of a dead letter: the original bytes, cut to at most `max`
-/// so that the dead-letter topic can always take it, with headers that
-/// say what was cut: the original size, the SHA-256 of the original bytes
-/// (to find and check the original in the source topic) and whether the
-/// payload was truncated.
-pub fn dead_letter_body(original: &[u8], max: usize) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(original);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    let truncated = original.len() > max;
-    let kept = original[..original.len().min(max)].to_vec();
-    let headers = vec![
-        (
-            "dlq-original-size".to_string(),
-            original.len().to_string().into_bytes(),
-        ),
-        ("dlq-original-sha256".to_string(), hex.into_bytes()),
-        (
-            "dlq-truncated".to_string(),
-            truncated.to_string().into_bytes(),
-        ),
-    ];
-    (kept, headers)
-}
-
-/// The prefix of a dead letter's copies of the original's own headers.
-pub const ORIGINAL_HEADER_PREFIX: &str = "dlq-header-";
-
-/// Most bytes of the original's own headers a dead letter copies, so that
-/// with the service's own headers they stay within the 16 KiB the config
-/// check leaves beside the payload.
-pub const ORIGINAL_HEADERS_MAX_BYTES: usize = 8 * 1024;
-
-/// A dead letter's copies of the original's headers, prefixed, in order,
-/// while they fit in [`ORIGINAL_HEADERS_MAX_BYTES`]; then
-/// `dlq-headers-truncated: true`.
-pub fn original_headers(headers: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::with_capacity(headers.len());
-    let mut size = 0;
-    for (k, v) in headers {
-        size += ORIGINAL_HEADER_PREFIX.len() + k.len() + v.len();
-        if size > ORIGINAL_HEADERS_MAX_BYTES {
-            out.push(("dlq-headers-truncated".to_string(), b"true".to_vec()));
-            break;
-        }
-        out.push((format!("{ORIGINAL_HEADER_PREFIX}{k}"), v.clone()));
-    }
-    out
-}
-
 /// The W3C Trace Context headers of an input (`traceparent`, with
 /// `tracestate` when present), copied onto the outputs it causes so they
 /// continue its trace. A `traceparent` that is not well-formed is left out,
@@ -189,11 +139,6 @@ impl OutKind {
 mod tests {
     use super::*;
 
-    fn header<'a>(h: &'a [(String, Vec<u8>)], k: &str) -> &'a str {
-        let v = &h.iter().find(|(n, _)| n == k).expect(k).1;
-        std::str::from_utf8(v).unwrap()
-    }
-
     #[test]
     fn only_a_well_formed_traceparent_is_carried() {
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -222,43 +167,5 @@ mod tests {
             assert!(trace_context(&h(bad)).is_empty(), "{bad}");
         }
         assert!(trace_context(&[("tracestate".into(), b"a=b".to_vec())]).is_empty());
-    }
-
-    #[test]
-    fn a_dead_letter_copies_the_original_headers_within_a_bound() {
-        let small = vec![("trace".to_string(), b"abc".to_vec())];
-        assert_eq!(
-            original_headers(&small),
-            vec![("dlq-header-trace".to_string(), b"abc".to_vec())]
-        );
-        let big: Vec<(String, Vec<u8>)> = (0..10)
-            .map(|i| (format!("h{i}"), vec![b'x'; 2000]))
-            .collect();
-        let h = original_headers(&big);
-        let copied: usize = h.iter().map(|(k, v)| k.len() + v.len()).sum();
-        assert!(copied <= ORIGINAL_HEADERS_MAX_BYTES + 64, "{copied}");
-        assert_eq!(h.last().unwrap().0, "dlq-headers-truncated");
-        assert_eq!(h.len(), 5, "four whole headers, then the marker");
-    }
-
-    #[test]
-    fn a_dead_letter_body_is_cut_to_its_limit_and_says_what_it_was() {
-        let big = vec![b'x'; 2_000_000];
-        let (kept, h) = dead_letter_body(&big, 1000);
-        assert_eq!(kept.len(), 1000);
-        assert_eq!(header(&h, "dlq-original-size"), "2000000");
-        assert_eq!(header(&h, "dlq-truncated"), "true");
-        let sha = header(&h, "dlq-original-sha256");
-        assert_eq!(sha.len(), 64);
-        // The hash is of the original, not of what was kept.
-        let (_, h_kept) = dead_letter_body(&kept, 1000);
-        assert_ne!(header(&h_kept, "dlq-original-sha256"), sha);
-        let (small, h) = dead_letter_body(b"{}", 1000);
-        assert_eq!(small, b"{}");
-        assert_eq!(header(&h, "dlq-truncated"), "false");
-        assert_eq!(
-            header(&h, "dlq-original-sha256"),
-            "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
-        );
     }
 }

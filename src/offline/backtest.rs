@@ -37,7 +37,9 @@ use crate::pipeline::event::{rfc3339, Millis, DAY_MS};
 use crate::pipeline::model::Model;
 use crate::pipeline::onset::Track;
 use crate::pipeline::step::Alert;
-use crate::service::processor::{ClockMode, InMessage, OutKind, Processor};
+use crate::service::processor::{
+    ClockMode, InMessage, OutKind, Outputs, Processor, Rules, StagedStore,
+};
 
 /// Flags of `churn-alert backtest`.
 #[derive(Debug, Clone, clap::Args)]
@@ -545,16 +547,22 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
         "--partitions must be 1 to 1024"
     );
     let partitioner = config.kafka.partitioner;
-    let mut processor = Processor::new(
-        spec.clone(),
+    let metrics = crate::telemetry::metrics::Metrics::new();
+    let processor = Processor::new(
+        Rules {
+            spec: spec.clone(),
+            model: Arc::new(model.clone()),
+            policy: config.policy_for(Some(model.file())),
+        },
         config.validator(),
-        config.policy_for(Some(model.file())),
-        Arc::new(model.clone()),
-        Arc::new(crate::store::MemStore::default()),
-        crate::telemetry::metrics::Metrics::new(),
+        metrics.clone(),
         ClockMode::Event,
-        config.kafka.input_topic.clone(),
+        Outputs::new(
+            &config.kafka.input_topic,
+            config.kafka.dead_letter_max_bytes,
+        ),
     );
+    let mut view = StagedStore::new(Arc::new(crate::store::MemStore::default()), metrics);
     let mut offsets = vec![0i64; opts.partitions];
     let mut batch: Vec<InMessage> = Vec::with_capacity(BATCH);
     let mut alerts: Vec<Alert> = Vec::new();
@@ -566,13 +574,13 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
     // future, as the live service does.
     let wall_now = crate::pipeline::event::wall_now();
     let mut flush = |batch: &mut Vec<InMessage>, alerts: &mut Vec<Alert>| -> anyhow::Result<()> {
-        let b = processor.process(batch, wall_now)?;
+        let b = processor.process(&mut view, batch, wall_now)?;
         for r in &b.records {
             if r.kind == OutKind::Alert && !r.payload.is_empty() {
                 alerts.push(serde_json::from_slice(&r.payload).context("reading an alert")?);
             }
         }
-        processor.commit(&b)?;
+        view.commit(&b.commits)?;
         batch.clear();
         Ok(())
     };

@@ -100,6 +100,44 @@ impl Output {
     }
 }
 
+/// What the fold decides with: the feature spec, the model and the
+/// retention policy, replaced together when the model or policy reloads.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub spec: FeatureSpec,
+    pub model: std::sync::Arc<Model>,
+    pub policy: Policy,
+}
+
+impl Rules {
+    /// [`step`] with these rules.
+    pub fn step(
+        &self,
+        state: Option<CustomerState>,
+        event: &Event,
+        now: Millis,
+    ) -> (Option<CustomerState>, Output) {
+        step(state, event, now, &self.model, &self.policy, &self.spec)
+    }
+
+    /// [`rescore`] with these rules.
+    pub fn rescore(
+        &self,
+        state: CustomerState,
+        customer_id: &str,
+        now: Millis,
+    ) -> (CustomerState, Output) {
+        rescore(
+            state,
+            customer_id,
+            now,
+            &self.model,
+            &self.policy,
+            &self.spec,
+        )
+    }
+}
+
 /// Applies one event to a customer's state, scores the customer as of `now`
 /// and decides on alerts. `state` is `None` for a customer never seen.
 ///

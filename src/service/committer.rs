@@ -5,7 +5,7 @@
 //!
 //! The store write runs on a blocking thread while the loop gathers and
 //! processes the next batch, which reads the written states through the
-//! processor's staged view ([`Processor::stage`]); that batch is published
+//! committer's staged view ([`StagedStore::stage`]); that batch is published
 //! only once the write has landed ([`Committer::land`]). Outputs, changelog
 //! and store still follow batch order, and a crash while a write is under
 //! way is the same as a crash between delivery and commit: the batch is
@@ -30,15 +30,14 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::kafka::record::{
-    cloudevents_headers, dead_letter_body, original_headers, trace_context, InMessage, OutKind,
-    OutRecord, ORIGINAL_HEADER_PREFIX,
-};
+use crate::kafka::outputs::{without_payload, Outputs};
+use crate::kafka::record::{InMessage, OutKind, OutRecord};
 use crate::kafka::source::{Input, Publisher};
 use crate::kafka::KafkaError;
 use crate::pipeline::error::{Classify, ErrorClass, Failure};
 use crate::pipeline::event::wall_now;
 use crate::service::processor::{Batch, Processor};
+use crate::service::staged_store::StagedStore;
 use crate::store::{Commit, PartitionMeta, Store, StoreError};
 use crate::telemetry::events::{
     BatchDone, Dependency, DependencyFailed, OutputRefused, ProducerRecreated,
@@ -92,7 +91,7 @@ enum Settle {
 
 /// A batch whose records are delivered and whose state and offsets are
 /// being written to the store on a blocking thread.
-pub struct InFlight {
+struct InFlight {
     /// The batch, less its commits (for its telemetry).
     batch: Batch,
     commits: Arc<BTreeMap<i32, Commit>>,
@@ -102,8 +101,8 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    /// The write's outcome (await once, then hand it to [`Committer::finish`]).
-    pub async fn written(&mut self) -> Result<(), StoreError> {
+    /// The write's outcome (awaited once).
+    async fn written(&mut self) -> Result<(), StoreError> {
         match (&mut self.write).await {
             Ok(res) => res,
             Err(e) => match e.try_into_panic() {
@@ -120,7 +119,7 @@ fn write_durably(
     commits: &BTreeMap<i32, Commit>,
     flush: bool,
 ) -> Result<(), StoreError> {
-    Processor::write(store, commits)?;
+    StagedStore::write(store, commits)?;
     if flush {
         store.flush()?;
     }
@@ -140,11 +139,20 @@ pub struct Committer<'a> {
     pub shutdown: &'a CancellationToken,
     /// This instance's `admin.advertised_url`, written into meta records.
     pub owner: Option<String>,
-    /// Largest payload a dead letter carries (`kafka.dead_letter_max_bytes`).
-    pub dead_letter_max_bytes: usize,
+    /// Encodes the dead letters of outputs the broker refuses.
+    pub outputs: Outputs,
     /// Where the schemas of framed messages come from (`schema_registry`).
     pub registry: Option<&'a crate::registry::Registry>,
+    /// The store as the processor reads it, with the batch being written.
+    pub state: StagedStore,
+    /// The batch whose store write is under way, if any.
+    pub in_flight: Pending,
 }
+
+/// The batch whose store write is under way: at most one, landed before
+/// the next batch is published and before partitions change hands.
+#[derive(Default)]
+pub struct Pending(Option<InFlight>);
 
 impl Committer<'_> {
     /// Fetches the schemas of the batch's framed messages that the
@@ -167,7 +175,15 @@ impl Committer<'_> {
             .collect();
         wanted.sort_unstable();
         wanted.dedup();
-        processor.make_room_for_schemas(wanted.len());
+        // Past 10,000 ids, those that could not be had are forgotten
+        // (asked for again when met again), so a stream of made-up ids
+        // cannot grow memory without bound; never during a batch, which
+        // needs its own.
+        if processor.schemas.len() + wanted.len() > 10_000 {
+            processor
+                .schemas
+                .retain(|_, e| matches!(e, crate::pipeline::wire::SchemaEntry::Ready(_)));
+        }
         for id in wanted {
             let entry = loop {
                 let fetched = tokio::select! {
@@ -186,7 +202,8 @@ impl Committer<'_> {
             if let crate::pipeline::wire::SchemaEntry::Unusable(why) = &entry {
                 tracing::warn!(schema_id = id, reason = %why, "schema cannot be used; its messages are dead-lettered as unknown_schema");
             }
-            processor.remember_schema(id, entry);
+            // Ids never change what they name.
+            processor.schemas.insert(id, entry);
         }
         Ok(())
     }
@@ -258,7 +275,7 @@ impl Committer<'_> {
             let mut transient = None;
             for (record, e) in delivery.failed {
                 let topic = self.publisher.topic(record.kind);
-                match settle(&record, &e, topic, self.dead_letter_max_bytes) {
+                match settle(&record, &e, topic, &self.outputs) {
                     Settle::Retry => {
                         pending.push(record);
                         transient.get_or_insert(e);
@@ -306,10 +323,9 @@ impl Committer<'_> {
     /// commit. An error when stopped before the batch was committed (it is
     /// then replayed on the next start).
     pub async fn handle(
-        &self,
+        &mut self,
         processor: &mut Processor,
         msgs: Option<Vec<InMessage>>,
-        in_flight: &mut Option<InFlight>,
     ) -> Result<(), Stopped> {
         self.health.working();
         // Sweeps (mostly empty) are spans only at debug level.
@@ -317,22 +333,19 @@ impl Committer<'_> {
             Some(m) => tracing::info_span!("batch", messages = m.len()),
             None => tracing::debug_span!("sweep"),
         };
-        let done =
-            tracing::Instrument::instrument(self.handle_inner(processor, msgs, in_flight), span)
-                .await;
+        let done = tracing::Instrument::instrument(self.handle_inner(processor, msgs), span).await;
         // Work stays in hand while a batch's write is under way (see
         // `finish`), so a write that keeps failing reads as a stall.
-        if done.is_ok() && in_flight.is_none() {
+        if done.is_ok() && !self.writing() {
             self.health.progressed();
         }
         done
     }
 
     async fn handle_inner(
-        &self,
+        &mut self,
         processor: &mut Processor,
         msgs: Option<Vec<InMessage>>,
-        in_flight: &mut Option<InFlight>,
     ) -> Result<(), Stopped> {
         let started = std::time::Instant::now();
         let mut attempt = 0;
@@ -341,8 +354,11 @@ impl Committer<'_> {
         }
         let mut batch: Batch = loop {
             let res = match &msgs {
-                Some(m) => processor.process(m, wall_now()),
-                None => processor.sweep_only(&self.input.context().active(), wall_now()),
+                Some(m) => processor.process(&mut self.state, m, wall_now()),
+                None => {
+                    let active = self.input.context().active();
+                    processor.sweep_only(&mut self.state, &active, wall_now())
+                }
             };
             match res {
                 Ok(b) => break b,
@@ -351,24 +367,24 @@ impl Committer<'_> {
         };
         // The previous batch's write lands before this one is published;
         // this one is still in hand (its publish may wait for the broker).
-        self.land(processor, in_flight).await?;
+        self.land().await?;
         self.health.working();
         if batch.commits.is_empty() && batch.records.is_empty() {
             return Ok(());
         }
-        self.publish(processor, &mut batch, &mut attempt).await?;
+        self.publish(&mut batch, &mut attempt).await?;
         let commits = Arc::new(std::mem::take(&mut batch.commits));
-        processor.stage(commits.clone());
+        self.state.stage(commits.clone());
         self.health.working();
         let write = {
             let (store, commits, flush) = (
-                processor.store.clone(),
+                self.state.store().clone(),
                 commits.clone(),
                 self.flush_on_commit,
             );
             tokio::task::spawn_blocking(move || write_durably(&*store, &commits, flush))
         };
-        *in_flight = Some(InFlight {
+        self.in_flight.0 = Some(InFlight {
             batch,
             commits,
             write,
@@ -378,34 +394,45 @@ impl Committer<'_> {
         Ok(())
     }
 
-    /// Waits for the batch in flight (if any) to be written.
-    pub async fn land(
-        &self,
-        processor: &mut Processor,
-        in_flight: &mut Option<InFlight>,
-    ) -> Result<(), Stopped> {
-        let Some(mut f) = in_flight.take() else {
-            return Ok(());
-        };
-        let res = f.written().await;
-        self.finish(processor, f, res).await
+    /// Whether a batch's store write is under way.
+    pub fn writing(&self) -> bool {
+        self.in_flight.0.is_some()
     }
 
-    /// Completes a batch whose write returned `res`: a failed write is tried
-    /// again (whole) while a retry can fix it. Then the batch is committed:
-    /// the commit point, durable before anything newer is published.
-    pub async fn finish(
-        &self,
-        processor: &mut Processor,
-        f: InFlight,
-        mut res: Result<(), StoreError>,
-    ) -> Result<(), Stopped> {
+    /// The outcome of the store write under way (pending forever when
+    /// there is none); hand it to [`Committer::finish`].
+    pub async fn written(&mut self) -> Result<(), StoreError> {
+        match &mut self.in_flight.0 {
+            Some(f) => f.written().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Waits for the batch in flight (if any) to be written.
+    pub async fn land(&mut self) -> Result<(), Stopped> {
+        if !self.writing() {
+            return Ok(());
+        }
+        let res = self.written().await;
+        self.finish(res).await
+    }
+
+    /// Completes the batch in flight, whose write returned `res`: a failed
+    /// write is tried again (whole) while a retry can fix it. Then the
+    /// batch is committed: the commit point, durable before anything newer
+    /// is published.
+    pub async fn finish(&mut self, mut res: Result<(), StoreError>) -> Result<(), Stopped> {
+        let Some(f) = self.in_flight.0.take() else {
+            return Ok(());
+        };
         let mut attempt = 0;
         while let Err(e) = res {
+            // Stopped here, the batch is not committed: the next start
+            // replays it.
             self.store_retry(&mut attempt, e).await?;
-            res = write_durably(&*processor.store, &f.commits, self.flush_on_commit);
+            res = write_durably(&**self.state.store(), &f.commits, self.flush_on_commit);
         }
-        processor.landed();
+        self.state.landed();
         self.health.progressed();
         self.health.committing.store(true, Ordering::Relaxed);
         if self.commit_to_kafka && f.from_input {
@@ -426,16 +453,11 @@ impl Committer<'_> {
     /// those are delivered, one meta record per partition closing its batch
     /// (see [`crate::kafka::changelog`]), whose offsets the commit records
     /// as where the changelog now ends.
-    async fn publish(
-        &self,
-        processor: &mut Processor,
-        batch: &mut Batch,
-        attempt: &mut u32,
-    ) -> Result<(), Stopped> {
+    async fn publish(&mut self, batch: &mut Batch, attempt: &mut u32) -> Result<(), Stopped> {
         let mut first = std::mem::take(&mut batch.records);
         let mut metas = Vec::new();
         for (p, c) in &batch.commits {
-            let before = processor.meta(*p).unwrap_or_default();
+            let before = self.state.meta(*p).unwrap_or_default();
             let moved = PartitionMeta {
                 changelog_next: before.changelog_next,
                 ..c.meta
@@ -471,76 +493,17 @@ impl Committer<'_> {
 }
 
 /// What to do with a record (bound for `topic`) that failed with `e`.
-fn settle(record: &OutRecord, e: &KafkaError, topic: &str, dead_letter_max_bytes: usize) -> Settle {
+fn settle(record: &OutRecord, e: &KafkaError, topic: &str, outputs: &Outputs) -> Settle {
     match (e.class(), record.kind) {
         (ErrorClass::Transient, _) => Settle::Retry,
         (ErrorClass::Rejected, OutKind::Alert | OutKind::Trigger | OutKind::Outcome) => {
-            Settle::Replace(
-                unpublishable(record, e, topic, dead_letter_max_bytes),
-                "dead_lettered",
-            )
+            Settle::Replace(outputs.unpublishable(record, e, topic), "dead_lettered")
         }
-        (ErrorClass::Rejected, OutKind::DeadLetter)
-            if !record
-                .headers
-                .iter()
-                .any(|(k, _)| k == "dlq-payload-dropped") =>
-        {
-            let mut bare = record.clone();
-            bare.payload.clear();
-            // The original's own headers go too: they may be what is large.
-            bare.headers.retain(|(k, _)| {
-                !k.starts_with(ORIGINAL_HEADER_PREFIX) && k != "dlq-headers-truncated"
-            });
-            bare.headers.push((
-                "dlq-payload-dropped".to_string(),
-                e.to_string().into_bytes(),
-            ));
-            Settle::Replace(bare, "payload_dropped")
-        }
+        (ErrorClass::Rejected, OutKind::DeadLetter) => match without_payload(record, e) {
+            Some(bare) => Settle::Replace(bare, "payload_dropped"),
+            None => Settle::Halt,
+        },
         _ => Settle::Halt,
-    }
-}
-
-/// The dead letter that stands for an output the broker refused.
-fn unpublishable(record: &OutRecord, e: &KafkaError, topic: &str, max: usize) -> OutRecord {
-    let (payload, about) = dead_letter_body(&record.payload, max);
-    let mut headers = vec![
-        ("dlq-reason-code".to_string(), b"unpublishable".to_vec()),
-        (
-            "dlq-reason".to_string(),
-            format!(
-                "the broker refused this {} for good: {e}",
-                record.kind.as_str()
-            )
-            .into_bytes(),
-        ),
-        ("dlq-output-topic".to_string(), topic.as_bytes().to_vec()),
-    ];
-    headers.extend(about);
-    let own = |name: &str| {
-        record
-            .headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default()
-    };
-    let (id, source, time) = (own("ce_id"), own("ce_source"), own("ce_time"));
-    headers.extend(original_headers(&record.headers));
-    headers.extend(trace_context(&record.headers));
-    headers.extend(cloudevents_headers(
-        OutKind::DeadLetter,
-        &format!("unpublishable-{id}"),
-        &source,
-        &time,
-    ));
-    OutRecord {
-        kind: OutKind::DeadLetter,
-        key: record.key.clone(),
-        payload,
-        headers,
-        partition: None,
     }
 }
 
@@ -587,10 +550,14 @@ mod tests {
         let denied = KafkaError::MessageProduction(C::TopicAuthorizationFailed);
         let timeout = KafkaError::MessageProduction(C::MessageTimedOut);
         let down = KafkaError::MessageProduction(C::AllBrokersDown);
+        let outputs = Outputs::new("customer-events", 1000);
         // Transient: retried, whatever the record.
         for kind in [OutKind::Alert, OutKind::Changelog, OutKind::DeadLetter] {
             for e in [&timeout, &down] {
-                assert!(matches!(settle(&record(kind), e, "t", 1000), Settle::Retry));
+                assert!(matches!(
+                    settle(&record(kind), e, "t", &outputs),
+                    Settle::Retry
+                ));
             }
         }
         // An output refused for good becomes a dead letter, cut to size,
@@ -598,7 +565,7 @@ mod tests {
         for kind in [OutKind::Alert, OutKind::Trigger, OutKind::Outcome] {
             for e in [&too_large, &invalid] {
                 let Settle::Replace(dl, "dead_lettered") =
-                    settle(&record(kind), e, "churn-alerts", 1000)
+                    settle(&record(kind), e, "churn-alerts", &outputs)
                 else {
                     panic!("{kind:?} {e}: not dead-lettered");
                 };
@@ -614,24 +581,24 @@ mod tests {
         // A dead letter refused for good goes again without its payload,
         // once; refused again, the service stops.
         let Settle::Replace(bare, "payload_dropped") =
-            settle(&record(OutKind::DeadLetter), &too_large, "dlq", 1000)
+            settle(&record(OutKind::DeadLetter), &too_large, "dlq", &outputs)
         else {
             panic!("dead letter not sent bare");
         };
         assert!(bare.payload.is_empty());
         assert_eq!(header(&bare, "dlq-reason-code"), "undecodable");
         assert!(matches!(
-            settle(&bare, &too_large, "dlq", 1000),
+            settle(&bare, &too_large, "dlq", &outputs),
             Settle::Halt
         ));
         // Refused state, or not authorized: no retry can help; stop.
         assert!(matches!(
-            settle(&record(OutKind::Changelog), &too_large, "cl", 1000),
+            settle(&record(OutKind::Changelog), &too_large, "cl", &outputs),
             Settle::Halt
         ));
         for kind in [OutKind::Alert, OutKind::DeadLetter, OutKind::Changelog] {
             assert!(matches!(
-                settle(&record(kind), &denied, "t", 1000),
+                settle(&record(kind), &denied, "t", &outputs),
                 Settle::Halt
             ));
         }

@@ -12,7 +12,7 @@ use crate::admin::control::Control;
 use crate::config::Config;
 use crate::kafka::record::InMessage;
 use crate::pipeline::model::Model;
-use crate::service::committer::{Committer, Halted, InFlight, Stopped};
+use crate::service::committer::{Committer, Halted, Stopped};
 use crate::service::partitions::Partitions;
 use crate::service::processor::{ClockMode, Processor};
 use crate::telemetry::events::{Dependency, DependencyFailed, PolicyInUse};
@@ -37,58 +37,55 @@ impl MainLoop<'_> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let wake = self.committer.input.context().wake.clone();
         let sweeps = self.processor.clock == ClockMode::Wall;
-        // A batch whose store write is under way; it lands before the next
-        // batch is published, and before partitions are taken or given up.
-        let mut in_flight: Option<InFlight> = None;
+        // A batch's store write may be under way (the committer holds it);
+        // it lands before the next batch is published, and before
+        // partitions are taken or given up.
         // When the last batch was closed (see `gather`).
         let mut last_batch: Option<tokio::time::Instant> = None;
         let stopped = loop {
             self.take_reloads();
-            let (input, p) = (self.committer.input, &mut self.processor);
+            let input = self.committer.input;
+            let writing = self.committer.writing();
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => break Ok(()),
                 // Restores start as soon as partitions are assigned.
                 _ = wake.notified() => {
-                    if let Err(stop) = self.committer.land(p, &mut in_flight).await {
+                    if let Err(stop) = self.committer.land().await {
                         break Err(stop);
                     }
-                    self.partitions.follow(input, p);
+                    self.partitions.follow(input, &mut self.committer.state);
                 }
                 Some(done) = self.partitions.next_restored() => {
-                    if let Err(stop) = self.committer.land(p, &mut in_flight).await {
+                    if let Err(stop) = self.committer.land().await {
                         break Err(stop);
                     }
-                    if let Err(stop) = self.partitions.restored(done, &self.committer, p).await {
+                    if let Err(stop) = self.partitions.restored(done, &mut self.committer).await {
                         break Err(stop);
                     }
-                    self.partitions.follow(input, p);
+                    self.partitions.follow(input, &mut self.committer.state);
                 }
                 _ = tick.tick() => {
-                    if let Err(stop) = self.committer.land(p, &mut in_flight).await {
+                    if let Err(stop) = self.committer.land().await {
                         break Err(stop);
                     }
-                    self.partitions.follow(input, p);
-                    self.partitions.release_unowned(input, p);
+                    self.partitions.follow(input, &mut self.committer.state);
+                    self.partitions.release_unowned(input, &mut self.committer.state);
                     if sweeps {
                         self.take_reloads();
-                        let c = &self.committer;
-                        if let Err(stop) = c.handle(&mut self.processor, None, &mut in_flight).await {
+                        if let Err(stop) = self.committer.handle(&mut self.processor, None).await {
                             break Err(stop);
                         }
                     }
                 }
                 // A write that lands while no input comes is committed now.
-                res = async { in_flight.as_mut().expect("guarded").written().await },
-                    if in_flight.is_some() =>
-                {
-                    let f = in_flight.take().expect("guarded");
-                    if let Err(stop) = self.committer.finish(p, f, res).await {
+                res = self.committer.written(), if writing => {
+                    if let Err(stop) = self.committer.finish(res).await {
                         break Err(stop);
                     }
                 }
                 first = input.recv() => {
-                    let msgs = match self.gather(first, &mut last_batch, &mut in_flight).await {
+                    let msgs = match self.gather(first, &mut last_batch).await {
                         Ok(Some(msgs)) => msgs,
                         Ok(None) => continue,
                         Err(stop) => break Err(stop),
@@ -96,8 +93,7 @@ impl MainLoop<'_> {
                     // A reload accepted while the loop waited for input
                     // applies to this batch.
                     self.take_reloads();
-                    let c = &self.committer;
-                    if let Err(stop) = c.handle(&mut self.processor, Some(msgs), &mut in_flight).await {
+                    if let Err(stop) = self.committer.handle(&mut self.processor, Some(msgs)).await {
                         break Err(stop);
                     }
                 }
@@ -105,11 +101,7 @@ impl MainLoop<'_> {
         };
         // A clean stop keeps the batch whose records were delivered.
         let stopped = match stopped {
-            Ok(()) | Err(Stopped::Shutdown) => self
-                .committer
-                .land(&mut self.processor, &mut in_flight)
-                .await
-                .and(stopped),
+            Ok(()) | Err(Stopped::Shutdown) => self.committer.land().await.and(stopped),
             halted => halted,
         };
         self.partitions.cancel_all();
@@ -128,12 +120,13 @@ impl MainLoop<'_> {
         }
         if new_policy.is_some() || self.models.has_changed().unwrap_or(false) {
             let m = self.models.borrow_and_update().clone();
-            self.processor.policy = self.config.policy_for(Some(m.file()));
+            let rules = &mut self.processor.rules;
+            rules.policy = self.config.policy_for(Some(m.file()));
             self.committer.metrics.emit(PolicyInUse {
-                policy: &self.processor.policy,
+                policy: &rules.policy,
             });
-            self.processor.model = m.clone();
-            self.control.set_current(m, self.processor.policy.clone());
+            rules.model = m.clone();
+            self.control.set_current(m, rules.policy.clone());
         }
     }
 
@@ -155,7 +148,6 @@ impl MainLoop<'_> {
         &mut self,
         first: Result<InMessage, crate::kafka::KafkaError>,
         last: &mut Option<tokio::time::Instant>,
-        in_flight: &mut Option<InFlight>,
     ) -> Result<Option<Vec<InMessage>>, Stopped> {
         let k = &self.config.kafka;
         let input = self.committer.input;
@@ -201,9 +193,9 @@ impl MainLoop<'_> {
         // under way lands before partitions change hands.
         let changes = Partitions::changes(input);
         if !changes.0.is_empty() {
-            self.committer.land(&mut self.processor, in_flight).await?;
+            self.committer.land().await?;
         }
-        let stale = self.partitions.apply(changes, &mut self.processor);
+        let stale = self.partitions.apply(changes, &mut self.committer.state);
         let active = input.context().active();
         msgs.retain(|m| !stale.contains(&m.partition) && active.contains(&m.partition));
         Ok((!msgs.is_empty()).then_some(msgs))

@@ -17,8 +17,11 @@
 //! - [`wiring`]: the [`Service`], what it starts with and how it starts.
 //! - [`main_loop`]: the `select!` loop over messages, ticks, restores and
 //!   shutdown.
-//! - [`processor`]: batches of messages → outputs and per-partition commits.
-//! - [`committer`]: publish → changelog → store commit, with retries.
+//! - [`processor`]: the fold: batches of messages → outputs and
+//!   per-partition commits.
+//! - [`committer`]: publish → changelog → store commit, with retries; it
+//!   owns the [`staged_store`] the processor reads and the write under way.
+//! - [`side_by_side`]: a large batch's partitions on threads of their own.
 //! - [`partitions`]: restores from the changelog and release of partitions
 //!   owned elsewhere.
 //! - [`reload`]: model file reloads.
@@ -28,6 +31,8 @@ pub mod main_loop;
 pub mod partitions;
 pub mod processor;
 pub mod reload;
+pub mod side_by_side;
+pub mod staged_store;
 pub mod wiring;
 
 pub use wiring::{open_store, Service, StartError};

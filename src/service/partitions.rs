@@ -14,7 +14,7 @@ use crate::kafka::changelog::{Plan, RestoreError, Restored};
 use crate::kafka::settings::KafkaConfig;
 use crate::kafka::source::Input;
 use crate::service::committer::{Committer, Stopped};
-use crate::service::processor::Processor;
+use crate::service::staged_store::StagedStore;
 use crate::store::{Commit, PartitionMeta, Store, StoreError};
 use crate::telemetry::events::{
     Dependency, DependencyFailed, PartitionCommitted, PartitionReleased, PartitionRestored,
@@ -90,9 +90,9 @@ impl Partitions {
     /// partitions is forgotten, restores of partitions that went are
     /// cancelled, and newly assigned partitions start restoring. Returns
     /// the changed partitions.
-    pub fn follow(&mut self, input: &Input, processor: &mut Processor) -> BTreeSet<i32> {
+    pub fn follow(&mut self, input: &Input, view: &mut StagedStore) -> BTreeSet<i32> {
         let changes = Self::changes(input);
-        self.apply(changes, processor)
+        self.apply(changes, view)
     }
 
     /// What rebalances changed since the last look, taken (for
@@ -104,10 +104,10 @@ impl Partitions {
     }
 
     /// Takes in changes (see [`Partitions::follow`]).
-    pub fn apply(&mut self, changes: Changes, processor: &mut Processor) -> BTreeSet<i32> {
+    pub fn apply(&mut self, changes: Changes, view: &mut StagedStore) -> BTreeSet<i32> {
         let (changed, restoring, epoch) = changes;
         for p in &changed {
-            processor.forget(*p);
+            view.forget(*p);
             if let Some(r) = self.running.remove(p) {
                 r.cancel.store(true, Ordering::Relaxed);
             }
@@ -170,8 +170,7 @@ impl Partitions {
     pub async fn restored(
         &mut self,
         done: Finished,
-        committer: &Committer<'_>,
-        processor: &mut Processor,
+        committer: &mut Committer<'_>,
     ) -> Result<(), Stopped> {
         let p = done.partition;
         if self.running.get(&p).is_none_or(|r| r.id != done.id) {
@@ -197,7 +196,7 @@ impl Partitions {
                 return Ok(());
             }
         };
-        processor.forget(p);
+        committer.state.forget(p);
         self.metrics.emit(PartitionRestored {
             partition: p,
             plan: &r.plan,
@@ -301,8 +300,8 @@ impl Partitions {
 
     /// Deletes local state of partitions another instance has owned for
     /// `kafka.release_unowned_after_seconds`.
-    pub fn release_unowned(&mut self, input: &Input, processor: &mut Processor) {
-        let Ok(local) = processor.store.partitions() else {
+    pub fn release_unowned(&mut self, input: &Input, view: &mut StagedStore) {
+        let Ok(local) = view.store().partitions() else {
             return;
         };
         let held: BTreeSet<i32> = input
@@ -314,9 +313,9 @@ impl Partitions {
         for p in local.into_iter().filter(|p| !held.contains(p)) {
             let since = *self.unowned_since.entry(p).or_insert(now);
             if now.duration_since(since) >= self.release_after {
-                match processor.store.drop_partition(p) {
+                match view.store().drop_partition(p) {
                     Ok(()) => {
-                        processor.forget(p);
+                        view.forget(p);
                         self.unowned_since.remove(&p);
                         self.metrics.emit(PartitionReleased { partition: p });
                     }

@@ -15,7 +15,8 @@ use crate::pipeline::model::{Model, ModelError};
 use crate::service::committer::Committer;
 use crate::service::main_loop::MainLoop;
 use crate::service::partitions::Partitions;
-use crate::service::processor::Processor;
+use crate::service::processor::{Outputs, Processor, Rules};
+use crate::service::staged_store::StagedStore;
 use crate::store::{FjallStore, MemStore, SledStore, Store, StoreError};
 use crate::telemetry::events::ModelInUse;
 use crate::telemetry::health::Health;
@@ -166,20 +167,18 @@ impl Service {
         let publisher = Publisher::new(&cfg)?;
         *self.control.producer.lock().expect("not poisoned") = Some(publisher.clone());
         let clock = self.config.clock.mode;
-        let mut processor = Processor::new(
-            self.config.feature_spec(),
+        let outputs = Outputs::new(&cfg.input_topic, cfg.dead_letter_max_bytes);
+        let processor = Processor::new(
+            Rules {
+                spec: self.config.feature_spec(),
+                model: self.model.clone(),
+                policy: self.config.policy_for(Some(self.model.file())),
+            },
             self.config.validator(),
-            self.config.policy_for(Some(self.model.file())),
-            self.model.clone(),
-            self.store.clone(),
             self.metrics.clone(),
             clock,
-            cfg.input_topic.clone(),
+            outputs.clone(),
         );
-        processor.dead_letter_max_bytes = cfg.dead_letter_max_bytes;
-        processor.backup = Some(Arc::new(crate::service::processor::ChangelogBackup(
-            cfg.clone(),
-        )));
         self.health.committing.store(true, Ordering::Relaxed);
         self.health
             .stall_after(Duration::from_secs(self.config.service.stall_seconds));
@@ -199,7 +198,7 @@ impl Service {
             to: self.model.version(),
         });
         self.metrics.emit(crate::telemetry::events::PolicyInUse {
-            policy: &processor.policy,
+            policy: &processor.rules.policy,
         });
         let models = crate::service::reload::ModelWatcher {
             path: self.config.model.path.clone(),
@@ -222,8 +221,12 @@ impl Service {
             metrics: &self.metrics,
             shutdown: &shutdown,
             owner: owner.clone(),
-            dead_letter_max_bytes: cfg.dead_letter_max_bytes,
+            outputs,
             registry: registry.as_ref(),
+            state: StagedStore::new(self.store.clone(), self.metrics.clone()).with_backup(
+                Arc::new(crate::kafka::changelog::ChangelogBackup(cfg.clone())),
+            ),
+            in_flight: Default::default(),
         };
         let partitions = Partitions::new(
             cfg.clone(),

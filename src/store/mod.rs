@@ -7,11 +7,13 @@
 //! partition is applied atomically: the offset a partition has consumed is
 //! always stored together with the state it produced.
 
+mod backup;
 mod fjall_store;
 mod keys;
 mod mem;
 mod sled_store;
 
+pub use backup::{BackupError, StateBackup};
 pub use fjall_store::FjallStore;
 pub use mem::MemStore;
 pub use sled_store::SledStore;
