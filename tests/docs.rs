@@ -4,8 +4,9 @@
 //! every `#anchor` to a heading of its file; every backticked repository
 //! path (`src/…`, `tests/…`, `docs/…`, …) exists; and the module map of
 //! docs/development.md ("Layout") names every file of `src/` and nothing
-//! that is not there. Each failure names the markdown file, its line and
-//! the link or path at fault.
+//! that is not there; the feature table of docs/model.md is the one the
+//! code's feature table makes. Each failure names the markdown file, its
+//! line and the link or path at fault.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -506,4 +507,38 @@ fn the_module_map_names_every_source_file_and_no_other() {
         }
     }
     assert!(problems.is_empty(), "\n{}\n", problems.join("\n"));
+}
+
+/// Where docs/model.md holds the feature table, which
+/// `churn_alert::pipeline::feature_defs::markdown` makes from the code's
+/// one table of features.
+const FEATURE_TABLE: (&str, &str) = (
+    "<!-- the feature table: made from src/pipeline/feature_defs.rs; UPDATE_DOCS=1 cargo test --test docs writes it -->\n",
+    "<!-- end of the feature table -->",
+);
+
+#[test]
+fn the_model_docs_feature_table_is_the_codes() {
+    let path = root().join("docs/model.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let (begin, end) = FEATURE_TABLE;
+    let start = doc
+        .find(begin)
+        .expect("docs/model.md has the feature table's begin marker")
+        + begin.len();
+    let stop = start
+        + doc[start..]
+            .find(end)
+            .expect("docs/model.md has the feature table's end marker");
+    let table = churn_alert::pipeline::feature_defs::markdown();
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        let updated = format!("{}{table}{}", &doc[..start], &doc[stop..]);
+        std::fs::write(&path, updated).unwrap();
+        return;
+    }
+    assert!(
+        doc[start..stop] == table,
+        "docs/model.md: the feature table differs from src/pipeline/feature_defs.rs; \
+         `UPDATE_DOCS=1 cargo test --test docs` writes it:\n{table}"
+    );
 }

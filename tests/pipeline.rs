@@ -643,13 +643,7 @@ async fn a_fatal_producer_error_replaces_the_producer_and_loses_nothing() {
     };
     let (_, high) = produce(&broker, &cfg.kafka.input_topic, &one_each(0..5)).await;
     svc.wait_committed(&high).await;
-    let publisher = svc
-        .control
-        .producer
-        .lock()
-        .unwrap()
-        .clone()
-        .expect("running");
+    let publisher = svc.control.publisher().cloned().expect("running");
     publisher.inject_fatal_error();
     assert!(publisher.fatal_error().is_some(), "the producer is dead");
     let (_, high) = produce(&broker, &cfg.kafka.input_topic, &one_each(5..10)).await;

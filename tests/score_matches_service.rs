@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
+use churn_alert::offline::flags::ModelArg;
 use churn_alert::offline::simulate::{SimConfig, Simulator};
 use churn_alert::pipeline::event::{rfc3339, DAY_MS};
 use churn_alert::pipeline::model::Model;
@@ -56,7 +57,9 @@ async fn score_reproduces_the_live_services_probabilities() {
                 events: vec![history.clone()],
                 sort_buffer_mb: 64,
             },
-            model: Some(model_path.clone()),
+            model: ModelArg {
+                path: Some(model_path.clone()),
+            },
             from: None,
             to: None,
             horizon: None,

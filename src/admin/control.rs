@@ -2,21 +2,23 @@
 //! and the model and policy in use with their reloads.
 //!
 //! The service loop owns the processor; it publishes the model and policy
-//! it uses here and picks up reload requests between batches, so an HTTP
-//! request never changes state in the middle of a batch. Erasure is queued
+//! it uses here, and reloads reach it as [`Command`]s on a channel it reads
+//! between batches, so an HTTP request never changes state in the middle
+//! of a batch. Erasure is queued
 //! as an `erasure` event on the input topic, keyed by the customer: it
 //! reaches the instance that owns the customer's partition, in order with
 //! the customer's other events, and goes through the same exactly-once path
 //! (state removed, tombstones published, offsets committed together).
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Notify;
 
 use crate::config::Config;
@@ -28,6 +30,18 @@ use crate::pipeline::policy::Policy;
 use crate::store::Store;
 use crate::telemetry::events::{PolicyReloaded, ReloadRefused, Reloadable};
 use crate::telemetry::metrics::Metrics;
+
+/// What the admin server and the model watcher ask of the service loop,
+/// which applies each between batches.
+#[derive(Debug)]
+pub enum Command {
+    /// A config file accepted by `POST /policy/reload`: its `[policy]` and
+    /// `[segments]` apply from the next batch.
+    ReloadPolicy(Box<Config>),
+    /// A new valid model file (changed, SIGHUP or `POST /model/reload`):
+    /// it scores from the next batch.
+    ReloadModel(Arc<Model>),
+}
 
 /// Shared between the service loop and the admin server.
 pub struct Control {
@@ -43,12 +57,13 @@ pub struct Control {
     pub current: RwLock<(Arc<Model>, Policy)>,
     /// `POST /model/reload` wakes the model watcher.
     pub model_reload: Arc<Notify>,
-    /// A policy accepted by `POST /policy/reload`, applied between batches.
-    pub pending_policy: Mutex<Option<Config>>,
-    /// Producer and input topic for erasure events (set once running).
-    pub producer: Mutex<Option<crate::kafka::source::Publisher>>,
-    /// The input partitions this instance holds (shared with the consumer).
-    pub assignment: Arc<Mutex<crate::kafka::source::Assignment>>,
+    /// Into the service loop.
+    commands: UnboundedSender<Command>,
+    /// Producer and input topic for erasure events, handed over once the
+    /// service is connected.
+    producer: OnceLock<crate::kafka::source::Publisher>,
+    /// The input partitions this instance holds (the consumer's).
+    assignment: Arc<Mutex<crate::kafka::source::Assignment>>,
 }
 
 type Reply = (StatusCode, Json<Value>);
@@ -66,7 +81,15 @@ fn reply(status: StatusCode, body: Value) -> Reply {
 }
 
 impl Control {
-    pub fn new(config: Config, store: Arc<dyn Store>, metrics: Metrics, model: Arc<Model>) -> Self {
+    /// `assignment` is the consumer's; `commands` goes to the service loop.
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        metrics: Metrics,
+        model: Arc<Model>,
+        assignment: Arc<Mutex<crate::kafka::source::Assignment>>,
+        commands: UnboundedSender<Command>,
+    ) -> Self {
         let policy = config.policy_for(Some(model.file()));
         Self {
             spec: config.feature_spec(),
@@ -76,20 +99,26 @@ impl Control {
             metrics,
             current: RwLock::new((model, policy)),
             model_reload: Arc::new(Notify::new()),
-            pending_policy: Mutex::new(None),
-            producer: Mutex::new(None),
-            assignment: Arc::default(),
+            commands,
+            producer: OnceLock::new(),
+            assignment,
         }
+    }
+
+    /// Hands over the publisher once the service is connected to Kafka
+    /// (erasure requests are refused as not connected until then).
+    pub fn connected(&self, publisher: crate::kafka::source::Publisher) {
+        let _ = self.producer.set(publisher);
+    }
+
+    /// The publisher, once connected.
+    pub fn publisher(&self) -> Option<&crate::kafka::source::Publisher> {
+        self.producer.get()
     }
 
     /// Records what the service now uses.
     pub fn set_current(&self, model: Arc<Model>, policy: Policy) {
         *self.current.write().expect("not poisoned") = (model, policy);
-    }
-
-    /// A policy waiting to be applied, if any.
-    pub fn take_pending_policy(&self) -> Option<Config> {
-        self.pending_policy.lock().expect("not poisoned").take()
     }
 
     /// Checks the bearer token of a mutating request.
@@ -433,7 +462,7 @@ pub async fn delete_customer(
     if let Err(r) = c.authorize(&headers) {
         return r;
     }
-    let Some(publisher) = c.producer.lock().expect("not poisoned").clone() else {
+    let Some(publisher) = c.publisher().cloned() else {
         return reply(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"error": "not connected to Kafka yet"}),
@@ -630,7 +659,15 @@ pub async fn reload_policy(State(c): State<Arc<Control>>, headers: HeaderMap) ->
     match Config::load(c.config_path.as_deref()) {
         Ok(new) => {
             let rules = new.policy.campaigns.len();
-            *c.pending_policy.lock().expect("not poisoned") = Some(new);
+            if c.commands
+                .send(Command::ReloadPolicy(Box::new(new)))
+                .is_err()
+            {
+                return reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": "the service is stopping", "status": "refused; the policy in use stays"}),
+                );
+            }
             c.metrics.emit(PolicyReloaded {
                 campaign_rules: rules,
             });

@@ -30,11 +30,10 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::offline::commands::{parse_days, parse_time, read_truth};
+use crate::offline::commands::{parse_days, parse_time, read_truth, ModelArg};
 use crate::offline::history::{read_sorted, HistoryArgs};
 use crate::offline::report::{chart_range, Series};
 use crate::pipeline::event::{rfc3339, Millis, DAY_MS};
-use crate::pipeline::model::Model;
 use crate::pipeline::onset::Track;
 use crate::pipeline::step::Alert;
 use crate::service::processor::{
@@ -46,9 +45,8 @@ use crate::service::processor::{
 pub struct BacktestOptions {
     #[command(flatten)]
     pub history: HistoryArgs,
-    /// Model file (default: `model.path` of the config).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArg,
     /// Start of the window judged, YYYY-MM-DD (default: 60 days after the
     /// first event, so features have history).
     #[arg(long, value_parser = parse_time)]
@@ -527,8 +525,7 @@ fn read_daily_oracle(path: &Path) -> anyhow::Result<BTreeMap<String, Vec<(Millis
 pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let spec = config.feature_spec();
-    let model_path = opts.model.clone().unwrap_or(config.model.path.clone());
-    let model = Model::load(&model_path, &spec)?;
+    let model = opts.model.load(config)?;
     let population = model.file().population.clone();
     let horizon = match opts.horizon {
         Some(h) => h,

@@ -20,7 +20,7 @@ use crate::pipeline::model::Model;
 use crate::pipeline::step::{ingest, score_at};
 
 pub use crate::offline::flags::{
-    parse_auto_days, parse_days, parse_days_or_zero, parse_time, AutoDays, Usage,
+    parse_auto_days, parse_days, parse_days_or_zero, parse_time, AutoDays, ModelArg, Usage,
 };
 
 /// Flags of `churn-alert train`.
@@ -534,9 +534,8 @@ pub fn auto_label_for(gap_ms: Millis, horizon_ms: Millis) -> Label {
 pub struct ScoreOptions {
     #[command(flatten)]
     pub history: HistoryArgs,
-    /// Model file (default: `model.path` of the config).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArg,
     /// Score as of this event time: YYYY-MM-DD (midnight UTC) or RFC 3339.
     /// Events after it are ignored.
     #[arg(long, value_parser = parse_time)]
@@ -552,8 +551,7 @@ pub struct ScoreOptions {
 /// probability and of coming back beside it.
 pub fn score(opts: ScoreOptions, config: &Config) -> anyhow::Result<()> {
     let spec = config.feature_spec();
-    let model_path = opts.model.clone().unwrap_or(config.model.path.clone());
-    let model = Model::load(&model_path, &spec)?;
+    let model = opts.model.load(config)?;
     let policy = config.policy_for(Some(model.file()));
     let as_of = opts.as_of;
     let mut index: HashMap<String, usize> = HashMap::new();

@@ -3,7 +3,28 @@
 //! The parsers are clap's value parsers, so a bad value is refused naming
 //! its flag before any work.
 
+use std::path::PathBuf;
+
+use crate::config::Config;
 use crate::pipeline::event::{Millis, DAY_MS};
+use crate::pipeline::model::Model;
+
+/// `--model`, shared by the commands that score with a model file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ModelArg {
+    /// Model file (default: `model.path` of the config).
+    #[arg(long = "model")]
+    pub path: Option<PathBuf>,
+}
+
+impl ModelArg {
+    /// The model file named, or the config's, loaded and checked against
+    /// the config's feature spec.
+    pub fn load(&self, config: &Config) -> Result<Model, crate::pipeline::model::ModelError> {
+        let path = self.path.as_ref().unwrap_or(&config.model.path);
+        Model::load(path, &config.feature_spec())
+    }
+}
 
 /// Reads `YYYY-MM-DD` (midnight UTC) or an RFC 3339 timestamp (also the
 /// value parser of the offline commands' date flags).

@@ -5,7 +5,7 @@
 //! - [`train`], [`report`], [`commands`]: fitting and evaluating the model
 //!   from event history, its report, and the `train` and `score` commands.
 //! - [`evaluate`]: ROC/PR AUC, calibration, thresholds.
-//! - [`flags`]: the offline commands' dates, spans and usage errors.
+//! - [`flags`]: the offline commands' dates, spans, `--model` and usage errors.
 //! - [`gap`]: the churn gap read from the history's return curve.
 //! - [`backtest`]: the service's own processing replayed over a history,
 //!   with lead times.

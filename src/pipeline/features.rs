@@ -10,7 +10,7 @@
 //! The same code serves the live service, `train` and `score`, so there is no
 //! train/serve skew.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -58,9 +58,7 @@ const TREND_EPSILON: f64 = 0.01;
 /// Days of engagement history kept as a bitmap (one bit per UTC day).
 pub const DAY_BITS: i64 = 128;
 
-/// Windows (days) of the `active_share_*` features: the share of days with
-/// engagement.
-pub const ACTIVE_WINDOWS: [i64; 3] = [7, 28, 112];
+pub use crate::pipeline::feature_defs::{ACTIVE_WINDOWS, ENGAGEMENT};
 
 /// Added to active-day shares before taking their log ratio.
 const SHARE_EPSILON: f64 = 0.02;
@@ -71,10 +69,6 @@ pub const MIN_HABIT_DAYS: u32 = 5;
 
 /// Largest value of the plain ratios of recent to usual activity.
 const RATIO_CAP: f64 = 4.0;
-
-/// The behaviour that sums every engagement signal (sessions, purchases,
-/// activity).
-pub const ENGAGEMENT: &str = "engagement";
 
 /// Which features exist: fixed by the code plus the configured half-lives
 /// and activity names.
@@ -92,6 +86,8 @@ pub struct FeatureSpec {
     pub return_gap_ms: Millis,
     lambdas: Vec<f64>,
     names: Vec<String>,
+    /// Each name's behaviour (and [`BGNBD_NO_PURCHASE`]'s).
+    groups: HashMap<String, String>,
 }
 
 impl FeatureSpec {
@@ -118,8 +114,9 @@ impl FeatureSpec {
             return_gap_ms: 60 * DAY_MS,
             lambdas,
             names: Vec::new(),
+            groups: HashMap::new(),
         };
-        spec.names = spec.build_names();
+        (spec.names, spec.groups) = spec.build_names();
         spec
     }
 
@@ -136,88 +133,6 @@ impl FeatureSpec {
             .map(|s| s.to_string())
             .chain(self.activity_names.iter().map(|n| format!("activity_{n}")))
             .collect()
-    }
-
-    fn build_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = [
-            "recency_days",
-            "purchase_recency_days",
-            "tenure_days",
-            "purchase_count_log",
-            "monetary_log",
-            "avg_order_value_log",
-            "refund_share",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        for signal in self.signal_names() {
-            for h in &self.half_lives_days {
-                names.push(format!("{signal}_rate_{}d", fmt_days(*h)));
-            }
-            if self.half_lives_days.len() > 1 {
-                names.push(format!("{signal}_trend"));
-            }
-        }
-        names.extend(
-            [
-                "subscription_active",
-                "subscription_cancelled",
-                "subscription_monthly_value",
-                "nps_known",
-                "nps_detractor",
-                "nps_promoter",
-                "marketing_consent",
-                "unsubscribed",
-            ]
-            .iter()
-            .map(|s| s.to_string()),
-        );
-        names.extend(
-            [
-                "recency_days_log",
-                "purchase_recency_days_log",
-                "tenure_days_log",
-            ]
-            .iter()
-            .map(|s| s.to_string()),
-        );
-        names.extend(ACTIVE_WINDOWS.iter().map(|w| format!("active_share_{w}d")));
-        names.extend(
-            [
-                "active_share_change",
-                "active_share_ratio",
-                "active_share_recent_ratio",
-                "active_share_vs_life",
-                "silence_surprise",
-                "recency_vs_gap_log",
-                "plan_value_change",
-            ]
-            .iter()
-            .map(|s| s.to_string()),
-        );
-        let mut signals = self.signal_names();
-        signals.push(ENGAGEMENT.to_string());
-        let nh = self.half_lives_days.len();
-        for signal in signals {
-            if let Some(long) = self.half_lives_days.last() {
-                names.push(format!("{signal}_rate_{}d_log", fmt_days(*long)));
-            }
-            for h in &self.half_lives_days[..nh.saturating_sub(1)] {
-                names.push(format!("{signal}_change_{}d", fmt_days(*h)));
-            }
-        }
-        for h in &self.half_lives_days[..nh.saturating_sub(1)] {
-            names.push(format!("{ENGAGEMENT}_ratio_{}d", fmt_days(*h)));
-        }
-        for h in &self.half_lives_days[..nh.saturating_sub(1)] {
-            names.push(format!("{ENGAGEMENT}_deviation_{}d", fmt_days(*h)));
-        }
-        for h in &self.half_lives_days[..nh.saturating_sub(1)] {
-            names.push(format!("{ENGAGEMENT}_vs_life_{}d", fmt_days(*h)));
-        }
-        names.push("active_days_deviation_14d".into());
-        names
     }
 
     /// The features `train` fits by default: levels on log scales, changes
@@ -240,41 +155,29 @@ impl FeatureSpec {
             .collect()
     }
 
+    /// The names and behaviours of [`crate::pipeline::feature_defs::FEATURES`]
+    /// with this spec's signals and half-lives.
+    fn build_names(&self) -> (Vec<String>, HashMap<String, String>) {
+        let defs = crate::pipeline::feature_defs::expand(
+            &self.signal_names(),
+            &self.half_lives_days,
+            fmt_days,
+        );
+        let names = defs.iter().map(|(n, _)| n.clone()).collect();
+        let mut groups: HashMap<String, String> = defs.into_iter().collect();
+        groups.insert(BGNBD_NO_PURCHASE.into(), "purchase_rhythm".into());
+        (names, groups)
+    }
+
     /// The behaviour a feature describes, so that the 7/30/90-day windows
     /// and the changes of one behaviour make one reason: a signal name
     /// (`sessions`, `activity_login`, `engagement`, ...), or `silence`,
-    /// `active_days`, `purchase_recency`, `purchase_rhythm`, `tenure`, `spend`, `refunds`,
-    /// `subscription`, `nps`, `marketing`.
-    pub fn group_of<'a>(&self, name: &'a str) -> &'a str {
-        let signal = SIGNALS
-            .iter()
-            .copied()
-            .chain([ENGAGEMENT])
-            .map(str::to_string)
-            .chain(self.activity_names.iter().map(|n| format!("activity_{n}")))
-            .filter(|s| {
-                name.strip_prefix(s.as_str())
-                    .is_some_and(|rest| rest.starts_with('_'))
-            })
-            .max_by_key(|s| s.len());
-        if let Some(s) = signal {
-            return &name[..s.len()];
-        }
-        match name {
-            "recency_days" | "recency_days_log" | "silence_surprise" | "recency_vs_gap_log" => {
-                "silence"
-            }
-            n if n.starts_with("active_share_") || n.starts_with("active_days_") => "active_days",
-            n if n.starts_with("purchase_recency_days") => "purchase_recency",
-            n if n.starts_with("tenure_days") => "tenure",
-            "purchase_count_log" | "monetary_log" | "avg_order_value_log" => "spend",
-            "refund_share" => "refunds",
-            BGNBD_NO_PURCHASE => "purchase_rhythm",
-            n if n.starts_with("subscription_") || n == "plan_value_change" => "subscription",
-            n if n.starts_with("nps_") => "nps",
-            "marketing_consent" | "unsubscribed" => "marketing",
-            n => n,
-        }
+    /// `active_days`, `purchase_recency`, `purchase_rhythm`, `tenure`,
+    /// `spend`, `refunds`, `subscription`, `nps`, `marketing` (see
+    /// [`crate::pipeline::feature_defs`]); a name the spec does not compute
+    /// is its own.
+    pub fn group_of<'a>(&'a self, name: &'a str) -> &'a str {
+        self.groups.get(name).map_or(name, String::as_str)
     }
 
     /// The direction in which a feature may move the churn risk, where the
@@ -283,14 +186,7 @@ impl FeatureSpec {
     /// tickets or failed payments never lower it. `train` holds fitted
     /// weights to these signs, so reasons never read backwards.
     pub fn expected_sign(&self, name: &str) -> Option<f64> {
-        match self.group_of(name) {
-            "silence" | "purchase_rhythm" => Some(1.0),
-            "complaints" | "support_tickets" | "payment_failures" => Some(1.0),
-            "active_days" | "sessions" | "purchases" | "email_opens" | "email_clicks"
-            | "activity_other" | ENGAGEMENT => Some(-1.0),
-            g if g.starts_with("activity_") => Some(-1.0),
-            _ => None,
-        }
+        crate::pipeline::feature_defs::sign_of(self.group_of(name))
     }
 
     /// Feature values of `state` as of `now`, in [`FeatureSpec::names`] order.

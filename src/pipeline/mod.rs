@@ -6,7 +6,8 @@
 //! - [`decode`]: wire decoding (JSON, protobuf) and validation into events
 //!   or rejections with a reason.
 //! - [`contact`]: the policy's memory of a customer (alerts, contacts).
-//! - [`features`]: per-customer state and the feature vector, in event time.
+//! - [`features`]: per-customer state and the feature vector, in event time;
+//!   [`feature_defs`]: the one table of the features, their behaviours and signs.
 //! - [`model`]: the logistic model file and scoring with reasons.
 //! - [`policy`]: thresholds, hysteresis, tiers and campaign choice.
 //! - [`segments`]: RFM and lifecycle segments.
@@ -21,6 +22,7 @@ pub mod contact;
 pub mod decode;
 pub mod error;
 pub mod event;
+pub mod feature_defs;
 pub mod features;
 pub mod model;
 pub mod onset;

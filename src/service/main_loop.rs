@@ -1,17 +1,16 @@
 //! The service's one `select!` loop: shutdown, rebalances, finished
-//! restores, the sweep tick and the next batch of messages.
+//! restores, commands (reloads), the sweep tick and the next batch of
+//! messages.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::control::Control;
+use crate::admin::control::{Command, Control};
 use crate::config::Config;
 use crate::kafka::record::InMessage;
-use crate::pipeline::model::Model;
 use crate::service::committer::{Committer, Halted, Stopped};
 use crate::service::partitions::Partitions;
 use crate::service::processor::{ClockMode, Processor};
@@ -21,7 +20,8 @@ use crate::telemetry::events::{Dependency, DependencyFailed, PolicyInUse};
 pub struct MainLoop<'a> {
     pub config: Config,
     pub control: &'a Control,
-    pub models: watch::Receiver<Arc<Model>>,
+    /// Reloads from the admin server and the model watcher.
+    pub commands: UnboundedReceiver<Command>,
     pub processor: Processor,
     pub committer: Committer<'a>,
     pub partitions: Partitions,
@@ -43,12 +43,13 @@ impl MainLoop<'_> {
         // When the last batch was closed (see `gather`).
         let mut last_batch: Option<tokio::time::Instant> = None;
         let stopped = loop {
-            self.take_reloads();
+            self.take_commands();
             let input = self.committer.input;
             let writing = self.committer.writing();
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => break Ok(()),
+                Some(command) = self.commands.recv() => self.apply(command),
                 // Restores start as soon as partitions are assigned.
                 _ = wake.notified() => {
                     if let Err(stop) = self.committer.land().await {
@@ -72,7 +73,7 @@ impl MainLoop<'_> {
                     self.partitions.follow(input, &mut self.committer.state);
                     self.partitions.release_unowned(input, &mut self.committer.state);
                     if sweeps {
-                        self.take_reloads();
+                        self.take_commands();
                         if let Err(stop) = self.committer.handle(&mut self.processor, None).await {
                             break Err(stop);
                         }
@@ -92,7 +93,7 @@ impl MainLoop<'_> {
                     };
                     // A reload accepted while the loop waited for input
                     // applies to this batch.
-                    self.take_reloads();
+                    self.take_commands();
                     if let Err(stop) = self.committer.handle(&mut self.processor, Some(msgs)).await {
                         break Err(stop);
                     }
@@ -111,23 +112,31 @@ impl MainLoop<'_> {
         }
     }
 
-    /// Applies a policy or model reload from the next batch on.
-    fn take_reloads(&mut self) {
-        let new_policy = self.control.take_pending_policy();
-        if let Some(new) = &new_policy {
-            self.config.policy = new.policy.clone();
-            self.config.segments = new.segments.clone();
+    /// Applies the commands that came, from the next batch on.
+    fn take_commands(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            self.apply(command);
         }
-        if new_policy.is_some() || self.models.has_changed().unwrap_or(false) {
-            let m = self.models.borrow_and_update().clone();
-            let rules = &mut self.processor.rules;
-            rules.policy = self.config.policy_for(Some(m.file()));
-            self.committer.metrics.emit(PolicyInUse {
-                policy: &rules.policy,
-            });
-            rules.model = m.clone();
-            self.control.set_current(m, rules.policy.clone());
-        }
+    }
+
+    /// Applies a policy or model reload: the policy follows from the
+    /// config's `[policy]` and the model file's thresholds.
+    fn apply(&mut self, command: Command) {
+        let model = match command {
+            Command::ReloadPolicy(new) => {
+                self.config.policy = new.policy;
+                self.config.segments = new.segments;
+                self.processor.rules.model.clone()
+            }
+            Command::ReloadModel(m) => m,
+        };
+        let rules = &mut self.processor.rules;
+        rules.policy = self.config.policy_for(Some(model.file()));
+        self.committer.metrics.emit(PolicyInUse {
+            policy: &rules.policy,
+        });
+        rules.model = model.clone();
+        self.control.set_current(model, rules.policy.clone());
     }
 
     /// The batch that starts with `first`: more messages until the batch

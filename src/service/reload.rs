@@ -9,9 +9,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::control::Command;
 use crate::pipeline::features::FeatureSpec;
 use crate::pipeline::model::Model;
 use crate::telemetry::events::{ModelInUse, ReloadRefused, Reloadable};
@@ -25,7 +26,8 @@ fn signature(path: &std::path::Path) -> Signature {
     Some((m.modified().ok()?, m.len()))
 }
 
-/// Watches the model file; sends each new valid model on the channel.
+/// Watches the model file; sends each new valid model to the service loop
+/// as a [`Command::ReloadModel`].
 pub struct ModelWatcher {
     pub path: PathBuf,
     pub spec: FeatureSpec,
@@ -34,16 +36,13 @@ pub struct ModelWatcher {
     pub every: Duration,
     /// Reload requests (`POST /model/reload`), like SIGHUP.
     pub requests: Arc<tokio::sync::Notify>,
+    /// The service loop's commands.
+    pub commands: UnboundedSender<Command>,
 }
 
 impl ModelWatcher {
-    /// Runs until `shutdown`; the receiver sees every model accepted.
-    pub fn spawn(
-        self,
-        current: Arc<Model>,
-        shutdown: CancellationToken,
-    ) -> watch::Receiver<Arc<Model>> {
-        let (tx, rx) = watch::channel(current);
+    /// Runs until `shutdown`, from the model in use (`current`).
+    pub fn spawn(self, mut current: Arc<Model>, shutdown: CancellationToken) {
         tokio::spawn(async move {
             let mut hup = match tokio::signal::unix::signal(
                 tokio::signal::unix::SignalKind::hangup(),
@@ -82,14 +81,13 @@ impl ModelWatcher {
                     continue;
                 }
                 seen = now;
-                self.try_load(&tx, forced);
+                self.try_load(&mut current, forced);
             }
         });
-        rx
     }
 
-    fn try_load(&self, tx: &watch::Sender<Arc<Model>>, forced: bool) {
-        let old = tx.borrow().clone();
+    fn try_load(&self, current: &mut Arc<Model>, forced: bool) {
+        let old = current.clone();
         match Model::load(&self.path, &self.spec) {
             Ok(m) if m.file() == old.file() => {
                 if forced {
@@ -100,7 +98,10 @@ impl ModelWatcher {
                 // Sent before it is reported: whoever sees the new version
                 // in the metrics can count on the next batch using it.
                 let m = Arc::new(m);
-                let _ = tx.send(m.clone());
+                if self.commands.send(Command::ReloadModel(m.clone())).is_err() {
+                    return; // the service is stopping
+                }
+                *current = m.clone();
                 self.metrics.emit(ModelInUse {
                     from: Some(old.version()),
                     to: m.version(),

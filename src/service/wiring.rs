@@ -2,13 +2,16 @@
 //! the admin server, the Kafka clients, and then the main loop.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::control::{Command, Control};
+
 use crate::config::{Config, ConfigError, StoreEngine};
-use crate::kafka::source::{Input, Publisher, Shared};
+use crate::kafka::source::{Assignment, Input, Publisher, Shared};
 use crate::kafka::KafkaError;
 use crate::pipeline::error::{Classify, ErrorClass};
 use crate::pipeline::model::{Model, ModelError};
@@ -72,7 +75,13 @@ pub struct Service {
     pub metrics: Metrics,
     pub health: Arc<Health>,
     /// What the admin server's operator endpoints work with.
-    pub control: Arc<crate::admin::control::Control>,
+    pub control: Arc<Control>,
+    /// The input partitions this instance holds: the consumer's, shown to
+    /// the admin server.
+    assignment: Arc<Mutex<Assignment>>,
+    /// Reloads into the main loop: the admin server's and the model
+    /// watcher's.
+    commands: (UnboundedSender<Command>, UnboundedReceiver<Command>),
 }
 
 /// Opens the configured store.
@@ -104,11 +113,15 @@ impl Service {
         let store = open_store(&config)?;
         let model = Arc::new(model);
         let metrics = Metrics::new();
-        let control = Arc::new(crate::admin::control::Control::new(
+        let assignment = Arc::default();
+        let commands = tokio::sync::mpsc::unbounded_channel();
+        let control = Arc::new(Control::new(
             config.clone(),
             store.clone(),
             metrics.clone(),
             model.clone(),
+            Arc::clone(&assignment),
+            commands.0.clone(),
         ));
         Ok(Self {
             config,
@@ -117,6 +130,8 @@ impl Service {
             metrics,
             health: Arc::new(Health::default()),
             control,
+            assignment,
+            commands,
         })
     }
 
@@ -161,11 +176,11 @@ impl Service {
             store: self.store.clone(),
             health: self.health.clone(),
             metrics: self.metrics.clone(),
-            assignment: self.control.assignment.clone(),
+            assignment: self.assignment.clone(),
         };
         let input = Input::new(&cfg, self.config.admin.advertised_url.as_deref(), shared)?;
         let publisher = Publisher::new(&cfg)?;
-        *self.control.producer.lock().expect("not poisoned") = Some(publisher.clone());
+        self.control.connected(publisher.clone());
         let clock = self.config.clock.mode;
         let outputs = Outputs::new(&cfg.input_topic, cfg.dead_letter_max_bytes);
         let processor = Processor::new(
@@ -200,12 +215,14 @@ impl Service {
         self.metrics.emit(crate::telemetry::events::PolicyInUse {
             policy: &processor.rules.policy,
         });
-        let models = crate::service::reload::ModelWatcher {
+        let (command_tx, commands) = self.commands;
+        crate::service::reload::ModelWatcher {
             path: self.config.model.path.clone(),
             spec: self.config.feature_spec(),
             metrics: self.metrics.clone(),
             every: Duration::from_secs_f64(self.config.model.reload_check_seconds),
             requests: self.control.model_reload.clone(),
+            commands: command_tx,
         }
         .spawn(self.model.clone(), shutdown.clone());
         let owner = self.config.admin.advertised_url.clone();
@@ -238,7 +255,7 @@ impl Service {
         let halted = MainLoop {
             config: self.config.clone(),
             control: &self.control,
-            models,
+            commands,
             processor,
             committer,
             partitions,
