@@ -649,6 +649,7 @@ pub async fn get_policy(State(c): State<Arc<Control>>) -> Reply {
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 403, description = "Mutating endpoints are disabled: no `admin.token` is set", body = ErrorBody),
         (status = 422, description = "The config file is refused (the error names the key); the policy in use stays", body = ErrorBody),
+        (status = 503, description = "The service is stopping; the policy in use stays", body = ErrorBody),
     ),
     security(("admin_token" = [])),
 )]

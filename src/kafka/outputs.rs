@@ -6,7 +6,8 @@
 //! constants in [`header`].
 
 use crate::kafka::record::{
-    cloudevents_headers, trace_context, InMessage, OutKind, OutRecord, Versioned, SCHEMA_VERSION,
+    cloudevents_headers, trace_context, InMessage, OutKind, OutRecord, Versioned, CE_ID, CE_SOURCE,
+    CE_TIME, SCHEMA_VERSION,
 };
 use crate::pipeline::decode::Rejection;
 use crate::pipeline::event::rfc3339;
@@ -222,7 +223,7 @@ impl Outputs {
                 .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
                 .unwrap_or_default()
         };
-        let (id, source, time) = (own("ce_id"), own("ce_source"), own("ce_time"));
+        let (id, source, time) = (own(CE_ID), own(CE_SOURCE), own(CE_TIME));
         headers.extend(original_headers(&record.headers));
         headers.extend(trace_context(&record.headers));
         headers.extend(cloudevents_headers(

@@ -97,6 +97,11 @@ pub struct Versioned<'a, T> {
     pub body: &'a T,
 }
 
+/// The CloudEvents headers' names that outputs and dead letters read back.
+pub const CE_ID: &str = "ce_id";
+pub const CE_SOURCE: &str = "ce_source";
+pub const CE_TIME: &str = "ce_time";
+
 /// CloudEvents 1.0 headers in the Kafka protocol binding's binary mode
 /// (the payload is the event's data; `content-type` is set beside them):
 /// `ce_id` is the output's deterministic id, so a redelivered record has
@@ -110,13 +115,13 @@ pub fn cloudevents_headers(
 ) -> impl Iterator<Item = (String, Vec<u8>)> {
     [
         ("ce_specversion".into(), b"1.0".to_vec()),
-        ("ce_id".into(), id.as_bytes().to_vec()),
-        ("ce_source".into(), source.as_bytes().to_vec()),
+        (CE_ID.into(), id.as_bytes().to_vec()),
+        (CE_SOURCE.into(), source.as_bytes().to_vec()),
         (
             "ce_type".into(),
             format!("churn-alert.{}.v{SCHEMA_VERSION}", kind.as_str()).into_bytes(),
         ),
-        ("ce_time".into(), time.as_bytes().to_vec()),
+        (CE_TIME.into(), time.as_bytes().to_vec()),
     ]
     .into_iter()
     .filter(|(_, v)| !v.is_empty())

@@ -13,7 +13,7 @@ use crate::pipeline::model::Model;
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ModelArg {
     /// Model file (default: `model.path` of the config).
-    #[arg(long = "model")]
+    #[arg(long = "model", value_name = "MODEL")]
     pub path: Option<PathBuf>,
 }
 

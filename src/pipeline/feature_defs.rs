@@ -54,7 +54,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         "activity events of names not configured",
     ),
     b(
-        "engagement",
+        ENGAGEMENT,
         Some(-1.0),
         "all engagement together (sessions, purchases, activity)",
     ),
@@ -167,17 +167,17 @@ pub const FEATURES: &[FeatureDef] = &[
     },
     FeatureDef {
         names: Names::Engagement("ratio"),
-        of: Of::Behaviour("engagement"),
+        of: Of::Behaviour(ENGAGEMENT),
         doc: "all engagement's shorter rate over its long rate (capped at 4)",
     },
     FeatureDef {
         names: Names::Engagement("deviation"),
-        of: Of::Behaviour("engagement"),
+        of: Of::Behaviour(ENGAGEMENT),
         doc: "all engagement's events in the shorter window against those its long rate expects, in standard deviations",
     },
     FeatureDef {
         names: Names::Engagement("vs_life"),
-        of: Of::Behaviour("engagement"),
+        of: Of::Behaviour(ENGAGEMENT),
         doc: "all engagement's shorter rate against the customer's lifetime rate (log ratio)",
     },
     one("active_days_deviation_14d", "active_days", "active days in the last 14 against those the 112-day share expects, in standard deviations"),
@@ -228,12 +228,21 @@ pub fn expand(
             }
             Names::Engagement(what) => {
                 for h in shorter {
-                    out.push((format!("engagement_{what}_{}d", fmt(*h)), group("")));
+                    out.push((format!("{ENGAGEMENT}_{what}_{}d", fmt(*h)), group("")));
                 }
             }
         }
     }
     out
+}
+
+/// How a sign reads in the docs.
+fn risk(sign: Option<f64>) -> &'static str {
+    match sign {
+        Some(s) if s > 0.0 => "never lowers it",
+        Some(_) => "never raises it",
+        None => "either way",
+    }
 }
 
 /// The feature table of `docs/model.md`: each entry's name (a pattern for
@@ -243,10 +252,16 @@ pub fn markdown() -> String {
     for def in FEATURES {
         let name = match def.names {
             Names::One(n) => format!("`{n}`"),
-            Names::RawRates => "`{signal}_rate_{h}d`, `{signal}_trend`".into(),
-            Names::ActiveShares => "`active_share_{7,28,112}d`".into(),
-            Names::Levels => "`{signal}_rate_{longest h}d_log`, `{signal}_change_{h}d`".into(),
-            Names::Engagement(what) => format!("`engagement_{what}_{{h}}d`"),
+            Names::RawRates => "`{signal}_rate_{h}d` (each half-life), `{signal}_trend`".into(),
+            Names::ActiveShares => {
+                let w: Vec<String> = ACTIVE_WINDOWS.iter().map(|w| w.to_string()).collect();
+                format!("`active_share_{{{}}}d`", w.join(","))
+            }
+            Names::Levels => {
+                "`{signal}_rate_{longest h}d_log`, `{signal}_change_{shorter h}d`; also for `engagement`"
+                    .into()
+            }
+            Names::Engagement(what) => format!("`{ENGAGEMENT}_{what}_{{shorter h}}d`"),
         };
         let of = match def.of {
             Of::Behaviour(b) => format!("`{b}`"),
@@ -256,13 +271,16 @@ pub fn markdown() -> String {
     }
     md.push_str("\n| behaviour | risk | what it is |\n|---|---|---|\n");
     for b in BEHAVIOURS {
-        let sign = match b.sign {
-            Some(s) if s > 0.0 => "never lowers it",
-            Some(_) => "never raises it",
-            None => "either way",
-        };
-        md.push_str(&format!("| `{}` | {sign} | {} |\n", b.name, b.doc));
+        md.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            b.name,
+            risk(b.sign),
+            b.doc
+        ));
     }
-    md.push_str("| `activity_{name}` | never raises it | each configured activity name |\n");
+    md.push_str(&format!(
+        "| `activity_{{name}}` | {} | each configured activity name |\n",
+        risk(sign_of("activity_name"))
+    ));
     md
 }

@@ -820,6 +820,57 @@ mod tests {
         FeatureSpec::new(&[7.0, 30.0, 90.0], &["login".to_string()], 7 * DAY_MS)
     }
 
+    /// Model files name features, and `extract` fills them by position:
+    /// the names and their order are pinned here (a reordered feature
+    /// table fails this before it moves values under other names).
+    #[test]
+    fn the_feature_names_and_their_order_are_pinned() {
+        const NAMES: &str = "\
+        recency_days purchase_recency_days tenure_days purchase_count_log monetary_log \
+        avg_order_value_log refund_share sessions_rate_7d sessions_rate_30d \
+        sessions_rate_90d sessions_trend purchases_rate_7d purchases_rate_30d \
+        purchases_rate_90d purchases_trend email_opens_rate_7d email_opens_rate_30d \
+        email_opens_rate_90d email_opens_trend email_clicks_rate_7d email_clicks_rate_30d \
+        email_clicks_rate_90d email_clicks_trend support_tickets_rate_7d \
+        support_tickets_rate_30d support_tickets_rate_90d support_tickets_trend \
+        complaints_rate_7d complaints_rate_30d complaints_rate_90d complaints_trend \
+        payment_failures_rate_7d payment_failures_rate_30d payment_failures_rate_90d \
+        payment_failures_trend activity_other_rate_7d activity_other_rate_30d \
+        activity_other_rate_90d activity_other_trend activity_login_rate_7d \
+        activity_login_rate_30d activity_login_rate_90d activity_login_trend \
+        subscription_active subscription_cancelled subscription_monthly_value nps_known \
+        nps_detractor nps_promoter marketing_consent unsubscribed recency_days_log \
+        purchase_recency_days_log tenure_days_log active_share_7d active_share_28d \
+        active_share_112d active_share_change active_share_ratio active_share_recent_ratio \
+        active_share_vs_life silence_surprise recency_vs_gap_log plan_value_change \
+        sessions_rate_90d_log sessions_change_7d sessions_change_30d purchases_rate_90d_log \
+        purchases_change_7d purchases_change_30d email_opens_rate_90d_log \
+        email_opens_change_7d email_opens_change_30d email_clicks_rate_90d_log \
+        email_clicks_change_7d email_clicks_change_30d support_tickets_rate_90d_log \
+        support_tickets_change_7d support_tickets_change_30d complaints_rate_90d_log \
+        complaints_change_7d complaints_change_30d payment_failures_rate_90d_log \
+        payment_failures_change_7d payment_failures_change_30d activity_other_rate_90d_log \
+        activity_other_change_7d activity_other_change_30d activity_login_rate_90d_log \
+        activity_login_change_7d activity_login_change_30d engagement_rate_90d_log \
+        engagement_change_7d engagement_change_30d engagement_ratio_7d engagement_ratio_30d \
+        engagement_deviation_7d engagement_deviation_30d engagement_vs_life_7d \
+        engagement_vs_life_30d active_days_deviation_14d";
+        let pinned: Vec<&str> = NAMES.split_whitespace().collect();
+        assert_eq!(spec().names(), pinned.as_slice());
+        let s = spec();
+        let values = s.extract(&CustomerState::default(), 0);
+        assert_eq!(values.len(), pinned.len());
+        // Every stored signal is a behaviour of the table.
+        for signal in SIGNALS {
+            assert!(
+                crate::pipeline::feature_defs::BEHAVIOURS
+                    .iter()
+                    .any(|b| b.name == signal),
+                "{signal}"
+            );
+        }
+    }
+
     fn ev(id: &str, day: f64, kind: EventKind) -> Event {
         Event {
             event_id: id.into(),

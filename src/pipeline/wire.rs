@@ -51,6 +51,19 @@ pub enum SchemaEntry {
 /// Schema entries by id.
 pub type Schemas = HashMap<u32, SchemaEntry>;
 
+/// Schema ids kept before those that could not be had are forgotten.
+pub const SCHEMAS_KEPT: usize = 10_000;
+
+/// Before `more` ids are fetched for a batch: past [`SCHEMAS_KEPT`] ids,
+/// those that could not be had are forgotten (asked for again when met
+/// again), so a stream of made-up ids cannot grow memory without bound.
+/// Never during a batch, which needs its own.
+pub fn make_room(schemas: &mut Schemas, more: usize) {
+    if schemas.len() + more > SCHEMAS_KEPT {
+        schemas.retain(|_, e| matches!(e, SchemaEntry::Ready(_)));
+    }
+}
+
 /// The kind of a registered schema (`schemaType`; absent means Avro).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SchemaKind {

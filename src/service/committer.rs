@@ -144,15 +144,15 @@ pub struct Committer<'a> {
     /// Where the schemas of framed messages come from (`schema_registry`).
     pub registry: Option<&'a crate::registry::Registry>,
     /// The store as the processor reads it, with the batch being written.
-    pub state: StagedStore,
+    pub view: StagedStore,
     /// The batch whose store write is under way, if any.
-    pub in_flight: Pending,
+    pub in_flight: WriteUnderWay,
 }
 
 /// The batch whose store write is under way: at most one, landed before
 /// the next batch is published and before partitions change hands.
 #[derive(Default)]
-pub struct Pending(Option<InFlight>);
+pub struct WriteUnderWay(Option<InFlight>);
 
 impl Committer<'_> {
     /// Fetches the schemas of the batch's framed messages that the
@@ -175,15 +175,7 @@ impl Committer<'_> {
             .collect();
         wanted.sort_unstable();
         wanted.dedup();
-        // Past 10,000 ids, those that could not be had are forgotten
-        // (asked for again when met again), so a stream of made-up ids
-        // cannot grow memory without bound; never during a batch, which
-        // needs its own.
-        if processor.schemas.len() + wanted.len() > 10_000 {
-            processor
-                .schemas
-                .retain(|_, e| matches!(e, crate::pipeline::wire::SchemaEntry::Ready(_)));
-        }
+        crate::pipeline::wire::make_room(&mut processor.schemas, wanted.len());
         for id in wanted {
             let entry = loop {
                 let fetched = tokio::select! {
@@ -354,10 +346,10 @@ impl Committer<'_> {
         }
         let mut batch: Batch = loop {
             let res = match &msgs {
-                Some(m) => processor.process(&mut self.state, m, wall_now()),
+                Some(m) => processor.process(&mut self.view, m, wall_now()),
                 None => {
                     let active = self.input.context().active();
-                    processor.sweep_only(&mut self.state, &active, wall_now())
+                    processor.sweep_only(&mut self.view, &active, wall_now())
                 }
             };
             match res {
@@ -374,11 +366,11 @@ impl Committer<'_> {
         }
         self.publish(&mut batch, &mut attempt).await?;
         let commits = Arc::new(std::mem::take(&mut batch.commits));
-        self.state.stage(commits.clone());
+        self.view.stage(commits.clone());
         self.health.working();
         let write = {
             let (store, commits, flush) = (
-                self.state.store().clone(),
+                self.view.store().clone(),
                 commits.clone(),
                 self.flush_on_commit,
             );
@@ -430,9 +422,9 @@ impl Committer<'_> {
             // Stopped here, the batch is not committed: the next start
             // replays it.
             self.store_retry(&mut attempt, e).await?;
-            res = write_durably(&**self.state.store(), &f.commits, self.flush_on_commit);
+            res = write_durably(&**self.view.store(), &f.commits, self.flush_on_commit);
         }
-        self.state.landed();
+        self.view.landed();
         self.health.progressed();
         self.health.committing.store(true, Ordering::Relaxed);
         if self.commit_to_kafka && f.from_input {
@@ -457,7 +449,7 @@ impl Committer<'_> {
         let mut first = std::mem::take(&mut batch.records);
         let mut metas = Vec::new();
         for (p, c) in &batch.commits {
-            let before = self.state.meta(*p).unwrap_or_default();
+            let before = self.view.meta(*p).unwrap_or_default();
             let moved = PartitionMeta {
                 changelog_next: before.changelog_next,
                 ..c.meta

@@ -37,9 +37,10 @@ impl MainLoop<'_> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let wake = self.committer.input.context().wake.clone();
         let sweeps = self.processor.clock == ClockMode::Wall;
-        // A batch's store write may be under way (the committer holds it);
+        // A batch's store write may be under way (the committer holds it):
         // it lands before the next batch is published, and before
         // partitions are taken or given up.
+
         // When the last batch was closed (see `gather`).
         let mut last_batch: Option<tokio::time::Instant> = None;
         let stopped = loop {
@@ -55,7 +56,7 @@ impl MainLoop<'_> {
                     if let Err(stop) = self.committer.land().await {
                         break Err(stop);
                     }
-                    self.partitions.follow(input, &mut self.committer.state);
+                    self.partitions.follow(input, &mut self.committer.view);
                 }
                 Some(done) = self.partitions.next_restored() => {
                     if let Err(stop) = self.committer.land().await {
@@ -64,14 +65,14 @@ impl MainLoop<'_> {
                     if let Err(stop) = self.partitions.restored(done, &mut self.committer).await {
                         break Err(stop);
                     }
-                    self.partitions.follow(input, &mut self.committer.state);
+                    self.partitions.follow(input, &mut self.committer.view);
                 }
                 _ = tick.tick() => {
                     if let Err(stop) = self.committer.land().await {
                         break Err(stop);
                     }
-                    self.partitions.follow(input, &mut self.committer.state);
-                    self.partitions.release_unowned(input, &mut self.committer.state);
+                    self.partitions.follow(input, &mut self.committer.view);
+                    self.partitions.release_unowned(input, &mut self.committer.view);
                     if sweeps {
                         self.take_commands();
                         if let Err(stop) = self.committer.handle(&mut self.processor, None).await {
@@ -91,7 +92,7 @@ impl MainLoop<'_> {
                         Ok(None) => continue,
                         Err(stop) => break Err(stop),
                     };
-                    // A reload accepted while the loop waited for input
+                    // A reload that came while the batch was gathered
                     // applies to this batch.
                     self.take_commands();
                     if let Err(stop) = self.committer.handle(&mut self.processor, Some(msgs)).await {
@@ -204,7 +205,7 @@ impl MainLoop<'_> {
         if !changes.0.is_empty() {
             self.committer.land().await?;
         }
-        let stale = self.partitions.apply(changes, &mut self.committer.state);
+        let stale = self.partitions.apply(changes, &mut self.committer.view);
         let active = input.context().active();
         msgs.retain(|m| !stale.contains(&m.partition) && active.contains(&m.partition));
         Ok((!msgs.is_empty()).then_some(msgs))

@@ -196,7 +196,7 @@ impl Partitions {
                 return Ok(());
             }
         };
-        committer.state.forget(p);
+        committer.view.forget(p);
         self.metrics.emit(PartitionRestored {
             partition: p,
             plan: &r.plan,

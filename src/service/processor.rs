@@ -334,7 +334,7 @@ impl Processor {
             kind: event.kind.type_name(),
         });
         let from = records.len();
-        self.outputs(&out, ScoreCause::Event, records);
+        self.encode(&out, ScoreCause::Event, records);
         // What the event caused continues its trace: its alert, and a
         // trigger sent now (not one it released from quiet hours, nor an
         // outcome, which belong to an earlier alert).
@@ -418,13 +418,13 @@ impl Processor {
             let (s, out) = self.rules.rescore(state, id, at);
             state = s;
             self.metrics.emit(SilentRescored);
-            self.outputs(&out, ScoreCause::Silence, records);
+            self.encode(&out, ScoreCause::Silence, records);
         }
         slot.state = Some(state);
     }
 
-    /// The records of one step's outputs, counted.
-    fn outputs(&self, out: &Output, cause: ScoreCause, records: &mut Vec<OutRecord>) {
+    /// The records of one step's outputs, encoded and counted.
+    fn encode(&self, out: &Output, cause: ScoreCause, records: &mut Vec<OutRecord>) {
         if let Some(probability) = out.probability {
             self.metrics.emit(Scored { cause, probability });
         }

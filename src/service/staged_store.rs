@@ -425,5 +425,7 @@ mod tests {
             assert_eq!(store.meta(*p).unwrap(), Some(c.meta));
             assert_eq!(store.customers(*p).unwrap().len(), c.states.len());
         }
+        let all: usize = (0..3).map(|p| store.customers(p).unwrap().len()).sum();
+        assert_eq!(all, 3 * (PARALLEL_COMMIT_WRITES / 2));
     }
 }

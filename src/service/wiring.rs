@@ -240,9 +240,9 @@ impl Service {
             owner: owner.clone(),
             outputs,
             registry: registry.as_ref(),
-            state: StagedStore::new(self.store.clone(), self.metrics.clone()).with_backup(
-                Arc::new(crate::kafka::changelog::ChangelogBackup(cfg.clone())),
-            ),
+            view: StagedStore::new(self.store.clone(), self.metrics.clone()).with_backup(Arc::new(
+                crate::kafka::changelog::ChangelogBackup(cfg.clone()),
+            )),
             in_flight: Default::default(),
         };
         let partitions = Partitions::new(
