@@ -41,7 +41,28 @@ cargo test --release --all-targets --features e2e
 # 4 on the fjall engine (about 2 minutes); one at a time, each with its
 # own broker.
 step "crash loop"
-cargo test --release --features e2e --test crash_loop -- --ignored --nocapture --test-threads=1
+# tansu 0.6 now and then never assigns partitions to a restarted static
+# member (the dead member is kept); the test kills and restarts such a
+# process every 60 s, and gives up after 240 s. A loop that failed so is
+# run once more, alone, saying so; any other failure fails the suite.
+crash_log=$(mktemp)
+if ! cargo test --release --features e2e --test crash_loop -- --ignored --nocapture --test-threads=1 2>&1 | tee "$crash_log"; then
+  failed=$(sed -n '/^failures:$/,/^test result/p' "$crash_log" | grep -oE '^    sigkill_[a-z_]+$' | sort -u | tr -d ' ')
+  unassigned=yes
+  for t in $failed; do
+    grep -A1 "^thread '$t' .*panicked at" "$crash_log" | grep -q 'not ready within 240 s of restart' || unassigned=no
+  done
+  if [ -n "$failed" ] && [ "$unassigned" = yes ]; then
+    for t in $failed; do
+      echo "crash loop: $t: tansu never assigned the restarted static member its partitions (known tansu 0.6 bug: a dead member kept); running it once more" >&2
+      cargo test --release --features e2e --test crash_loop -- --ignored --nocapture --test-threads=1 --exact "$t"
+    done
+  else
+    rm -f "$crash_log"
+    exit 1
+  fi
+fi
+rm -f "$crash_log"
 # Scale-out (about 1-3 minutes a run, on fjall and on sled): three
 # instances, one SIGKILLed, an empty-disk joiner and an empty-disk
 # replacement restore from the changelog.
