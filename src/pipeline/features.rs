@@ -661,6 +661,9 @@ pub struct CustomerState {
     pub plan_value_first: Option<Latest<f64>>,
     /// Purchases, sessions and activity counts over the customer's life.
     pub engagement_events: f64,
+    /// Experiment variants drawn, and the baseline of the alert awaiting
+    /// its outcome (state version 5).
+    pub experiments: crate::pipeline::experiment::Enrolments,
 }
 
 /// An event-id hash stored as its 8 little-endian bytes. For bincode's

@@ -10,6 +10,9 @@
 //!   [`feature_defs`]: the one table of the features, their behaviours and signs.
 //! - [`model`]: the logistic model file and scoring with reasons.
 //! - [`policy`]: thresholds, hysteresis, tiers and campaign choice.
+//! - [`experiment`]: campaign variants, stable assignment, its memory.
+//! - [`readout`]: experiment results from outcomes: lifts, sequential
+//!   tests, sample-ratio checks, power.
 //! - [`segments`]: RFM and lifecycle segments.
 //! - [`bgnbd`]: the BG/NBD model: fit, P(alive), expected purchases.
 //! - [`output`]: triggers, outcomes and the names they share with state.
@@ -22,12 +25,14 @@ pub mod contact;
 pub mod decode;
 pub mod error;
 pub mod event;
+pub mod experiment;
 pub mod feature_defs;
 pub mod features;
 pub mod model;
 pub mod onset;
 pub mod output;
 pub mod policy;
+pub mod readout;
 pub mod segments;
 pub mod settings;
 pub mod step;

@@ -143,6 +143,15 @@ pub struct Trigger {
     /// When the trigger was released, if quiet hours held it back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub released_at: Option<String>,
+    /// The experiment the campaign runs, if any (schema version 2).
+    #[serde(default)]
+    pub experiment: Option<String>,
+    /// The customer's variant in it.
+    #[serde(default)]
+    pub variant: Option<String>,
+    /// The variant's message template id.
+    #[serde(default)]
+    pub template_id: Option<String>,
 }
 
 /// Whether an alerted customer stayed, published on the outcomes topic
@@ -161,6 +170,23 @@ pub struct OutcomeRecord {
     pub campaign_id: Option<String>,
     pub alerted_at: String,
     pub decided_at: String,
+    /// The experiment arm the alert was assigned to: a variant, or
+    /// `holdout` (schema version 2). Kept when a held trigger was dropped
+    /// (intention to treat).
+    #[serde(default)]
+    pub experiment: Option<String>,
+    #[serde(default)]
+    pub variant: Option<String>,
+    /// The share of every arm of the experiment when the alert was
+    /// assigned (for the sample-ratio check).
+    #[serde(default)]
+    pub split: Option<std::collections::BTreeMap<String, f64>>,
+    /// Guardrails: the customer unsubscribed from email, or complained,
+    /// between the alert and the outcome.
+    #[serde(default)]
+    pub unsubscribed: bool,
+    #[serde(default)]
+    pub complained: bool,
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::event::Millis;
+use crate::pipeline::experiment::Experiment;
 use crate::pipeline::features::{AlertState, CustomerState};
 
 /// A named band of probability.
@@ -51,6 +52,10 @@ pub struct CampaignRule {
     /// Offer text or code for the campaign tool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offer: Option<String>,
+    /// An experiment between variants of this campaign (see
+    /// docs/experiments.md); the holdout is its control.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<Experiment>,
 }
 
 /// One combination of the things rules match on.
@@ -123,6 +128,29 @@ pub fn check_rules(rules: &[CampaignRule], tiers: &[Tier]) -> Result<(), (String
                     r.channel
                 ),
             ));
+        }
+        if let Some(e) = &r.experiment {
+            e.check(&CHANNELS)
+                .map_err(|(f, m)| (format!("[{i}].{f}"), m))?;
+            if r.channel == "none" {
+                return Err((
+                    format!("[{i}].channel"),
+                    "a rule with an experiment contacts customers: its channel cannot be \"none\""
+                        .into(),
+                ));
+            }
+            if rules[..i]
+                .iter()
+                .any(|o| o.experiment.as_ref().is_some_and(|x| x.name == e.name))
+            {
+                return Err((
+                    format!("[{i}].experiment.name"),
+                    format!(
+                        "experiment {:?} is run by an earlier rule; give each its own name",
+                        e.name
+                    ),
+                ));
+            }
         }
         if r.consent != Some(true) && r.channel != "none" {
             return Err((

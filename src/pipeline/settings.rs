@@ -119,6 +119,7 @@ impl Default for PolicyConfig {
                 campaign_id: id.into(),
                 channel: channel.into(),
                 offer: (!offer.is_empty()).then(|| offer.into()),
+                experiment: None,
             }
         };
         Self {

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::event::{rfc3339, stable_hash, Event, EventKind, Millis, DAY_MS};
+use crate::pipeline::experiment::{AlertBaseline, HOLDOUT_ARM};
 use crate::pipeline::features::{
     Awaiting, CustomerState, FeatureSpec, HeldTrigger, PastAlert, Seen, ALERT_HISTORY,
 };
@@ -337,6 +338,7 @@ fn score(
 fn decide_outcome(s: &mut CustomerState, customer_id: &str, now: Millis) -> Option<OutcomeRecord> {
     let a = s.contact.awaiting.take()?;
     let o = outcome_of(s, customer_id, &a, now);
+    s.experiments.baseline = None;
     if let Some(h) = s
         .contact
         .history
@@ -350,6 +352,12 @@ fn decide_outcome(s: &mut CustomerState, customer_id: &str, now: Millis) -> Opti
 
 fn outcome_of(s: &CustomerState, customer_id: &str, a: &Awaiting, now: Millis) -> OutcomeRecord {
     let back = s.last_engaged.is_some_and(|t| t > a.alerted_at);
+    let base = s
+        .experiments
+        .baseline
+        .as_ref()
+        .filter(|b| b.alert_id == a.alert_id);
+    let arm = base.and_then(|b| b.arm.as_ref());
     OutcomeRecord {
         outcome_id: format!("{:016x}", stable_hash(&[a.alert_id.as_bytes(), b"outcome"])),
         alert_id: a.alert_id.clone(),
@@ -363,6 +371,11 @@ fn outcome_of(s: &CustomerState, customer_id: &str, a: &Awaiting, now: Millis) -
         campaign_id: a.campaign_id.clone(),
         alerted_at: rfc3339(a.alerted_at),
         decided_at: rfc3339(now),
+        experiment: arm.map(|a| a.experiment.clone()),
+        variant: arm.map(|a| a.variant.clone()),
+        split: arm.map(|a| a.split.iter().cloned().collect()),
+        unsubscribed: base.is_some_and(|b| !b.unsubscribed) && s.is_unsubscribed(),
+        complained: base.is_some_and(|b| s.complaints > b.complaints),
     }
 }
 
@@ -416,7 +429,7 @@ fn alert(
     s.contact
         .sent
         .retain(|t| now - *t < period_ms.max(cooldown_ms));
-    let blocked = if s.is_unsubscribed() {
+    let mut blocked = if s.is_unsubscribed() {
         Some(Suppression::Unsubscribed)
     } else if !consent {
         Some(Suppression::NoConsent)
@@ -438,6 +451,33 @@ fn alert(
     } else {
         None
     };
+    // The experiment arm: holdout customers are its control; the others
+    // whom the rule contacts draw a variant (kept for good).
+    let experiment = rule.and_then(|r| r.experiment.as_ref());
+    let variant = match (blocked, experiment) {
+        (None, Some(e)) => match s.experiments.variant(e, customer_id) {
+            Some(v) => Some(v),
+            // A remembered variant was removed from the policy: no contact.
+            None => {
+                blocked = Some(Suppression::NoContactRule);
+                None
+            }
+        },
+        _ => None,
+    };
+    let arm = experiment
+        .filter(|_| matches!(blocked, None | Some(Suppression::Holdout)))
+        .map(|e| crate::pipeline::experiment::Arm {
+            experiment: e.name.clone(),
+            variant: variant.map_or(HOLDOUT_ARM, |v| v.name.as_str()).to_string(),
+            split: e.split(policy.holdout.share),
+        });
+    s.experiments.baseline = Some(AlertBaseline {
+        alert_id: alert_id.clone(),
+        complaints: s.complaints,
+        unsubscribed: s.is_unsubscribed(),
+        arm,
+    });
     let group = Suppression::group(blocked);
     if group != Group::NotContacted {
         // Holdout customers use up their contact budget as if they had been
@@ -471,8 +511,12 @@ fn alert(
             alert_id: alert_id.clone(),
             customer_id: customer_id.to_string(),
             campaign_id: rule.campaign_id.clone(),
-            channel: rule.channel.clone(),
-            offer: rule.offer.clone(),
+            channel: variant
+                .and_then(|v| v.channel.clone())
+                .unwrap_or_else(|| rule.channel.clone()),
+            offer: variant
+                .and_then(|v| v.offer.clone())
+                .or_else(|| rule.offer.clone()),
             risk_tier: tier.clone(),
             probability: p,
             customer_value: value,
@@ -482,6 +526,9 @@ fn alert(
             value_band: profile.value_band.clone(),
             as_of: as_of.clone(),
             released_at: None,
+            experiment: experiment.map(|e| e.name.clone()),
+            variant: variant.map(|v| v.name.clone()),
+            template_id: variant.and_then(|v| v.template_id.clone()),
         };
         let release_at = after_quiet_hours(now, &c.quiet_hours, policy.timezone(s));
         if release_at > now {

@@ -214,8 +214,9 @@ const _: Option<&dyn Store> = None;
 /// lacked the trailing `returned_at` and `contact` fields; version 2 the
 /// engagement-day fields (`first_engaged`, `engaged_days`, `day_bits`,
 /// `day_anchor`), `plan_value_first` and `engagement_events`, which a
-/// migrated state starts empty.
-const STATE_VERSION: u8 = 4;
+/// migrated state starts empty. Version 5 added the trailing `experiments`
+/// field; a version 4 state is read with it empty.
+const STATE_VERSION: u8 = 5;
 
 type V3Tail = (
     Option<Millis>,
@@ -229,6 +230,13 @@ type V3Tail = (
 /// The fields version 2 lacked, as their defaults.
 fn v3_tail() -> V3Tail {
     (None, 0, 0, 0, None, 0.0)
+}
+
+/// A version 3 state (bincode 1), read with the later `experiments` empty.
+fn from_v3(mut v3: Vec<u8>) -> Result<CustomerState, StoreError> {
+    bincode::serialize_into(&mut v3, &crate::pipeline::experiment::Enrolments::default())
+        .expect("serialising to a Vec cannot fail");
+    bincode::deserialize(&v3).map_err(corrupt_state)
 }
 
 /// Encodes a customer state for storage (version byte + postcard).
@@ -256,13 +264,30 @@ pub fn decode_state(bytes: &[u8]) -> Result<CustomerState, StoreError> {
             ))),
             Err(e) => Err(corrupt_state(e)),
         },
-        Some((3, rest)) => bincode::deserialize(rest).map_err(corrupt_state),
+        // postcard writes fields back to back too: a version 4 state
+        // followed by an empty `experiments` is a version 5 state.
+        Some((4, rest)) => {
+            let mut v5 = rest.to_vec();
+            v5.extend(
+                postcard::to_allocvec(&crate::pipeline::experiment::Enrolments::default())
+                    .expect("serialising to a Vec cannot fail"),
+            );
+            match postcard::take_from_bytes(&v5) {
+                Ok((s, [])) => Ok(s),
+                Ok((_, extra)) => Err(corrupt_state(format!(
+                    "{} bytes after the end of the state",
+                    extra.len()
+                ))),
+                Err(e) => Err(corrupt_state(e)),
+            }
+        }
+        Some((3, rest)) => from_v3(rest.to_vec()),
         // bincode writes fields back to back, so an older state followed by
         // the later fields' defaults is a version 3 state.
         Some((2, rest)) => {
             let mut v3 = rest.to_vec();
             bincode::serialize_into(&mut v3, &v3_tail()).expect("serialising to a Vec cannot fail");
-            bincode::deserialize(&v3).map_err(corrupt_state)
+            from_v3(v3)
         }
         Some((1, rest)) => {
             let mut v3 = rest.to_vec();
@@ -275,7 +300,7 @@ pub fn decode_state(bytes: &[u8]) -> Result<CustomerState, StoreError> {
                 ),
             )
             .expect("serialising to a Vec cannot fail");
-            bincode::deserialize(&v3).map_err(corrupt_state)
+            from_v3(v3)
         }
         Some((v, _)) => Err(corrupt_state(format!("unknown state version {v}"))),
         None => Err(corrupt_state("empty value")),
@@ -285,8 +310,15 @@ pub fn decode_state(bytes: &[u8]) -> Result<CustomerState, StoreError> {
 /// The version 3 encoding (bincode 1), for tests that migrate old states.
 #[cfg(test)]
 pub(crate) fn encode_state_v3(s: &CustomerState) -> Vec<u8> {
+    assert_eq!(
+        s.experiments,
+        Default::default(),
+        "version 3 had no experiments"
+    );
     let mut out = vec![3];
     bincode::serialize_into(&mut out, s).expect("serialising to a Vec cannot fail");
+    let tail = bincode::serialize(&s.experiments).expect("serialising to a Vec cannot fail");
+    out.truncate(out.len() - tail.len());
     out
 }
 
@@ -515,8 +547,26 @@ mod tests {
     fn every_field_survives_the_compact_encoding_and_a_v3_migration() {
         let s = busy_state();
         let v4 = encode_state(&s);
-        assert_eq!(v4[0], 4);
+        assert_eq!(v4[0], 5);
         assert_eq!(decode_state(&v4).unwrap(), s);
+        // A version 4 state (no experiments yet) reads with them empty.
+        let mut old = v4.clone();
+        old[0] = 4;
+        old.truncate(old.len() - postcard::to_allocvec(&s.experiments).unwrap().len());
+        assert_eq!(decode_state(&old).unwrap(), s, "a version 4 state reads");
+        let mut enrolled = s.clone();
+        enrolled.experiments.assigned = vec![("winback-offer".into(), "discount".into())];
+        enrolled.experiments.baseline = Some(crate::pipeline::experiment::AlertBaseline {
+            alert_id: "a-1".into(),
+            complaints: 1,
+            unsubscribed: false,
+            arm: Some(crate::pipeline::experiment::Arm {
+                experiment: "winback-offer".into(),
+                variant: "discount".into(),
+                split: vec![("holdout".into(), 0.1), ("discount".into(), 0.9)],
+            }),
+        });
+        assert_eq!(decode_state(&encode_state(&enrolled)).unwrap(), enrolled);
         let v3 = encode_state_v3(&s);
         assert_eq!(decode_state(&v3).unwrap(), s, "a version 3 state reads");
         assert!(
