@@ -46,6 +46,10 @@ enum Command {
     /// Send an event history (JSONL, e.g. from `simulate`) to the input
     /// topic, keyed by customer id, with the config's Kafka settings.
     Produce(churn_alert::offline::produce::ProduceOptions),
+    /// Print the readout of the campaign experiments: per variant, lift
+    /// against the holdout with fixed and always-valid intervals, the
+    /// sample-ratio check, guardrails and the customers still needed.
+    Experiments(churn_alert::offline::experiments::ExperimentsOptions),
     /// Check the config (and the model it names, and the Kafka client
     /// settings, by creating each client) and exit.
     CheckConfig,
@@ -239,6 +243,7 @@ async fn command(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Config => print!("{}", config.masked_toml()),
         Command::Produce(opts) => churn_alert::offline::produce::run(opts, &config).await?,
         Command::CheckConfig => churn_alert::offline::commands::check_config(&config)?,
+        Command::Experiments(opts) => churn_alert::offline::experiments::run(opts, &config)?,
         Command::Demo(opts) => {
             let stop_timeout = std::time::Duration::from_secs(config.service.stop_timeout_seconds);
             churn_alert::offline::demo::run(opts, shutdown_on_signals(stop_timeout)).await?;

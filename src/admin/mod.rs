@@ -3,13 +3,15 @@
 //! `GET /model`, `POST /model/reload`, `GET /policy`, `POST /policy/reload`;
 //! their OpenAPI description, made from the handlers' annotations, at
 //! `GET /openapi.json`; and a status page at `GET /` (with
-//! `GET /alerts/recent`, the latest alerts it lists).
+//! `GET /alerts/recent`, the latest alerts it lists, and
+//! `GET /experiments`, the experiment readout its panel draws).
 //!
 //! Mutating endpoints need `Authorization: Bearer <admin.token>`; with no
 //! token configured they answer 403 (disabled), never open. Reading a
 //! customer needs `admin.read_token` (or the admin token) when it is set.
 
 pub mod control;
+pub mod experiments;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,6 +54,7 @@ pub fn router(
         .route("/policy/reload", axum::routing::post(c::reload_policy))
         .route("/openapi.json", get(openapi_handler))
         .route("/alerts/recent", get(c::recent_alerts))
+        .route("/experiments", get(experiments::get_experiments))
         .route("/", get(status_page))
         .with_state(AppState {
             metrics,
@@ -80,6 +83,7 @@ impl axum::extract::FromRef<AppState> for Arc<crate::admin::control::Control> {
         openapi_handler,
         status_page,
         control::recent_alerts,
+        experiments::get_experiments,
         control::get_customer,
         control::delete_customer,
         control::get_model,
@@ -87,7 +91,7 @@ impl axum::extract::FromRef<AppState> for Arc<crate::admin::control::Control> {
         control::get_policy,
         control::reload_policy,
     ),
-    components(schemas(control::ErrorBody)),
+    components(schemas(control::ErrorBody, experiments::ExperimentsBody)),
     modifiers(&BearerTokens),
 )]
 pub struct ApiDoc;

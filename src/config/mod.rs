@@ -68,6 +68,9 @@ pub struct Config {
     pub model: ModelConfig,
     pub policy: PolicyConfig,
     pub segments: SegmentsConfig,
+    /// How experiment results are judged (`GET /experiments`,
+    /// `churn-alert experiments`).
+    pub experiments: crate::pipeline::readout::ReadoutSettings,
     pub admin: AdminConfig,
     pub service: ServiceConfig,
     pub log: LogConfig,

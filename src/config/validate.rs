@@ -233,6 +233,40 @@ impl Config {
                 format!("must be between 0 and 0.5, got {}", p.holdout.share),
             ));
         }
+        if p.holdout.share == 0.0 {
+            if let Some(e) = p.campaigns.iter().find_map(|r| r.experiment.as_ref()) {
+                return Err(key_err(
+                    "policy.holdout.share",
+                    format!(
+                        "experiment {:?} compares its variants with the holdout: set a share above 0 (0.1 is usual)",
+                        e.name
+                    ),
+                ));
+            }
+        }
+        let x = &self.experiments;
+        for (key, v, lo, hi) in [
+            ("experiments.alpha", x.alpha, 0.0, 0.5),
+            ("experiments.minimum_lift", x.minimum_lift, 0.0, 1.0),
+            ("experiments.power", x.power, 0.0, 1.0),
+            ("experiments.srm_alpha", x.srm_alpha, 0.0, 1.0),
+        ] {
+            if !(v > lo && v < hi) {
+                return Err(key_err(
+                    key,
+                    format!("must be between {lo} and {hi} (exclusive), got {v}"),
+                ));
+            }
+        }
+        if !(x.sequential_tuning.is_finite() && x.sequential_tuning >= 1.0) {
+            return Err(key_err(
+                "experiments.sequential_tuning",
+                format!(
+                    "must be a sample size of at least 1, got {}",
+                    x.sequential_tuning
+                ),
+            ));
+        }
         let g = &self.segments;
         if let Some(rfm) = &g.rfm {
             rfm.check().map_err(|why| {

@@ -10,6 +10,8 @@
 //!   the publisher of outputs.
 //! - [`changelog`]: the compacted changelog every state change is written
 //!   to, and the restore of a partition from it on assignment.
+//! - [`outcomes`]: the outcomes topic read whole, for the experiment
+//!   readout.
 //! - [`topics`]: creation and checking of the service's topics.
 //! - [`partitioner`]: which input partition a customer id belongs to;
 //!   [`owner`]: which group member holds it.
@@ -20,6 +22,7 @@ pub mod changelog;
 pub mod client;
 pub mod error;
 pub mod mock;
+pub mod outcomes;
 pub mod outputs;
 pub mod owner;
 pub mod partitioner;

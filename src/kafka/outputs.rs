@@ -7,7 +7,7 @@
 
 use crate::kafka::record::{
     cloudevents_headers, trace_context, InMessage, OutKind, OutRecord, Versioned, CE_ID, CE_SOURCE,
-    CE_TIME, SCHEMA_VERSION,
+    CE_TIME,
 };
 use crate::pipeline::decode::Rejection;
 use crate::pipeline::event::rfc3339;
@@ -122,7 +122,7 @@ impl Outputs {
         body: &impl serde::Serialize,
     ) -> OutRecord {
         let payload = serde_json::to_vec(&Versioned {
-            schema_version: SCHEMA_VERSION,
+            schema_version: super::record::schema_version(kind),
             body,
         })
         .expect("outputs serialise");

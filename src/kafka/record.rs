@@ -85,9 +85,16 @@ fn valid_traceparent(v: &[u8]) -> bool {
         && hex(f[3], 2)
 }
 
-/// The version of the JSON payloads of alerts, triggers and outcomes
-/// (their `schema_version` field; the schemas are in `schemas/`).
-pub const SCHEMA_VERSION: u32 = 1;
+/// The version of an output's layout: the JSON payload's `schema_version`
+/// and the `v` of its `ce_type`; the schemas are `schemas/<kind>.v<N>.json`.
+/// Triggers and outcomes are at 2 since they carry experiment arms (see
+/// docs/outputs.md, "Versions").
+pub fn schema_version(kind: OutKind) -> u32 {
+    match kind {
+        OutKind::Trigger | OutKind::Outcome => 2,
+        OutKind::Alert | OutKind::DeadLetter | OutKind::Changelog => 1,
+    }
+}
 
 /// A JSON payload with its `schema_version` first.
 #[derive(serde::Serialize)]
@@ -119,7 +126,7 @@ pub fn cloudevents_headers(
         (CE_SOURCE.into(), source.as_bytes().to_vec()),
         (
             "ce_type".into(),
-            format!("churn-alert.{}.v{SCHEMA_VERSION}", kind.as_str()).into_bytes(),
+            format!("churn-alert.{}.v{}", kind.as_str(), schema_version(kind)).into_bytes(),
         ),
         (CE_TIME.into(), time.as_bytes().to_vec()),
     ]

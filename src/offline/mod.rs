@@ -14,12 +14,15 @@
 //! - [`histories`]: purchase-only retail (BG/NBD, Pareto/NBD) and SaaS
 //!   subscription histories with ground truth.
 //! - [`demo`]: the whole service on an in-process mock cluster.
+//! - [`experiments`]: the `experiments` command: the experiment readout
+//!   from the outcomes topic or a file, as a table, JSON or CSV.
 //! - [`progress`]: progress bars at a terminal, plain lines otherwise.
 
 pub mod backtest;
 pub mod commands;
 pub mod demo;
 pub mod evaluate;
+pub mod experiments;
 pub mod flags;
 pub mod gap;
 pub mod histories;

@@ -318,6 +318,16 @@ impl Tally {
         }
     }
 
+    /// Forgets an erased customer's outcomes; returns whether any were
+    /// counted.
+    pub fn forget(&mut self, customer_id: &str) -> bool {
+        let mut any = false;
+        for customers in self.experiments.values_mut() {
+            any |= customers.remove(customer_id).is_some();
+        }
+        any
+    }
+
     /// Names of the experiments seen.
     pub fn experiments(&self) -> impl Iterator<Item = &str> {
         self.experiments.keys().map(String::as_str)

@@ -849,6 +849,63 @@ mod tests {
     }
 
     #[test]
+    fn an_experiment_splits_contacted_customers_and_outcomes_carry_the_arm() {
+        use crate::pipeline::experiment::{Experiment, Variant};
+        let variant = |name: &str, channel: &str| Variant {
+            name: name.into(),
+            weight: 1.0,
+            channel: Some(channel.into()),
+            offer: Some(format!("{name}-offer")),
+            template_id: Some(format!("tpl-{name}")),
+        };
+        let experiment = Experiment {
+            name: "nudge-test".into(),
+            variants: vec![variant("discount", "email"), variant("shipping", "sms")],
+        };
+        let mut policy = crate::pipeline::policy::tests::policy();
+        for r in policy.campaigns.iter_mut().filter(|r| r.channel != "none") {
+            r.experiment = Some(experiment.clone());
+        }
+        let drawn = experiment.draw("c-1").clone();
+        for holdout in [false, true] {
+            policy.holdout.share = if holdout { 1.0 } else { 0.0 };
+            let outs = run(&policy, &[0, 20, 25, 30, 35, 40, 45, 50], 50);
+            let o = outs[42].1.decided.clone().expect("outcome on day 42");
+            assert_eq!(o.experiment.as_deref(), Some("nudge-test"));
+            let split = o.split.clone().unwrap();
+            assert_eq!(split["holdout"], policy.holdout.share);
+            assert!(!o.unsubscribed && !o.complained);
+            if holdout {
+                assert!(outs[12].1.trigger.is_none());
+                assert_eq!(o.variant.as_deref(), Some(HOLDOUT_ARM));
+            } else {
+                let t = outs[12].1.trigger.clone().expect("trigger on day 12");
+                assert_eq!(t.experiment.as_deref(), Some("nudge-test"));
+                assert_eq!(t.variant.as_deref(), Some(drawn.name.as_str()));
+                assert_eq!(t.channel, drawn.channel.clone().unwrap());
+                assert_eq!(t.offer, drawn.offer);
+                assert_eq!(t.template_id, drawn.template_id);
+                assert_eq!(o.variant.as_deref(), Some(drawn.name.as_str()));
+                assert_eq!(split[&drawn.name], 0.5);
+            }
+        }
+        // Without consent nobody is in the experiment: no arm, no trigger.
+        let spec = spec();
+        let m = model(&spec);
+        policy.holdout.share = 0.0;
+        let e = session("s0", 0);
+        let (mut s, _) = step(None, &e, T0, &m, &policy, &spec);
+        let mut arms = Vec::new();
+        for day in 1..=45 {
+            let (st, out) = rescore(s.unwrap(), "c-1", T0 + day * DAY_MS, &m, &policy, &spec);
+            assert!(out.trigger.is_none());
+            arms.extend(out.decided.map(|o| o.variant));
+            s = Some(st);
+        }
+        assert_eq!(arms, vec![None], "one outcome, outside the experiment");
+    }
+
+    #[test]
     fn holdout_customers_are_alerted_without_a_trigger_and_tracked() {
         let mut policy = crate::pipeline::policy::tests::policy();
         policy.holdout.share = 0.5;

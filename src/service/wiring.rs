@@ -225,6 +225,23 @@ impl Service {
             commands: command_tx,
         }
         .spawn(self.model.clone(), shutdown.clone());
+        // The experiment readout: the outcomes topic, read whole on a
+        // thread of its own.
+        self.metrics
+            .experiments
+            .set_settings(self.config.experiments.clone());
+        let readout_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readout = {
+            let (cfg, board, stop) = (
+                cfg.clone(),
+                self.metrics.experiments.clone(),
+                readout_stop.clone(),
+            );
+            std::thread::Builder::new()
+                .name("experiment-readout".into())
+                .spawn(move || crate::kafka::outcomes::follow(&cfg, &board, &stop))
+                .expect("a thread starts")
+        };
         let owner = self.config.admin.advertised_url.clone();
         let committer = Committer {
             // Kafka's committed offsets are for lag only (starts use the
@@ -273,6 +290,8 @@ impl Service {
             tracing::error!(error = %e, "final flush failed; the next start replays from the last durable commit");
         }
         publisher.flush(Duration::from_secs(5));
+        readout_stop.store(true, Ordering::Relaxed);
+        let _ = tokio::task::spawn_blocking(move || readout.join()).await;
         tracing::info!("stopped");
         Ok(halted?)
     }

@@ -55,6 +55,14 @@ pub struct Metrics {
     build_info: IntGaugeVec,
     /// The latest alerts, for the status page.
     pub recent_alerts: crate::telemetry::recent::RecentAlerts,
+    /// The experiment readout from the outcomes topic.
+    pub experiments: crate::telemetry::experiments::ExperimentBoard,
+}
+
+fn float_gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::GaugeVec {
+    let g = prometheus::GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -312,6 +320,53 @@ impl Metrics {
                 "1, labelled with the version of the running binary.",
                 &["version"],
             ),
+            experiments: {
+                let g = crate::telemetry::experiments::Gauges {
+                    customers: float_gauge_vec(
+                        &r,
+                        "churn_alert_experiment_customers",
+                        "Customers whose first alert in the experiment has its outcome, by arm (holdout or variant).",
+                        &["experiment", "arm"],
+                    ),
+                    retained_rate: float_gauge_vec(
+                        &r,
+                        "churn_alert_experiment_retained_rate",
+                        "Share of the arm's customers retained.",
+                        &["experiment", "arm"],
+                    ),
+                    lift: float_gauge_vec(
+                        &r,
+                        "churn_alert_experiment_lift",
+                        "Retention of the variant minus the holdout's (absolute).",
+                        &["experiment", "arm"],
+                    ),
+                    lift_bound: float_gauge_vec(
+                        &r,
+                        "churn_alert_experiment_lift_bound",
+                        "Bounds (low, high) of the absolute lift's always-valid 95% interval.",
+                        &["experiment", "arm", "bound"],
+                    ),
+                    p_value: float_gauge_vec(
+                        &r,
+                        "churn_alert_experiment_sequential_p_value",
+                        "Always-valid p-value of the variant against the holdout.",
+                        &["experiment", "arm"],
+                    ),
+                    guardrail: float_gauge_vec(
+                        &r,
+                        "churn_alert_experiment_guardrail_customers",
+                        "Customers who unsubscribed or complained between the alert and its outcome, by arm.",
+                        &["experiment", "arm", "guardrail"],
+                    ),
+                    srm_p_value: float_gauge_vec(
+                        &r,
+                        "churn_alert_experiment_srm_p_value",
+                        "Chi-square p-value of the observed split against the weights (below 0.001: sample-ratio mismatch).",
+                        &["experiment"],
+                    ),
+                };
+                crate::telemetry::experiments::ExperimentBoard::new(g)
+            },
             registry: r,
             recent_alerts: Default::default(),
         };
@@ -410,6 +465,7 @@ impl Metrics {
         ];
         all.iter()
             .flat_map(|c| c.desc())
+            .chain(self.experiments.gauges().iter().flat_map(|g| g.desc()))
             .map(|d| d.fq_name.clone())
             .collect()
     }

@@ -2,6 +2,7 @@
 //! readiness, the typed events that change them, and traces.
 
 pub mod events;
+pub mod experiments;
 pub mod health;
 pub mod metrics;
 pub mod recent;

@@ -122,7 +122,14 @@ pub fn committed(broker: &Broker, cfg: &Config, partitions: i32) -> BTreeMap<i32
 /// schema version, `ce_id` is `id_field` of the payload (alerts, triggers,
 /// outcomes).
 pub fn assert_matches_schema(kind: &str, r: &Record, id_field: Option<&str>) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("schemas/{kind}.v1.json"));
+    // Triggers and outcomes are at version 2 (they carry experiment arms).
+    let version = if matches!(kind, "trigger" | "outcome") {
+        2
+    } else {
+        1
+    };
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("schemas/{kind}.v{version}.json"));
     let schema: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let validator = jsonschema::options()
@@ -143,12 +150,15 @@ pub fn assert_matches_schema(kind: &str, r: &Record, id_field: Option<&str>) {
     );
     assert_eq!(r.headers["ce_specversion"], "1.0");
     let ce_kind = kind.replace('-', "_");
-    assert_eq!(r.headers["ce_type"], format!("churn-alert.{ce_kind}.v1"));
+    assert_eq!(
+        r.headers["ce_type"],
+        format!("churn-alert.{ce_kind}.v{version}")
+    );
     assert!(r.headers["ce_source"].starts_with("/churn-alert/"));
     if let Some(f) = id_field {
         let body = r.json();
         assert_eq!(r.headers["ce_id"], body[f].as_str().unwrap());
-        assert_eq!(body["schema_version"], 1);
+        assert_eq!(body["schema_version"], version);
         assert_eq!(r.headers["content-type"], "application/json");
     }
 }

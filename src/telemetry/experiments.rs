@@ -1,0 +1,156 @@
+//! The live experiment readout (`GET /experiments`, the status page's
+//! panel and the `churn_alert_experiment_*` series): the outcomes topic,
+//! read whole from its start by every instance, folded into a
+//! [`Tally`]. So the readout is the same on every instance, and exact
+//! after a restart; it moves only when outcomes arrive.
+
+use std::sync::{Arc, Mutex};
+
+use prometheus::GaugeVec;
+
+use crate::pipeline::output::OutcomeRecord;
+use crate::pipeline::readout::{ExperimentReadout, ReadoutSettings, Tally};
+
+/// One record of the outcomes topic.
+#[derive(Debug, Clone)]
+pub enum OutcomeChange {
+    Outcome(Box<OutcomeRecord>),
+    /// A tombstone: the customer was erased.
+    Erased(String),
+}
+
+/// The series the readout sets (made and registered with the other metrics).
+#[derive(Clone)]
+pub(super) struct Gauges {
+    pub customers: GaugeVec,
+    pub retained_rate: GaugeVec,
+    pub lift: GaugeVec,
+    pub lift_bound: GaugeVec,
+    pub p_value: GaugeVec,
+    pub guardrail: GaugeVec,
+    pub srm_p_value: GaugeVec,
+}
+
+#[derive(Default)]
+struct Inner {
+    tally: Tally,
+    readout: Vec<ExperimentReadout>,
+    /// Whether the reader has reached the end of the topic once.
+    caught_up: bool,
+}
+
+/// Shared by clones: the outcomes reader writes, the admin server reads.
+#[derive(Clone)]
+pub struct ExperimentBoard {
+    inner: Arc<Mutex<Inner>>,
+    settings: Arc<Mutex<ReadoutSettings>>,
+    gauges: Gauges,
+}
+
+impl ExperimentBoard {
+    pub(super) fn new(gauges: Gauges) -> Self {
+        Self {
+            inner: Arc::default(),
+            settings: Arc::default(),
+            gauges,
+        }
+    }
+
+    /// How results are judged (from the config's `[experiments]`).
+    pub fn set_settings(&self, s: ReadoutSettings) {
+        *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = s;
+        self.refresh();
+    }
+
+    /// Folds a batch of records in; the readout and series are recomputed
+    /// once per batch that changes them.
+    pub fn apply(&self, changes: impl IntoIterator<Item = OutcomeChange>) {
+        let mut changed = false;
+        {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            for c in changes {
+                changed |= match c {
+                    OutcomeChange::Outcome(o) => inner.tally.add(&o),
+                    OutcomeChange::Erased(id) => inner.tally.forget(&id),
+                };
+            }
+        }
+        if changed {
+            self.refresh();
+        }
+    }
+
+    pub(super) fn gauges(&self) -> [&GaugeVec; 7] {
+        let g = &self.gauges;
+        [
+            &g.customers,
+            &g.retained_rate,
+            &g.lift,
+            &g.lift_bound,
+            &g.p_value,
+            &g.guardrail,
+            &g.srm_p_value,
+        ]
+    }
+
+    /// Forgets everything: the reader starts from the topic's beginning.
+    pub fn restart(&self) {
+        *self.inner.lock().unwrap_or_else(|e| e.into_inner()) = Inner::default();
+        self.refresh();
+    }
+
+    /// Notes that the reader reached the end of the topic.
+    pub fn caught_up(&self) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .caught_up = true;
+    }
+
+    /// The readout of every experiment, and whether it covers the whole
+    /// topic yet.
+    pub fn readout(&self) -> (Vec<ExperimentReadout>, bool) {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        (inner.readout.clone(), inner.caught_up)
+    }
+
+    fn refresh(&self) {
+        let settings = self
+            .settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.readout = inner.tally.readout(&settings);
+        let g = &self.gauges;
+        for e in &inner.readout {
+            let name = e.experiment.as_str();
+            g.srm_p_value.with_label_values(&[name]).set(e.srm_p_value);
+            for a in &e.arms {
+                let l = [name, a.arm.as_str()];
+                g.customers.with_label_values(&l).set(a.customers as f64);
+                g.retained_rate.with_label_values(&l).set(a.retained_rate);
+                for (guardrail, n) in [
+                    ("unsubscribed", a.unsubscribed),
+                    ("complained", a.complained),
+                ] {
+                    g.guardrail
+                        .with_label_values(&[name, a.arm.as_str(), guardrail])
+                        .set(n as f64);
+                }
+                if let Some(lift) = &a.absolute_lift {
+                    g.lift.with_label_values(&l).set(lift.estimate);
+                    g.p_value.with_label_values(&l).set(lift.sequential_p_value);
+                    for (bound, v) in [
+                        ("low", lift.sequential_ci[0]),
+                        ("high", lift.sequential_ci[1]),
+                    ] {
+                        g.lift_bound
+                            .with_label_values(&[name, a.arm.as_str(), bound])
+                            .set(v);
+                    }
+                }
+            }
+        }
+    }
+}
