@@ -73,6 +73,17 @@ async fn live() -> Live {
     let mut cfg = process_config(&broker, dir.path());
     cfg.admin.token = Some(ADMIN_TOKEN.into());
     cfg.admin.read_token = Some(READ_TOKEN.into());
+    // The demo's two-variant experiment, its outcomes read at 14 days.
+    cfg.policy.holdout.share = 0.2;
+    cfg.policy.outcome_window_days = 14.0;
+    for r in cfg
+        .policy
+        .campaigns
+        .iter_mut()
+        .filter(|r| r.channel != "none")
+    {
+        r.experiment = Some(churn_alert::offline::demo::demo_experiment());
+    }
     broker.create_topics(&cfg).await;
     let port = free_port();
     let service = spawn_service(&cfg, port, &dir.path().join("service.log"));
@@ -88,13 +99,15 @@ async fn live() -> Live {
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         if let Some((200, body)) = http_get(addr, "/metrics").await {
-            if metric_value(&body, "churn_alert_alerts_published_total", "") >= 3.0 {
+            if metric_value(&body, "churn_alert_alerts_published_total", "") >= 3.0
+                && metric_value(&body, "churn_alert_experiment_customers", "") >= 10.0
+            {
                 break;
             }
         }
         assert!(
             Instant::now() < deadline,
-            "no alerts within 180 s; the service's log:\n{}",
+            "no alerts and experiment outcomes within 180 s; the service's log:\n{}",
             std::fs::read_to_string(dir.path().join("service.log")).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -185,6 +198,30 @@ async fn the_status_page_shows_the_service_in_a_browser() {
         "alerts list their reasons:\n{rows}"
     );
 
+    // The experiment panel: a table and an interval plot per experiment.
+    let (_, readout) = http_get(live.addr, "/experiments").await.unwrap();
+    let readout: serde_json::Value = serde_json::from_str(&readout).unwrap();
+    let e = &readout["experiments"][0];
+    assert_eq!(e["experiment"], "winback-offer", "{readout:#}");
+    let panel = dom.split("<div id=\"experiments\">").nth(1).unwrap();
+    let panel = &panel[..panel.find("id=\"no-experiments\"").unwrap()];
+    assert!(
+        panel.contains("data-experiment=\"winback-offer\""),
+        "{panel}"
+    );
+    assert!(panel.contains("winback-offer · "), "{panel}");
+    for arm in ["holdout", "discount", "reminder"] {
+        assert!(
+            panel.contains(&format!("<td>{arm}</td>")),
+            "{arm} row:\n{panel}"
+        );
+    }
+    assert!(panel.contains("<svg class=\"interval\""), "{panel}");
+    assert!(
+        panel.matches("<circle").count() <= 2,
+        "an estimate per variant with a lift, none for the holdout"
+    );
+
     // Nor anything else of the customer's, over the API.
     let (_, body) = http_get(live.addr, "/alerts/recent").await.unwrap();
     let plain: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -221,7 +258,8 @@ async fn the_status_page_shows_the_service_in_a_browser() {
     let rows = dom.split("<tbody id=\"alerts\">").nth(1).unwrap();
     assert!(rows.contains(">c-"), "customer ids with the read token");
 
-    // A screenshot, as docs/operations.md shows it.
+    // A screenshot, as docs/operations.md shows it (docs/status-page.png
+    // is a copy of one).
     let png = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
     let _ = std::fs::remove_file(&png);
     chromium(&format!("{base}/"), profile.path(), Some(&png));

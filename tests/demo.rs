@@ -1,5 +1,6 @@
 //! The README's first command, small: every produced message is accounted
-//! for, the malformed ones are dead-lettered, and alerts are published.
+//! for, the malformed ones are dead-lettered, alerts are published, and
+//! the experiment's readout is read back from the outcomes topic.
 
 use churn_alert::offline::demo::{run, DemoOptions};
 use tokio_util::sync::CancellationToken;
@@ -30,4 +31,13 @@ async fn demo_accounts_for_every_message() {
         "the simulated redeliveries are recognised"
     );
     assert!(s.alerts > 0 && s.churners_alerted_ahead_14d > 0, "{s:?}");
+    // The closed loop: the experiment's readout comes from the outcomes
+    // topic, through the service's own reader.
+    for e in &s.experiment {
+        assert_eq!(e.experiment, "winback-offer");
+        let arms: Vec<&str> = e.arms.iter().map(|a| a.arm.as_str()).collect();
+        assert_eq!(arms, ["holdout", "discount", "reminder"]);
+        assert_eq!(e.customers, e.arms.iter().map(|a| a.customers).sum::<u64>());
+    }
+    assert_eq!(s.better_variant, "discount");
 }

@@ -37,6 +37,17 @@ impl Tally {
     }
 }
 
+/// What the simulated campaign does to the customers its triggers reach.
+#[derive(Clone, Copy)]
+enum Campaign {
+    /// Wins back this share of those still there.
+    WinsBack(f64),
+    /// The demo's experiment: a discount that wins back 70% of the
+    /// customers slipping away against a reminder that wins back 10% and
+    /// pushes 5% away ([`churn_alert::offline::demo::demo_effects`]).
+    Experiment,
+}
+
 /// What one run measured and what the simulation caused.
 struct Run {
     /// Retention, treated minus holdout, from the outcome records.
@@ -46,19 +57,32 @@ struct Run {
     /// Share of triggered customers won back.
     won_back: f64,
     outcomes: Tally,
+    /// The experiment readout of the outcome records.
+    readout: Vec<churn_alert::pipeline::readout::ExperimentReadout>,
 }
 
-/// Runs 20,000 simulated customers for a year with a campaign that wins
-/// back `effect` of the customers it reaches.
-fn run(effect: f64) -> Run {
+/// Runs 20,000 simulated customers for a year with `campaign`.
+fn run(campaign: Campaign) -> Run {
     let mut cfg = Config::default();
     cfg.policy.holdout.share = 0.3;
+    let mut sc = SimConfig::new(20_000, 365, 11);
+    if let Campaign::Experiment = campaign {
+        for r in cfg
+            .policy
+            .campaigns
+            .iter_mut()
+            .filter(|r| r.channel != "none")
+        {
+            r.experiment = Some(churn_alert::offline::demo::demo_experiment());
+        }
+        sc.effects = churn_alert::offline::demo::demo_effects();
+    }
+    let mut readout = churn_alert::pipeline::readout::Tally::default();
     let spec = cfg.feature_spec();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let model = Model::load(&root.join("models/churn-model.json"), &spec).unwrap();
     let policy = cfg.policy_for(Some(model.file()));
     let validator = cfg.validator();
-    let mut sc = SimConfig::new(20_000, 365, 11);
     sc.end = 1_790_000_000_000 - 1_790_000_000_000 % DAY_MS;
     let mut sim = Simulator::new(sc);
     let mut states: HashMap<String, CustomerState> = HashMap::new();
@@ -74,9 +98,16 @@ fn run(effect: f64) -> Run {
         }
         if let Some(t) = &out.trigger {
             treated += 1;
-            won_back += u32::from(sim.treat(&t.customer_id, &t.campaign_id, effect));
+            won_back += u32::from(match campaign {
+                Campaign::WinsBack(effect) => sim.treat(&t.customer_id, &t.campaign_id, effect),
+                Campaign::Experiment => {
+                    sim.contact(&t.customer_id, t.variant.as_deref())
+                        == Some(churn_alert::offline::simulate::ContactResult::Persuadable)
+                }
+            });
         }
         if let Some(o) = &out.decided {
+            readout.add(o);
             let g = match o.group.as_str() {
                 "treated" => 0,
                 "holdout" => 1,
@@ -168,6 +199,11 @@ fn run(effect: f64) -> Run {
         truth: won_back * (1.0 - holdout_alive.rate(0)),
         won_back,
         outcomes: all,
+        readout: readout.readout(&Default::default()),
+    };
+    let effect = match campaign {
+        Campaign::WinsBack(e) => e.to_string(),
+        Campaign::Experiment => "experiment".into(),
     };
     println!(
         "effect {effect}: {treated} triggers, {:.3} won back; outcomes treated {} retained {:.3}, holdout {} retained {:.3} ({} still there, retained {:.3}); uplift measured {:.3}, caused {:.3}",
@@ -186,7 +222,7 @@ fn run(effect: f64) -> Run {
 
 #[test]
 fn measured_uplift_matches_the_simulated_campaign_effect() {
-    let r = run(0.4);
+    let r = run(Campaign::WinsBack(0.4));
     assert!(
         r.outcomes.total[0] >= 1000 && r.outcomes.total[1] >= 500,
         "{:?}",
@@ -202,11 +238,47 @@ fn measured_uplift_matches_the_simulated_campaign_effect() {
     );
     // A campaign that does nothing measures as nothing: the groups are
     // alike, so the uplift is not an artefact of how they are drawn.
-    let r = run(0.0);
+    let r = run(Campaign::WinsBack(0.0));
     assert_eq!(r.won_back, 0.0);
     assert!(
         r.measured.abs() < 0.03,
         "a useless campaign measures {:.3}",
         r.measured
+    );
+}
+
+/// The closed loop with an experiment: triggers carry a variant, the
+/// simulated customers respond as that variant's true effect says, and the
+/// readout of the outcomes ranks the variants as the simulation made them.
+#[test]
+fn the_experiment_readout_finds_the_better_variant() {
+    let r = run(Campaign::Experiment);
+    let e = &r.readout[0];
+    assert_eq!(e.experiment, "winback-offer");
+    let arm = |n: &str| e.arms.iter().find(|a| a.arm == n).unwrap();
+    for a in &e.arms {
+        let l = a.absolute_lift.as_ref();
+        println!(
+            "{:>9}: {} customers, retained {:.3}, lift {} [{}], always-valid p {}, {}",
+            a.arm,
+            a.customers,
+            a.retained_rate,
+            l.map_or("-".into(), |l| format!("{:+.3}", l.estimate)),
+            l.map_or("-".into(), |l| format!("{:+.3}, {:+.3}", l.ci[0], l.ci[1])),
+            l.map_or("-".into(), |l| format!("{:.4}", l.sequential_p_value)),
+            a.verdict
+        );
+    }
+    assert!(!e.sample_ratio_mismatch, "p = {}", e.srm_p_value);
+    assert!(arm("holdout").customers >= 300 && arm("discount").customers >= 500);
+    let lift = |n: &str| arm(n).absolute_lift.clone().unwrap();
+    assert!(
+        lift("discount").estimate > lift("reminder").estimate,
+        "the discount wins back more"
+    );
+    assert!(
+        lift("discount").ci[0] > 0.0,
+        "the discount's lift is found: {:?}",
+        lift("discount")
     );
 }

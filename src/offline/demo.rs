@@ -8,7 +8,7 @@
 //!    temporary directory) and prints alerts as they are published;
 //! 5. prints a summary checked against the simulation's ground truth.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,10 +19,13 @@ use crate::kafka::mock::{MockKafka, TopicReader, Upstream};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::offline::simulate::{SimConfig, Simulator};
+use crate::offline::simulate::{SimConfig, Simulator, VariantEffect};
 use crate::offline::train::{build_examples, fit, TrainConfig};
 use crate::pipeline::event::{rfc3339, DAY_MS};
+use crate::pipeline::experiment::{Experiment, Variant};
 use crate::pipeline::model::Model;
+use crate::pipeline::output::Trigger;
+use crate::pipeline::readout::ExperimentReadout;
 use crate::pipeline::step::Alert;
 use crate::service::Service;
 use crate::telemetry::metrics::{Count, Metrics};
@@ -69,7 +72,42 @@ pub struct DemoSummary {
     /// Of them, alerted at least 14 days before they churned.
     pub churners_alerted_ahead_14d: usize,
     pub alerted_never_churned: usize,
+    /// The readout of the demo's experiment.
+    pub experiment: Vec<ExperimentReadout>,
+    /// The variant with the higher retention in the readout.
+    pub leader: Option<String>,
+    /// The variant the simulation made better (saves more, pushes fewer away).
+    pub better_variant: String,
     pub seconds: f64,
+}
+
+/// The demo's experiment: a discount against a plain reminder.
+pub fn demo_experiment() -> Experiment {
+    let variant = |name: &str, offer: Option<&str>| Variant {
+        name: name.into(),
+        weight: 1.0,
+        channel: None,
+        offer: offer.map(Into::into),
+        template_id: Some(format!("winback-{name}-v1")),
+    };
+    Experiment {
+        name: "winback-offer".into(),
+        start: None,
+        variants: vec![
+            variant("discount", Some("15% off the next order")),
+            variant("reminder", None),
+        ],
+    }
+}
+
+/// The simulation's truth about the demo's variants: the discount wins
+/// back 70% of the slipping customers it reaches, the reminder one in ten
+/// and pushes more away.
+pub fn demo_effects() -> Vec<VariantEffect> {
+    ["discount=0.7:0.01", "reminder=0.1:0.05"]
+        .iter()
+        .map(|e| e.parse().expect("valid effects"))
+        .collect()
 }
 
 /// Shortest simulated history the demo can train on.
@@ -101,27 +139,26 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         opts.customers, opts.days, opts.seed
     );
 
-    // 1. Simulate.
+    // 1. Simulate the part of the history the model is fitted on; the
+    // rest is simulated day by day while the service runs, so that its
+    // triggers reach the simulated customers (the closed loop).
     let mut sim_cfg = SimConfig::new(opts.customers, opts.days, opts.seed);
     sim_cfg.duplicate_rate = 0.01;
     sim_cfg.late_rate = 0.01;
+    sim_cfg.effects = demo_effects();
     let end = sim_cfg.end;
+    let days = i64::from(opts.days);
+    let live_from = i64::from(opts.days) - days / 3;
     let mut sim = Simulator::new(sim_cfg);
     let mut events = Vec::new();
-    while !sim.done() {
+    while sim.current_day() < live_from {
         events.extend(sim.next_day());
     }
-    let churners: HashMap<String, i64> = sim
-        .customers
-        .iter()
-        .filter_map(|c| c.churn_day.map(|d| (c.id.clone(), sim.day_start(d))))
-        .collect();
     println!(
-        "  simulated {} events; {} customers churned (ground truth)",
+        "  simulated {} events of the first {live_from} days; the last {} are simulated live, and the service's triggers reach the customers",
         events.len(),
-        churners.len()
+        days - live_from
     );
-
     // 2. Fit the model on the first part of the history; the last third is
     // never seen in training.
     let mut config = Config::default();
@@ -135,7 +172,6 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
                 .ok()
         })
         .collect();
-    let days = i64::from(opts.days);
     let horizon = (days / 6).min(30) * DAY_MS;
     let mut tc = TrainConfig::new(end - days / 3 * DAY_MS, horizon, &spec);
     // Short histories: a shorter churn gap leaves room for observation dates.
@@ -172,6 +208,21 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     config.clock.mode = crate::config::ClockMode::Event;
     config.store.path = state_dir.path().join("state");
     config.admin.listen = opts.admin.clone();
+    // A two-variant experiment on every campaign that contacts customers,
+    // from the first live day (before it, the simulated customers never
+    // see the triggers), read at 14 days.
+    config.policy.holdout.share = 0.2;
+    config.policy.outcome_window_days = 14.0;
+    let mut experiment = demo_experiment();
+    experiment.start = Some(rfc3339(end - days / 3 * DAY_MS));
+    for rule in config
+        .policy
+        .campaigns
+        .iter_mut()
+        .filter(|r| r.channel != "none")
+    {
+        rule.experiment = Some(experiment.clone());
+    }
     let service = Service::with_model(config.clone(), model)?;
     let metrics = service.metrics.clone();
     let store = service.store.clone();
@@ -196,33 +247,84 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     let mut high = vec![0i64; opts.partitions as usize];
     // The next offset the service's committed state holds for a partition.
     let committed = |p: i32| store.meta(p).ok().flatten().map_or(0, |m| m.next_offset);
-    let mid = rfc3339(end - 30 * DAY_MS);
-    let bad = bad_messages(&mid);
-    let mid_day = events.partition_point(|e| e.at < end - 30 * DAY_MS);
+    let mid_at = end - 30 * DAY_MS;
+    let bad = bad_messages(&rfc3339(mid_at));
+    let mut bad_sent = false;
+    let triggers: Triggers = Arc::default();
+    let trigger_reader = tokio::spawn(read_triggers(
+        brokers.clone(),
+        config.kafka.triggers_topic.clone(),
+        triggers.clone(),
+        stop_service.clone(),
+    ));
+    // Variant → what the contacts did (the simulation's truth).
+    let mut contacts: BTreeMap<String, BTreeMap<&'static str, usize>> = BTreeMap::new();
+    let mut triggers_taken = 0;
+    let history_len = events.len();
     let mut day_start = 0;
-    while day_start < events.len() {
-        let day = events[day_start].at.div_euclid(DAY_MS);
-        let day_end = day_start
-            + events[day_start..]
-                .partition_point(|e| e.at.div_euclid(DAY_MS) <= day)
-                .max(1);
+    loop {
+        // The next day: from the simulated history, then simulated live.
+        let live = day_start >= history_len;
+        let day_end = if !live {
+            let day = events[day_start].at.div_euclid(DAY_MS);
+            day_start
+                + events[day_start..history_len]
+                    .partition_point(|e| e.at.div_euclid(DAY_MS) <= day)
+                    .max(1)
+        } else if !sim.done() {
+            let today = sim.next_day();
+            events.extend(today);
+            events.len()
+        } else {
+            break;
+        };
         let mut msgs: Vec<(&str, &[u8])> = events[day_start..day_end]
             .iter()
             .map(|e| (e.customer_id.as_str(), e.json.as_bytes()))
             .collect();
-        if day_start <= mid_day && mid_day < day_end {
+        if !bad_sent && events[day_start..day_end].iter().any(|e| e.at >= mid_at) {
             msgs.extend(bad.iter().map(|(k, p)| (*k, p.as_slice())));
+            bad_sent = true;
         }
         for (p, offset) in producer.send(&topic, &msgs, None).await? {
             high[p as usize] = high[p as usize].max(offset + 1);
         }
         day_start = day_end;
+        // Live days wait for the service to take the whole day in, then
+        // hand its triggers to the simulated customers before the next
+        // day is simulated.
+        let behind = if live { 0 } else { 5_000 };
         while !shutdown.is_cancelled()
-            && (0..opts.partitions).any(|p| committed(p) + 5_000 < high[p as usize])
+            && (0..opts.partitions).any(|p| committed(p) + behind < high[p as usize])
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        if live {
+            let published = metrics.count(Count::Triggers, &[]) as usize;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let read = || triggers.lock().unwrap_or_else(|e| e.into_inner()).len();
+            while read() < published && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let new: Vec<Trigger> =
+                triggers.lock().unwrap_or_else(|e| e.into_inner())[triggers_taken..].to_vec();
+            triggers_taken += new.len();
+            for t in new {
+                if let Some(r) = sim.contact(&t.customer_id, t.variant.as_deref()) {
+                    *contacts
+                        .entry(t.variant.clone().unwrap_or_else(|| "(none)".into()))
+                        .or_default()
+                        .entry(r.as_str())
+                        .or_default() += 1;
+                }
+            }
+        }
     }
+    let churners: HashMap<String, i64> = sim
+        .customers
+        .iter()
+        .filter_map(|c| c.churn_day.map(|d| (c.id.clone(), sim.day_start(d))))
+        .collect();
     // One valid event as protobuf, to show both encodings are accepted.
     let pb = crate::pipeline::proto::CustomerEvent {
         event_id: "pb-1".into(),
@@ -291,6 +393,25 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         .iter()
         .filter(|id| !churners.contains_key(**id))
         .count();
+    // The experiment readout, as the service keeps it from the outcomes
+    // topic (what GET /experiments serves).
+    let outcomes_published = metrics.count(Count::Outcomes, &[]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metrics.experiments.records() < outcomes_published && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (experiment, _) = metrics.experiments.readout();
+    let leader = experiment
+        .iter()
+        .flat_map(|e| e.arms.iter())
+        .filter(|a| a.arm != crate::pipeline::experiment::HOLDOUT_ARM && a.customers > 0)
+        .max_by(|a, b| a.retained_rate.total_cmp(&b.retained_rate))
+        .map(|a| a.arm.clone());
+    let better_variant = demo_effects()
+        .into_iter()
+        .max_by(|a, b| (a.saves - a.pushes_away).total_cmp(&(b.saves - b.pushes_away)))
+        .map(|e| e.variant)
+        .unwrap_or_default();
     let summary = DemoSummary {
         events_produced: produced,
         consumed: metrics.count(Count::EventsConsumed, &[]),
@@ -302,6 +423,9 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         churners: leads.churners,
         churners_alerted_ahead_14d: (leads.ahead_14 * leads.churners as f64).round() as usize,
         alerted_never_churned: false_alarms,
+        experiment,
+        leader,
+        better_variant,
         seconds: started.elapsed().as_secs_f64(),
     };
     println!("\n== summary ==");
@@ -348,7 +472,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         metrics.count(Count::Outcomes, &labels)
     };
     println!(
-        "  outcomes published   {} (retained: treated {} of {}, holdout {} of {}; no campaign effect is simulated)",
+        "  outcomes published   {} (retained: treated {} of {}, holdout {} of {})",
         outcome("", ""),
         outcome("treated", "retained"),
         outcome("treated", ""),
@@ -393,6 +517,31 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
             .filter(|(_, s)| s.has_marketing_consent())
             .count()
     );
+    println!("\n== experiment (the readout of GET /experiments and `churn-alert experiments`) ==");
+    for line in crate::offline::experiments::table(&summary.experiment, &config.experiments).lines()
+    {
+        println!("  {line}");
+    }
+    println!("  the simulation's truth (hidden from the service):");
+    for e in demo_effects() {
+        let c = contacts.get(&e.variant).cloned().unwrap_or_default();
+        println!(
+            "    {:<9} wins back {:.0}% of the slipping customers it reaches (more among occasional buyers), pushes {:.0}% away; its {} contacts: {} persuadable, {} sure things, {} lost causes, {} sleeping dogs",
+            e.variant,
+            e.saves * 100.0,
+            e.pushes_away * 100.0,
+            c.values().sum::<usize>(),
+            c.get("persuadable").unwrap_or(&0),
+            c.get("sure_thing").unwrap_or(&0),
+            c.get("lost_cause").unwrap_or(&0),
+            c.get("sleeping_dog").unwrap_or(&0),
+        );
+    }
+    println!(
+        "  leader by retention: {} (the better variant by the simulation: {})",
+        summary.leader.as_deref().unwrap_or("none yet"),
+        summary.better_variant
+    );
     println!("  took                 {:.1} s", summary.seconds);
 
     if opts.keep_running {
@@ -402,6 +551,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     stop_service.cancel();
     svc.await??;
     printer.abort();
+    trigger_reader.abort();
     drop(producer);
     drop(cluster);
     Ok(summary)
@@ -416,6 +566,28 @@ fn reasons(m: &Metrics) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Triggers read back from the triggers topic.
+type Triggers = Arc<Mutex<Vec<Trigger>>>;
+
+/// Reads the triggers topic from the start and keeps every trigger.
+async fn read_triggers(
+    brokers: String,
+    topic: String,
+    seen: Triggers,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let reader = TopicReader::from_start(&brokers, &topic, "churn-alert-demo-triggers")?;
+    loop {
+        let payload = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            m = reader.next() => m?,
+        };
+        if let Some(Ok(t)) = payload.map(|p| serde_json::from_slice::<Trigger>(&p)) {
+            seen.lock().unwrap_or_else(|e| e.into_inner()).push(t);
+        }
+    }
 }
 
 /// Alerts read back from the alerts topic by the printer.

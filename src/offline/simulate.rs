@@ -34,6 +34,100 @@ pub struct SimConfig {
     pub oracle_at: Vec<Millis>,
     /// Horizon of the oracle's probabilities.
     pub oracle_horizon_days: i64,
+    /// What a retention contact does, by variant (see [`Simulator::contact`]).
+    pub effects: Vec<VariantEffect>,
+}
+
+/// A campaign variant's true effect on the customers it reaches. Each
+/// customer has one latent draw `u` (uniform, stable per customer), and a
+/// share multiplier by segment, so effects vary by customer and are
+/// nested: a customer `saves` reaches is also reached by a variant that
+/// saves more.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VariantEffect {
+    /// The variant's name (`variant` on triggers); `*` for contacts with
+    /// no variant or one not listed.
+    pub variant: String,
+    /// Share of customers whom a contact wins back if they are slipping
+    /// away (`u` below it, before the segment's multiplier).
+    pub saves: f64,
+    /// Share a contact pushes away (`u` above 1 minus it): they
+    /// unsubscribe and start to fade fast.
+    pub pushes_away: f64,
+}
+
+impl std::str::FromStr for VariantEffect {
+    type Err = String;
+
+    /// `name=saves[:pushes_away]`, shares from 0 to 1, e.g. `discount=0.3:0.02`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, rest) = s.split_once('=').ok_or_else(|| {
+            format!("{s:?}: expected VARIANT=SAVES[:PUSHES_AWAY], e.g. discount=0.3:0.02")
+        })?;
+        let (saves, pushes) = rest.split_once(':').unwrap_or((rest, "0"));
+        let share = |x: &str, what: &str| {
+            x.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| (0.0..=1.0).contains(v))
+                .ok_or_else(|| format!("{s:?}: {what} must be a share from 0 to 1, got {x:?}"))
+        };
+        let (saves, pushes_away) = (share(saves, "saves")?, share(pushes, "pushes_away")?);
+        if saves + pushes_away > 1.0 {
+            return Err(format!("{s:?}: saves + pushes_away must be at most 1"));
+        }
+        Ok(Self {
+            variant: name.trim().to_string(),
+            saves,
+            pushes_away,
+        })
+    }
+}
+
+/// What a contact did to a customer: the four kinds of uplift modelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContactResult {
+    /// Slipping away, and won back by the contact.
+    Persuadable,
+    /// Not slipping away; the contact changed nothing.
+    SureThing,
+    /// Slipping away; the contact could not stop it.
+    LostCause,
+    /// Pushed away by the contact: unsubscribes and fades.
+    SleepingDog,
+}
+
+impl ContactResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Persuadable => "persuadable",
+            Self::SureThing => "sure_thing",
+            Self::LostCause => "lost_cause",
+            Self::SleepingDog => "sleeping_dog",
+        }
+    }
+}
+
+/// A variant's latent effect on one customer, before knowing whether they
+/// are slipping away when contacted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Response {
+    /// Wins the customer back if slipping away.
+    Saves,
+    /// Pushes the customer away.
+    PushesAway,
+    /// Does nothing.
+    Unmoved,
+}
+
+impl Response {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Saves => "saves",
+            Self::PushesAway => "pushes_away",
+            Self::Unmoved => "unmoved",
+        }
+    }
 }
 
 impl SimConfig {
@@ -49,6 +143,7 @@ impl SimConfig {
             late_rate: 0.0,
             oracle_at: Vec::new(),
             oracle_horizon_days: 90,
+            effects: Vec::new(),
         }
     }
 
@@ -101,6 +196,8 @@ pub struct SimCustomer {
     pub churn_day: Option<i64>,
     /// Latest daily hazard (the oracle's raw input).
     pub hazard: f64,
+    /// Pushed away by a contact: unsubscribes on the next day it is active.
+    unsubscribe_next: bool,
 }
 
 impl SimCustomer {
@@ -225,6 +322,7 @@ impl Simulator {
                     seq: 0,
                     churn_day: None,
                     hazard: BASE_HAZARD,
+                    unsubscribe_next: false,
                 }
             })
             .collect();
@@ -281,6 +379,97 @@ impl Simulator {
         c.nps_low = false;
         c.price_rise = false;
         true
+    }
+
+    /// A variant's latent effect on customer `id` (see [`VariantEffect`]);
+    /// `Unmoved` for a variant with no effect configured.
+    pub fn response(&self, id: &str, variant: Option<&str>) -> Response {
+        self.customers
+            .iter()
+            .find(|c| c.id == id)
+            .map_or(Response::Unmoved, |c| self.response_of(c, variant))
+    }
+
+    fn response_of(&self, c: &SimCustomer, variant: Option<&str>) -> Response {
+        let Some(e) = self
+            .cfg
+            .effects
+            .iter()
+            .find(|e| Some(e.variant.as_str()) == variant)
+            .or_else(|| self.cfg.effects.iter().find(|e| e.variant == "*"))
+        else {
+            return Response::Unmoved;
+        };
+        let segment = match c.segment {
+            // Occasional buyers are the easiest to win back.
+            Segment::Frequent => 0.7,
+            Segment::Occasional => 1.3,
+            Segment::Subscriber => 1.0,
+        };
+        let u = crate::pipeline::event::stable_hash(&[c.id.as_bytes(), b"campaign-response"])
+            as f64
+            / u64::MAX as f64;
+        if u < (e.saves * segment).min(1.0 - e.pushes_away) {
+            Response::Saves
+        } else if u > 1.0 - e.pushes_away {
+            Response::PushesAway
+        } else {
+            Response::Unmoved
+        }
+    }
+
+    /// A retention contact (a trigger of `variant`) reaches customer `id`,
+    /// with the effects of [`SimConfig::effects`]: a customer slipping away
+    /// (fading, or at a raised hazard) whom the variant `saves` is won back
+    /// as [`Self::treat`] does; one it `pushes_away` unsubscribes and fades
+    /// fast. `None` for customers who already left or are unknown.
+    /// Customers never contacted keep the usual churn mechanics.
+    pub fn contact(&mut self, id: &str, variant: Option<&str>) -> Option<ContactResult> {
+        let response = self.response(id, variant);
+        let day = self.day;
+        let c = self
+            .customers
+            .iter_mut()
+            .find(|c| c.id == id)
+            .filter(|c| c.churn_day.is_none())?;
+        let slipping = c.fade.is_some() || c.hazard > 2.0 * BASE_HAZARD;
+        Some(match (response, slipping) {
+            (Response::Saves, true) => {
+                c.fade = None;
+                c.recent_complaints = 0.0;
+                c.recent_failures = 0.0;
+                c.nps_low = false;
+                c.price_rise = false;
+                ContactResult::Persuadable
+            }
+            (Response::PushesAway, _) => {
+                c.fade = Some((day as f64, 0.15));
+                c.unsubscribe_next = c.consent;
+                ContactResult::SleepingDog
+            }
+            (_, true) => ContactResult::LostCause,
+            (_, false) => ContactResult::SureThing,
+        })
+    }
+
+    /// Every customer's latent response to every variant with an effect
+    /// (`customer_id,variant,response`: `saves`, `pushes_away`, `unmoved`),
+    /// with the segment that scales it.
+    pub fn campaign_truth_csv(&self) -> String {
+        let mut out = String::from("customer_id,segment,variant,response\n");
+        for c in &self.customers {
+            for e in &self.cfg.effects {
+                let r = self.response_of(c, Some(&e.variant));
+                out.push_str(&format!(
+                    "{},{},{},{}\n",
+                    c.id,
+                    c.segment.as_str(),
+                    e.variant,
+                    r.as_str()
+                ));
+            }
+        }
+        out
     }
 
     /// Whether customer `id` has joined and not churned (ground truth).
@@ -512,6 +701,15 @@ impl Simulator {
                     json!({"type":"subscription","action":"upgrade","plan":"standard","monthly_value":c.plan_value}),
                 );
             }
+        }
+        if c.unsubscribe_next {
+            c.unsubscribe_next = false;
+            c.consent = false;
+            emit(
+                c,
+                rng,
+                json!({"type":"email","action":"unsubscribe","campaign_id":"retention"}),
+            );
         }
         if c.consent && rng.gen::<f64>() < 0.0005 {
             emit(

@@ -65,6 +65,14 @@ pub struct SimulateOptions {
     /// oracle-daily.csv (for `backtest --oracle`).
     #[arg(long)]
     pub oracle_daily: bool,
+    /// A campaign variant's true effect: of the customers a contact by
+    /// VARIANT reaches, the share won back if slipping away and the share
+    /// pushed away (`*` for any other variant). Repeatable. Writes every
+    /// customer's response to every variant to campaign-truth.csv (the
+    /// loop closes where a service's triggers reach the simulated
+    /// customers: `demo`, scripts/experiment_seeds.sh).
+    #[arg(long = "effect", value_name = "VARIANT=SAVES[:PUSHES_AWAY]")]
+    pub effects: Vec<crate::offline::simulate::VariantEffect>,
     /// Directory for events.jsonl, truth.csv and oracle files.
     #[arg(long)]
     pub out: PathBuf,
@@ -89,6 +97,7 @@ pub fn run_command(opts: SimulateOptions) -> anyhow::Result<()> {
         oracle_at,
         oracle_horizon,
         oracle_daily,
+        effects,
         out,
     } = opts;
     use crate::offline::histories;
@@ -103,9 +112,10 @@ pub fn run_command(opts: SimulateOptions) -> anyhow::Result<()> {
     };
     shape.check()?;
     if kind != histories::Kind::Behaviour {
-        if !oracle_at.is_empty() || oracle_horizon.is_some() || oracle_daily {
+        if !oracle_at.is_empty() || oracle_horizon.is_some() || oracle_daily || !effects.is_empty()
+        {
             return Err(crate::offline::flags::Usage(format!(
-                "--oracle-at, --oracle-horizon and --oracle-daily are for --kind behaviour, not --kind {}",
+                "--oracle-at, --oracle-horizon, --oracle-daily and --effect are for --kind behaviour, not --kind {}",
                 kind.as_str()
             ))
             .into());
@@ -126,6 +136,7 @@ pub fn run_command(opts: SimulateOptions) -> anyhow::Result<()> {
     }
     cfg.duplicate_rate = duplicates;
     cfg.late_rate = late;
+    cfg.effects = effects;
     cfg.oracle_horizon_days = oracle_horizon.unwrap_or(30 * DAY_MS) / DAY_MS;
     for at in oracle_at {
         if at < cfg.start() || at >= cfg.end {
@@ -192,6 +203,10 @@ pub fn run_command(opts: SimulateOptions) -> anyhow::Result<()> {
         eprintln!("wrote the daily oracle to oracle-daily.csv");
     }
     std::fs::write(out.join("truth.csv"), sim.truth_csv())?;
+    if !sim.cfg.effects.is_empty() {
+        std::fs::write(out.join("campaign-truth.csv"), sim.campaign_truth_csv())?;
+        eprintln!("wrote every customer's response to every variant to campaign-truth.csv");
+    }
     for (at, rows) in &sim.oracles {
         let name = format!("oracle-{}.csv", &crate::pipeline::event::rfc3339(*at)[..10]);
         std::fs::write(out.join(&name), sim.oracle_csv(*at, rows))?;

@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::event::stable_hash;
+use crate::pipeline::event::{stable_hash, Millis};
 
 /// The arm name of holdout customers in an experiment's readout.
 pub const HOLDOUT_ARM: &str = "holdout";
@@ -43,6 +43,10 @@ pub struct Variant {
 pub struct Experiment {
     /// Published on triggers and outcomes (`experiment`); the hash seed.
     pub name: String,
+    /// Event time (RFC 3339) from which alerts are assigned arms; before
+    /// it the rule runs without the experiment. Absent: from the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
     pub variants: Vec<Variant>,
 }
 
@@ -60,7 +64,20 @@ fn unit(parts: &[&[u8]]) -> f64 {
     (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
+fn parse_start(s: &str) -> Option<Millis> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as Millis)
+}
+
 impl Experiment {
+    /// Whether alerts at event time `now` are in the experiment.
+    pub fn running(&self, now: Millis) -> bool {
+        self.start
+            .as_deref()
+            .is_none_or(|s| parse_start(s).is_some_and(|t| now >= t))
+    }
+
     /// The variant a customer draws: the bucket range its hash falls in.
     pub fn draw(&self, customer_id: &str) -> &Variant {
         let total: f64 = self.variants.iter().map(|v| v.weight).sum();
@@ -92,6 +109,12 @@ impl Experiment {
     pub fn check(&self, channels: &[&str]) -> Result<(), (String, String)> {
         if self.name.trim().is_empty() {
             return Err(("experiment.name".into(), "must not be empty".into()));
+        }
+        if let Some(s) = self.start.as_deref().filter(|s| parse_start(s).is_none()) {
+            return Err((
+                "experiment.start".into(),
+                format!("{s:?} is not an RFC 3339 time like 2026-12-01T00:00:00Z"),
+            ));
         }
         if self.variants.is_empty() {
             return Err((
@@ -189,6 +212,7 @@ mod tests {
     fn experiment(weights: &[f64]) -> Experiment {
         Experiment {
             name: "winback-offer".into(),
+            start: None,
             variants: weights
                 .iter()
                 .enumerate()
@@ -278,5 +302,10 @@ mod tests {
             experiment(&[]).check(&ch).unwrap_err().0,
             "experiment.variants"
         );
+        e.start = Some("next monday".into());
+        assert_eq!(e.check(&ch).unwrap_err().0, "experiment.start");
+        e.start = Some("2026-12-01T00:00:00Z".into());
+        assert!(e.check(&ch).is_ok());
+        assert!(!e.running(1_796_083_200_000 - 1) && e.running(1_796_083_200_000));
     }
 }

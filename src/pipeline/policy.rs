@@ -139,16 +139,15 @@ pub fn check_rules(rules: &[CampaignRule], tiers: &[Tier]) -> Result<(), (String
                         .into(),
                 ));
             }
-            if rules[..i]
-                .iter()
-                .any(|o| o.experiment.as_ref().is_some_and(|x| x.name == e.name))
-            {
+            // Several rules may run one experiment, with the same variants.
+            if rules[..i].iter().any(|o| {
+                o.experiment
+                    .as_ref()
+                    .is_some_and(|x| x.name == e.name && x.variants != e.variants)
+            }) {
                 return Err((
-                    format!("[{i}].experiment.name"),
-                    format!(
-                        "experiment {:?} is run by an earlier rule; give each its own name",
-                        e.name
-                    ),
+                    format!("[{i}].experiment.variants"),
+                    format!("experiment {:?} is run by an earlier rule with other variants; rules that share an experiment share its variants", e.name),
                 ));
             }
         }

@@ -453,7 +453,9 @@ fn alert(
     };
     // The experiment arm: holdout customers are its control; the others
     // whom the rule contacts draw a variant (kept for good).
-    let experiment = rule.and_then(|r| r.experiment.as_ref());
+    let experiment = rule
+        .and_then(|r| r.experiment.as_ref())
+        .filter(|e| e.running(now));
     let variant = match (blocked, experiment) {
         (None, Some(e)) => match s.experiments.variant(e, customer_id) {
             Some(v) => Some(v),
@@ -860,6 +862,7 @@ mod tests {
         };
         let experiment = Experiment {
             name: "nudge-test".into(),
+            start: None,
             variants: vec![variant("discount", "email"), variant("shipping", "sms")],
         };
         let mut policy = crate::pipeline::policy::tests::policy();

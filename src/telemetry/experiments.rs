@@ -99,6 +99,15 @@ impl ExperimentBoard {
         self.refresh();
     }
 
+    /// Records read so far (repeats and records of no experiment included).
+    pub fn records(&self) -> u64 {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .tally
+            .records
+    }
+
     /// Notes that the reader reached the end of the topic.
     pub fn caught_up(&self) {
         self.inner

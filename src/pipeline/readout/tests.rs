@@ -212,7 +212,7 @@ fn record(customer: usize, day: u32, arm: &str, retained: bool) -> OutcomeRecord
                 .collect(),
         ),
         unsubscribed: false,
-        complained: customer % 50 == 0,
+        complained: customer.is_multiple_of(50),
     }
 }
 
@@ -230,7 +230,7 @@ fn the_readout_counts_each_customer_once_whatever_the_order_and_repeats() {
         let retained = rand::Rng::gen_bool(&mut rng, rate);
         records.push(record(c, 1, arm, retained));
         // A later alert of the same customer, in another arm, never counts.
-        if c % 3 == 0 {
+        if c.is_multiple_of(3) {
             records.push(record(c, 20, "shipping", true));
         }
     }
