@@ -91,7 +91,10 @@ async fn variants_survive_restart_rebalance_and_weight_change() {
     let mut cfg = test_config(&broker, dir.path());
     cfg.admin.token = Some(TOKEN.into());
     cfg.policy.holdout.share = 0.2;
-    // Short limits, so customers are triggered again and again.
+    // Low thresholds and short limits, so customers are triggered again
+    // and again.
+    cfg.policy.enter_threshold = Some(0.3);
+    cfg.policy.exit_threshold = Some(0.2);
     cfg.policy.cooldown_days = 3.0;
     cfg.policy.contact.cooldown_days = 3.0;
     cfg.policy.contact.max_triggers = 1000;

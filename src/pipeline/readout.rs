@@ -17,7 +17,7 @@
 //! (earliest alert time, then outcome id) is the one counted, so repeats,
 //! redeliveries and the order records arrive in do not change the result.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ChiSquared, ContinuousCDF, Normal, StudentsT};
@@ -284,7 +284,9 @@ struct Entry {
 /// any order, any number of times, give the same readout.
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
-    experiments: BTreeMap<String, HashMap<String, Entry>>,
+    /// By experiment, then customer: ordered, so sums over customers come
+    /// out the same to the last bit on every instance.
+    experiments: BTreeMap<String, BTreeMap<String, Entry>>,
     /// Records taken (repeats included).
     pub records: u64,
 }
@@ -344,7 +346,7 @@ impl Tally {
 
 fn readout_of(
     name: &str,
-    customers: &HashMap<String, Entry>,
+    customers: &BTreeMap<String, Entry>,
     s: &ReadoutSettings,
 ) -> ExperimentReadout {
     #[derive(Default)]
