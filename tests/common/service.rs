@@ -144,8 +144,9 @@ impl Drop for Proc {
 }
 
 /// Starts the real `churn-alert run` process, configured by its
-/// environment only (default policy), in event time, with its admin server
-/// on `port`; its log goes to `log`.
+/// environment (and, when `cfg.policy` is not the default, a config file
+/// with that `[policy]` beside `log`), in event time, with its admin
+/// server on `port`; its log goes to `log`.
 pub fn spawn_service(cfg: &Config, port: u16, log: &Path) -> Proc {
     let k = &cfg.kafka;
     let mut c = Command::new(env!("CARGO_BIN_EXE_churn-alert"));
@@ -175,6 +176,19 @@ pub fn spawn_service(cfg: &Config, port: u16, log: &Path) -> Proc {
         .stderr(std::fs::File::create(log).unwrap());
     if let Some(id) = &k.instance_id {
         c.env("CHURN_ALERT__KAFKA__INSTANCE_ID", id);
+    }
+    if cfg.policy != Config::default().policy {
+        #[derive(serde::Serialize)]
+        struct File<'a> {
+            policy: &'a churn_alert::pipeline::settings::PolicyConfig,
+        }
+        let file = log.with_extension("policy.toml");
+        let text = toml::to_string(&File {
+            policy: &cfg.policy,
+        })
+        .unwrap();
+        std::fs::write(&file, text).unwrap();
+        c.env("CHURN_ALERT_CONFIG", &file);
     }
     if let Some(url) = &cfg.admin.advertised_url {
         c.env("CHURN_ALERT__ADMIN__ADVERTISED_URL", url);
