@@ -37,7 +37,7 @@ cargo fmt --check
 cargo clippy --release --all-targets --features e2e -- -D warnings
 step "cargo test (every target)"
 cargo test --release --all-targets --features e2e
-# The crash loop (about 4 minutes: 20 SIGKILLs against a real broker), then
+# The crash loop (about 3 minutes: 12 SIGKILLs against a real broker), then
 # 4 on the fjall engine (about 2 minutes); one at a time, each with its
 # own broker.
 step "crash loop"

@@ -16,9 +16,9 @@ use common::*;
 use rand::{Rng, SeedableRng};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "about 4 minutes; scripts/test.sh runs it with --ignored"]
+#[ignore = "about 3 minutes; scripts/test.sh runs it with --ignored"]
 async fn sigkill_loop_leaves_state_exact_and_loses_no_alert() {
-    crash_loop(StoreEngine::Sled, 20).await;
+    crash_loop(StoreEngine::Sled, 12).await;
 }
 
 /// The same with the fjall engine, killed 4 times (a restart's length is

@@ -113,7 +113,8 @@ pub fn read_all(cfg: &KafkaConfig) -> Result<(Vec<OutcomeChange>, u64), KafkaErr
 
 /// Keeps `board` up to date with the outcomes topic until `stop` is set
 /// (blocking; run it on its own thread). A broker that cannot be reached
-/// is retried every few seconds; the readout keeps what it had.
+/// at first is retried every few seconds; later read errors are retried
+/// where the reader stands, the readout keeping what it has.
 pub fn follow(cfg: &KafkaConfig, board: &ExperimentBoard, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         let (consumer, partitions) = match reader(cfg) {
@@ -129,19 +130,21 @@ pub fn follow(cfg: &KafkaConfig, board: &ExperimentBoard, stop: &AtomicBool) {
                 continue;
             }
         };
-        // A fresh reader starts from the beginning: so must the tally.
-        board.restart();
         let (mut at_end, mut skipped) = (std::collections::BTreeSet::new(), 0);
         while !stop.load(Ordering::Relaxed) {
             let mut batch = Vec::new();
+            // librdkafka recovers from broker and transport errors by
+            // itself: the reader keeps its position and the readout what
+            // it has.
             if let Err(e) = poll_into(&consumer, &mut batch, &mut at_end, &mut skipped) {
-                tracing::warn!(error = %e, "experiment readout: reading the outcomes topic failed; reading it again");
-                break;
+                tracing::warn!(error = %e, "experiment readout: reading the outcomes topic failed; retrying");
+                std::thread::sleep(Duration::from_millis(500));
             }
             board.apply(batch);
             if at_end.len() >= partitions {
                 board.caught_up();
             }
         }
+        return;
     }
 }

@@ -209,6 +209,10 @@ async fn create_missing(
                 // Only the latest state of each customer is kept; erased
                 // customers' tombstones go after a day.
                 topic.set("cleanup.policy", "compact")
+            } else if *key == "kafka.outcomes_topic" {
+                // The experiment readout reads it whole from its start:
+                // outcomes are kept until deleted by hand.
+                topic.set("retention.ms", "-1")
             } else {
                 topic
             }

@@ -261,6 +261,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     let mut contacts: BTreeMap<String, BTreeMap<&'static str, usize>> = BTreeMap::new();
     let mut triggers_taken = 0;
     let history_len = events.len();
+    let live_start = rfc3339(end - days / 3 * DAY_MS);
     let mut day_start = 0;
     loop {
         // The next day: from the simulated history, then simulated live.
@@ -309,7 +310,8 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
             let new: Vec<Trigger> =
                 triggers.lock().unwrap_or_else(|e| e.into_inner())[triggers_taken..].to_vec();
             triggers_taken += new.len();
-            for t in new {
+            // Triggers of the replayed history never reached anyone.
+            for t in new.iter().filter(|t| t.as_of >= live_start) {
                 if let Some(r) = sim.contact(&t.customer_id, t.variant.as_deref()) {
                     *contacts
                         .entry(t.variant.clone().unwrap_or_else(|| "(none)".into()))

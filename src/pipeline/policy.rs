@@ -141,13 +141,13 @@ pub fn check_rules(rules: &[CampaignRule], tiers: &[Tier]) -> Result<(), (String
             }
             // Several rules may run one experiment, with the same variants.
             if rules[..i].iter().any(|o| {
-                o.experiment
-                    .as_ref()
-                    .is_some_and(|x| x.name == e.name && x.variants != e.variants)
+                o.experiment.as_ref().is_some_and(|x| {
+                    x.name == e.name && (&x.variants, &x.start) != (&e.variants, &e.start)
+                })
             }) {
                 return Err((
                     format!("[{i}].experiment.variants"),
-                    format!("experiment {:?} is run by an earlier rule with other variants; rules that share an experiment share its variants", e.name),
+                    format!("experiment {:?} is run by an earlier rule with other variants or start; rules that share an experiment share its variants and start", e.name),
                 ));
             }
         }

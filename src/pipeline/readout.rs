@@ -271,7 +271,8 @@ pub struct ExperimentReadout {
 /// The outcome counted for one customer in one experiment.
 #[derive(Debug, Clone)]
 struct Entry {
-    alerted_at: String,
+    /// The alert's time: epoch ms when it parses as RFC 3339, then the text.
+    alerted_at: (Option<i64>, String),
     outcome_id: String,
     arm: String,
     retained: bool,
@@ -299,8 +300,14 @@ impl Tally {
         let (Some(experiment), Some(arm)) = (&o.experiment, &o.variant) else {
             return false;
         };
+        let ms = time::OffsetDateTime::parse(
+            &o.alerted_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .ok()
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
         let entry = Entry {
-            alerted_at: o.alerted_at.clone(),
+            alerted_at: (ms, o.alerted_at.clone()),
             outcome_id: o.outcome_id.clone(),
             arm: arm.clone(),
             retained: o.outcome == Retention::Retained,

@@ -37,7 +37,15 @@ struct Inner {
     readout: Vec<ExperimentReadout>,
     /// Whether the reader has reached the end of the topic once.
     caught_up: bool,
+    /// The tally changed since `readout` was computed.
+    dirty: bool,
+    refreshed_at: Option<std::time::Instant>,
 }
+
+/// Least time between two recomputations while records stream in (a
+/// reader catching up with a long topic would otherwise recompute the
+/// whole readout for every batch).
+const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Shared by clones: the outcomes reader writes, the admin server reads.
 #[derive(Clone)]
@@ -63,19 +71,22 @@ impl ExperimentBoard {
     }
 
     /// Folds a batch of records in; the readout and series are recomputed
-    /// once per batch that changes them.
+    /// when they are read, and at most once a second as records stream in.
     pub fn apply(&self, changes: impl IntoIterator<Item = OutcomeChange>) {
-        let mut changed = false;
-        {
+        let due = {
             let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             for c in changes {
-                changed |= match c {
+                inner.dirty |= match c {
                     OutcomeChange::Outcome(o) => inner.tally.add(&o),
                     OutcomeChange::Erased(id) => inner.tally.forget(&id),
                 };
             }
-        }
-        if changed {
+            inner.dirty
+                && inner
+                    .refreshed_at
+                    .is_none_or(|t| t.elapsed() >= REFRESH_EVERY)
+        };
+        if due {
             self.refresh();
         }
     }
@@ -91,12 +102,6 @@ impl ExperimentBoard {
             &g.guardrail,
             &g.srm_p_value,
         ]
-    }
-
-    /// Forgets everything: the reader starts from the topic's beginning.
-    pub fn restart(&self) {
-        *self.inner.lock().unwrap_or_else(|e| e.into_inner()) = Inner::default();
-        self.refresh();
     }
 
     /// Records read so far (repeats and records of no experiment included).
@@ -119,6 +124,9 @@ impl ExperimentBoard {
     /// The readout of every experiment, and whether it covers the whole
     /// topic yet.
     pub fn readout(&self) -> (Vec<ExperimentReadout>, bool) {
+        if self.inner.lock().unwrap_or_else(|e| e.into_inner()).dirty {
+            self.refresh();
+        }
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         (inner.readout.clone(), inner.caught_up)
     }
@@ -131,6 +139,8 @@ impl ExperimentBoard {
             .clone();
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.readout = inner.tally.readout(&settings);
+        inner.dirty = false;
+        inner.refreshed_at = Some(std::time::Instant::now());
         let g = &self.gauges;
         for e in &inner.readout {
             let name = e.experiment.as_str();
