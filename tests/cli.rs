@@ -367,3 +367,78 @@ fn progress_bars_at_a_terminal_plain_lines_otherwise() {
         );
     }
 }
+
+/// `churn-alert experiments` over a file of outcome records: the table, the
+/// same numbers as JSON and one CSV row per arm; a line that is not an
+/// outcome record is refused, naming the line.
+#[test]
+fn the_experiments_command_reads_a_file_of_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outcomes.jsonl");
+    let mut lines = String::new();
+    for c in 0..400 {
+        let arm = ["holdout", "discount", "discount", "reminder", "reminder"][c % 5];
+        // Retained: holdout 25%, discount 87.5%, reminder 37.5%.
+        let retained = match arm {
+            "holdout" => c % 20 == 0,
+            "discount" => c % 20 < 17,
+            _ => c % 20 < 9,
+        };
+        lines.push_str(&serde_json::json!({
+            "schema_version": 2, "outcome_id": format!("o-{c}"), "alert_id": format!("a-{c}"),
+            "customer_id": format!("c-{c}"), "outcome": if retained { "retained" } else { "churned" },
+            "group": if arm == "holdout" { "holdout" } else { "treated" }, "campaign_id": "winback",
+            "alerted_at": "2026-10-01T00:00:00.000Z", "decided_at": "2026-10-31T00:00:00.000Z",
+            "experiment": "offer", "variant": arm,
+            "split": {"holdout": 0.2, "discount": 0.4, "reminder": 0.4},
+            "unsubscribed": false, "complained": c == 7
+        }).to_string());
+        lines.push('\n');
+    }
+    // A version 1 record belongs to no experiment.
+    lines.push_str(r#"{"schema_version":1,"outcome_id":"o-x","alert_id":"a-x","customer_id":"c-x","outcome":"retained","group":"treated","campaign_id":null,"alerted_at":"2026-10-01T00:00:00.000Z","decided_at":"2026-10-31T00:00:00.000Z"}"#);
+    lines.push('\n');
+    std::fs::write(&path, &lines).unwrap();
+    let file = path.to_str().unwrap();
+
+    let o = churn_alert(&["experiments", "--outcomes", file], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("experiment offer: 400 customers"), "{table}");
+    assert!(
+        table.contains("discount") && table.contains("better"),
+        "{table}"
+    );
+
+    let o = churn_alert(
+        &["experiments", "--outcomes", file, "--format", "json"],
+        &[],
+    );
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let arms = json[0]["arms"].as_array().unwrap();
+    let names: Vec<&str> = arms.iter().map(|a| a["arm"].as_str().unwrap()).collect();
+    assert_eq!(names, ["holdout", "discount", "reminder"]);
+    assert_eq!(arms[1]["customers"], 160);
+    assert_eq!(arms[1]["verdict"], "better");
+    let complained: Vec<u64> = arms
+        .iter()
+        .map(|a| a["complained"].as_u64().unwrap())
+        .collect();
+    assert_eq!(complained, [0, 1, 0], "customer 7 is in the discount arm");
+
+    let o = churn_alert(&["experiments", "--outcomes", file, "--format", "csv"], &[]);
+    let csv = String::from_utf8_lossy(&o.stdout);
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    assert!(rows[0].starts_with("experiment,arm,customers,retained,"));
+    assert!(rows[2].starts_with("offer,discount,160,"), "{csv}");
+
+    std::fs::write(&path, format!("{lines}{{\"outcome\":\"maybe\"}}\n")).unwrap();
+    let o = churn_alert(&["experiments", "--outcomes", file], &[]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("line 402") && err.contains("not an outcome record"),
+        "{err}"
+    );
+}
