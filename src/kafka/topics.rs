@@ -186,6 +186,8 @@ async fn create_missing(
             });
         }
     }
+    /// 400 days.
+    const OUTCOMES_RETENTION_MS: &str = "34560000000";
     let wanted = [
         ("kafka.alerts_topic", &cfg.alerts_topic),
         ("kafka.triggers_topic", &cfg.triggers_topic),
@@ -211,8 +213,9 @@ async fn create_missing(
                 topic.set("cleanup.policy", "compact")
             } else if *key == "kafka.outcomes_topic" {
                 // The experiment readout reads it whole from its start:
-                // outcomes are kept until deleted by hand.
-                topic.set("retention.ms", "-1")
+                // outcomes are kept 400 days (longer than an experiment
+                // runs; an erased customer's records go then at the latest).
+                topic.set("retention.ms", OUTCOMES_RETENTION_MS)
             } else {
                 topic
             }
