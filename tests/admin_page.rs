@@ -76,14 +76,8 @@ async fn live() -> Live {
     // The demo's two-variant experiment, its outcomes read at 14 days.
     cfg.policy.holdout.share = 0.2;
     cfg.policy.outcome_window_days = 14.0;
-    for r in cfg
-        .policy
-        .campaigns
-        .iter_mut()
-        .filter(|r| r.channel != "none")
-    {
-        r.experiment = Some(churn_alert::offline::demo::demo_experiment());
-    }
+    cfg.policy
+        .run_experiment(&churn_alert::offline::demo::demo_experiment());
     broker.create_topics(&cfg).await;
     let port = free_port();
     let service = spawn_service(&cfg, port, &dir.path().join("service.log"));

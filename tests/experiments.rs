@@ -37,22 +37,8 @@ fn experiment(weights: [f64; 2]) -> Experiment {
 /// Writes the policy (with the experiment at `weights`) where the services
 /// reload it from.
 fn write_policy(cfg: &mut Config, weights: [f64; 2]) {
-    for r in cfg
-        .policy
-        .campaigns
-        .iter_mut()
-        .filter(|r| r.channel != "none")
-    {
-        r.experiment = Some(experiment(weights));
-    }
-    #[derive(serde::Serialize)]
-    struct File<'a> {
-        policy: &'a churn_alert::pipeline::settings::PolicyConfig,
-    }
-    let text = toml::to_string(&File {
-        policy: &cfg.policy,
-    })
-    .unwrap();
+    cfg.policy.run_experiment(&experiment(weights));
+    let text = policy_toml(&cfg.policy);
     std::fs::write(cfg.source.as_ref().unwrap(), text).unwrap();
 }
 

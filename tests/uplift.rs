@@ -67,14 +67,8 @@ fn run(campaign: Campaign) -> Run {
     cfg.policy.holdout.share = 0.3;
     let mut sc = SimConfig::new(20_000, 365, 11);
     if let Campaign::Experiment = campaign {
-        for r in cfg
-            .policy
-            .campaigns
-            .iter_mut()
-            .filter(|r| r.channel != "none")
-        {
-            r.experiment = Some(churn_alert::offline::demo::demo_experiment());
-        }
+        cfg.policy
+            .run_experiment(&churn_alert::offline::demo::demo_experiment());
         sc.effects = churn_alert::offline::demo::demo_effects();
     }
     let mut readout = churn_alert::pipeline::readout::Tally::default();

@@ -32,7 +32,6 @@ use rdkafka::message::Headers;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::Message;
 
-use crate::kafka::client::{client_config, Role};
 use crate::kafka::record::{OutKind, OutRecord};
 use crate::kafka::settings::KafkaConfig;
 use crate::pipeline::error::{Classify, ErrorClass};
@@ -437,16 +436,7 @@ pub struct Restored {
 }
 
 fn restore_consumer(cfg: &KafkaConfig) -> Result<BaseConsumer, KafkaError> {
-    // Assigned by hand, never committed: the group id only names the client.
-    let group = format!("{}-restore", cfg.group_id);
-    let fixed = [
-        ("group.id", group.as_str()),
-        ("enable.auto.commit", "false"),
-        ("enable.auto.offset.store", "false"),
-        ("enable.partition.eof", "true"),
-        ("auto.offset.reset", "earliest"),
-    ];
-    client_config(cfg, Role::Consumer, &[], &fixed).create()
+    crate::kafka::client::hand_assigned_consumer(cfg, "restore")
 }
 
 /// Brings one partition's local state up to date with the changelog

@@ -85,6 +85,25 @@ pub fn consumer_defaults(cfg: &KafkaConfig) -> Vec<(&str, &str)> {
     ]
 }
 
+/// A consumer whose partitions are assigned by hand, read from the start
+/// to the end (partition ends reported) and never committed: the group id
+/// `<group_id>-<role>` only names the client (changelog restores, the
+/// experiment readout).
+pub fn hand_assigned_consumer(
+    cfg: &KafkaConfig,
+    role: &str,
+) -> Result<rdkafka::consumer::BaseConsumer, rdkafka::error::KafkaError> {
+    let group = format!("{}-{role}", cfg.group_id);
+    let fixed = [
+        ("group.id", group.as_str()),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("enable.partition.eof", "true"),
+        ("auto.offset.reset", "earliest"),
+    ];
+    client_config(cfg, Role::Consumer, &[], &fixed).create()
+}
+
 /// The output producer's own settings (before the user's).
 pub fn producer_defaults(cfg: &KafkaConfig) -> Vec<(&str, &str)> {
     vec![

@@ -11,7 +11,6 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::kafka::client::{client_config, Role};
 use crate::kafka::settings::KafkaConfig;
 use crate::pipeline::output::OutcomeRecord;
 use crate::telemetry::experiments::{ExperimentBoard, OutcomeChange};
@@ -30,16 +29,7 @@ pub fn change(key: Option<&[u8]>, payload: Option<&[u8]>) -> Option<OutcomeChang
 }
 
 fn reader(cfg: &KafkaConfig) -> Result<(BaseConsumer, usize), KafkaError> {
-    // Assigned by hand, never committed: the group id only names the client.
-    let group = format!("{}-readout", cfg.group_id);
-    let fixed = [
-        ("group.id", group.as_str()),
-        ("enable.auto.commit", "false"),
-        ("enable.auto.offset.store", "false"),
-        ("enable.partition.eof", "true"),
-        ("auto.offset.reset", "earliest"),
-    ];
-    let consumer: BaseConsumer = client_config(cfg, Role::Consumer, &[], &fixed).create()?;
+    let consumer = crate::kafka::client::hand_assigned_consumer(cfg, "readout")?;
     let topic = cfg.outcomes_topic.as_str();
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let mut tpl = TopicPartitionList::new();

@@ -215,14 +215,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     config.policy.outcome_window_days = 14.0;
     let mut experiment = demo_experiment();
     experiment.start = Some(rfc3339(end - days / 3 * DAY_MS));
-    for rule in config
-        .policy
-        .campaigns
-        .iter_mut()
-        .filter(|r| r.channel != "none")
-    {
-        rule.experiment = Some(experiment.clone());
-    }
+    config.policy.run_experiment(&experiment);
     let service = Service::with_model(config.clone(), model)?;
     let metrics = service.metrics.clone();
     let store = service.store.clone();

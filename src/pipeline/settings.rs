@@ -95,6 +95,15 @@ impl Default for SegmentsConfig {
     }
 }
 
+impl PolicyConfig {
+    /// Runs `experiment` on every campaign rule that contacts customers.
+    pub fn run_experiment(&mut self, experiment: &crate::pipeline::experiment::Experiment) {
+        for rule in self.campaigns.iter_mut().filter(|r| r.channel != "none") {
+            rule.experiment = Some(experiment.clone());
+        }
+    }
+}
+
 impl Default for PolicyConfig {
     fn default() -> Self {
         let tier = |name: &str, min: f64| Tier {

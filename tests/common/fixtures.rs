@@ -86,3 +86,13 @@ pub fn shipped_model(cfg: &Config) -> Model {
     )
     .unwrap()
 }
+
+/// A config file holding only `policy` (what a test writes for a spawned
+/// process or a `POST /policy/reload` to read).
+pub fn policy_toml(policy: &churn_alert::pipeline::settings::PolicyConfig) -> String {
+    #[derive(serde::Serialize)]
+    struct File<'a> {
+        policy: &'a churn_alert::pipeline::settings::PolicyConfig,
+    }
+    toml::to_string(&File { policy }).unwrap()
+}

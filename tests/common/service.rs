@@ -178,15 +178,8 @@ pub fn spawn_service(cfg: &Config, port: u16, log: &Path) -> Proc {
         c.env("CHURN_ALERT__KAFKA__INSTANCE_ID", id);
     }
     if cfg.policy != Config::default().policy {
-        #[derive(serde::Serialize)]
-        struct File<'a> {
-            policy: &'a churn_alert::pipeline::settings::PolicyConfig,
-        }
         let file = log.with_extension("policy.toml");
-        let text = toml::to_string(&File {
-            policy: &cfg.policy,
-        })
-        .unwrap();
+        let text = policy_toml(&cfg.policy);
         std::fs::write(&file, text).unwrap();
         c.env("CHURN_ALERT_CONFIG", &file);
     }
