@@ -4,6 +4,8 @@
 # virtualenv under target/ that is made on first use.
 #   scripts/sr_fixtures.sh OUT        make the fixtures
 #   scripts/sr_fixtures.sh install    only install the packages
+#   scripts/sr_fixtures.sh decode F   decode the outputs listed in F with
+#                                     Confluent's deserializers (sr_decode.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="target/sr-fixtures-venv"
@@ -19,5 +21,8 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import confluent_kafk
 fi
 if [ "${1:-}" = install ]; then
   exit 0
+fi
+if [ "${1:-}" = decode ]; then
+  exec "$venv/bin/python" scripts/sr_decode.py "$2"
 fi
 exec "$venv/bin/python" scripts/sr_fixtures.py "$@"

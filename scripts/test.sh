@@ -18,6 +18,9 @@ export TANSU_BIN="$(scripts/tansu.sh bin)"
 need=()
 command -v stunnel4 >/dev/null 2>&1 || command -v stunnel >/dev/null 2>&1 || need+=(stunnel4)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# libcurl's headers: librdkafka is built with OAUTHBEARER/OIDC only when it
+# finds a system libcurl (tests/cli.rs signs in with OIDC).
+pkg-config --exists libcurl 2>/dev/null || need+=(libcurl4-openssl-dev pkg-config)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} from Debian's packages..."
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
@@ -31,6 +34,9 @@ scripts/sr_fixtures.sh install
 # Debian's chromium (the status page, headless) and PyPI's schemathesis (the
 # OpenAPI description against the real binary) for tests/admin_page.rs.
 scripts/page_tools.sh install
+# Debian's prometheus (promtool for the alert rules' tests, and the server
+# for tests/dashboard_live.rs's two deployments in one Prometheus).
+scripts/promtool.sh install
 
 step fmt, clippy
 cargo fmt --check

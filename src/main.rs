@@ -13,7 +13,7 @@ use churn_alert::config::Config;
 #[derive(Parser)]
 #[command(
     name = "churn-alert",
-    version,
+    version = churn_alert::telemetry::LONG_VERSION,
     about = "Finds customers about to churn from their Kafka events and publishes alerts and retention triggers.",
     arg_required_else_help = true,
     after_help = EXIT_CODES
@@ -51,14 +51,29 @@ enum Command {
     /// sample-ratio check, guardrails and the customers still needed.
     Experiments(churn_alert::offline::experiments::ExperimentsOptions),
     /// Check the config (and the model it names, and the Kafka client
-    /// settings, by creating each client) and exit.
-    CheckConfig,
+    /// settings, by creating each client) and exit; with --connect, also
+    /// reach the brokers, topics, Schema Registry and store folder.
+    CheckConfig(CheckConfigOptions),
+    /// Ask the admin server of the service on this host whether it is
+    /// ready (exit 0) or not (exit 1): a container healthcheck that needs
+    /// no shell or curl.
+    Healthcheck(churn_alert::offline::healthcheck::HealthcheckOptions),
     /// Print the effective config (defaults, then the file, then the
     /// environment) as TOML, with secrets masked.
     Config,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 ok; 2 bad config, credentials, model file or usage (the message names the key or flag); 3 data a dependency refuses for good (a record the broker refuses, corrupt stored state); 1 anything else (a dependency still failing included); 124 a stop that outlasted service.stop_timeout_seconds; 130 a second stop signal.";
+#[derive(clap::Args)]
+struct CheckConfigOptions {
+    /// Also reach what the config names: the brokers (with its security
+    /// settings), the input, output, changelog and dead-letter topics and
+    /// their partition counts, the Schema Registry, and whether the store's
+    /// folder is writable. The first problem exits 2, naming its key.
+    #[arg(long)]
+    connect: bool,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 ok; 2 bad config, credentials, model file or usage (the message names the key or flag), or a history too short to train on; 3 data a dependency refuses for good (a record the broker refuses, corrupt stored state); 1 anything else (a dependency still failing included); 124 a stop that outlasted service.stop_timeout_seconds; 130 a second stop signal.";
 
 /// Logs to stderr and, with `log.otlp_endpoint`, spans by OTLP; the
 /// tracer provider returned is shut down at exit so its last spans go out.
@@ -107,11 +122,14 @@ fn shutdown_on_signals(stop_timeout: std::time::Duration) -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("signal handler");
+        // Both listeners live for the whole run, so a second signal that
+        // comes while the first is handled is kept, not missed.
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("signal handler");
+        let mut int = signal(SignalKind::interrupt()).expect("signal handler");
         for i in 0.. {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = int.recv() => {}
                 _ = term.recv() => {}
             }
             if i == 0 {
@@ -173,8 +191,18 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             || c.is::<churn_alert::config::ConfigError>()
             || c.is::<churn_alert::pipeline::model::ModelError>()
             || c.is::<churn_alert::kafka::client::ClientSettingsError>()
+            || c.is::<churn_alert::offline::connect::Unusable>()
         {
             return Some(ErrorClass::Config);
+        }
+        // A history that cannot train a model (too short, one outcome) is
+        // the input the user gave, as a flag is.
+        if let Some(t) = c.downcast_ref::<churn_alert::offline::train::TrainError>() {
+            use churn_alert::offline::train::TrainError;
+            return Some(match t {
+                TrainError::NoData(_) | TrainError::OneClass(_) => ErrorClass::Config,
+                TrainError::Fit(_) => ErrorClass::Transient,
+            });
         }
         if let Some(s) = c.downcast_ref::<churn_alert::service::StartError>() {
             return Some(s.class());
@@ -242,7 +270,13 @@ async fn command(cli: Cli, config: Config) -> anyhow::Result<()> {
         }
         Command::Config => print!("{}", config.masked_toml()),
         Command::Produce(opts) => churn_alert::offline::produce::run(opts, &config).await?,
-        Command::CheckConfig => churn_alert::offline::commands::check_config(&config)?,
+        Command::CheckConfig(opts) => {
+            churn_alert::offline::commands::check_config(&config)?;
+            if opts.connect {
+                churn_alert::offline::connect::check(&config).await?;
+            }
+        }
+        Command::Healthcheck(opts) => churn_alert::offline::healthcheck::run(opts, &config)?,
         Command::Experiments(opts) => churn_alert::offline::experiments::run(opts, &config)?,
         Command::Demo(opts) => {
             let stop_timeout = std::time::Duration::from_secs(config.service.stop_timeout_seconds);

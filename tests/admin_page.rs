@@ -294,6 +294,25 @@ async fn the_openapi_description_holds_for_the_live_api() {
     ] {
         assert!(paths.contains(&p), "{p} is not described: {paths:?}");
     }
+    // Every success answer in JSON has a named shape (not a bare object),
+    // so schemathesis below checks its fields and types.
+    let mut typed = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            for code in ["200", "202"] {
+                let Some(json) = op["responses"][code]["content"].get("application/json") else {
+                    continue;
+                };
+                let schema = &json["schema"];
+                assert!(
+                    schema["$ref"].is_string(),
+                    "{method} {path} {code} is not typed: {schema}"
+                );
+                typed += 1;
+            }
+        }
+    }
+    assert!(typed >= 9, "{typed} typed answers");
     // schemathesis sends generated requests (valid and invalid) to every
     // operation and checks each answer against the description: status
     // codes, content types, headers, bodies, no server error, 405 for

@@ -442,3 +442,233 @@ fn the_experiments_command_reads_a_file_of_outcomes() {
         "{err}"
     );
 }
+
+/// The other documented codes, each from the real binary: 2 for a demo too
+/// short to train, 3 for a record the broker (here the client, before
+/// sending) refuses for good, 130 for a second stop signal.
+#[test]
+fn usage_refused_data_and_a_second_signal_exit_2_3_and_130() {
+    let o = churn_alert(&["demo", "--days", "100"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--days 100 is too short"),
+        "{}",
+        stderr(&o)
+    );
+
+    // An event larger than the producer's message.max.bytes: refused by
+    // librdkafka for good, without a broker; no retry can send it.
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.jsonl");
+    std::fs::write(
+        &big,
+        format!(
+            "{{\"event_id\":\"e1\",\"customer_id\":\"c1\",\"type\":\"session\",\"occurred_at\":\"2026-07-20T00:00:00Z\",\"note\":\"{}\"}}\n",
+            "x".repeat(2_000_000)
+        ),
+    )
+    .unwrap();
+    let o = churn_alert(
+        &["produce", "--events", big.to_str().unwrap()],
+        &[("CHURN_ALERT__KAFKA__BROKERS", "127.0.0.1:9")],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).to_lowercase().contains("size"), "{}", stderr(&o));
+
+    // SIGTERM then SIGINT (two signals, so they cannot merge into one)
+    // once the demo has started: the second exits at once with 130.
+    use std::io::BufRead;
+    let mut demo = std::process::Command::new(env!("CARGO_BIN_EXE_churn-alert"))
+        .args(["demo", "--customers", "300"])
+        .current_dir(root())
+        .env_remove("CHURN_ALERT_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kept open until the exit: a closed pipe would end it by SIGPIPE.
+    let mut out = std::io::BufReader::new(demo.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert!(first.starts_with("churn-alert demo:"), "{first}");
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(demo.id() as i32, sig) };
+    }
+    let status = demo.wait().unwrap();
+    drop(out);
+    assert_eq!(status.code(), Some(130), "{status}");
+}
+
+/// A token endpoint on 127.0.0.1: answers client-credentials requests
+/// with `token` (a JWT whose payload has `sub` and `exp`, as librdkafka
+/// reads them) and passes each request on.
+fn token_endpoint(token: String) -> (u16, std::sync::mpsc::Receiver<common::Request>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let port = common::serve_http(move |req| {
+        let _ = tx.lock().unwrap().send(req.clone());
+        (
+            200,
+            format!(
+                "{{\"access_token\":\"{token}\",\"token_type\":\"Bearer\",\"expires_in\":3600}}"
+            ),
+        )
+    });
+    (port, rx)
+}
+
+/// Just enough of a Kafka broker for SASL/OAUTHBEARER: it answers
+/// ApiVersions, the SASL handshake (OAUTHBEARER) and the authentication,
+/// and keeps the bearer token each client presents; then it closes.
+fn oauthbearer_broker() -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || loop {
+                let mut size = [0u8; 4];
+                if conn.read_exact(&mut size).is_err() {
+                    return;
+                }
+                let mut req = vec![0u8; i32::from_be_bytes(size) as usize];
+                if conn.read_exact(&mut req).is_err() {
+                    return;
+                }
+                let key = i16::from_be_bytes([req[0], req[1]]);
+                let version = i16::from_be_bytes([req[2], req[3]]);
+                let mut out = req[4..8].to_vec(); // correlation id
+                let apis: [(i16, i16, i16); 4] = [(18, 0, 3), (17, 0, 1), (36, 0, 1), (3, 0, 4)];
+                match key {
+                    18 if version >= 3 => {
+                        out.extend(0i16.to_be_bytes());
+                        out.push(apis.len() as u8 + 1);
+                        for (k, min, max) in apis {
+                            out.extend(k.to_be_bytes());
+                            out.extend(min.to_be_bytes());
+                            out.extend(max.to_be_bytes());
+                            out.push(0);
+                        }
+                        out.extend(0i32.to_be_bytes());
+                        out.push(0);
+                    }
+                    18 => {
+                        out.extend(0i16.to_be_bytes());
+                        out.extend((apis.len() as i32).to_be_bytes());
+                        for (k, min, max) in apis {
+                            out.extend(k.to_be_bytes());
+                            out.extend(min.to_be_bytes());
+                            out.extend(max.to_be_bytes());
+                        }
+                        if version >= 1 {
+                            out.extend(0i32.to_be_bytes());
+                        }
+                    }
+                    17 => {
+                        out.extend(0i16.to_be_bytes());
+                        out.extend(1i32.to_be_bytes());
+                        out.extend(11i16.to_be_bytes());
+                        out.extend(b"OAUTHBEARER");
+                    }
+                    36 => {
+                        // RFC 7628: "n,,\x01auth=Bearer <token>\x01\x01".
+                        let text = String::from_utf8_lossy(&req).to_string();
+                        if let Some(t) = text.split("auth=Bearer ").nth(1) {
+                            let _ = tx.send(t.split('\u{1}').next().unwrap_or("").to_string());
+                        }
+                        out.extend(0i16.to_be_bytes());
+                        out.extend((-1i16).to_be_bytes());
+                        out.extend(0i32.to_be_bytes());
+                        if version >= 1 {
+                            out.extend(0i64.to_be_bytes());
+                        }
+                    }
+                    _ => return,
+                }
+                let mut frame = (out.len() as i32).to_be_bytes().to_vec();
+                frame.extend(out);
+                if conn.write_all(&frame).is_err() {
+                    return;
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+/// SASL/OAUTHBEARER with OIDC client credentials: librdkafka fetches a
+/// token from the identity provider's endpoint (here the test's, on
+/// 127.0.0.1) with the client's id and secret (the secret read from a
+/// file), and presents it to the broker.
+#[test]
+fn oauthbearer_oidc_fetches_a_token_and_presents_it_to_the_broker() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let jwt = format!(
+        "{}.{}.{}",
+        b64(r#"{"alg":"RS256","typ":"JWT"}"#),
+        b64(&format!(
+            r#"{{"sub":"churn-alert","exp":{exp},"iat":{}}}"#,
+            exp - 3600
+        )),
+        b64("signature")
+    );
+    let (idp, requests) = token_endpoint(jwt.clone());
+    let (broker, presented) = oauthbearer_broker();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("client-secret");
+    std::fs::write(&secret, "s3cret-value\n").unwrap();
+    let url = format!("http://127.0.0.1:{idp}/oauth2/token");
+    let secret_path = secret.display().to_string();
+    let p = "CHURN_ALERT__KAFKA__CLIENT_PROPERTIES__";
+    let env: Vec<(String, String)> = [
+        ("security.protocol", "SASL_PLAINTEXT"),
+        ("sasl.mechanism", "OAUTHBEARER"),
+        ("sasl.oauthbearer.method", "oidc"),
+        ("sasl.oauthbearer.client.id", "churn-alert"),
+        ("sasl.oauthbearer.client.secret_file", secret_path.as_str()),
+        ("sasl.oauthbearer.token.endpoint.url", url.as_str()),
+        ("sasl.oauthbearer.scope", "kafka"),
+    ]
+    .iter()
+    .map(|(k, v)| (format!("{p}{k}"), v.to_string()))
+    .chain([(
+        "CHURN_ALERT__KAFKA__BROKERS".to_string(),
+        format!("127.0.0.1:{broker}"),
+    )])
+    .collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    // The config is accepted, and --connect makes a client that signs in.
+    let o = churn_alert(&["check-config", "--connect"], &env);
+    let request = requests
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("no token request: {}", stderr(&o)));
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("POST", "/oauth2/token")
+    );
+    let basic = base64::engine::general_purpose::STANDARD.encode("churn-alert:s3cret-value");
+    assert_eq!(
+        request.header("authorization"),
+        Some(format!("Basic {basic}").as_str()),
+        "the client's id and secret (from the file) are not sent: {request:?}"
+    );
+    assert!(
+        request.body.contains("grant_type=client_credentials"),
+        "{request:?}"
+    );
+    assert!(request.body.contains("scope=kafka"), "{request:?}");
+    let token = presented
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("no token presented to the broker: {}", stderr(&o)));
+    assert_eq!(token, jwt, "the broker got another token");
+}

@@ -106,6 +106,39 @@ fn matches(s: &Series, name: &str, ms: &[Matcher]) -> bool {
         })
 }
 
+/// The dashboard's variables select namespace, job and instance: labels
+/// Prometheus adds when it scrapes, which no series of /metrics has.
+fn without_grafana_variables(ms: Vec<Matcher>) -> Vec<Matcher> {
+    ms.into_iter()
+        .filter(|(label, _, value)| {
+            if !value.starts_with('$') {
+                return true;
+            }
+            assert!(
+                ["namespace", "job", "instance"].contains(&label.as_str()),
+                "a Grafana variable selects {label}, not a target label"
+            );
+            false
+        })
+        .collect()
+}
+
+/// The dashboard's queries alone.
+fn dashboard_queries() -> Vec<String> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("deploy/grafana/churn-alert-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().clone())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn queries() -> Vec<String> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dash: serde_json::Value = serde_json::from_str(
@@ -213,6 +246,7 @@ async fn every_dashboard_and_rule_selector_matches_a_live_series() {
             if name == "up" {
                 continue;
             }
+            let ms = without_grafana_variables(ms);
             assert!(
                 series.iter().any(|s| matches(s, &name, &ms)),
                 "no live series matches {name}{ms:?} (in `{q}`)"
@@ -254,4 +288,198 @@ async fn every_dashboard_and_rule_selector_matches_a_live_series() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A real Prometheus (Debian's, installed by scripts/promtool.sh) on
+/// 127.0.0.1, started with a config of its own and stopped when dropped.
+struct Prometheus {
+    _proc: Proc,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Scrapes each (namespace, admin port) every second, as job
+    /// "churn-alert", and evaluates the shipped alert rules.
+    fn scraping(targets: &[(&str, u16)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let mut cfg = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [\"{}\"]\nscrape_configs:\n  - job_name: churn-alert\n    static_configs:\n",
+            root.join("deploy/prometheus-rules.yml").display()
+        );
+        for (ns, port) in targets {
+            cfg.push_str(&format!(
+                "      - targets: [\"127.0.0.1:{port}\"]\n        labels: {{namespace: {ns}}}\n"
+            ));
+        }
+        std::fs::write(dir.path().join("prometheus.yml"), cfg).unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = std::process::Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus (Debian's prometheus package: scripts/promtool.sh install)");
+        Self {
+            _proc: Proc(child),
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            _dir: dir,
+        }
+    }
+
+    /// GET an API path with query parameters: its `data`, or `None` while
+    /// Prometheus does not answer. An API error fails the test, naming it.
+    async fn api(&self, path: &str, params: &[(&str, &str)]) -> Option<serde_json::Value> {
+        let resp = reqwest::Client::new()
+            .get(format!("http://{}{path}", self.addr))
+            .query(params)
+            .send()
+            .await
+            .ok()?;
+        let body: serde_json::Value = serde_json::from_str(&resp.text().await.ok()?).ok()?;
+        assert_eq!(body["status"], "success", "{path} {params:?}: {body}");
+        Some(body["data"].clone())
+    }
+
+    async fn query(&self, q: &str) -> Vec<serde_json::Value> {
+        self.api("/api/v1/query", &[("query", q)])
+            .await
+            .unwrap_or_else(|| panic!("prometheus did not answer `{q}`"))["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// Two deployments (namespaces "prod" and "staging") of the real binary
+/// scraped by one real Prometheus: the dashboard's variables list both;
+/// with "prod" chosen, every panel's query runs without error and shows
+/// prod's series only; the alert rules evaluate without error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs tansu and prometheus: --features e2e (scripts/test.sh)"
+)]
+async fn the_dashboard_shows_one_of_two_deployments_in_one_prometheus() {
+    let broker = Broker::tansu();
+    let dir = tempfile::tempdir().unwrap();
+    let base = process_config(&broker, dir.path());
+    broker.create_topics(&base).await;
+    let mut services = Vec::new();
+    let mut targets = Vec::new();
+    for ns in ["prod", "staging"] {
+        let cfg = named_run(&base, ns, dir.path());
+        let port = free_port();
+        services.push(spawn_service(
+            &cfg,
+            port,
+            &dir.path().join(format!("{ns}.log")),
+        ));
+        targets.push((ns, port));
+    }
+    let msgs: Vec<Msg> = (0..5)
+        .map(|i| {
+            event(
+                &format!("c-{i}"),
+                &format!("e-{i}"),
+                1.0 + i as f64,
+                "purchase",
+                r#""amount":10,"currency":"EUR""#,
+            )
+        })
+        .collect();
+    produce(&broker, &base.kafka.input_topic, &msgs).await;
+    let prom = Prometheus::scraping(&targets);
+    // Both deployments consumed the events, and Prometheus has scraped
+    // each a few times (rates need two samples).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let consumed = prom
+            .api(
+                "/api/v1/query",
+                &[("query", "count(count_over_time(churn_alert_events_consumed_total[1m]) >= 3 and churn_alert_events_consumed_total >= 5)")],
+            )
+            .await;
+        if consumed
+            .as_ref()
+            .and_then(|d| d["result"][0]["value"][1].as_str())
+            == Some("2")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "prometheus never scraped both deployments' traffic: {consumed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The variables: namespace lists both, job the scrape job.
+    let namespaces = prom
+        .api(
+            "/api/v1/label/namespace/values",
+            &[("match[]", "churn_alert_build_info")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(namespaces, serde_json::json!(["prod", "staging"]));
+    let mut with_data = 0;
+    let queries = dashboard_queries();
+    for q in &queries {
+        // Grafana's substitution: one namespace, the job, every instance.
+        let q = q
+            .replace("$namespace", "prod")
+            .replace("$job", "churn-alert")
+            .replace("$instance", ".*");
+        let result = prom.query(&q).await;
+        for series in &result {
+            let ns = &series["metric"]["namespace"];
+            assert!(
+                ns.is_null() || ns == "prod",
+                "`{q}` shows another deployment: {series}"
+            );
+        }
+        with_data += usize::from(!result.is_empty());
+    }
+    assert!(
+        with_data * 2 >= queries.len(),
+        "only {with_data} of {} panel queries show data for one deployment",
+        queries.len()
+    );
+    // The events each deployment consumed are its own, not the sum.
+    let consumed = prom
+        .query("sum by (namespace, job) (churn_alert_events_consumed_total)")
+        .await;
+    assert_eq!(consumed.len(), 2, "{consumed:?}");
+    // Every alert rule evaluates (no error, e.g. a many-to-many match).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rules = prom.api("/api/v1/rules", &[]).await.unwrap();
+        let all: Vec<&serde_json::Value> = rules["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["rules"].as_array().unwrap())
+            .collect();
+        assert!(all.len() >= 10, "{} rules loaded", all.len());
+        if all.iter().all(|r| r["health"] == "ok") {
+            break;
+        }
+        let bad: Vec<_> = all.iter().filter(|r| r["health"] != "ok").collect();
+        assert!(
+            Instant::now() < deadline && bad.iter().all(|r| r["health"] == "unknown"),
+            "rules that do not evaluate: {bad:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(services);
 }

@@ -626,14 +626,18 @@ fn dashboard_and_alert_rules_query_metrics_the_service_exports() {
     };
     assert_eq!(expr_of("ChurnAlertDown"), format!("{up} == 0"));
     assert_eq!(expr_of("ChurnAlertAbsent"), format!("absent({up} == 1)"));
-    // Every rule links its runbook, a section of docs/runbooks.md.
+    // Every rule links its runbook, a section of docs/runbooks.md, by an
+    // absolute link (a relative one is dead in Alertmanager and Grafana);
+    // `scripts/promtool.sh render-rules` writes the rules with another base.
+    const RUNBOOK_BASE: &str =
+        "https://github.com/churn-alert/churn-alert/blob/main/docs/runbooks.md";
     let runbooks = std::fs::read_to_string(root().join("docs/runbooks.md")).unwrap();
     for r in &rules {
         let name = r["alert"].as_str().unwrap();
         let url = r["annotations"]["runbook_url"]
             .as_str()
             .unwrap_or_else(|| panic!("{name} has no runbook_url"));
-        assert_eq!(url, format!("docs/runbooks.md#{}", name.to_lowercase()));
+        assert_eq!(url, format!("{RUNBOOK_BASE}#{}", name.to_lowercase()));
         assert!(
             runbooks.lines().any(|l| l == format!("## {name}")),
             "no runbook section for {name}"
@@ -655,8 +659,232 @@ fn dashboard_and_alert_rules_query_metrics_the_service_exports() {
             );
         }
     }
+    // The PrometheusRule (Prometheus Operator) carries the same groups.
+    let pr = yaml("deploy/k8s/monitoring/prometheusrule.yaml");
+    assert_eq!(pr["kind"], "PrometheusRule");
+    assert_eq!(
+        pr["spec"]["groups"],
+        yaml("deploy/prometheus-rules.yml")["groups"]
+    );
     // Prometheus in compose loads the rules.
     let rule_file = prom["rule_files"][0].as_str().unwrap();
     let compose = std::fs::read_to_string(root().join("deploy/docker-compose.yml")).unwrap();
     assert!(compose.contains(&format!("./prometheus-rules.yml:{rule_file}:ro")));
+}
+
+/// Several deployments in one Prometheus: the dashboard picks one by its
+/// variables, every selector takes them, and no panel hard-codes the
+/// alert threshold.
+#[test]
+fn every_dashboard_selector_takes_the_deployment_variables() {
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/grafana/churn-alert-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let vars = dash["templating"]["list"].as_array().unwrap();
+    let var = |n: &str| {
+        vars.iter()
+            .find(|v| v["name"] == n)
+            .unwrap_or_else(|| panic!("no variable {n}"))
+    };
+    assert_eq!(var("datasource")["query"], "prometheus");
+    assert_eq!(
+        var("job")["query"],
+        "label_values(churn_alert_build_info{namespace=~\"$namespace\"}, job)"
+    );
+    assert_eq!(
+        var("instance")["query"],
+        "label_values(churn_alert_build_info{namespace=~\"$namespace\", job=~\"$job\"}, instance)"
+    );
+    let mut checked = 0;
+    for p in dash["panels"].as_array().unwrap() {
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+        for t in p["targets"].as_array().unwrap() {
+            let q = t["expr"].as_str().unwrap();
+            assert!(!q.contains("le=\"0.7\""), "a hard-coded threshold in `{q}`");
+            for sel in q
+                .split("churn_alert_")
+                .skip(1)
+                .chain(q.split("process_").skip(1))
+            {
+                let name_end = sel
+                    .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                    .unwrap_or(sel.len());
+                if !sel[name_end..].starts_with('{') {
+                    panic!("a selector without the deployment variables in `{q}`");
+                }
+                let inside = &sel[name_end..sel.find('}').unwrap()];
+                for v in [
+                    "namespace=~\"$namespace\"",
+                    "job=~\"$job\"",
+                    "instance=~\"$instance\"",
+                ] {
+                    assert!(inside.contains(v), "{v} missing in `{q}`");
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 30, "{checked} selectors");
+}
+
+/// `promtool check rules` and `promtool test rules` with the fixtures of
+/// deploy/prometheus-tests/ (stall, lag, quarantine and the others, two
+/// deployments among them), and the runbook links and dashboard queries
+/// `scripts/promtool.sh check` checks.
+#[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs promtool: --features e2e (scripts/test.sh installs Debian's prometheus)"
+)]
+fn promtool_checks_and_tests_the_alert_rules() {
+    let out = Command::new("bash")
+        .arg(root().join("scripts/promtool.sh"))
+        .arg("check")
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("SUCCESS"), "{said}");
+}
+
+/// The image a user pulls is the one the release workflow pushes: the
+/// compose file, both kustomizations and the workflow name the same image,
+/// tagged with the crate's version, which CHANGELOG.md has a section for.
+#[test]
+fn compose_kubernetes_and_the_release_workflow_name_the_same_image() {
+    let version = env!("CARGO_PKG_VERSION");
+    let workflow = yaml(".github/workflows/release.yml");
+    let image = workflow["env"]["IMAGE"].as_str().unwrap().to_string();
+    assert!(image.starts_with("ghcr.io/"), "{image}");
+    let pushed = serde_yaml::to_string(&workflow["jobs"]["image"]["steps"]).unwrap();
+    assert!(
+        pushed.contains("platforms: linux/amd64,linux/arm64"),
+        "multi-arch"
+    );
+    assert!(pushed.contains("${{ env.IMAGE }}:${{ steps.version.outputs.version }}"));
+    let compose = yaml("deploy/docker-compose.yml");
+    for svc in ["churn-alert", "events"] {
+        assert_eq!(
+            compose["services"][svc]["image"].as_str().unwrap(),
+            format!("{image}:{version}"),
+            "compose service {svc}"
+        );
+    }
+    for k in [
+        "deploy/k8s/kustomization.yaml",
+        "deploy/k8s-retrain/kustomization.yaml",
+    ] {
+        let images = &yaml(k)["images"][0];
+        assert_eq!(images["name"], "churn-alert", "{k}");
+        assert_eq!(images["newName"].as_str().unwrap(), image, "{k}");
+        assert_eq!(images["newTag"].as_str().unwrap(), version, "{k}");
+    }
+    let changelog = std::fs::read_to_string(root().join("CHANGELOG.md")).unwrap();
+    assert!(
+        changelog.contains(&format!("## [{version}]")),
+        "no CHANGELOG section for {version}"
+    );
+    assert!(root().join("LICENSE").is_file());
+}
+
+/// `churn-alert --version` gives the version and the commit it was built
+/// from (the checkout's HEAD here), as `churn_alert_build_info` does.
+#[test]
+fn the_version_names_the_commit() {
+    let o = churn_alert(&["--version"], &[]);
+    let out = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let version = env!("CARGO_PKG_VERSION");
+    let commit = out
+        .strip_prefix(&format!("churn-alert {version} (commit "))
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{out}"));
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    match head {
+        Some(h) => assert_eq!(commit, String::from_utf8_lossy(&h.stdout).trim()),
+        None => assert_eq!(commit, "unknown"),
+    }
+}
+
+/// The compose healthcheck, run as Docker runs a CMD-SHELL check: by
+/// dash (Debian's /bin/sh, which has no /dev/tcp). It fails while the
+/// service is not ready (no broker topics yet, then starting) and passes
+/// once it is; the Dockerfile's HEALTHCHECK runs the same command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs tansu: --features e2e (scripts/test.sh)"
+)]
+async fn the_compose_healthcheck_passes_under_dash_once_the_service_is_ready() {
+    let compose = yaml("deploy/docker-compose.yml");
+    let test = compose["services"]["churn-alert"]["healthcheck"]["test"]
+        .as_sequence()
+        .unwrap();
+    assert_eq!(test[0], "CMD-SHELL");
+    let check = test[1].as_str().unwrap().to_string();
+    let dockerfile = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
+    assert!(
+        dockerfile.contains(
+            r#"HEALTHCHECK --interval=10s --start-period=60s CMD ["churn-alert", "healthcheck"]"#
+        ),
+        "the image checks itself the same way"
+    );
+    let bin_dir = std::path::PathBuf::from(env!("CARGO_BIN_EXE_churn-alert"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let port = common::free_port();
+    // As in the image: the config file listens on all addresses.
+    let run_check = || {
+        Command::new("dash")
+            .args(["-c", &check])
+            .env(
+                "PATH",
+                format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap()),
+            )
+            .env_remove("CHURN_ALERT_CONFIG")
+            .env("CHURN_ALERT__ADMIN__LISTEN", format!("0.0.0.0:{port}"))
+            .output()
+            .unwrap()
+    };
+    let o = run_check();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "nothing listens yet: {}",
+        stderr(&o)
+    );
+    let broker = common::Broker::tansu();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::process_config(&broker, dir.path());
+    broker.create_topics(&cfg).await;
+    let _service = common::spawn_service(&cfg, port, &dir.path().join("service.log"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let o = run_check();
+        if o.status.success() {
+            let out = String::from_utf8_lossy(&o.stdout).to_string();
+            assert!(out.contains("/readyz") && out.contains("200"), "{out}");
+            break;
+        }
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never healthy: {}",
+            stderr(&o)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use churn_alert::config::Config;
 use churn_alert::offline::simulate::{SimConfig, Simulator};
-use churn_alert::pipeline::event::DAY_MS;
+use churn_alert::pipeline::event::{parse_rfc3339, DAY_MS};
 use churn_alert::pipeline::experiment::{Experiment, Variant};
 use common::*;
 
@@ -174,12 +174,7 @@ async fn variants_survive_restart_rebalance_and_weight_change() {
     for t in &triggers {
         let t = t.json();
         assert_eq!(t["experiment"], "offer-test", "{t}");
-        let at = time::OffsetDateTime::parse(
-            t["as_of"].as_str().unwrap(),
-            &time::format_description::well_known::Rfc3339,
-        )
-        .unwrap();
-        let ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
+        let ms = parse_rfc3339(t["as_of"].as_str().unwrap()).unwrap();
         by_customer
             .entry(t["customer_id"].as_str().unwrap().to_string())
             .or_default()

@@ -65,7 +65,7 @@ async fn customer_view_erasure_and_control_endpoints() {
     svc.wait_committed(&high).await;
 
     // The customer view.
-    let (status, v) = call(&svc, "GET", "/customers/c-1", None).await;
+    let (status, v) = call(&svc, "GET", "/customers/c-1", Some(TOKEN)).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["customer_id"], "c-1");
     assert_eq!(v["totals"]["purchases"], 5);
@@ -88,7 +88,7 @@ async fn customer_view_erasure_and_control_endpoints() {
     assert_eq!(history.len(), 1);
     assert_eq!(history[0]["alert_id"], awaiting["alert_id"]);
     assert!(history[0]["outcome"].is_null(), "not decided yet");
-    let (status, _) = call(&svc, "GET", "/customers/nobody", None).await;
+    let (status, _) = call(&svc, "GET", "/customers/nobody", Some(TOKEN)).await;
     assert_eq!(status, 404);
 
     // Model and policy.
@@ -169,7 +169,7 @@ async fn customer_view_erasure_and_control_endpoints() {
     let (status, r) = call(&svc, "DELETE", "/customers/c-1", Some(TOKEN)).await;
     assert_eq!(status, 202, "{r}");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while call(&svc, "GET", "/customers/c-1", None).await.0 != 404 {
+    while call(&svc, "GET", "/customers/c-1", Some(TOKEN)).await.0 != 404 {
         assert!(Instant::now() < deadline, "the customer was never erased");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -191,7 +191,10 @@ async fn customer_view_erasure_and_control_endpoints() {
         .collect();
     alerted.sort();
     assert_eq!(alerted, ["c-1", "c-2"], "only c-1 and c-2 went silent");
-    assert_eq!(call(&svc, "GET", "/customers/c-2", None).await.0, 200);
+    assert_eq!(
+        call(&svc, "GET", "/customers/c-2", Some(TOKEN)).await.0,
+        200
+    );
     let k = &cfg.kafka;
     for topic in [&k.alerts_topic, &k.triggers_topic, &k.outcomes_topic] {
         let last = read_all(&broker, topic)
@@ -285,11 +288,25 @@ async fn customer_data_needs_the_read_token_when_one_is_set() {
     assert_eq!(svc.http_get("/healthz").await.0, 200);
     svc.stop().await;
 
-    // Unset: open, as before.
+    // No read token: the admin token reads; with no token at all,
+    // personal data is never open (401, saying which key to set).
     cfg.admin.read_token = None;
     let svc = start(&cfg).await;
     svc.wait_ready().await;
     let (status, body) = call(&svc, "GET", "/customers/c-1", None).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = call(&svc, "GET", "/customers/c-1", Some(TOKEN)).await;
     assert_eq!(status, 200, "{body}");
+    svc.stop().await;
+    cfg.admin.token = None;
+    let svc = start(&cfg).await;
+    svc.wait_ready().await;
+    let (status, body) = call(&svc, "GET", "/customers/c-1", None).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("admin.read_token"),
+        "{body}"
+    );
+    assert!(body.get("features").is_none(), "no data leaks: {body}");
     svc.stop().await;
 }

@@ -241,37 +241,7 @@ async fn silent_customers_are_alerted_and_triggers_respect_consent(broker: Broke
     cfg.policy.outcome_window_days = 10.0;
     broker.create_topics(&cfg).await;
     let svc = start(&cfg).await;
-    // The quiet customers, one per partition, act on day 0 and go silent.
-    let mut msgs = vec![
-        event("quiet-consent", "q1", 0.0, "consent", r#""marketing":true"#).on_partition(0),
-        event("quiet-consent", "q2", 0.1, "session", "").on_partition(0),
-        event("quiet-no-consent", "n1", 0.1, "session", "").on_partition(1),
-        event("quiet-unsub", "u0", 0.0, "consent", r#""marketing":true"#).on_partition(2),
-        event(
-            "quiet-unsub",
-            "u1",
-            0.1,
-            "email",
-            r#""action":"unsubscribe""#,
-        )
-        .on_partition(2),
-    ];
-    // A busy customer in every partition keeps its event time moving for 30
-    // days; the stream is in event-time order, as a live source is.
-    for d in 0..30 {
-        for p in 0..PARTITIONS {
-            msgs.push(
-                event(
-                    &format!("busy-{p}"),
-                    &format!("b{p}-{d}"),
-                    d as f64 + 0.5,
-                    "session",
-                    "",
-                )
-                .on_partition(p),
-            );
-        }
-    }
+    let msgs = three_go_silent();
     let (_, high) = produce(&broker, &cfg.kafka.input_topic, &msgs).await;
     svc.wait_committed(&high).await;
 

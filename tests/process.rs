@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use churn_alert::store::{SledStore, Store};
 use common::*;
 
+/// The read token of the processes these tests start (customer views).
+const READ_TOKEN: &str = "read-token-0123456789";
+
 async fn http(port: u16, path: &str) -> Option<(u16, String)> {
     http_get(([127, 0, 0, 1], port).into(), path).await
 }
@@ -150,7 +153,15 @@ async fn service_process_is_ready_reports_broker_loss_and_stops_on_sigterm() {
 async fn committed_purchases(port: u16) -> u64 {
     let mut total = 0;
     for c in 0..5 {
-        if let Some((200, body)) = http(port, &format!("/customers/c-{c}")).await {
+        let path = format!("/customers/c-{c}");
+        if let Some((200, body)) = common::http(
+            ([127, 0, 0, 1], port).into(),
+            "GET",
+            &path,
+            Some(READ_TOKEN),
+        )
+        .await
+        {
             let v: serde_json::Value = serde_json::from_str(&body).unwrap();
             total += v["totals"]["purchases"].as_u64().unwrap_or(0);
         }
@@ -187,6 +198,7 @@ fn spawn_service_with(
         .env("CHURN_ALERT__KAFKA__INSTANCE_ID", "graceful-1")
         .env("CHURN_ALERT__STORE__PATH", state)
         .env("CHURN_ALERT__ADMIN__LISTEN", format!("127.0.0.1:{port}"))
+        .env("CHURN_ALERT__ADMIN__READ_TOKEN", READ_TOKEN)
         .env("CHURN_ALERT__CLOCK__MODE", "event")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

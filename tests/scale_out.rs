@@ -6,6 +6,9 @@
 
 mod common;
 
+/// The instances' read token (customer views).
+const READ_TOKEN: &str = "read-token-0123456789";
+
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -37,6 +40,7 @@ impl Instance {
         cfg.store.path = dir.join(name);
         let port = free_port();
         cfg.admin.advertised_url = Some(format!("http://127.0.0.1:{port}"));
+        cfg.admin.read_token = Some(READ_TOKEN.into());
         let log = dir.join(format!("{name}.log"));
         let child = Some(spawn_service(&cfg, port, &log));
         Self {
@@ -214,7 +218,8 @@ async fn scale_out(engine: StoreEngine) {
         let mut views = Vec::new();
         let mut redirects = Vec::new();
         for i in [&a, &b, &c] {
-            let (status, body) = http_get(i.admin(), &format!("/customers/{probe}"))
+            let path = format!("/customers/{probe}");
+            let (status, body) = http(i.admin(), "GET", &path, Some(READ_TOKEN))
                 .await
                 .unwrap();
             match status {

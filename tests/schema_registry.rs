@@ -441,3 +441,183 @@ async fn a_url_that_is_no_registry_stops_the_service_naming_it() {
     )
     .await;
 }
+
+/// A Schema Registry in memory: `POST /subjects/{subject}/versions`
+/// registers (the same schema text keeps its id), `GET /schemas/ids/{id}`
+/// and `GET /subjects` answer as Confluent's do. Returns its URL and the
+/// subjects registered, by id.
+fn registry_in_memory() -> (
+    String,
+    Arc<Mutex<BTreeMap<u32, (String, serde_json::Value)>>>,
+) {
+    let schemas: Arc<Mutex<BTreeMap<u32, (String, serde_json::Value)>>> = Default::default();
+    let kept = schemas.clone();
+    let port = serve_http(move |req| {
+        let mut schemas = kept.lock().unwrap();
+        let path = req.path.split('?').next().unwrap_or("");
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (req.method.as_str(), segments.as_slice()) {
+            ("POST", ["subjects", subject, "versions"]) => {
+                let body: serde_json::Value = serde_json::from_str(&req.body).unwrap();
+                let id = schemas
+                    .iter()
+                    .find(|(_, (_, b))| b["schema"] == body["schema"])
+                    .map(|(id, _)| *id)
+                    .unwrap_or(schemas.len() as u32 + 1);
+                schemas.insert(id, (subject.to_string(), body));
+                (200, format!("{{\"id\":{id}}}"))
+            }
+            ("GET", ["schemas", "ids", id]) => match schemas.get(&id.parse().unwrap_or(0)) {
+                Some((_, body)) => {
+                    let mut answer = serde_json::json!({"schema": body["schema"]});
+                    if body["schemaType"] != "AVRO" {
+                        answer["schemaType"] = body["schemaType"].clone();
+                    }
+                    (200, answer.to_string())
+                }
+                None => (
+                    404,
+                    r#"{"error_code":40403,"message":"Schema not found"}"#.into(),
+                ),
+            },
+            ("GET", ["subjects"]) => {
+                let subjects: Vec<&String> = schemas.values().map(|(s, _)| s).collect();
+                (200, serde_json::to_string(&subjects).unwrap())
+            }
+            _ => (404, r#"{"error_code":404,"message":"not found"}"#.into()),
+        }
+    });
+    (format!("http://127.0.0.1:{port}"), schemas)
+}
+
+/// Drops null fields, which JSON leaves out where Avro has a null branch.
+fn without_nulls(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => serde_json::Value::Object(
+            m.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, without_nulls(v)))
+                .collect(),
+        ),
+        serde_json::Value::Array(a) => {
+            serde_json::Value::Array(a.into_iter().map(without_nulls).collect())
+        }
+        other => other,
+    }
+}
+
+/// The same run in JSON (the default), Avro and JSON Schema, each with its
+/// own topics on one tansu broker: every alert, trigger and outcome of each
+/// framed run is read by confluent-kafka's own deserializer
+/// (`AvroDeserializer`, `JSONDeserializer`) with the schema the service
+/// registered under `<topic>-value`, and equals the JSON run's record; the
+/// experiment readout reads the framed outcomes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs tansu and the Python fixtures: --features e2e (scripts/test.sh)"
+)]
+async fn avro_and_json_schema_outputs_are_read_by_confluents_deserializers() {
+    let broker = Broker::tansu();
+    let dir = tempfile::tempdir().unwrap();
+    let (url, schemas) = registry_in_memory();
+    let mut records = BTreeMap::new();
+    for run in ["json", "avro", "json_schema"] {
+        let mut cfg = named_run(&test_config(&broker, dir.path()), run, dir.path());
+        cfg.kafka.input_topic = format!("{run}-events");
+        cfg.policy.outcome_window_days = 10.0;
+        if run != "json" {
+            cfg.outputs.format = serde_json::from_value(serde_json::json!(run)).unwrap();
+            cfg.schema_registry.url = Some(url.clone());
+        }
+        broker.create_topics(&cfg).await;
+        let svc = start(&cfg).await;
+        let (_, high) = produce(&broker, &cfg.kafka.input_topic, &three_go_silent()).await;
+        svc.wait_committed(&high).await;
+        svc.stop().await;
+        let k = &cfg.kafka;
+        let mut of_run = Vec::new();
+        for (kind, topic) in [
+            ("alert", &k.alerts_topic),
+            ("trigger", &k.triggers_topic),
+            ("outcome", &k.outcomes_topic),
+        ] {
+            for r in read_all(&broker, topic) {
+                of_run.push((kind, topic.clone(), r.payload.clone()));
+            }
+        }
+        records.insert(run, (of_run, cfg));
+    }
+    let id_of = |v: &serde_json::Value| {
+        ["outcome_id", "trigger_id", "alert_id"]
+            .iter()
+            .find_map(|k| v[*k].as_str().map(String::from))
+            .unwrap()
+    };
+    let plain: BTreeMap<String, serde_json::Value> = records["json"]
+        .0
+        .iter()
+        .map(|(_, _, p)| {
+            let v: serde_json::Value = serde_json::from_slice(p).unwrap();
+            (id_of(&v), without_nulls(v))
+        })
+        .collect();
+    assert_eq!(plain.len(), 7, "3 alerts, 1 trigger, 3 outcomes");
+    for format in ["avro", "json_schema"] {
+        let (framed_run, cfg) = &records[format];
+        let count = |kind: &str| framed_run.iter().filter(|(k, _, _)| *k == kind).count();
+        assert_eq!(
+            (count("alert"), count("trigger"), count("outcome")),
+            (3, 1, 3)
+        );
+        // Registered under TopicNameStrategy subjects.
+        let subjects: Vec<String> = schemas
+            .lock()
+            .unwrap()
+            .values()
+            .map(|(s, _)| s.clone())
+            .collect();
+        for topic in [
+            &cfg.kafka.alerts_topic,
+            &cfg.kafka.triggers_topic,
+            &cfg.kafka.outcomes_topic,
+        ] {
+            assert!(subjects.contains(&format!("{topic}-value")), "{subjects:?}");
+        }
+        // Confluent's deserializers read every record.
+        let job = serde_json::json!({
+            "registry": url,
+            "format": format,
+            "records": framed_run.iter().map(|(_, topic, value)| serde_json::json!({
+                "topic": topic,
+                "value_b64": base64::engine::general_purpose::STANDARD.encode(value),
+            })).collect::<Vec<_>>(),
+        });
+        let job_file = dir.path().join(format!("decode-{format}.json"));
+        std::fs::write(&job_file, job.to_string()).unwrap();
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let out = std::process::Command::new(root.join("scripts/sr_fixtures.sh"))
+            .arg("decode")
+            .arg(&job_file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "confluent-kafka could not read the {format} outputs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let decoded: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["value"].clone())
+            .collect();
+        assert_eq!(decoded.len(), framed_run.len());
+        // Each equals the JSON run's record of the same id.
+        for d in decoded {
+            let d = without_nulls(d);
+            assert_eq!(Some(&d), plain.get(&id_of(&d)), "{format}: {d}");
+        }
+        // The readout reads the framed outcomes as it reads JSON ones.
+        let (changes, skipped) = churn_alert::kafka::outcomes::read_all(&cfg.kafka).unwrap();
+        assert_eq!((changes.len(), skipped), (3, 0), "{format}");
+    }
+}

@@ -391,7 +391,8 @@ fn unusable_histories_are_refused_with_a_reason() {
         "--out",
         s(&out),
     ]);
-    assert!(!o.status.success());
+    // Input the user gave that cannot train: exit 2, as a bad flag.
+    assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("no valid events"), "{err}");
 
@@ -428,7 +429,7 @@ fn unusable_histories_are_refused_with_a_reason() {
         ];
         args.extend_from_slice(flags);
         let o = churn_alert(&args);
-        assert!(!o.status.success());
+        assert_eq!(o.status.code(), Some(2));
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(
             err.contains(&format!("at least {days} days before --as-of ({from})")),
@@ -460,7 +461,7 @@ fn unusable_histories_are_refused_with_a_reason() {
         "--out",
         s(&out),
     ]);
-    assert!(!o.status.success());
+    assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("only one outcome"), "{err}");
     assert!(!out.exists(), "no model is written");

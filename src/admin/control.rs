@@ -139,12 +139,20 @@ impl Control {
     /// Checks the bearer token of a read of personal data: open when no
     /// `admin.read_token` is set; else that token or the admin token.
     fn authorize_read(&self, headers: &HeaderMap) -> Result<(), Reply> {
-        let Some(read) = self.config.admin.read_token.as_deref() else {
-            return Ok(());
-        };
-        let admin = self.config.admin.token.as_deref();
+        let (read, admin) = (
+            self.config.admin.read_token.as_deref(),
+            self.config.admin.token.as_deref(),
+        );
+        if read.is_none() && admin.is_none() {
+            // Personal data is never open: with no token there is no way
+            // to read it, and the answer says how to allow it.
+            return Err(reply(
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "reading a customer needs a bearer token, and none is configured: set admin.read_token (or admin.token)"}),
+            ));
+        }
         // Both are checked, so timing does not tell which one matched.
-        let as_reader = bearer_is(headers, read);
+        let as_reader = read.is_some_and(|t| bearer_is(headers, t));
         let as_admin = admin.is_some_and(|t| bearer_is(headers, t));
         if as_reader | as_admin {
             Ok(())
@@ -306,16 +314,16 @@ fn bearer_is(headers: &HeaderMap, token: &str) -> bool {
     tag = "customers",
     params(("id" = String, Path, description = "The customer id, as in events' `customer_id`")),
     responses(
-        (status = 200, description = "The customer's state, features, probability, reasons, alert and contact history, as held by this instance", body = Object),
+        (status = 200, description = "The customer's state, features, probability, reasons, alert and contact history, as held by this instance", body = crate::admin::schemas::CustomerView),
         (status = 307, description = "Held by another instance: `Location` is the owner's admin URL for the customer", body = ErrorBody,
             headers(("Location" = String, description = "The owner's `/customers/{id}`"))),
         (status = 400, description = "A malformed path", body = String, content_type = "text/plain"),
-        (status = 401, description = "`admin.read_token` is set and the bearer token is missing or wrong", body = ErrorBody),
+        (status = 401, description = "The bearer token (`admin.read_token` or `admin.token`) is missing or wrong, or neither is configured", body = ErrorBody),
         (status = 404, description = "Unknown customer (its partition's owner has no state for it)", body = ErrorBody),
         (status = 500, description = "The owner lookup failed unexpectedly", body = ErrorBody),
         (status = 503, description = "State or the owner cannot be read for now, or the partition is restoring or moving", body = ErrorBody),
     ),
-    security((), ("read_token" = []), ("admin_token" = [])),
+    security(("read_token" = []), ("admin_token" = [])),
 )]
 pub async fn get_customer(
     State(c): State<Arc<Control>>,
@@ -427,16 +435,15 @@ async fn elsewhere(c: &Control, id: &str) -> Response {
     }
 }
 
-/// Encodes a customer id for a URL path segment.
+/// Encodes a customer id for a URL path segment: everything but RFC 3986's
+/// unreserved characters.
 fn percent_encode(id: &str) -> String {
-    id.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(id, SEGMENT).to_string()
 }
 
 /// `DELETE /customers/{id}`: queues an erasure event for the customer.
@@ -446,7 +453,7 @@ fn percent_encode(id: &str) -> String {
     tag = "customers",
     params(("id" = String, Path, description = "The customer id, as in events' `customer_id`")),
     responses(
-        (status = 202, description = "The erasure is queued on the input topic: state removed and tombstones published when the owner processes it", body = Object),
+        (status = 202, description = "The erasure is queued on the input topic: state removed and tombstones published when the owner processes it", body = crate::admin::schemas::ErasureQueued),
         (status = 400, description = "A malformed path", body = String, content_type = "text/plain"),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 403, description = "Mutating endpoints are disabled: no `admin.token` is set", body = ErrorBody),
@@ -508,7 +515,7 @@ pub async fn delete_customer(
     get,
     path = "/alerts/recent",
     tag = "status",
-    responses((status = 200, description = "`alerts`: the latest alerts (at most 50, with `raised_at`, the wall-clock time), newest first; whole, as published, with `customer_ids_shown: true` for a reader who gave the read or admin token; else only `alert_id`, `probability`, `risk_tier`, `cause`, `as_of`, `model_version`, `raised_at` and `reasons` with only their `feature` and `top_feature`", body = Object)),
+    responses((status = 200, description = "`alerts`: the latest alerts (at most 50, with `raised_at`, the wall-clock time), newest first; whole, as published, with `customer_ids_shown: true` for a reader who gave the read or admin token; else only `alert_id`, `probability`, `risk_tier`, `cause`, `as_of`, `model_version`, `raised_at` and `reasons` with only their `feature` and `top_feature`", body = crate::admin::schemas::RecentAlerts)),
     security((), ("read_token" = []), ("admin_token" = [])),
 )]
 pub async fn recent_alerts(State(c): State<Arc<Control>>, headers: HeaderMap) -> Reply {
@@ -554,7 +561,7 @@ pub async fn recent_alerts(State(c): State<Arc<Control>>, headers: HeaderMap) ->
     get,
     path = "/model",
     tag = "model and policy",
-    responses((status = 200, description = "The model in use: version, path, features, thresholds in use and in the file, segments, training report", body = Object)),
+    responses((status = 200, description = "The model in use: version, path, features, thresholds in use and in the file, segments, training report", body = crate::admin::schemas::ModelView)),
 )]
 pub async fn get_model(State(c): State<Arc<Control>>) -> Reply {
     let (model, policy) = c.current.read().expect("not poisoned").clone();
@@ -580,7 +587,7 @@ pub async fn get_model(State(c): State<Arc<Control>>) -> Reply {
     path = "/model/reload",
     tag = "model and policy",
     responses(
-        (status = 200, description = "Accepted: scores use it from the next batch", body = Object),
+        (status = 200, description = "Accepted: scores use it from the next batch", body = crate::admin::schemas::ModelReloaded),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 403, description = "Mutating endpoints are disabled: no `admin.token` is set", body = ErrorBody),
         (status = 422, description = "The file is refused (the error names the field); the previous model stays", body = ErrorBody),
@@ -617,7 +624,7 @@ pub async fn reload_model(State(c): State<Arc<Control>>, headers: HeaderMap) -> 
     get,
     path = "/policy",
     tag = "model and policy",
-    responses((status = 200, description = "The alert and retention policy in use: thresholds, tiers, campaign and contact rules, holdout, segments", body = Object)),
+    responses((status = 200, description = "The alert and retention policy in use: thresholds, tiers, campaign and contact rules, holdout, segments", body = crate::admin::schemas::PolicyView)),
 )]
 pub async fn get_policy(State(c): State<Arc<Control>>) -> Reply {
     let (_, p) = c.current.read().expect("not poisoned").clone();
@@ -645,7 +652,7 @@ pub async fn get_policy(State(c): State<Arc<Control>>) -> Reply {
     path = "/policy/reload",
     tag = "model and policy",
     responses(
-        (status = 200, description = "Accepted: applies from the next batch", body = Object),
+        (status = 200, description = "Accepted: applies from the next batch", body = crate::admin::schemas::PolicyReloaded),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 403, description = "Mutating endpoints are disabled: no `admin.token` is set", body = ErrorBody),
         (status = 422, description = "The config file is refused (the error names the key); the policy in use stays", body = ErrorBody),

@@ -8,10 +8,12 @@
 //!
 //! Mutating endpoints need `Authorization: Bearer <admin.token>`; with no
 //! token configured they answer 403 (disabled), never open. Reading a
-//! customer needs `admin.read_token` (or the admin token) when it is set.
+//! customer (personal data) needs `admin.read_token` or the admin token;
+//! with neither configured it answers 401, never open.
 
 pub mod control;
 pub mod experiments;
+pub mod schemas;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,7 +76,7 @@ impl axum::extract::FromRef<AppState> for Arc<crate::admin::control::Control> {
 #[openapi(
     info(
         title = "churn-alert admin API",
-        description = "Metrics, health, one customer's view and erasure, and the model and policy in use with their reloads. Mutating endpoints need `Authorization: Bearer <admin.token>` and answer 403 while no token is set; reading a customer needs `admin.read_token` (or the admin token) when one is set."
+        description = "Metrics, health, one customer's view and erasure, and the model and policy in use with their reloads. Mutating endpoints need `Authorization: Bearer <admin.token>` and answer 403 while no token is set; reading a customer (personal data) needs `admin.read_token` or the admin token, and answers 401 while neither is set."
     ),
     paths(
         metrics_handler,
@@ -105,10 +107,7 @@ impl utoipa::Modify for BearerTokens {
         let components = doc.components.get_or_insert_with(Default::default);
         for (name, about) in [
             ("admin_token", "`admin.token`: mutating endpoints"),
-            (
-                "read_token",
-                "`admin.read_token`: reading a customer, when it is set",
-            ),
+            ("read_token", "`admin.read_token`: reading a customer"),
         ] {
             components.add_security_scheme(
                 name,
@@ -127,7 +126,7 @@ impl utoipa::Modify for BearerTokens {
     get,
     path = "/openapi.json",
     tag = "operations",
-    responses((status = 200, description = "This description", body = Object)),
+    responses((status = 200, description = "This description", body = schemas::ApiDescription)),
 )]
 async fn openapi_handler() -> axum::Json<utoipa::openapi::OpenApi> {
     axum::Json(<ApiDoc as utoipa::OpenApi>::openapi())

@@ -71,6 +71,9 @@ pub struct Config {
     /// How experiment results are judged (`GET /experiments`,
     /// `churn-alert experiments`).
     pub experiments: crate::pipeline::readout::ReadoutSettings,
+    /// How alerts, triggers and outcomes are encoded: JSON, or Avro / JSON
+    /// Schema in the Schema Registry's wire format.
+    pub outputs: crate::pipeline::output_format::OutputsConfig,
     pub admin: AdminConfig,
     pub service: ServiceConfig,
     pub log: LogConfig,
@@ -233,9 +236,9 @@ pub struct AdminConfig {
     pub listen: String,
     /// Bearer token for reading customers (`GET /customers/{id}`: personal
     /// data), at least 16 characters; the admin token is accepted too. Best
-    /// set by `CHURN_ALERT__ADMIN__READ_TOKEN`. Unset: that endpoint is open
-    /// to whoever reaches the admin port (the port Prometheus scrapes), so
-    /// set it wherever that port is not private to operators.
+    /// set by `CHURN_ALERT__ADMIN__READ_TOKEN`. With neither set, that
+    /// endpoint answers 401: personal data is never open to whoever reaches
+    /// the admin port (the port Prometheus scrapes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_token: Option<String>,
     /// Bearer token for the mutating endpoints (`DELETE /customers/{id}`,
@@ -355,6 +358,7 @@ impl Config {
         for (k, v) in overrides {
             apply_env(&mut table, &k, &v)?;
         }
+        read_secret_files(&mut table)?;
         let mut cfg: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let path = e.path().to_string();
@@ -450,6 +454,10 @@ fn resolve_paths(file: &mut toml::Table, dir: &Path) {
         ("model", "path"),
         ("schema_registry", "dir"),
         ("schema_registry", "ca_location"),
+        ("schema_registry", "basic_auth_user_info_file"),
+        ("schema_registry", "bearer_token_file"),
+        ("admin", "token_file"),
+        ("admin", "read_token_file"),
     ] {
         if let Some(v) = file
             .get_mut(section)
@@ -469,12 +477,82 @@ fn resolve_paths(file: &mut toml::Table, dir: &Path) {
     ] {
         if let Some(t) = kafka.get_mut(props).and_then(toml::Value::as_table_mut) {
             for (k, v) in t.iter_mut() {
-                if k.ends_with(".location") || k == "sasl.kerberos.keytab" {
+                if k.ends_with(".location") || k.ends_with("_file") || k == "sasl.kerberos.keytab" {
                     resolve(v);
                 }
             }
         }
     }
+}
+
+/// Secrets kept in files (Kubernetes secrets mounted as files, Docker
+/// secrets), as Vector and Grafana take them: `KEY_file = "/path"` sets
+/// `KEY` to the file's text without its trailing newline. It works for the
+/// librdkafka properties (`"sasl.password_file"`,
+/// `"sasl.oauthbearer.client.secret_file"`, ...), the registry's
+/// `basic_auth_user_info` and `bearer_token`, and the admin `token` and
+/// `read_token`. A key set both ways, or a file that cannot be read, is
+/// refused naming the key.
+fn read_secret_files(table: &mut toml::Table) -> Result<(), ConfigError> {
+    fn take(t: &mut toml::Table, section: &str, only: Option<&[&str]>) -> Result<(), ConfigError> {
+        let files: Vec<String> = t
+            .keys()
+            .filter(|k| {
+                k.strip_suffix("_file")
+                    .is_some_and(|base| only.is_none_or(|o| o.contains(&base)))
+            })
+            .cloned()
+            .collect();
+        for k in files {
+            let key = format!("{section}.{}", quoted(&k));
+            let base = k.strip_suffix("_file").expect("filtered").to_string();
+            let Some(toml::Value::String(path)) = t.remove(&k) else {
+                return Err(key_err(&key, "must be the path of a file"));
+            };
+            if t.get(&base).is_some_and(|v| v.as_str() != Some("")) {
+                return Err(key_err(
+                    &key,
+                    &format!("`{base}` is set too: give the secret one way"),
+                ));
+            }
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| key_err(&key, &format!("cannot read {path}: {e}")))?;
+            let secret = text.strip_suffix('\n').unwrap_or(&text);
+            let secret = secret.strip_suffix('\r').unwrap_or(secret).to_string();
+            t.insert(base, toml::Value::String(secret));
+        }
+        Ok(())
+    }
+    fn quoted(k: &str) -> String {
+        if k.contains('.') {
+            format!("\"{k}\"")
+        } else {
+            k.to_string()
+        }
+    }
+    if let Some(kafka) = table.get_mut("kafka").and_then(toml::Value::as_table_mut) {
+        for props in [
+            "client_properties",
+            "consumer_properties",
+            "producer_properties",
+        ] {
+            if let Some(t) = kafka.get_mut(props).and_then(toml::Value::as_table_mut) {
+                take(t, &format!("kafka.{props}"), None)?;
+            }
+        }
+    }
+    for (section, keys) in [
+        (
+            "schema_registry",
+            &["basic_auth_user_info", "bearer_token"][..],
+        ),
+        ("admin", &["token", "read_token"][..]),
+    ] {
+        if let Some(t) = table.get_mut(section).and_then(toml::Value::as_table_mut) {
+            take(t, section, Some(keys))?;
+        }
+    }
+    Ok(())
 }
 
 /// Deep-merges `over` into `base`: tables merge key by key, anything else
@@ -656,11 +734,100 @@ mod tests {
         let oidc = format!(
             "{base}\"sasl.mechanism\" = \"OAUTHBEARER\"\n\"sasl.oauthbearer.method\" = \"oidc\"\n"
         );
-        assert!(err(&oidc).contains("(OIDC) is not built in"));
+        // OIDC needs the token endpoint and the client's credentials,
+        // each named when missing; a secret may come from a file.
+        assert!(
+            err(&oidc).contains("sasl.oauthbearer.token.endpoint.url"),
+            "{}",
+            err(&oidc)
+        );
+        let endpoint = format!(
+            "{oidc}\"sasl.oauthbearer.token.endpoint.url\" = \"https://idp.example/token\"\n\"sasl.oauthbearer.client.id\" = \"churn-alert\"\n"
+        );
+        assert!(err(&endpoint).contains("sasl.oauthbearer.client.secret"));
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let c = load(
+            &format!(
+                "{endpoint}\"sasl.oauthbearer.client.secret_file\" = \"{}\"\n",
+                secret.display()
+            ),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.kafka.client_properties["sasl.oauthbearer.client.secret"],
+            "s3cret"
+        );
+        assert!(!c
+            .kafka
+            .client_properties
+            .contains_key("sasl.oauthbearer.client.secret_file"));
+        let other = format!(
+            "{base}\"sasl.mechanism\" = \"OAUTHBEARER\"\n\"sasl.oauthbearer.method\" = \"default\"\n"
+        );
+        assert!(err(&other).contains("\"oidc\""), "{}", err(&other));
         // The producer's own protocol is checked too.
         let e = err("[kafka.producer_properties]\n\"security.protocol\" = \"TLS\"\n");
         assert!(
             e.starts_with("kafka.producer_properties.\"security.protocol\""),
+            "{e}"
+        );
+    }
+
+    /// Secrets from files: the file's text without its newline, for
+    /// librdkafka properties, the registry's credentials and the admin
+    /// tokens; refused naming the key when unreadable or set both ways.
+    #[test]
+    fn secrets_are_read_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p.display().to_string()
+        };
+        let (pw, info, token) = (
+            file("pw", "kafka-pass\n"),
+            file("info", "user:pass"),
+            file("token", "0123456789abcdef0123\r\n"),
+        );
+        let c = load(
+            &format!(
+                "[kafka.client_properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"PLAIN\"\n\"sasl.username\" = \"u\"\n\"sasl.password_file\" = \"{pw}\"\n[schema_registry]\nurl = \"http://127.0.0.1:8081\"\nbasic_auth_user_info_file = \"{info}\"\n"
+            ),
+            &[("CHURN_ALERT__ADMIN__TOKEN_FILE", &token)],
+        )
+        .unwrap();
+        assert_eq!(c.kafka.client_properties["sasl.password"], "kafka-pass");
+        assert_eq!(
+            c.schema_registry.basic_auth_user_info.as_deref(),
+            Some("user:pass")
+        );
+        assert_eq!(c.admin.token.as_deref(), Some("0123456789abcdef0123"));
+        // Never printed.
+        assert!(!c.masked_toml().contains("kafka-pass"));
+        let e = load(
+            "",
+            &[("CHURN_ALERT__ADMIN__READ_TOKEN_FILE", "/nonexistent/t")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("admin.read_token_file") && e.contains("/nonexistent/t"),
+            "{e}"
+        );
+        let e = load(
+            "",
+            &[
+                ("CHURN_ALERT__ADMIN__TOKEN_FILE", &token),
+                ("CHURN_ALERT__ADMIN__TOKEN", "0123456789abcdef0123"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("admin.token_file") && e.contains("one way"),
             "{e}"
         );
     }

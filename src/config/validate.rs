@@ -20,6 +20,15 @@ impl Config {
                 return Err(key_err(key, "must not be empty"));
             }
         }
+        if self.outputs.format != crate::pipeline::output_format::Format::Json
+            && self.schema_registry.url.is_none()
+            && self.outputs.schema_ids.is_none()
+        {
+            return Err(key_err(
+                "outputs.format",
+                "json_schema and avro register their schemas: set schema_registry.url (or outputs.schema_ids, with the ids registered beforehand)",
+            ));
+        }
         if k.instance_id
             .as_deref()
             .is_some_and(|i| i.trim().is_empty())
@@ -317,7 +326,7 @@ impl Config {
         {
             return Err(key_err(
                 "admin.read_token",
-                "must be at least 16 characters (or unset to leave GET /customers open)",
+                "must be at least 16 characters",
             ));
         }
         if self.service.stop_timeout_seconds == 0 {

@@ -55,6 +55,14 @@ pub fn client_config(
     if tls && c.get("ssl.ca.location").is_none() && c.get("ssl.ca.pem").is_none() {
         c.set("ssl.ca.location", "probe");
     }
+    // The same for the identity provider's token endpoint (OIDC), which
+    // librdkafka's HTTP client reaches with its own CA setting.
+    let oidc = c
+        .get("sasl.oauthbearer.method")
+        .is_some_and(|m| m.eq_ignore_ascii_case("oidc"));
+    if oidc && c.get("https.ca.location").is_none() && c.get("https.ca.pem").is_none() {
+        c.set("https.ca.location", "probe");
+    }
     for (k, v) in fixed {
         c.set(*k, *v);
     }

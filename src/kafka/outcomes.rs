@@ -22,9 +22,13 @@ pub fn change(key: Option<&[u8]>, payload: Option<&[u8]>) -> Option<OutcomeChang
         None | Some([]) => key
             .and_then(|k| std::str::from_utf8(k).ok())
             .map(|id| OutcomeChange::Erased(id.to_string())),
-        Some(p) => serde_json::from_slice::<OutcomeRecord>(p)
-            .ok()
-            .map(|o| OutcomeChange::Outcome(Box::new(o))),
+        // JSON, or a registry frame (`[outputs] format`).
+        Some(p) => crate::pipeline::output_format::decode_any(
+            crate::pipeline::output_format::Shape::Outcome,
+            p,
+        )
+        .and_then(|v| serde_json::from_value::<OutcomeRecord>(v).ok())
+        .map(|o| OutcomeChange::Outcome(Box::new(o))),
     }
 }
 

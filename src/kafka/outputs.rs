@@ -12,6 +12,7 @@ use crate::kafka::record::{
 use crate::pipeline::decode::Rejection;
 use crate::pipeline::event::rfc3339;
 use crate::pipeline::output::{OutcomeRecord, Trigger};
+use crate::pipeline::output_format::{Format, Framing, Shape};
 use crate::pipeline::step::Alert;
 
 /// The names of the headers the service sets (CloudEvents' `ce_*` and
@@ -60,6 +61,9 @@ pub struct Outputs {
     input_topic: String,
     /// The CloudEvents `ce_source`: `/churn-alert/` and the input topic.
     ce_source: String,
+    /// Avro or JSON Schema in the registry's frame (`[outputs] format`);
+    /// `None`: plain JSON.
+    framing: Option<std::sync::Arc<Framing>>,
     /// Largest payload a dead letter carries (`kafka.dead_letter_max_bytes`).
     dead_letter_max_bytes: usize,
 }
@@ -70,7 +74,14 @@ impl Outputs {
             input_topic: input_topic.to_string(),
             ce_source: format!("/churn-alert/{input_topic}"),
             dead_letter_max_bytes,
+            framing: None,
         }
+    }
+
+    /// Alerts, triggers and outcomes in a registry format from now on.
+    pub fn with_framing(mut self, framing: Option<std::sync::Arc<Framing>>) -> Self {
+        self.framing = framing;
+        self
     }
 
     pub fn alert(&self, a: &Alert) -> OutRecord {
@@ -127,16 +138,30 @@ impl Outputs {
         })
         .expect("outputs serialise");
         let mut headers = vec![
-            pair(header::CONTENT_TYPE, b"application/json".to_vec()),
+            pair(header::CONTENT_TYPE, Format::Json.content_type()),
             pair(header::ALERT_ID, alert_id),
         ];
         headers.extend(cloudevents_headers(kind, id, &self.ce_source, time));
-        OutRecord {
+        let record = OutRecord {
             kind,
             key: Some(customer_id.as_bytes().to_vec()),
             payload,
             headers,
             partition: None,
+        };
+        let (Some(framing), Some(shape)) = (&self.framing, shape_of(kind)) else {
+            return record;
+        };
+        match framing.encode(shape, &record.payload) {
+            Ok(framed) => {
+                let mut record = record;
+                record.payload = framed;
+                record.headers[0].1 = framing.format().content_type().into();
+                record
+            }
+            // Never an output its readers cannot decode: a dead letter
+            // with the JSON, saying why.
+            Err(e) => self.unpublishable(&record, &e, kind.as_str()),
         }
     }
 
@@ -206,7 +231,7 @@ impl Outputs {
     ) -> OutRecord {
         let (payload, about) = dead_letter_body(&record.payload, self.dead_letter_max_bytes);
         let reason = format!(
-            "the broker refused this {} for good: {error}",
+            "this {} cannot be published, for good: {error}",
             record.kind.as_str()
         );
         let mut headers = vec![
@@ -239,6 +264,16 @@ impl Outputs {
             headers,
             partition: None,
         }
+    }
+}
+
+/// The registry shape of an output kind; `None` for those never framed.
+pub fn shape_of(kind: OutKind) -> Option<Shape> {
+    match kind {
+        OutKind::Alert => Some(Shape::Alert),
+        OutKind::Trigger => Some(Shape::Trigger),
+        OutKind::Outcome => Some(Shape::Outcome),
+        _ => None,
     }
 }
 

@@ -189,21 +189,47 @@ impl KafkaConfig {
             else {
                 return Err((
                     key("kafka.client_properties", "sasl.mechanism"),
-                    "must be set with a SASL security.protocol: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512".into(),
+                    "must be set with a SASL security.protocol: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER".into(),
                 ));
             };
             let need: &[&str] = match mechanism.to_ascii_uppercase().as_str() {
                 "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512" => &["sasl.username", "sasl.password"],
-                "OAUTHBEARER" => match get("enable.sasl.oauthbearer.unsecure.jwt") {
-                    // librdkafka's unsigned test tokens, for development.
-                    Some((_, v)) if v == "true" => &[],
-                    _ => {
-                        return Err((
-                            key(ms, "sasl.mechanism"),
-                            "OAUTHBEARER with an identity provider (OIDC) is not built in; use PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or a TLS client certificate".into(),
-                        ))
+                "OAUTHBEARER" => {
+                    let unsecure = get("enable.sasl.oauthbearer.unsecure.jwt")
+                        .is_some_and(|(_, v)| v == "true");
+                    let method = get("sasl.oauthbearer.method")
+                        .map(|(_, v)| v.to_ascii_lowercase());
+                    match method.as_deref() {
+                        // librdkafka's unsigned test tokens, for development.
+                        _ if unsecure => &[],
+                        // Tokens from the identity provider's token endpoint
+                        // (Confluent Cloud, Azure Event Hubs with Entra ID,
+                        // Okta, Keycloak...): client credentials, or a
+                        // signed assertion (`sasl.oauthbearer.grant.type`
+                        // jwt-bearer) in place of the secret.
+                        Some("oidc") => {
+                            // Azure's managed identity (the instance
+                            // metadata endpoint) needs no secret.
+                            if get("sasl.oauthbearer.metadata.authentication.type").is_some() {
+                                &[]
+                            } else if get("sasl.oauthbearer.grant.type").is_some() {
+                                &["sasl.oauthbearer.token.endpoint.url"]
+                            } else {
+                                &[
+                                    "sasl.oauthbearer.token.endpoint.url",
+                                    "sasl.oauthbearer.client.id",
+                                    "sasl.oauthbearer.client.secret",
+                                ]
+                            }
+                        }
+                        _ => {
+                            return Err((
+                                key("kafka.client_properties", "sasl.oauthbearer.method"),
+                                "OAUTHBEARER needs sasl.oauthbearer.method = \"oidc\" with your identity provider's sasl.oauthbearer.token.endpoint.url, client.id and client.secret (Amazon MSK IAM: see docs/configuration.md)".into(),
+                            ))
+                        }
                     }
-                },
+                }
                 "GSSAPI" => {
                     return Err((
                         key(ms, "sasl.mechanism"),
@@ -213,7 +239,7 @@ impl KafkaConfig {
                 _ => {
                     return Err((
                         key(ms, "sasl.mechanism"),
-                        format!("{mechanism:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
+                        format!("{mechanism:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER"),
                     ))
                 }
             };

@@ -160,6 +160,100 @@ pub async fn ensure(
     Ok(create_missing(cfg, &topics, brokers).await?)
 }
 
+/// What one look at the cluster found (`check-config --connect`).
+#[derive(Debug)]
+pub struct Inspection {
+    /// Brokers in the cluster's metadata.
+    pub brokers: usize,
+    /// The input topic's partition count.
+    pub partitions: usize,
+    /// (config key, topic, partition count) of each output topic that
+    /// exists.
+    pub present: Vec<(&'static str, String, usize)>,
+    /// (config key, topic) of each output topic the service would create
+    /// at start (it needs the right to create topics for that).
+    pub missing: Vec<(&'static str, String)>,
+}
+
+/// Why the cluster cannot serve this config, found without waiting.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    /// No broker answered, or they refused the client's security settings.
+    #[error(transparent)]
+    Unreachable(#[from] ClientSettingsError),
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+}
+
+/// Reads the cluster's metadata once (no waiting, nothing created) and
+/// checks the topics as the start would: the input exists, the changelog,
+/// if there, has as many partitions as the input.
+pub fn inspect(cfg: &KafkaConfig) -> Result<Inspection, InspectError> {
+    let (topics, brokers) = metadata(cfg).map_err(|(e, refusal)| ClientSettingsError {
+        key: "kafka.brokers".into(),
+        message: match refusal {
+            Some(reason) => format!(
+                "the brokers at {} refuse these security settings: {reason} (check security.protocol, ssl.ca.location and the sasl.* settings)",
+                cfg.brokers
+            ),
+            None => format!("no broker at {} answered: {e}", cfg.brokers),
+        },
+    })?;
+    let Some(&partitions) = topics.get(&cfg.input_topic) else {
+        return Err(TopicError {
+            key: "kafka.input_topic".into(),
+            topic: cfg.input_topic.clone(),
+            message: "does not exist: create it, keyed by customer id, with as many partitions as instances may ever share the work".into(),
+        }
+        .into());
+    };
+    check_changelog(cfg, &topics, partitions)?;
+    let mut found = Inspection {
+        brokers,
+        partitions,
+        present: Vec::new(),
+        missing: Vec::new(),
+    };
+    for (key, topic) in outputs(cfg) {
+        match topics.get(topic) {
+            Some(&n) => found.present.push((key, topic.clone(), n)),
+            None => found.missing.push((key, topic.clone())),
+        }
+    }
+    Ok(found)
+}
+
+/// The topics the service writes, by config key.
+fn outputs(cfg: &KafkaConfig) -> [(&'static str, &String); 5] {
+    [
+        ("kafka.alerts_topic", &cfg.alerts_topic),
+        ("kafka.triggers_topic", &cfg.triggers_topic),
+        ("kafka.outcomes_topic", &cfg.outcomes_topic),
+        ("kafka.dlq_topic", &cfg.dlq_topic),
+        ("kafka.changelog_topic", &cfg.changelog_topic),
+    ]
+}
+
+/// Changelog partition p holds input partition p's state: a changelog
+/// that exists must have the input's partition count.
+fn check_changelog(
+    cfg: &KafkaConfig,
+    topics: &BTreeMap<String, usize>,
+    partitions: usize,
+) -> Result<(), TopicError> {
+    match topics.get(&cfg.changelog_topic) {
+        Some(&n) if n != partitions => Err(TopicError {
+            key: "kafka.changelog_topic".into(),
+            topic: cfg.changelog_topic.clone(),
+            message: format!(
+                "has {n} partitions but the input topic {:?} has {partitions}: they must match (partition p of the changelog holds input partition p's state); delete the changelog (the next start recreates it from local state as it changes) or add partitions to match",
+                cfg.input_topic
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Checks the input and changelog topics and creates the missing outputs.
 async fn create_missing(
     cfg: &KafkaConfig,
@@ -173,29 +267,10 @@ async fn create_missing(
             message: "does not exist: create it, keyed by customer id, with as many partitions as instances may ever share the work".into(),
         });
     };
-    // Changelog partition p holds input partition p's state.
-    if let Some(&n) = topics.get(&cfg.changelog_topic) {
-        if n != partitions {
-            return Err(TopicError {
-                key: "kafka.changelog_topic".into(),
-                topic: cfg.changelog_topic.clone(),
-                message: format!(
-                    "has {n} partitions but the input topic {:?} has {partitions}: they must match (partition p of the changelog holds input partition p's state); delete the changelog (the next start recreates it from local state as it changes) or add partitions to match",
-                    cfg.input_topic
-                ),
-            });
-        }
-    }
+    check_changelog(cfg, topics, partitions)?;
     /// 400 days.
     const OUTCOMES_RETENTION_MS: &str = "34560000000";
-    let wanted = [
-        ("kafka.alerts_topic", &cfg.alerts_topic),
-        ("kafka.triggers_topic", &cfg.triggers_topic),
-        ("kafka.outcomes_topic", &cfg.outcomes_topic),
-        ("kafka.dlq_topic", &cfg.dlq_topic),
-        ("kafka.changelog_topic", &cfg.changelog_topic),
-    ];
-    let missing: Vec<(&str, &String)> = wanted
+    let missing: Vec<(&str, &String)> = outputs(cfg)
         .into_iter()
         .filter(|(_, t)| !topics.contains_key(*t))
         .collect();

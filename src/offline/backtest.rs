@@ -22,7 +22,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::io::{BufRead, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -30,9 +29,10 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::offline::commands::{parse_days, parse_time, read_truth, ModelArg};
+use crate::offline::commands::{parse_days, parse_time, ModelArg};
 use crate::offline::history::{read_sorted, HistoryArgs};
 use crate::offline::report::{chart_range, Series};
+use crate::offline::simulate::{csv_line, csv_reader, read_truth};
 use crate::pipeline::event::{rfc3339, Millis, DAY_MS};
 use crate::pipeline::onset::Track;
 use crate::pipeline::step::Alert;
@@ -495,25 +495,28 @@ fn oracle_alerts(
 
 /// Reads `oracle-daily.csv`: customer_id,date,p_churn_<h>d.
 fn read_daily_oracle(path: &Path) -> anyhow::Result<BTreeMap<String, Vec<(Millis, f32)>>> {
-    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reading = || format!("reading {}", path.display());
+    let mut rows = csv_reader(path).with_context(|| format!("opening {}", path.display()))?;
+    let header = rows.headers().with_context(reading)?;
+    let is_daily = header.get(0) == Some("customer_id")
+        && header.get(1) == Some("date")
+        && header.get(2).is_some_and(|h| h.starts_with("p_churn_"));
+    // An empty file is an oracle without rows.
+    anyhow::ensure!(
+        is_daily || header.is_empty(),
+        "{}: not a daily oracle (simulate --oracle-daily)",
+        path.display()
+    );
     let mut out: BTreeMap<String, Vec<(Millis, f32)>> = BTreeMap::new();
-    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
-        let line = line.with_context(|| format!("reading {}", path.display()))?;
-        if i == 0 {
-            anyhow::ensure!(
-                line.starts_with("customer_id,date,p_churn_"),
-                "{}: not a daily oracle (simulate --oracle-daily)",
-                path.display()
-            );
-            continue;
-        }
-        let mut it = line.split(',');
-        let (Some(id), Some(d), Some(p)) = (it.next(), it.next(), it.next()) else {
-            anyhow::bail!("{} line {}: three columns expected", path.display(), i + 1);
+    for row in rows.records() {
+        let row = row.with_context(reading)?;
+        let line = csv_line(&row);
+        let (Some(id), Some(d), Some(p)) = (row.get(0), row.get(1), row.get(2)) else {
+            anyhow::bail!("{} line {line}: three columns expected", path.display());
         };
         let p: f32 = p
             .parse()
-            .with_context(|| format!("{} line {}: bad probability", path.display(), i + 1))?;
+            .with_context(|| format!("{} line {line}: bad probability", path.display()))?;
         out.entry(id.to_string())
             .or_default()
             .push((parse_time(d)?, p));
@@ -763,14 +766,9 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
     let csv_path = opts.out.join("alerts.csv");
-    let mut csv = std::io::BufWriter::new(
-        std::fs::File::create(&csv_path)
-            .with_context(|| format!("creating {}", csv_path.display()))?,
-    );
-    writeln!(
-        csv,
-        "alert_id,customer_id,as_of,probability,risk_tier,cause,silent_days,missed_active_days,top_reason,onset,lead_days,class,in_window"
-    )?;
+    let mut alerts_csv = csv::Writer::from_path(&csv_path)
+        .with_context(|| format!("creating {}", csv_path.display()))?;
+    alerts_csv.write_record(ALERT_COLUMNS)?;
     let mut rows = Vec::with_capacity(alerts.len());
     for (a, (class, onset)) in alerts.iter().zip(&judged) {
         let j = Judged {
@@ -788,31 +786,20 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
             onset: *onset,
             class: *class,
         };
-        writeln!(
-            csv,
-            "{},{},{},{},{},{},{:.2},{:.2},{},{},{},{},{}",
-            j.alert_id,
-            j.customer_id,
-            rfc3339(j.at),
-            j.probability,
-            j.risk_tier,
-            j.cause,
+        alerts_csv.write_record(alert_row(
+            &j,
             a.features.get("recency_days").copied().unwrap_or(f64::NAN),
             a.features
                 .get("silence_surprise")
                 .map_or(f64::NAN, |v| v.exp_m1()),
-            j.reason,
-            j.onset.map(rfc3339).unwrap_or_default(),
             j.onset
                 .zip(churns.get(&j.customer_id))
-                .map(|(o, c)| format!("{:.2}", (c.due(o, &w) - j.at) as f64 / DAY_MS as f64))
-                .unwrap_or_default(),
-            j.class.as_str(),
-            (from..to).contains(&j.at)
-        )?;
+                .map(|(o, c)| (c.due(o, &w) - j.at) as f64 / DAY_MS as f64),
+            (from..to).contains(&j.at),
+        ))?;
         rows.push(j);
     }
-    csv.flush()?;
+    alerts_csv.flush()?;
     let report = write_report(
         &opts.out,
         &ReportInput {
@@ -876,6 +863,50 @@ pub fn run(opts: BacktestOptions, config: &Config) -> anyhow::Result<()> {
         bands = w.bands_label(),
     );
     Ok(())
+}
+
+/// The columns of alerts.csv.
+const ALERT_COLUMNS: [&str; 13] = [
+    "alert_id",
+    "customer_id",
+    "as_of",
+    "probability",
+    "risk_tier",
+    "cause",
+    "silent_days",
+    "missed_active_days",
+    "top_reason",
+    "onset",
+    "lead_days",
+    "class",
+    "in_window",
+];
+
+/// One alert's row of alerts.csv: the judged alert, the customer's silence
+/// then (days, and usual active days missed; NaN without those features),
+/// the lead to the onset in days, and whether it falls in the window.
+fn alert_row(
+    j: &Judged,
+    silent_days: f64,
+    missed_active_days: f64,
+    lead_days: Option<f64>,
+    in_window: bool,
+) -> [String; 13] {
+    [
+        j.alert_id.clone(),
+        j.customer_id.clone(),
+        rfc3339(j.at),
+        j.probability.to_string(),
+        j.risk_tier.clone(),
+        j.cause.to_string(),
+        format!("{silent_days:.2}"),
+        format!("{missed_active_days:.2}"),
+        j.reason.clone(),
+        j.onset.map(rfc3339).unwrap_or_default(),
+        lead_days.map(|d| format!("{d:.2}")).unwrap_or_default(),
+        j.class.as_str().to_string(),
+        in_window.to_string(),
+    ]
 }
 
 /// An alert as (customer, time).
@@ -1285,5 +1316,101 @@ mod tests {
         let got = oracle_alerts(&daily, 0.5, 14 * d);
         // Day 1 alerts; day 4 is re-armed but within the cooldown; day 41 alerts.
         assert_eq!(got, vec![("a".to_string(), d), ("a".to_string(), 41 * d)]);
+    }
+
+    /// A customer id that needs every kind of CSV quoting.
+    const AWKWARD_ID: &str = "c,1 \"the\"\nsecond line";
+
+    #[test]
+    fn daily_oracle_round_trips_awkward_ids() {
+        use crate::offline::simulate::{SimConfig, Simulator};
+        let mut cfg = SimConfig::new(20, 30, 1);
+        cfg.end = 1_790_000_000_000 - 1_790_000_000_000 % DAY_MS;
+        cfg.oracle_horizon_days = 30;
+        let mut sim = Simulator::new(cfg);
+        let i = sim
+            .customers
+            .iter()
+            .position(|c| c.join_day <= 0)
+            .expect("a customer there from the start");
+        sim.customers[i].id = AWKWARD_ID.to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oracle-daily.csv");
+        let mut w = csv::Writer::from_path(&path).unwrap();
+        w.write_record(sim.daily_oracle_header()).unwrap();
+        let mut written = 0;
+        for day in 0..2 {
+            for row in sim.daily_oracle_rows(day) {
+                w.write_record(row).unwrap();
+                written += 1;
+            }
+        }
+        w.flush().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("customer_id,date,p_churn_30d\n"), "{text}");
+        let daily = read_daily_oracle(&path).unwrap();
+        assert_eq!(daily.values().map(Vec::len).sum::<usize>(), written);
+        let times: Vec<Millis> = daily[AWKWARD_ID].iter().map(|(t, _)| *t).collect();
+        assert_eq!(times, vec![sim.day_start(0), sim.day_start(1)]);
+    }
+
+    #[test]
+    fn alert_rows_quote_awkward_ids_only() {
+        let d = DAY_MS;
+        let j = Judged {
+            alert_id: "a".into(),
+            customer_id: AWKWARD_ID.into(),
+            at: 0,
+            probability: 0.75,
+            risk_tier: "hi".into(),
+            cause: crate::pipeline::output::Cause::Silence,
+            reason: "r".into(),
+            onset: Some(20 * d),
+            class: Class::Early,
+        };
+        let plain = Judged {
+            customer_id: "c-1".into(),
+            onset: None,
+            class: Class::NoChurn,
+            ..j.clone()
+        };
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(ALERT_COLUMNS).unwrap();
+        w.write_record(alert_row(&j, 12.5, f64::NAN, Some(20.0), true))
+            .unwrap();
+        w.write_record(alert_row(&plain, 1.0, 0.25, None, false))
+            .unwrap();
+        let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        // Ordinary fields are written as they always were, unquoted.
+        let epoch = "1970-01-01T00:00:00.000Z";
+        let plain_row = format!("a,c-1,{epoch},0.75,hi,silence,1.00,0.25,r,,,no_churn,false");
+        assert!(text.ends_with(&format!("\n{plain_row}\n")), "{text}");
+        let mut r = csv::Reader::from_reader(text.as_bytes());
+        let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+        assert_eq!(header, ALERT_COLUMNS);
+        let rows = r
+            .records()
+            .collect::<Result<Vec<csv::StringRecord>, _>>()
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        let first: Vec<&str> = rows[0].iter().collect();
+        assert_eq!(
+            first,
+            [
+                "a",
+                AWKWARD_ID,
+                "1970-01-01T00:00:00.000Z",
+                "0.75",
+                "hi",
+                "silence",
+                "12.50",
+                "NaN",
+                "r",
+                "1970-01-21T00:00:00.000Z",
+                "20.00",
+                "early",
+                "true",
+            ]
+        );
     }
 }

@@ -13,6 +13,7 @@ use anyhow::Context;
 use crate::config::Config;
 use crate::offline::evaluate::{self, ThresholdTarget};
 use crate::offline::history::{read_sorted, HistoryArgs};
+use crate::offline::simulate::{csv_line, csv_reader, read_truth};
 use crate::offline::train::{self, Label, TrainConfig};
 use crate::pipeline::event::{rfc3339, Millis, DAY_MS};
 use crate::pipeline::model::Assessment;
@@ -101,62 +102,36 @@ pub struct TrainOptions {
 /// The default precision target of the enter threshold.
 pub const DEFAULT_TARGET_PRECISION: f64 = 0.45;
 
-/// Reads a truth CSV (`customer_id` and `churned_at` columns, the latter
-/// RFC 3339 or empty): customer id -> churn time.
-pub fn read_truth(path: &Path) -> anyhow::Result<HashMap<String, Option<Millis>>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
-    let col = |name: &str| {
-        header
-            .iter()
-            .position(|h| *h == name)
-            .with_context(|| format!("{}: no {name} column", path.display()))
-    };
-    let (id, at) = (col("customer_id")?, col("churned_at")?);
-    let mut out = HashMap::new();
-    for (i, line) in lines.enumerate() {
-        let f: Vec<&str> = line.split(',').collect();
-        let t = match f.get(at).copied().unwrap_or("") {
-            "" => None,
-            v => Some(parse_time(v).with_context(|| format!("{} line {}", path.display(), i + 2))?),
-        };
-        out.insert(f.get(id).copied().unwrap_or("").to_string(), t);
-    }
-    Ok(out)
-}
-
 /// Reads an oracle CSV: customer id -> the column for `label`.
 fn read_oracle(path: &Path, label: Label, at: Millis) -> anyhow::Result<HashMap<String, f64>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    let reading = || format!("reading {}", path.display());
+    let mut rows = csv_reader(path).with_context(reading)?;
     let want = match label {
         Label::Silence => "p_silent_",
         Label::Cancel | Label::Onset => "p_churn_",
     };
-    let col = header
+    let col = rows
+        .headers()
+        .with_context(reading)?
         .iter()
         .position(|h| h.starts_with(want))
         .with_context(|| format!("{}: no {want}* column", path.display()))?;
     let date = &rfc3339(at)[..10];
     let mut out = HashMap::new();
-    for (i, line) in lines.enumerate() {
-        let f: Vec<&str> = line.split(',').collect();
+    for row in rows.records() {
+        let row = row.with_context(reading)?;
+        let line = csv_line(&row);
         anyhow::ensure!(
-            f.get(1) == Some(&date),
-            "{} line {}: the oracle is for {:?}, but the held-out date is {date}; simulate with --oracle-at {date}",
+            row.get(1) == Some(date),
+            "{} line {line}: the oracle is for {:?}, but the held-out date is {date}; simulate with --oracle-at {date}",
             path.display(),
-            i + 2,
-            f.get(1).unwrap_or(&"")
+            row.get(1).unwrap_or("")
         );
-        let p: f64 = f
+        let p: f64 = row
             .get(col)
             .and_then(|v| v.parse().ok())
-            .with_context(|| format!("{} line {}: bad number", path.display(), i + 2))?;
-        out.insert(f[0].to_string(), p);
+            .with_context(|| format!("{} line {line}: bad number", path.display()))?;
+        out.insert(row.get(0).unwrap_or("").to_string(), p);
     }
     Ok(out)
 }
@@ -295,12 +270,14 @@ pub fn train(opts: TrainOptions, config: &Config) -> anyhow::Result<()> {
             String::new()
         }
     );
-    anyhow::ensure!(
-        read.used > 0,
-        "{} has no valid events before {}: nothing to learn from",
-        opts.history.describe(),
-        rfc3339(opts.as_of)
-    );
+    if read.used == 0 {
+        return Err(crate::offline::train::TrainError::NoData(format!(
+            "{} has no valid events before {}: nothing to learn from",
+            opts.history.describe(),
+            rfc3339(opts.as_of)
+        ))
+        .into());
+    }
     let stats = replay.stats.clone();
     let mut snaps = replay.finish();
     let dropped = snaps.drop_constant_columns();
@@ -576,18 +553,27 @@ pub fn score(opts: ScoreOptions, config: &Config) -> anyhow::Result<()> {
         .into());
     }
     states.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out: Box<dyn Write> = if opts.out == Path::new("-") {
-        Box::new(std::io::BufWriter::new(std::io::stdout()))
+    // The csv writer buffers: no BufWriter under it.
+    let out: Box<dyn Write> = if opts.out == Path::new("-") {
+        Box::new(std::io::stdout())
     } else {
-        Box::new(std::io::BufWriter::new(
+        Box::new(
             std::fs::File::create(&opts.out)
                 .with_context(|| format!("creating {}", opts.out.display()))?,
-        ))
+        )
     };
-    writeln!(
-        out,
-        "customer_id,probability,risk_tier,above_enter_threshold,top_reasons,status,silent_days,return_probability,expected_purchases"
-    )?;
+    let mut out = csv::Writer::from_writer(out);
+    out.write_record([
+        "customer_id",
+        "probability",
+        "risk_tier",
+        "above_enter_threshold",
+        "top_reasons",
+        "status",
+        "silent_days",
+        "return_probability",
+        "expected_purchases",
+    ])?;
     let horizon_days = model
         .file()
         .population
@@ -619,16 +605,17 @@ pub fn score(opts: ScoreOptions, config: &Config) -> anyhow::Result<()> {
                     .iter()
                     .map(|r| format!("{}={:+.3}", r.feature, r.contribution))
                     .collect();
-                writeln!(
-                    out,
-                    "{},{},{},{},{},active,,,{}",
-                    csv_field(id),
-                    p,
-                    policy.tier(p),
-                    p >= policy.enter,
+                out.write_record([
+                    id.clone(),
+                    p.to_string(),
+                    policy.tier(p).to_string(),
+                    (p >= policy.enter).to_string(),
                     reasons.join(";"),
-                    expected(s)
-                )?;
+                    "active".to_string(),
+                    String::new(),
+                    String::new(),
+                    expected(s),
+                ])?;
                 above += u64::from(p >= policy.enter);
             }
             Assessment::Churned {
@@ -636,15 +623,17 @@ pub fn score(opts: ScoreOptions, config: &Config) -> anyhow::Result<()> {
                 return_probability,
                 probability,
             } => {
-                writeln!(
-                    out,
-                    "{},{},churned,false,,churned,{:.2},{},{}",
-                    csv_field(id),
-                    probability,
-                    silent_days,
-                    return_probability,
-                    expected(s)
-                )?;
+                out.write_record([
+                    id.clone(),
+                    probability.to_string(),
+                    "churned".to_string(),
+                    "false".to_string(),
+                    String::new(),
+                    "churned".to_string(),
+                    format!("{silent_days:.2}"),
+                    return_probability.to_string(),
+                    expected(s),
+                ])?;
                 churned += 1;
             }
         }
@@ -660,15 +649,6 @@ pub fn score(opts: ScoreOptions, config: &Config) -> anyhow::Result<()> {
         policy.enter
     );
     Ok(())
-}
-
-/// Quotes a CSV field when it needs it.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
 }
 
 /// `churn-alert check-config`: loads the model the config names against
@@ -727,6 +707,60 @@ mod tests {
         assert_eq!(parse_auto_days("auto").unwrap(), AutoDays::Auto);
         assert_eq!(parse_auto_days("30d").unwrap(), AutoDays::Days(30 * DAY_MS));
         assert!(parse_auto_days("soon").is_err());
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        // Dates, the year optionally signed, and times with an offset.
+        assert_eq!(parse_time("2026-06-30").unwrap(), 1_782_777_600_000);
+        assert_eq!(parse_time("+2026-06-30").unwrap(), 1_782_777_600_000);
+        assert_eq!(parse_time("-0001-01-01").unwrap(), -62_198_755_200_000);
+        assert_eq!(
+            parse_time("2026-06-30T12:00:00+02:00").unwrap(),
+            1_782_777_600_000 + 10 * 3_600_000
+        );
+        for bad in [
+            "2026-02-30",
+            "2026-6-30",
+            "2026-06-30 ",
+            "20260630",
+            "2026-06-30T12:00",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// A customer id that needs every kind of CSV quoting.
+    const AWKWARD_ID: &str = "c,1 \"the\"\nsecond line";
+
+    #[test]
+    fn oracle_round_trips_awkward_ids() {
+        use crate::offline::simulate::{SimConfig, Simulator};
+        let mut cfg = SimConfig::new(20, 30, 1);
+        cfg.end = 1_790_000_000_000 - 1_790_000_000_000 % DAY_MS;
+        cfg.oracle_horizon_days = 30;
+        let mut sim = Simulator::new(cfg);
+        let i = sim
+            .customers
+            .iter()
+            .position(|c| c.join_day <= 0)
+            .expect("a customer there from the start");
+        sim.customers[i].id = AWKWARD_ID.to_string();
+        let at = sim.day_start(0);
+        let rows = sim.oracle_rows(0);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oracle.csv");
+        std::fs::write(&path, sim.oracle_csv(at, &rows)).unwrap();
+        for label in [Label::Onset, Label::Silence] {
+            let read = read_oracle(&path, label, at).unwrap();
+            assert_eq!(read.len(), rows.len());
+            for r in &rows {
+                let want = match label {
+                    Label::Silence => r.p_silent,
+                    _ => r.p_churn,
+                };
+                assert!((read[&r.customer_id] - want).abs() < 1e-8, "{r:?}");
+            }
+        }
+        let err = read_oracle(&path, Label::Onset, at + DAY_MS)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2: the oracle is for"), "{err}");
     }
 }

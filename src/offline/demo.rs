@@ -129,11 +129,13 @@ fn bad_messages(t: &str) -> Vec<(&'static str, Vec<u8>)> {
 /// Runs the demo; returns its summary.
 pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<DemoSummary> {
     let started = Instant::now();
-    anyhow::ensure!(
-        opts.days >= MIN_DAYS,
-        "--days {} is too short: the demo trains on the first two thirds of the history (30 days of warm-up, three weekly snapshots, then the churn gap and the label horizon, each a sixth of the history up to 30 days) and needs at least {MIN_DAYS} days",
-        opts.days
-    );
+    if opts.days < MIN_DAYS {
+        return Err(crate::offline::flags::Usage(format!(
+            "--days {} is too short: the demo trains on the first two thirds of the history (30 days of warm-up, three weekly snapshots, then the churn gap and the label horizon, each a sixth of the history up to 30 days) and needs at least {MIN_DAYS} days",
+            opts.days
+        ))
+        .into());
+    }
     println!(
         "churn-alert demo: {} customers over {} days (seed {})",
         opts.customers, opts.days, opts.seed

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use crate::config::Config;
-use crate::pipeline::event::{Millis, DAY_MS};
+use crate::pipeline::event::{parse_rfc3339, Millis, DAY_MS};
 use crate::pipeline::model::Model;
 
 /// `--model`, shared by the commands that score with a model file.
@@ -29,19 +29,35 @@ impl ModelArg {
 /// Reads `YYYY-MM-DD` (midnight UTC) or an RFC 3339 timestamp (also the
 /// value parser of the offline commands' date flags).
 pub fn parse_time(s: &str) -> Result<Millis, Usage> {
-    if let Ok(d) = time::Date::parse(
-        s,
-        &time::macros::format_description!("[year]-[month]-[day]"),
-    ) {
-        return Ok(d.midnight().assume_utc().unix_timestamp() * 1000);
+    if let Some(ms) = parse_date(s) {
+        return Ok(ms);
     }
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| {
-            Usage(format!(
-                "{s:?} is not a date like 2026-06-30 or a time like 2026-06-30T12:00:00Z"
-            ))
-        })?;
-    Ok((t.unix_timestamp_nanos() / 1_000_000) as Millis)
+    parse_rfc3339(s).map_err(|_| {
+        Usage(format!(
+            "{s:?} is not a date like 2026-06-30 or a time like 2026-06-30T12:00:00Z"
+        ))
+    })
+}
+
+/// Midnight UTC of a date `YYYY-MM-DD`, the year optionally signed
+/// (`-0001-01-01`), as the date flags have always read it; `None` if the
+/// text is not such a date or the date does not exist.
+fn parse_date(s: &str) -> Option<Millis> {
+    let (sign, rest) = match s.as_bytes() {
+        [b'-', rest @ ..] => (-1, rest),
+        [b'+', rest @ ..] => (1, rest),
+        rest => (1, rest),
+    };
+    let &[y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = rest else {
+        return None;
+    };
+    let mut n = [0u32; 8];
+    for (slot, c) in n.iter_mut().zip([y0, y1, y2, y3, m0, m1, d0, d1]) {
+        *slot = u32::from(c.checked_sub(b'0').filter(|d| *d <= 9)?);
+    }
+    let year = sign * (n[0] * 1000 + n[1] * 100 + n[2] * 10 + n[3]) as i32;
+    let date = chrono::NaiveDate::from_ymd_opt(year, n[4] * 10 + n[5], n[6] * 10 + n[7])?;
+    Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp() * 1000)
 }
 
 /// Reads a span like `90d` (days; the `d` is optional; also the value

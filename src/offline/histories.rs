@@ -69,7 +69,7 @@ use rand_distr::{Beta, Distribution, Exp, Gamma, LogNormal, Poisson};
 use serde_json::json;
 
 use crate::offline::flags::Usage;
-use crate::offline::simulate::SimEvent;
+use crate::offline::simulate::{csv_string, SimEvent, TRUTH_COLUMNS};
 use crate::pipeline::event::{rfc3339, Millis, DAY_MS};
 
 /// What `simulate` generates.
@@ -493,20 +493,25 @@ impl RetailHistory {
     }
 
     fn truth_csv(&self) -> String {
-        let mut s = String::from("customer_id,segment,join_day,churned_at,hazard\n");
         let (start, t_end) = (self.window.start(), self.window.days_f());
-        for c in &self.customers {
-            let churned = if c.death < t_end {
-                rfc3339(start + (c.death * DAY_MS as f64) as Millis)
-            } else {
-                String::new()
-            };
-            s.push_str(&format!(
-                "{},retail,{},{},{:.8}\n",
-                c.id, c.join_day, churned, c.dropout
-            ));
-        }
-        s
+        csv_string(|w| {
+            w.write_record(TRUTH_COLUMNS)?;
+            for c in &self.customers {
+                let churned = if c.death < t_end {
+                    rfc3339(start + (c.death * DAY_MS as f64) as Millis)
+                } else {
+                    String::new()
+                };
+                w.write_record([
+                    c.id.clone(),
+                    "retail".to_string(),
+                    c.join_day.to_string(),
+                    churned,
+                    format!("{:.8}", c.dropout),
+                ])?;
+            }
+            Ok(())
+        })
     }
 
     fn summary(&self) -> String {
@@ -908,15 +913,19 @@ impl SaasHistory {
     }
 
     fn truth_csv(&self) -> String {
-        let mut s = String::from("customer_id,segment,join_day,churned_at,hazard\n");
-        for c in &self.customers {
-            let churned = c.cancel_at.map(rfc3339).unwrap_or_default();
-            s.push_str(&format!(
-                "{},saas,{},{},{:.8}\n",
-                c.id, c.join_day, churned, c.hazard
-            ));
-        }
-        s
+        csv_string(|w| {
+            w.write_record(TRUTH_COLUMNS)?;
+            for c in &self.customers {
+                w.write_record([
+                    c.id.clone(),
+                    "saas".to_string(),
+                    c.join_day.to_string(),
+                    c.cancel_at.map(rfc3339).unwrap_or_default(),
+                    format!("{:.8}", c.hazard),
+                ])?;
+            }
+            Ok(())
+        })
     }
 
     fn summary(&self) -> String {
@@ -1324,24 +1333,42 @@ mod tests {
     }
 
     #[test]
+    fn truth_round_trips_awkward_ids() {
+        let awkward = "c,1 \"the\"\nsecond line";
+        for kind in [Kind::Bgnbd, Kind::Saas] {
+            let mut g = Generator::new(window(50, 60, 4), &opts(kind)).unwrap();
+            match &mut g.inner {
+                Inner::Retail(h) => h.customers[0].id = awkward.to_string(),
+                Inner::Saas(h) => h.customers[0].id = awkward.to_string(),
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("truth.csv");
+            std::fs::write(&path, g.truth_csv()).unwrap();
+            let read = crate::offline::simulate::read_truth(&path).unwrap();
+            assert_eq!(read.len(), 50, "{}", kind.as_str());
+            assert!(read.contains_key(awkward), "{}", kind.as_str());
+        }
+    }
+
+    #[test]
     fn dropped_out_customers_buy_no_more() {
         let (events, g) = all(Generator::new(window(500, 300, 3), &opts(Kind::Bgnbd)).unwrap());
         let truth = g.truth_csv();
         let mut churned = 0;
-        for line in truth.lines().skip(1) {
-            let f: Vec<&str> = line.split(',').collect();
+        for f in csv::Reader::from_reader(truth.as_bytes()).into_records() {
+            let f = f.unwrap();
             if f[3].is_empty() {
                 continue;
             }
             churned += 1;
-            let at = crate::offline::flags::parse_time(f[3]).unwrap();
+            let at = crate::offline::flags::parse_time(&f[3]).unwrap();
             let last = events
                 .iter()
                 .filter(|e| e.customer_id == f[0])
                 .map(|e| e.at)
                 .max()
                 .unwrap();
-            assert_eq!(last, at, "{line}: the dropout follows the last purchase");
+            assert_eq!(last, at, "{f:?}: the dropout follows the last purchase");
         }
         assert!(churned > 50 && churned < 450, "{churned} dropped out");
     }

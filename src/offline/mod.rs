@@ -4,6 +4,8 @@
 //!   by event time (external sort).
 //! - [`train`], [`report`], [`commands`]: fitting and evaluating the model
 //!   from event history, its report, and the `train` and `score` commands.
+//! - [`connect`]: `check-config --connect`: the brokers, topics, registry
+//!   and store folder of a config, reached for real.
 //! - [`evaluate`]: ROC/PR AUC, calibration, thresholds.
 //! - [`flags`]: the offline commands' dates, spans, `--model` and usage errors.
 //! - [`gap`]: the churn gap read from the history's return curve.
@@ -16,15 +18,19 @@
 //! - [`demo`]: the whole service on an in-process mock cluster.
 //! - [`experiments`]: the `experiments` command: the experiment readout
 //!   from the outcomes topic or a file, as a table, JSON or CSV.
+//! - [`healthcheck`]: the `healthcheck` command: is the service on this
+//!   host ready (container healthchecks without shell tools).
 //! - [`progress`]: progress bars at a terminal, plain lines otherwise.
 
 pub mod backtest;
 pub mod commands;
+pub mod connect;
 pub mod demo;
 pub mod evaluate;
 pub mod experiments;
 pub mod flags;
 pub mod gap;
+pub mod healthcheck;
 pub mod histories;
 pub mod history;
 pub mod produce;

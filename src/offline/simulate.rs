@@ -10,11 +10,16 @@
 //! cancels first). Events are generated day by day for the whole population,
 //! so output is in event-time order and can be streamed for any size.
 
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::Context as _;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal, Poisson};
 use serde_json::json;
 
+use crate::offline::flags::parse_time;
 use crate::pipeline::event::{rfc3339, Millis, DAY_MS};
 
 /// Simulation settings.
@@ -456,20 +461,21 @@ impl Simulator {
     /// (`customer_id,variant,response`: `saves`, `pushes_away`, `unmoved`),
     /// with the segment that scales it.
     pub fn campaign_truth_csv(&self) -> String {
-        let mut out = String::from("customer_id,segment,variant,response\n");
-        for c in &self.customers {
-            for e in &self.cfg.effects {
-                let r = self.response_of(c, Some(&e.variant));
-                out.push_str(&format!(
-                    "{},{},{},{}\n",
-                    c.id,
-                    c.segment.as_str(),
-                    e.variant,
-                    r.as_str()
-                ));
+        csv_string(|w| {
+            w.write_record(["customer_id", "segment", "variant", "response"])?;
+            for c in &self.customers {
+                for e in &self.cfg.effects {
+                    let r = self.response_of(c, Some(&e.variant));
+                    w.write_record([
+                        c.id.as_str(),
+                        c.segment.as_str(),
+                        e.variant.as_str(),
+                        r.as_str(),
+                    ])?;
+                }
             }
-        }
-        out
+            Ok(())
+        })
     }
 
     /// Whether customer `id` has joined and not churned (ground truth).
@@ -793,15 +799,48 @@ impl Simulator {
     /// The oracle as CSV, for one recorded date.
     pub fn oracle_csv(&self, at: Millis, rows: &[OracleRow]) -> String {
         let h = self.cfg.oracle_horizon_days;
-        let mut s = format!("customer_id,as_of,churned,hazard,p_churn_{h}d,p_silent_{h}d\n");
         let date = &rfc3339(at)[..10];
-        for r in rows {
-            s.push_str(&format!(
-                "{},{date},{},{:.8},{:.8},{:.8}\n",
-                r.customer_id, r.churned, r.hazard, r.p_churn, r.p_silent
-            ));
-        }
-        s
+        csv_string(|w| {
+            w.write_record([
+                "customer_id".to_string(),
+                "as_of".to_string(),
+                "churned".to_string(),
+                "hazard".to_string(),
+                format!("p_churn_{h}d"),
+                format!("p_silent_{h}d"),
+            ])?;
+            for r in rows {
+                w.write_record([
+                    r.customer_id.clone(),
+                    date.to_string(),
+                    r.churned.to_string(),
+                    format!("{:.8}", r.hazard),
+                    format!("{:.8}", r.p_churn),
+                    format!("{:.8}", r.p_silent),
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The header of the daily oracle (`oracle-daily.csv`).
+    pub fn daily_oracle_header(&self) -> [String; 3] {
+        [
+            "customer_id".to_string(),
+            "date".to_string(),
+            format!("p_churn_{}d", self.cfg.oracle_horizon_days),
+        ]
+    }
+
+    /// The daily oracle's rows at the start of day index `day`: every
+    /// living customer's probability of churning within the horizon.
+    pub fn daily_oracle_rows(&self, day: i64) -> Vec<[String; 3]> {
+        let date = rfc3339(self.day_start(day))[..10].to_string();
+        self.oracle_rows(day)
+            .into_iter()
+            .filter(|r| !r.churned)
+            .map(|r| [r.customer_id, date.clone(), format!("{:.5}", r.p_churn)])
+            .collect()
     }
 
     /// Event time at the start of day index `day`.
@@ -812,23 +851,90 @@ impl Simulator {
     /// Ground truth as CSV: customer, segment, joined, churned_at (empty if
     /// not churned), final hazard.
     pub fn truth_csv(&self) -> String {
-        let mut s = String::from("customer_id,segment,join_day,churned_at,hazard\n");
-        for c in &self.customers {
-            let churned = c
-                .churn_day
-                .map(|d| rfc3339(self.day_start(d)))
-                .unwrap_or_default();
-            s.push_str(&format!(
-                "{},{},{},{},{:.6}\n",
-                c.id,
-                c.segment.as_str(),
-                c.join_day,
-                churned,
-                c.hazard
-            ));
-        }
-        s
+        csv_string(|w| {
+            w.write_record(TRUTH_COLUMNS)?;
+            for c in &self.customers {
+                let churned = c
+                    .churn_day
+                    .map(|d| rfc3339(self.day_start(d)))
+                    .unwrap_or_default();
+                w.write_record([
+                    c.id.clone(),
+                    c.segment.as_str().to_string(),
+                    c.join_day.to_string(),
+                    churned,
+                    format!("{:.6}", c.hazard),
+                ])?;
+            }
+            Ok(())
+        })
     }
+}
+
+/// The columns of the ground truth (`truth.csv`), of every `--kind`.
+pub(crate) const TRUTH_COLUMNS: [&str; 5] = [
+    "customer_id",
+    "segment",
+    // Day index of the first day as a customer; negative: before the window.
+    "join_day",
+    // RFC 3339; empty if the customer had not churned by the end.
+    "churned_at",
+    "hazard",
+];
+
+/// The text of a CSV file written with the csv crate: a field holding a
+/// comma, a quote or a line break is quoted (customer ids are free text),
+/// every other field is written as given. Writing to memory cannot fail,
+/// and every record written here has as many fields as its header, which
+/// is all the csv writer checks.
+pub(crate) fn csv_string(
+    write: impl FnOnce(&mut csv::Writer<Vec<u8>>) -> csv::Result<()>,
+) -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    write(&mut w).expect("a CSV written to memory");
+    let bytes = w.into_inner().expect("a CSV written to memory");
+    String::from_utf8(bytes).expect("a CSV of text fields is text")
+}
+
+/// Opens a CSV file the way the offline commands read the simulator's
+/// files and files made like them: a header row, then rows that may be
+/// shorter than it (missing fields read as empty) or longer (extra fields
+/// are ignored); quoted fields are unquoted, and CRLF line ends read like
+/// LF.
+pub(crate) fn csv_reader(path: &Path) -> csv::Result<csv::Reader<std::fs::File>> {
+    csv::ReaderBuilder::new().flexible(true).from_path(path)
+}
+
+/// A row's line in its file for messages, the header being line 1: its
+/// record number (csv's own line count lags a line behind in CRLF files).
+pub(crate) fn csv_line(row: &csv::StringRecord) -> u64 {
+    row.position().map_or(0, |p| p.record() + 1)
+}
+
+/// Reads a truth CSV (`customer_id` and `churned_at` columns, the latter
+/// RFC 3339 or empty): customer id -> churn time.
+pub fn read_truth(path: &Path) -> anyhow::Result<HashMap<String, Option<Millis>>> {
+    let reading = || format!("reading {}", path.display());
+    let mut rows = csv_reader(path).with_context(reading)?;
+    let header = rows.headers().with_context(reading)?.clone();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .with_context(|| format!("{}: no {name} column", path.display()))
+    };
+    let (id, at) = (col("customer_id")?, col("churned_at")?);
+    let mut out = HashMap::new();
+    for row in rows.records() {
+        let row = row.with_context(reading)?;
+        let line = csv_line(&row);
+        let t = match row.get(at).unwrap_or("") {
+            "" => None,
+            v => Some(parse_time(v).with_context(|| format!("{} line {line}", path.display()))?),
+        };
+        out.insert(row.get(id).unwrap_or("").to_string(), t);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -907,5 +1013,61 @@ mod tests {
             all.windows(2).any(|w| w[0].at > w[1].at),
             "some arrive out of order"
         );
+    }
+
+    #[test]
+    fn truth_files_quote_awkward_ids_only() {
+        let awkward = "c,1 \"the\"\nsecond line";
+        let mut cfg = SimConfig::new(20, 30, 3);
+        cfg.effects = vec!["offer,1=0.3:0.1".parse().unwrap()];
+        let mut sim = Simulator::new(cfg);
+        sim.customers[0].churn_day = Some(2);
+        sim.customers[1].id = awkward.to_string();
+        sim.customers[1].churn_day = Some(5);
+        let truth = sim.truth_csv();
+        assert!(truth.starts_with("customer_id,segment,join_day,churned_at,hazard\n"));
+        // Ordinary rows are written as they always were.
+        let c = &sim.customers[0];
+        let (seg, at) = (c.segment.as_str(), rfc3339(sim.day_start(2)));
+        let plain = format!("\n{},{seg},{},{at},{:.6}\n", c.id, c.join_day, c.hazard);
+        assert!(truth.contains(&plain), "{truth}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("truth.csv");
+        std::fs::write(&path, truth).unwrap();
+        let read = read_truth(&path).unwrap();
+        assert_eq!(read.len(), sim.customers.len());
+        assert_eq!(read[awkward], Some(sim.day_start(5)));
+        assert_eq!(read[&sim.customers[0].id], Some(sim.day_start(2)));
+        assert_eq!(read[&sim.customers[2].id], None);
+
+        let campaign = sim.campaign_truth_csv();
+        let mut r = csv::Reader::from_reader(campaign.as_bytes());
+        let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), sim.customers.len());
+        assert_eq!(&rows[1][0], awkward);
+        assert_eq!(&rows[1][2], "offer,1");
+    }
+
+    #[test]
+    fn truth_reader_keeps_its_tolerance() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("truth.csv");
+        // CRLF line ends, extra and missing columns, a quoted id.
+        std::fs::write(
+            &path,
+            "extra,customer_id,churned_at\r\nx,a,\r\ny,\"b,\"\"c\"\"\",1970-01-02\r\nz,c\r\n",
+        )
+        .unwrap();
+        let read = read_truth(&path).unwrap();
+        assert_eq!(read.len(), 3);
+        assert_eq!(read["a"], None);
+        assert_eq!(read["b,\"c\""], Some(DAY_MS));
+        assert_eq!(read["c"], None);
+        std::fs::write(&path, "customer_id,churned_at\na,\nb,yesterday\n").unwrap();
+        let err = format!("{:#}", read_truth(&path).unwrap_err());
+        assert!(err.contains("truth.csv line 3"), "{err}");
+        std::fs::write(&path, "id,churned_at\n").unwrap();
+        let err = read_truth(&path).unwrap_err().to_string();
+        assert!(err.contains("no customer_id column"), "{err}");
     }
 }

@@ -165,14 +165,9 @@ pub fn run_command(opts: SimulateOptions) -> anyhow::Result<()> {
     let mut daily = match oracle_daily {
         true => {
             let p = out.join("oracle-daily.csv");
-            let mut w = std::io::BufWriter::new(
-                std::fs::File::create(&p).with_context(|| format!("creating {}", p.display()))?,
-            );
-            writeln!(
-                w,
-                "customer_id,date,p_churn_{}d",
-                sim.cfg.oracle_horizon_days
-            )?;
+            let mut w =
+                csv::Writer::from_path(&p).with_context(|| format!("creating {}", p.display()))?;
+            w.write_record(sim.daily_oracle_header())?;
             Some(w)
         }
         false => None,
@@ -182,10 +177,8 @@ pub fn run_command(opts: SimulateOptions) -> anyhow::Result<()> {
             .as_mut()
             .filter(|_| u32::try_from(sim.current_day()).is_ok_and(|d| d < days))
         {
-            let d = sim.current_day();
-            let date = crate::pipeline::event::rfc3339(sim.day_start(d));
-            for r in sim.oracle_rows(d).iter().filter(|r| !r.churned) {
-                writeln!(w, "{},{},{:.5}", r.customer_id, &date[..10], r.p_churn)?;
+            for row in sim.daily_oracle_rows(sim.current_day()) {
+                w.write_record(row)?;
             }
         }
         for e in sim.next_day() {

@@ -10,7 +10,8 @@ use prost::Message as _;
 use serde_json::{Map, Value};
 
 use crate::pipeline::event::{
-    Channel, EmailAction, Event, EventKind, Millis, Severity, SubscriptionAction, EVENT_TYPES,
+    parse_rfc3339, Channel, EmailAction, Event, EventKind, Millis, Severity, SubscriptionAction,
+    EVENT_TYPES,
 };
 use crate::pipeline::wire::{self, json_kind, SchemaEntry, Schemas};
 
@@ -519,9 +520,7 @@ fn parse_time(v: Option<&Value>) -> Result<Millis, Rejection> {
     match v {
         None | Some(Value::Null) => Err(bad("occurred_at is missing".into())),
         Some(Value::String(s)) => {
-            let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-                .map_err(|e| bad(format!("occurred_at {s:?} is not RFC 3339: {e}")))?;
-            Ok((t.unix_timestamp_nanos() / 1_000_000) as Millis)
+            parse_rfc3339(s).map_err(|e| bad(format!("occurred_at {s:?} is not RFC 3339: {e}")))
         }
         Some(Value::Number(n)) => n.as_i64().filter(|ms| *ms >= 0).ok_or_else(|| {
             bad(format!(

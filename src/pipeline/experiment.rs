@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::event::{stable_hash, Millis};
+use crate::pipeline::event::{parse_rfc3339, stable_hash, Millis};
 
 /// The arm name of holdout customers in an experiment's readout.
 pub const HOLDOUT_ARM: &str = "holdout";
@@ -65,9 +65,7 @@ fn unit(parts: &[&[u8]]) -> f64 {
 }
 
 fn parse_start(s: &str) -> Option<Millis> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as Millis)
+    parse_rfc3339(s).ok()
 }
 
 impl Experiment {

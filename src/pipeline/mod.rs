@@ -15,7 +15,8 @@
 //!   tests, sample-ratio checks, power.
 //! - [`segments`]: RFM and lifecycle segments.
 //! - [`bgnbd`]: the BG/NBD model: fit, P(alive), expected purchases.
-//! - [`output`]: triggers, outcomes and the names they share with state.
+//! - [`output`]: triggers, outcomes and the names they share with state;
+//!   [`output_format`]: JSON, or Avro / JSON Schema in the registry's frame.
 //! - [`onset`]: churn onsets read from the data, for labels and backtests.
 //! - [`settings`]: the `[policy]` and `[segments]` config sections.
 //! - [`step`]: the pure `step` and `rescore` functions.
@@ -31,6 +32,7 @@ pub mod features;
 pub mod model;
 pub mod onset;
 pub mod output;
+pub mod output_format;
 pub mod policy;
 pub mod readout;
 pub mod segments;

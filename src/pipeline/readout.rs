@@ -300,12 +300,7 @@ impl Tally {
         let (Some(experiment), Some(arm)) = (&o.experiment, &o.variant) else {
             return false;
         };
-        let ms = time::OffsetDateTime::parse(
-            &o.alerted_at,
-            &time::format_description::well_known::Rfc3339,
-        )
-        .ok()
-        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
+        let ms = crate::pipeline::event::parse_rfc3339(&o.alerted_at).ok();
         let entry = Entry {
             alerted_at: (ms, o.alerted_at.clone()),
             outcome_id: o.outcome_id.clone(),

@@ -237,6 +237,92 @@ impl Registry {
         }
     }
 
+    /// Whether the registry answers with these credentials (`GET
+    /// /subjects`), or the folder can be read.
+    pub async fn reach(&self) -> Result<(), RegistryError> {
+        match &self.source {
+            Source::Http { client, base, auth } => {
+                let url = format!("{base}/subjects");
+                let req = authorized(
+                    client
+                        .get(&url)
+                        .header("Accept", "application/vnd.schemaregistry.v1+json"),
+                    auth,
+                );
+                let resp = req
+                    .send()
+                    .await
+                    .map_err(|e| RegistryError::Unavailable(format!("GET {url}: {}", chain(&e))))?;
+                match resp.status().as_u16() {
+                    200 => Ok(()),
+                    401 | 403 => Err(RegistryError::Refused(format!(
+                        "GET {url} answered {}: check schema_registry.basic_auth_user_info or bearer_token",
+                        resp.status()
+                    ))),
+                    _ => Err(RegistryError::Refused(format!(
+                        "GET {url} answered {}: check schema_registry.url",
+                        resp.status()
+                    ))),
+                }
+            }
+            Source::Dir(dir) => std::fs::read_dir(dir).map(|_| ()).map_err(|e| {
+                RegistryError::Refused(format!("schema_registry.dir {}: {e}", dir.display()))
+            }),
+        }
+    }
+
+    /// Registers `schema` (of `schema_type`: AVRO, JSON) under `subject`
+    /// and returns its id; a schema the subject already has keeps its id.
+    /// A registry that refuses (credentials, an incompatible schema, no
+    /// right to register) is told apart from one that is down.
+    pub async fn register(
+        &self,
+        subject: &str,
+        schema_type: &str,
+        schema: &str,
+    ) -> Result<u32, RegistryError> {
+        let Source::Http { client, base, auth } = &self.source else {
+            return Err(RegistryError::Refused(
+                "schemas cannot be registered in a folder (schema_registry.dir): set schema_registry.url, or outputs.schema_ids".into(),
+            ));
+        };
+        let url = format!("{base}/subjects/{subject}/versions");
+        let body = serde_json::json!({"schemaType": schema_type, "schema": schema});
+        let resp = authorized(
+            client
+                .post(&url)
+                .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+                .body(body.to_string()),
+            auth,
+        )
+        .send()
+        .await
+        .map_err(|e| RegistryError::Unavailable(format!("POST {url}: {}", chain(&e))))?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| RegistryError::Unavailable(format!("POST {url}: {}", chain(&e))))?;
+        match status.as_u16() {
+            200 => serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("id")?.as_u64())
+                .and_then(|id| u32::try_from(id).ok())
+                .ok_or_else(|| {
+                    RegistryError::Unavailable(format!("POST {url}: no schema id in {text:?}"))
+                }),
+            408 | 429 | 500..=599 => Err(RegistryError::Unavailable(format!(
+                "POST {url} answered {status}: {text}"
+            ))),
+            401 | 403 => Err(RegistryError::Refused(format!(
+                "POST {url} answered {status}: check the registry credentials, or register the schemas beforehand and set outputs.schema_ids"
+            ))),
+            _ => Err(RegistryError::Refused(format!(
+                "POST {url} answered {status}: {text}"
+            ))),
+        }
+    }
+
     /// Fetches and parses schema `id`. A schema the registry does not know
     /// (404 with its error code 40403, or no file), or that cannot be
     /// used, is an [`SchemaEntry::Unusable`] entry, not an error.
@@ -270,6 +356,15 @@ impl Registry {
     }
 }
 
+/// A request with the registry's credentials.
+fn authorized(req: reqwest::RequestBuilder, auth: &Auth) -> reqwest::RequestBuilder {
+    match auth {
+        Auth::None => req,
+        Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
+        Auth::Bearer(t) => req.bearer_auth(t),
+    }
+}
+
 async fn fetch_http(
     client: &reqwest::Client,
     base: &str,
@@ -280,11 +375,7 @@ async fn fetch_http(
     let mut req = client
         .get(&url)
         .header("Accept", "application/vnd.schemaregistry.v1+json");
-    req = match auth {
-        Auth::None => req,
-        Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
-        Auth::Bearer(t) => req.bearer_auth(t),
-    };
+    req = authorized(req, auth);
     let resp = req.send().await.map_err(|e| {
         let why = format!("GET {url}: {}", chain(&e));
         if e.is_builder() || e.is_redirect() {

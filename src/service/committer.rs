@@ -200,8 +200,8 @@ impl Committer<'_> {
         Ok(())
     }
 
-    /// Waits before the next attempt; `Stopped::Shutdown` if the service
-    /// is stopping.
+    /// Waits before the next attempt ([`retry_delay`]);
+    /// `Stopped::Shutdown` if the service is stopping.
     async fn backoff(
         &self,
         attempt: &mut u32,
@@ -209,7 +209,7 @@ impl Committer<'_> {
         error: &(dyn Failure + Sync),
     ) -> Result<(), Stopped> {
         self.health.committing.store(false, Ordering::Relaxed);
-        let wait = std::time::Duration::from_millis((100u64 << (*attempt).min(6)).min(5_000));
+        let wait = retry_delay(*attempt);
         *attempt += 1;
         let action = format!(
             "attempt {attempt}, waiting {} ms and retrying (nothing is skipped)",
@@ -516,6 +516,23 @@ fn emit_done(metrics: &Metrics, batch: &Batch, started: std::time::Instant) {
     });
 }
 
+/// The wait before retry number `attempt` (0 first): 100 ms doubling up to
+/// 4 s, each with a random part of up to as much again, so that instances
+/// which lost the same broker or registry do not all retry at once.
+pub fn retry_delay(attempt: u32) -> std::time::Duration {
+    use backon::BackoffBuilder as _;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(100))
+        .with_max_delay(std::time::Duration::from_secs(4))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        // Past 6 doublings the delay is at its cap.
+        .nth(attempt.min(8) as usize)
+        .unwrap_or(std::time::Duration::from_secs(4))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,6 +550,22 @@ mod tests {
 
     fn header<'a>(r: &'a OutRecord, k: &str) -> &'a str {
         std::str::from_utf8(&r.headers.iter().find(|(n, _)| n == k).expect(k).1).unwrap()
+    }
+
+    /// Retries back off exponentially to a cap, and two instances with the
+    /// same failure do not wait the same time.
+    #[test]
+    fn retry_delays_grow_to_a_cap_with_jitter() {
+        use std::time::Duration;
+        for attempt in 0..20 {
+            let base = Duration::from_millis(100 << attempt.min(6)).min(Duration::from_secs(4));
+            for _ in 0..50 {
+                let d = retry_delay(attempt);
+                assert!(d >= base && d <= base * 2, "attempt {attempt}: {d:?}");
+            }
+        }
+        let waits: std::collections::BTreeSet<Duration> = (0..20).map(|_| retry_delay(3)).collect();
+        assert!(waits.len() > 10, "{waits:?}");
     }
 
     #[test]

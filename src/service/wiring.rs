@@ -15,6 +15,7 @@ use crate::kafka::source::{Assignment, Input, Publisher, Shared};
 use crate::kafka::KafkaError;
 use crate::pipeline::error::{Classify, ErrorClass};
 use crate::pipeline::model::{Model, ModelError};
+use crate::pipeline::output_format::{Format, Framing, Shape};
 use crate::service::committer::Committer;
 use crate::service::main_loop::MainLoop;
 use crate::service::partitions::Partitions;
@@ -65,6 +66,65 @@ impl Classify for StartError {
             | Self::Admin { .. } => ErrorClass::Config,
         }
     }
+}
+
+/// The outputs' registry framing (`[outputs] format`): the schema ids
+/// configured, or the shipped schemas registered under `<topic>-value`
+/// (TopicNameStrategy). While the registry cannot be reached the start
+/// waits, not ready; a registry that refuses stops it. `Ok(None)`: asked to
+/// stop while waiting; `Ok(Some(None))`: plain JSON.
+async fn output_framing(
+    config: &Config,
+    registry: Option<&crate::registry::Registry>,
+    shutdown: &CancellationToken,
+) -> Result<Option<Option<Arc<Framing>>>, StartError> {
+    let format = config.outputs.format;
+    if format == Format::Json {
+        return Ok(Some(None));
+    }
+    let ids = match (config.outputs.schema_ids, registry) {
+        (Some(ids), _) => [ids.alert, ids.trigger, ids.outcome],
+        (None, None) => {
+            return Err(ConfigError::Key {
+                key: "outputs.format".into(),
+                message: "needs schema_registry.url to register its schemas".into(),
+            }
+            .into())
+        }
+        (None, Some(r)) => {
+            let k = &config.kafka;
+            let mut ids = [0u32; 3];
+            for (shape, topic) in
+                Shape::ALL
+                    .into_iter()
+                    .zip([&k.alerts_topic, &k.triggers_topic, &k.outcomes_topic])
+            {
+                let subject = format!("{topic}-value");
+                let mut attempt = 0;
+                ids[shape as usize] = loop {
+                    match r
+                        .register(&subject, format.schema_type(), shape.schema_text(format))
+                        .await
+                    {
+                        Ok(id) => break id,
+                        Err(e) if e.class() == ErrorClass::Config => return Err(e.into()),
+                        Err(e) => {
+                            let wait = crate::service::committer::retry_delay(attempt);
+                            attempt += 1;
+                            tracing::warn!(error = %e, %subject, wait_ms = wait.as_millis() as u64, "cannot register the output schema; waiting for the registry");
+                            tokio::select! {
+                                _ = shutdown.cancelled() => return Ok(None),
+                                _ = tokio::time::sleep(wait) => {}
+                            }
+                        }
+                    }
+                };
+                tracing::info!(%subject, id = ids[shape as usize], ?format, "output schema registered");
+            }
+            ids
+        }
+    };
+    Ok(Some(Framing::new(format, ids).map(Arc::new)))
 }
 
 /// Everything the service runs with.
@@ -182,7 +242,12 @@ impl Service {
         let publisher = Publisher::new(&cfg)?;
         self.control.connected(publisher.clone());
         let clock = self.config.clock.mode;
-        let outputs = Outputs::new(&cfg.input_topic, cfg.dead_letter_max_bytes);
+        let Some(framing) = output_framing(&self.config, registry.as_ref(), &shutdown).await?
+        else {
+            return Ok(());
+        };
+        let outputs =
+            Outputs::new(&cfg.input_topic, cfg.dead_letter_max_bytes).with_framing(framing);
         let processor = Processor::new(
             Rules {
                 spec: self.config.feature_spec(),

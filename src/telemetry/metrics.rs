@@ -317,8 +317,8 @@ impl Metrics {
             build_info: gauge_vec(
                 &r,
                 "churn_alert_build_info",
-                "1, labelled with the version of the running binary.",
-                &["version"],
+                "1, labelled with the version and commit of the running binary.",
+                &["version", "commit"],
             ),
             experiments: {
                 let g = crate::telemetry::experiments::Gauges {
@@ -371,7 +371,7 @@ impl Metrics {
             recent_alerts: Default::default(),
         };
         m.build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .with_label_values(&[super::VERSION, super::COMMIT])
             .set(1);
         // process_cpu_seconds_total, process_resident_memory_bytes,
         // process_open_fds, process_start_time_seconds, ...
@@ -576,7 +576,9 @@ mod tests {
             "churn_alert_alerts_published_total{tier=\"high\"} 2",
             "churn_alert_duplicates_total 0",
             concat!(
-                "churn_alert_build_info{version=\"",
+                "churn_alert_build_info{commit=\"",
+                env!("CHURN_ALERT_COMMIT"),
+                "\",version=\"",
                 env!("CARGO_PKG_VERSION"),
                 "\"} 1"
             ),

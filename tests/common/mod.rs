@@ -4,7 +4,8 @@
 //!
 //! - `broker`: the mock cluster or a tansu process, and topic creation;
 //! - `service`: the service in this process, or the real binary;
-//! - `http`: the admin server over HTTP, metrics from its text;
+//! - `http`: the admin server over HTTP, metrics from its text, and
+//!   stand-in HTTP servers (an identity provider, a Schema Registry);
 //! - `produce`: test input; `read`: what was published and stored;
 //! - `fixtures`: event time, the test model and test configs;
 //! - `cli`: the real binary, run from the repository.

@@ -123,3 +123,43 @@ pub fn one_record_batches(broker: &Broker) -> FutureProducer {
         .create()
         .unwrap()
 }
+
+/// Three customers who act on day 0 and go silent, one per partition:
+/// `quiet-consent` (marketing consent: alerted and triggered),
+/// `quiet-no-consent` and `quiet-unsub` (alerted, never triggered); and a
+/// busy customer in every partition whose sessions move event time on for
+/// 30 days. In event-time order, as a live source is.
+pub fn three_go_silent() -> Vec<Msg> {
+    // The quiet customers, one per partition, act on day 0 and go silent.
+    let mut msgs = vec![
+        event("quiet-consent", "q1", 0.0, "consent", r#""marketing":true"#).on_partition(0),
+        event("quiet-consent", "q2", 0.1, "session", "").on_partition(0),
+        event("quiet-no-consent", "n1", 0.1, "session", "").on_partition(1),
+        event("quiet-unsub", "u0", 0.0, "consent", r#""marketing":true"#).on_partition(2),
+        event(
+            "quiet-unsub",
+            "u1",
+            0.1,
+            "email",
+            r#""action":"unsubscribe""#,
+        )
+        .on_partition(2),
+    ];
+    // A busy customer in every partition keeps its event time moving for 30
+    // days; the stream is in event-time order, as a live source is.
+    for d in 0..30 {
+        for p in 0..PARTITIONS {
+            msgs.push(
+                event(
+                    &format!("busy-{p}"),
+                    &format!("b{p}-{d}"),
+                    d as f64 + 0.5,
+                    "session",
+                    "",
+                )
+                .on_partition(p),
+            );
+        }
+    }
+    msgs
+}
