@@ -247,6 +247,11 @@ async fn every_dashboard_and_rule_selector_matches_a_live_series() {
                 continue;
             }
             let ms = without_grafana_variables(ms);
+            // A bare name: checked below, where metrics set by periodic
+            // work (lag) are waited for.
+            if ms.is_empty() {
+                continue;
+            }
             assert!(
                 series.iter().any(|s| matches(s, &name, &ms)),
                 "no live series matches {name}{ms:?} (in `{q}`)"

@@ -61,6 +61,7 @@ async fn service_process_is_ready_reports_broker_loss_and_stops_on_sigterm() {
         .env("CHURN_ALERT__CLOCK__MODE", "event")
         .env("CHURN_ALERT__MODEL__PATH", &model_path)
         .env("CHURN_ALERT__MODEL__RELOAD_CHECK_SECONDS", "0")
+        .env("CHURN_ALERT__ADMIN__READ_TOKEN", READ_TOKEN)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -442,15 +442,15 @@ async fn a_url_that_is_no_registry_stops_the_service_naming_it() {
     .await;
 }
 
+/// Schemas registered, by id: subject and the registration's body.
+type Registered = Arc<Mutex<BTreeMap<u32, (String, serde_json::Value)>>>;
+
 /// A Schema Registry in memory: `POST /subjects/{subject}/versions`
 /// registers (the same schema text keeps its id), `GET /schemas/ids/{id}`
 /// and `GET /subjects` answer as Confluent's do. Returns its URL and the
 /// subjects registered, by id.
-fn registry_in_memory() -> (
-    String,
-    Arc<Mutex<BTreeMap<u32, (String, serde_json::Value)>>>,
-) {
-    let schemas: Arc<Mutex<BTreeMap<u32, (String, serde_json::Value)>>> = Default::default();
+fn registry_in_memory() -> (String, Registered) {
+    let schemas: Registered = Default::default();
     let kept = schemas.clone();
     let port = serve_http(move |req| {
         let mut schemas = kept.lock().unwrap();

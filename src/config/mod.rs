@@ -512,11 +512,11 @@ fn read_secret_files(table: &mut toml::Table) -> Result<(), ConfigError> {
             if t.get(&base).is_some_and(|v| v.as_str() != Some("")) {
                 return Err(key_err(
                     &key,
-                    &format!("`{base}` is set too: give the secret one way"),
+                    format!("`{base}` is set too: give the secret one way"),
                 ));
             }
             let text = std::fs::read_to_string(&path)
-                .map_err(|e| key_err(&key, &format!("cannot read {path}: {e}")))?;
+                .map_err(|e| key_err(&key, format!("cannot read {path}: {e}")))?;
             let secret = text.strip_suffix('\n').unwrap_or(&text);
             let secret = secret.strip_suffix('\r').unwrap_or(secret).to_string();
             t.insert(base, toml::Value::String(secret));
