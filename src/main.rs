@@ -121,12 +121,13 @@ fn init_logging(
 fn shutdown_on_signals(stop_timeout: std::time::Duration) -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
+    // Both listeners are made here, before this returns, and live for the
+    // whole run: a signal that comes before the task first runs, or while
+    // the first is handled, is kept, not missed.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("signal handler");
+    let mut int = signal(SignalKind::interrupt()).expect("signal handler");
     tokio::spawn(async move {
-        // Both listeners live for the whole run, so a second signal that
-        // comes while the first is handled is kept, not missed.
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("signal handler");
-        let mut int = signal(SignalKind::interrupt()).expect("signal handler");
         for i in 0.. {
             tokio::select! {
                 _ = int.recv() => {}
@@ -158,11 +159,15 @@ fn shutdown_on_signals(stop_timeout: std::time::Duration) -> CancellationToken {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run(Cli::parse()).await {
+    let cli = Cli::parse();
+    // A healthcheck says healthy (0) or not (1), whatever the reason: 2 is
+    // reserved by Docker.
+    let healthcheck = matches!(cli.command, Some(Command::Healthcheck(_)));
+    match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", message(&e));
-            std::process::ExitCode::from(exit_code(&e))
+            std::process::ExitCode::from(if healthcheck { 1 } else { exit_code(&e) })
         }
     }
 }

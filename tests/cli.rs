@@ -672,3 +672,82 @@ fn oauthbearer_oidc_fetches_a_token_and_presents_it_to_the_broker() {
         .unwrap_or_else(|_| panic!("no token presented to the broker: {}", stderr(&o)));
     assert_eq!(token, jwt, "the broker got another token");
 }
+
+/// `check-config --connect` against a real broker: passes with the topics
+/// created (listing them), and otherwise exits 2 naming the first problem
+/// and its key: a broker that is not there, a missing input topic, a
+/// changelog with the wrong partition count, an unreachable registry, a
+/// store folder that cannot be written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs tansu: --features e2e (scripts/test.sh)"
+)]
+async fn check_config_connect_names_the_first_problem_and_passes_against_a_ready_cluster() {
+    let broker = common::Broker::tansu();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::test_config(&broker, dir.path());
+    broker.create_topics(&cfg).await;
+    let store = dir.path().join("state").display().to_string();
+    let bootstrap = broker.bootstrap();
+    let check = |extra: &[(&str, &str)]| {
+        let mut env = vec![
+            ("CHURN_ALERT__KAFKA__BROKERS", bootstrap.as_str()),
+            ("CHURN_ALERT__STORE__PATH", store.as_str()),
+        ];
+        env.extend_from_slice(extra);
+        churn_alert(&["check-config", "--connect"], &env)
+    };
+    let ok = check(&[]);
+    let out = String::from_utf8_lossy(&ok.stdout).to_string();
+    assert_eq!(ok.status.code(), Some(0), "{out}{}", stderr(&ok));
+    assert!(
+        out.contains("input topic \"customer-events\" has 3 partition(s)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("kafka.changelog_topic \"churn-alert-state-changelog\": 3 partition(s)"),
+        "{out}"
+    );
+    assert!(out.contains("connect ok"), "{out}");
+
+    let closed = common::free_port().to_string();
+    let nowhere = format!("127.0.0.1:{closed}");
+    let registry = format!("http://127.0.0.1:{closed}");
+    broker.create_with(&["short-changelog"], 1).await;
+    for (extra, key, says) in [
+        (
+            vec![("CHURN_ALERT__KAFKA__BROKERS", nowhere.as_str())],
+            "kafka.brokers",
+            "no broker at",
+        ),
+        (
+            vec![("CHURN_ALERT__KAFKA__INPUT_TOPIC", "no-such-topic")],
+            "kafka.input_topic",
+            "does not exist",
+        ),
+        (
+            vec![("CHURN_ALERT__KAFKA__CHANGELOG_TOPIC", "short-changelog")],
+            "kafka.changelog_topic",
+            "has 1 partitions",
+        ),
+        (
+            vec![("CHURN_ALERT__SCHEMA_REGISTRY__URL", registry.as_str())],
+            "schema_registry.url",
+            "unavailable",
+        ),
+        (
+            vec![("CHURN_ALERT__STORE__PATH", "/proc/churn-alert-state")],
+            "store.path",
+            "cannot be created",
+        ),
+    ] {
+        let o = check(&extra);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(
+            err.contains(&format!("config key `{key}`")) && err.contains(says),
+            "{extra:?}: {err}"
+        );
+    }
+}

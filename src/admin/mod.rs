@@ -160,7 +160,10 @@ async fn metrics_handler(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        s.metrics.render(),
+        {
+            s.metrics.set_stalled(s.health.live().is_err());
+            s.metrics.render()
+        },
     )
 }
 

@@ -477,7 +477,11 @@ fn resolve_paths(file: &mut toml::Table, dir: &Path) {
     ] {
         if let Some(t) = kafka.get_mut(props).and_then(toml::Value::as_table_mut) {
             for (k, v) in t.iter_mut() {
-                if k.ends_with(".location") || k.ends_with("_file") || k == "sasl.kerberos.keytab" {
+                if k.ends_with(".location")
+                    || k.ends_with(".file")
+                    || k.ends_with("_file")
+                    || k == "sasl.kerberos.keytab"
+                {
                     resolve(v);
                 }
             }
@@ -509,6 +513,10 @@ fn read_secret_files(table: &mut toml::Table) -> Result<(), ConfigError> {
             let Some(toml::Value::String(path)) = t.remove(&k) else {
                 return Err(key_err(&key, "must be the path of a file"));
             };
+            // Empty is unset (`${X_FILE:-}` in compose), as for the keys.
+            if path.is_empty() {
+                continue;
+            }
             if t.get(&base).is_some_and(|v| v.as_str() != Some("")) {
                 return Err(key_err(
                     &key,

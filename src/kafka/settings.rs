@@ -210,9 +210,15 @@ impl KafkaConfig {
                         Some("oidc") => {
                             // Azure's managed identity (the instance
                             // metadata endpoint) needs no secret.
-                            if get("sasl.oauthbearer.metadata.authentication.type").is_some() {
+                            let is = |p: &str, v: &str| {
+                                get(p).is_some_and(|(_, x)| x.eq_ignore_ascii_case(v))
+                            };
+                            if is("sasl.oauthbearer.metadata.authentication.type", "azure_imds") {
                                 &[]
-                            } else if get("sasl.oauthbearer.grant.type").is_some() {
+                            } else if is(
+                                "sasl.oauthbearer.grant.type",
+                                "urn:ietf:params:oauth:grant-type:jwt-bearer",
+                            ) {
                                 &["sasl.oauthbearer.token.endpoint.url"]
                             } else {
                                 &[

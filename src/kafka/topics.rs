@@ -190,7 +190,12 @@ pub enum InspectError {
 /// if there, has as many partitions as the input.
 pub fn inspect(cfg: &KafkaConfig) -> Result<Inspection, InspectError> {
     let (topics, brokers) = metadata(cfg).map_err(|(e, refusal)| ClientSettingsError {
-        key: "kafka.brokers".into(),
+        key: if refusal.is_some() {
+            "kafka.client_properties"
+        } else {
+            "kafka.brokers"
+        }
+        .into(),
         message: match refusal {
             Some(reason) => format!(
                 "the brokers at {} refuse these security settings: {reason} (check security.protocol, ssl.ca.location and the sasl.* settings)",

@@ -79,12 +79,31 @@ pub async fn check(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether the service could create its database in `dir`: made if
-/// missing, as the service does, and a file written and removed there.
+/// Whether the service could create its database in `dir`: a file is
+/// written and removed in `dir`, or in its nearest existing parent where
+/// the service would create it (nothing is left behind, so a check run as
+/// another user makes no folder the service cannot use).
 fn writable(dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("{} cannot be created: {e}", dir.display()))?;
-    tempfile::tempfile_in(dir)
-        .map(drop)
-        .map_err(|e| format!("{} is not writable: {e}", dir.display()))
+    let existing = dir
+        .ancestors()
+        .map(|a| {
+            if a.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                a
+            }
+        })
+        .find(|a| a.is_dir())
+        .unwrap_or(Path::new("."));
+    tempfile::tempfile_in(existing).map(drop).map_err(|e| {
+        if existing == dir {
+            format!("{} is not writable: {e}", dir.display())
+        } else {
+            format!(
+                "{} cannot be created: {} is not writable: {e}",
+                dir.display(),
+                existing.display()
+            )
+        }
+    })
 }

@@ -205,7 +205,7 @@ mod tests {
         })
     }
 
-    /// Every field of the JSON Schema is in the Avro schema, in order.
+    /// The Avro schema has the JSON Schema's fields, no more, no fewer.
     #[test]
     fn the_avro_schemas_have_the_json_schemas_fields() {
         for s in Shape::ALL {

@@ -232,6 +232,12 @@ impl Service {
             return Ok(());
         }
         let registry = crate::registry::Registry::new(&self.config.schema_registry)?;
+        // Before the consumer joins the group: waiting for the registry
+        // must not hold up the group's rebalances.
+        let Some(framing) = output_framing(&self.config, registry.as_ref(), &shutdown).await?
+        else {
+            return Ok(());
+        };
         let shared = Shared {
             store: self.store.clone(),
             health: self.health.clone(),
@@ -242,10 +248,6 @@ impl Service {
         let publisher = Publisher::new(&cfg)?;
         self.control.connected(publisher.clone());
         let clock = self.config.clock.mode;
-        let Some(framing) = output_framing(&self.config, registry.as_ref(), &shutdown).await?
-        else {
-            return Ok(());
-        };
         let outputs =
             Outputs::new(&cfg.input_topic, cfg.dead_letter_max_bytes).with_framing(framing);
         let processor = Processor::new(

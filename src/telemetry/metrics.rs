@@ -44,6 +44,7 @@ pub struct Metrics {
     pub(super) partitions_released: IntCounter,
     pub(super) failures: IntCounterVec,
     pub(super) ready: IntGauge,
+    stalled: IntGauge,
     pub(super) commits: IntCounter,
     pub(super) offset_gaps: IntCounter,
     pub(super) outputs_refused: IntCounterVec,
@@ -263,6 +264,11 @@ impl Metrics {
                 "churn_alert_ready",
                 "1 when connected, assigned and able to commit; 0 otherwise.",
             ),
+            stalled: gauge(
+                &r,
+                "churn_alert_stalled",
+                "1 while the loop has held a batch longer than service.stall_seconds (/healthz fails); 0 otherwise.",
+            ),
             outputs_refused: counter_vec(
                 &r,
                 "churn_alert_outputs_refused_total",
@@ -414,6 +420,11 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
+    /// Sets `churn_alert_stalled` from the loop's progress (at each scrape).
+    pub fn set_stalled(&self, stalled: bool) {
+        self.stalled.set(i64::from(stalled));
+    }
+
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         TextEncoder::new()
@@ -426,7 +437,8 @@ impl Metrics {
     /// also export `_bucket`, `_sum` and `_count` series).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let all: [&dyn Collector; 35] = [
+        let all: [&dyn Collector; 36] = [
+            &self.stalled,
             &self.events_consumed,
             &self.dlq,
             &self.duplicates,
