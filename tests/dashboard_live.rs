@@ -139,19 +139,10 @@ fn dashboard_queries() -> Vec<String> {
         .collect()
 }
 
+/// The dashboard's queries and the alert rules' expressions.
 fn queries() -> Vec<String> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dash: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(root.join("deploy/grafana/churn-alert-dashboard.json")).unwrap(),
-    )
-    .unwrap();
-    let mut out: Vec<String> = dash["panels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| p["targets"].as_array().unwrap().clone())
-        .map(|t| t["expr"].as_str().unwrap().to_string())
-        .collect();
+    let mut out = dashboard_queries();
     let rules: serde_yaml::Value = serde_yaml::from_str(
         &std::fs::read_to_string(root.join("deploy/prometheus-rules.yml")).unwrap(),
     )

@@ -726,24 +726,14 @@ mod tests {
         }
     }
 
-    /// A customer id that needs every kind of CSV quoting.
-    const AWKWARD_ID: &str = "c,1 \"the\"\nsecond line";
+    use crate::offline::simulate::csv_fixtures::{with_awkward_id, AWKWARD_ID};
 
     #[test]
     fn oracle_round_trips_awkward_ids() {
-        use crate::offline::simulate::{SimConfig, Simulator};
-        let mut cfg = SimConfig::new(20, 30, 1);
-        cfg.end = 1_790_000_000_000 - 1_790_000_000_000 % DAY_MS;
-        cfg.oracle_horizon_days = 30;
-        let mut sim = Simulator::new(cfg);
-        let i = sim
-            .customers
-            .iter()
-            .position(|c| c.join_day <= 0)
-            .expect("a customer there from the start");
-        sim.customers[i].id = AWKWARD_ID.to_string();
+        let sim = with_awkward_id();
         let at = sim.day_start(0);
         let rows = sim.oracle_rows(0);
+        assert!(rows.iter().any(|r| r.customer_id == AWKWARD_ID));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("oracle.csv");
         std::fs::write(&path, sim.oracle_csv(at, &rows)).unwrap();

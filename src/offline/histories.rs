@@ -1334,7 +1334,7 @@ mod tests {
 
     #[test]
     fn truth_round_trips_awkward_ids() {
-        let awkward = "c,1 \"the\"\nsecond line";
+        let awkward = crate::offline::simulate::csv_fixtures::AWKWARD_ID;
         for kind in [Kind::Bgnbd, Kind::Saas] {
             let mut g = Generator::new(window(50, 60, 4), &opts(kind)).unwrap();
             match &mut g.inner {

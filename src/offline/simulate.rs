@@ -937,6 +937,32 @@ pub fn read_truth(path: &Path) -> anyhow::Result<HashMap<String, Option<Millis>>
     Ok(out)
 }
 
+/// Fixtures of the CSV tests of the modules that write or read the
+/// simulator's files.
+#[cfg(test)]
+pub(crate) mod csv_fixtures {
+    use super::*;
+
+    /// A customer id that needs every kind of CSV quoting.
+    pub const AWKWARD_ID: &str = "c,1 \"the\"\nsecond line";
+
+    /// A small simulation with 30 days of oracle horizon in which a
+    /// customer there from the start is called [`AWKWARD_ID`].
+    pub fn with_awkward_id() -> Simulator {
+        let mut cfg = SimConfig::new(20, 30, 1);
+        cfg.end = 1_790_000_000_000 - 1_790_000_000_000 % DAY_MS;
+        cfg.oracle_horizon_days = 30;
+        let mut sim = Simulator::new(cfg);
+        let i = sim
+            .customers
+            .iter()
+            .position(|c| c.join_day <= 0)
+            .expect("a customer there from the start");
+        sim.customers[i].id = AWKWARD_ID.to_string();
+        sim
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1017,7 +1043,7 @@ mod tests {
 
     #[test]
     fn truth_files_quote_awkward_ids_only() {
-        let awkward = "c,1 \"the\"\nsecond line";
+        let awkward = csv_fixtures::AWKWARD_ID;
         let mut cfg = SimConfig::new(20, 30, 3);
         cfg.effects = vec!["offer,1=0.3:0.1".parse().unwrap()];
         let mut sim = Simulator::new(cfg);
